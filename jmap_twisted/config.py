@@ -1,0 +1,35 @@
+"""
+The server's configuration: parsed once in :mod:`jmap_twisted.tap`, frozen,
+and passed down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from attrs import field, frozen
+
+from jmap_twisted.core.limits import CoreLimits
+
+DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+DEFAULT_DATA = "jmap-data"
+
+
+@frozen
+class ServerConfig:
+    """
+    Everything a running server is told.
+
+    :ivar listen: strports descriptions of the HTTP(+WebSocket) endpoints.
+    :ivar data_dir: the data directory of the embedded (SQLite) store.
+    :ivar public_url: scheme and authority put in the session's URLs, or
+        ``None`` to follow each request's scheme and ``Host``.
+    :ivar limits: the core capability's limits.
+    :ivar password_cost: scrypt's ``n`` for new password hashes.
+    """
+
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    data_dir: Path = Path(DEFAULT_DATA)
+    public_url: str | None = None
+    limits: CoreLimits = field(factory=CoreLimits)
+    password_cost: int = 2**15

@@ -1,0 +1,141 @@
+"""
+Runs the method calls of a Request (RFC 8620 §3.3–§3.7) and builds the
+Response.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+
+from jmap_twisted.core.limits import CoreLimits
+from jmap_twisted.core.pointer import resolve_references
+from jmap_twisted.core.registry import Registry
+from jmap_twisted.core.request import Request, is_id
+from jmap_twisted.core.session import session_state
+from jmap_twisted.errors import (
+    AccountNotFound,
+    AccountNotSupportedByMethod,
+    InvalidArguments,
+    MethodError,
+    ServerFail,
+    UnknownMethod,
+)
+from jmap_twisted.interfaces import IPrincipal
+from jmap_twisted.records import Account
+
+log = Logger()
+
+Response = tuple[str, dict[str, Any], str]
+
+
+class CallContext:
+    """
+    What a method implementation may know and do beyond its arguments.
+
+    :ivar principal: the authenticated user.
+    :ivar using: the request's capabilities.
+    :ivar created_ids: the request's creation id → id map; ``/set`` methods
+        add to it.
+    :ivar call_id: this call's ``methodCallId``.
+    :ivar limits: the core limits in force.
+    """
+
+    def __init__(
+        self,
+        principal: IPrincipal,
+        registry: Registry,
+        using: frozenset[str],
+        created_ids: dict[str, str],
+        call_id: str,
+        limits: CoreLimits,
+    ) -> None:
+        self.principal = principal
+        self.using = using
+        self.created_ids = created_ids
+        self.call_id = call_id
+        self.limits = limits
+        self._registry = registry
+        self.extra_responses: list[tuple[str, dict[str, Any]]] = []
+
+    def account(self, arguments: dict[str, Any], capability: str) -> Account:
+        """
+        The account named by the ``accountId`` argument.
+
+        :raises InvalidArguments: ``accountId`` is missing or not an Id.
+        :raises AccountNotFound: the user cannot access such an account.
+        :raises AccountNotSupportedByMethod: the account lacks ``capability``.
+        """
+        account_id = arguments.get("accountId")
+        if not is_id(account_id):
+            raise InvalidArguments("'accountId' must be an Id.")
+        for account in self.principal.accounts:
+            if account.id == account_id:
+                break
+        else:
+            raise AccountNotFound()
+        if self._registry.capabilities[capability].account is None:
+            raise AccountNotSupportedByMethod()
+        return account
+
+    def add_response(self, name: str, arguments: dict[str, Any]) -> None:
+        """
+        Add an implicit response after this call's own (as
+        ``EmailSubmission/set`` does with ``onSuccessUpdateEmail``).
+        """
+        self.extra_responses.append((name, arguments))
+
+
+class Engine:
+    """
+    Executes validated requests for authenticated principals.
+    """
+
+    def __init__(self, registry: Registry, limits: CoreLimits) -> None:
+        self.registry = registry
+        self.limits = limits
+
+    async def execute(self, principal: IPrincipal, request: Request) -> dict[str, Any]:
+        """
+        Run every method call in order and return the Response object.
+
+        Method-level errors become ``error`` responses; an unexpected
+        exception in a method is logged and becomes ``serverFail``, and later
+        calls still run.
+        """
+        created_ids = dict(request.created_ids or {})
+        responses: list[Response] = []
+        for call in request.method_calls:
+            context = CallContext(
+                principal, self.registry, request.using, created_ids, call.call_id, self.limits
+            )
+            try:
+                method = self.registry.method(call.name, request.using)
+                if method is None:
+                    raise UnknownMethod(
+                        f"{call.name!r} is not a method of the capabilities in 'using'."
+                    )
+                arguments = resolve_references(call.arguments, responses)
+                result = await method.handler(context, arguments)
+            except MethodError as error:
+                responses.append(("error", error.to_arguments(), call.call_id))
+                continue
+            except Exception:
+                log.failure(
+                    "Method {method} failed for user {user_id}",
+                    method=call.name,
+                    user_id=principal.user.id,
+                )
+                responses.append(("error", ServerFail().to_arguments(), call.call_id))
+                continue
+            responses.append((call.name, result, call.call_id))
+            for name, extra in context.extra_responses:
+                responses.append((name, extra, call.call_id))
+        response: dict[str, Any] = {
+            "methodResponses": [list(r) for r in responses],
+            "sessionState": session_state(principal, self.registry),
+        }
+        if request.created_ids is not None:
+            response["createdIds"] = created_ids
+        return response

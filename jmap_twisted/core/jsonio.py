@@ -1,0 +1,93 @@
+"""
+Strict JSON input (I-JSON, RFC 7493) and compact JSON output.
+
+JMAP requires I-JSON: UTF-8 only, no duplicate member names, no
+``NaN``/``Infinity``.  Nesting deeper than :data:`MAX_DEPTH` is refused
+before it can exhaust the stack.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jmap_twisted.errors import NotJSON
+
+#: Deepest nesting of arrays and objects accepted in a request.
+MAX_DEPTH = 64
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in I-JSON")
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate member name {key!r}")
+        result[key] = value
+    return result
+
+
+def _nesting_depth(text: str) -> int:
+    """
+    The deepest nesting of ``[``/``{`` outside strings, found in one linear
+    scan so hostile input cannot recurse.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def loads(data: bytes | str) -> Any:
+    """
+    Parse one I-JSON document.
+
+    :raises NotJSON: with a ``detail`` saying what is wrong.
+    """
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise NotJSON(f"The request is not valid UTF-8 (at octet {e.start}).") from None
+    else:
+        text = data
+    if _nesting_depth(text) > MAX_DEPTH:
+        raise NotJSON(f"The request nests arrays or objects deeper than {MAX_DEPTH} levels.")
+    try:
+        return json.loads(
+            text, object_pairs_hook=_unique_members, parse_constant=_no_constants
+        )
+    except (ValueError, RecursionError) as e:
+        raise NotJSON(f"The request did not parse as I-JSON: {e}") from None
+
+
+def dumps(value: Any) -> bytes:
+    """
+    Serialise compactly to UTF-8.
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (from an escaped one in some input) cannot be
+        # UTF-8: escape every non-ASCII character instead, which is still
+        # valid JSON text.
+        return json.dumps(value, separators=(",", ":")).encode("ascii")

@@ -1,0 +1,81 @@
+"""
+The JMAP Session object (RFC 8620 §2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from jmap_twisted.core.registry import CORE, Registry
+from jmap_twisted.interfaces import IPrincipal
+
+#: Paths below the base URL; the HTTP resources are mounted to match.
+API_PATH = "/jmap/api/"
+UPLOAD_PATH = "/jmap/upload/{accountId}/"
+DOWNLOAD_PATH = "/jmap/download/{accountId}/{blobId}/{name}?type={type}"
+EVENT_SOURCE_PATH = "/jmap/eventsource/?types={types}&closeafter={closeafter}&ping={ping}"
+
+
+def _accounts(principal: IPrincipal, registry: Registry) -> dict[str, Any]:
+    account_capabilities = {
+        urn: dict(cap.account) for urn, cap in registry.capabilities.items() if cap.account is not None
+    }
+    return {
+        account.id: {
+            "name": account.name,
+            "isPersonal": account.owner_id == principal.user.id,
+            "isReadOnly": False,
+            "accountCapabilities": account_capabilities,
+        }
+        for account in principal.accounts
+    }
+
+
+def _primary_accounts(principal: IPrincipal, registry: Registry) -> dict[str, str]:
+    personal = [a for a in principal.accounts if a.owner_id == principal.user.id]
+    if not personal:
+        return {}
+    return {
+        urn: personal[0].id
+        for urn, cap in registry.capabilities.items()
+        if cap.account is not None or urn == CORE
+    }
+
+
+def _content(principal: IPrincipal, registry: Registry) -> dict[str, Any]:
+    return {
+        "capabilities": {urn: dict(cap.session) for urn, cap in registry.capabilities.items()},
+        "accounts": _accounts(principal, registry),
+        "primaryAccounts": _primary_accounts(principal, registry),
+        "username": principal.user.username,
+    }
+
+
+def session_state(principal: IPrincipal, registry: Registry) -> str:
+    """
+    A string that changes whenever the session's content (capabilities,
+    accounts, username) changes, and only then.
+    """
+    canonical = json.dumps(_content(principal, registry), sort_keys=True).encode()
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def session_object(principal: IPrincipal, registry: Registry, base_url: str) -> dict[str, Any]:
+    """
+    The Session object for a user, with absolute URLs below ``base_url``
+    (scheme and authority, no trailing slash).
+    """
+    session = _content(principal, registry)
+    session.update(
+        {
+            "apiUrl": base_url + API_PATH,
+            "downloadUrl": base_url + DOWNLOAD_PATH,
+            "uploadUrl": base_url + UPLOAD_PATH,
+            "eventSourceUrl": base_url + EVENT_SOURCE_PATH,
+            "state": session_state(principal, registry),
+        }
+    )
+    return session
+

@@ -1,0 +1,83 @@
+"""
+Credentials from HTTP requests, checked through the twisted.cred portal.
+"""
+
+from __future__ import annotations
+
+import binascii
+from base64 import b64decode
+from typing import cast
+
+from twisted.cred.credentials import ICredentials, UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
+from twisted.web.iweb import IRequest
+
+from jmap_twisted.auth.checkers import BearerToken
+from jmap_twisted.http.problem import write_status
+from jmap_twisted.interfaces import IPrincipal
+
+#: One ``WWW-Authenticate`` challenge per accepted scheme.
+CHALLENGES = (b'Basic realm="jmap", charset="UTF-8"', b'Bearer realm="jmap"')
+
+
+def credentials_from_request(request: IRequest, allow_query_token: bool = False) -> ICredentials:
+    """
+    The credentials a request carries: ``Authorization: Basic`` or
+    ``Bearer``, or with ``allow_query_token`` an ``access_token`` query
+    parameter (for browsers, which cannot set headers on a WebSocket or an
+    EventSource).
+
+    :raises UnauthorizedLogin: there are none, or they are malformed.
+    """
+    header = request.getHeader(b"authorization")
+    if header:
+        scheme, _, value = header.strip().partition(b" ")
+        scheme = scheme.lower()
+        value = value.strip()
+        if scheme == b"basic":
+            try:
+                decoded = b64decode(value, validate=True)
+            except binascii.Error:
+                raise UnauthorizedLogin("malformed Basic credentials") from None
+            username, sep, password = decoded.partition(b":")
+            if not sep:
+                raise UnauthorizedLogin("malformed Basic credentials")
+            try:
+                return UsernamePassword(username.decode("utf-8"), password.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise UnauthorizedLogin("Basic credentials are not UTF-8") from None
+        if scheme == b"bearer" and value:
+            try:
+                return BearerToken(value.decode("ascii"))
+            except UnicodeDecodeError:
+                raise UnauthorizedLogin("malformed bearer token") from None
+        raise UnauthorizedLogin("unsupported authorization scheme")
+    if allow_query_token:
+        tokens = request.args.get(b"access_token")
+        if tokens:
+            try:
+                return BearerToken(tokens[0].decode("ascii"))
+            except UnicodeDecodeError:
+                raise UnauthorizedLogin("malformed access token") from None
+    raise UnauthorizedLogin("no credentials")
+
+
+async def login(portal: Portal, request: IRequest, allow_query_token: bool = False) -> IPrincipal:
+    """
+    Authenticate a request.
+
+    :raises UnauthorizedLogin: missing, malformed or wrong credentials.
+    """
+    credentials = credentials_from_request(request, allow_query_token)
+    _, avatar, _ = await portal.login(credentials, None, IPrincipal)
+    return cast(IPrincipal, avatar)
+
+
+def write_unauthorized(request: IRequest) -> None:
+    """
+    Finish with 401 and a challenge for every accepted scheme.
+    """
+    for challenge in CHALLENGES:
+        request.responseHeaders.addRawHeader(b"WWW-Authenticate", challenge)
+    write_status(request, 401, "Authentication is required: use Basic or Bearer credentials.")

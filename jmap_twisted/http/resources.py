@@ -1,0 +1,266 @@
+"""
+The HTTP API's resources: session (RFC 8620 §2), API endpoint (§3.1),
+upload (§6.1) and download (§6.2).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from jmap_twisted.core import jsonio
+from jmap_twisted.core.request import is_id, parse_request
+from jmap_twisted.core.session import session_object
+from jmap_twisted.errors import LimitExceeded, NotJSON, RequestLevelError, ServerFail
+from jmap_twisted.http.auth import login, write_unauthorized
+from jmap_twisted.http.problem import write_json, write_problem, write_status
+
+if TYPE_CHECKING:
+    from jmap_twisted.service import JMAPService
+
+log = Logger()
+
+_HOST = re.compile(rb"[A-Za-z0-9.\-]+(:[0-9]{1,5})?\Z|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?\Z")
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*\Z")
+
+CORS_HEADERS = {
+    b"Access-Control-Allow-Origin": b"*",
+    b"Access-Control-Allow-Methods": b"GET, POST, OPTIONS",
+    b"Access-Control-Allow-Headers": b"Authorization, Content-Type, Accept",
+    b"Access-Control-Max-Age": b"86400",
+}
+
+
+def base_url(service: JMAPService, request: IRequest) -> str:
+    """
+    The scheme and authority clients should use: the configured public URL,
+    or else the request's own scheme and ``Host``.
+
+    :raises ValueError: the ``Host`` header is malformed.
+    """
+    if service.config.public_url:
+        return service.config.public_url
+    host = request.getHeader(b"host")
+    if host is None:
+        address = request.getHost()
+        host = f"{address.host}:{address.port}".encode()
+    if not _HOST.match(host):
+        raise ValueError("malformed Host header")
+    scheme = "https" if request.isSecure() else "http"
+    return f"{scheme}://{host.decode('ascii')}"
+
+
+class JMAPResource(Resource):
+    """
+    Base of the JMAP resources: CORS, allowed methods, authentication, and
+    one place mapping failures to responses.  Subclasses implement
+    :meth:`handle` as a coroutine.
+    """
+
+    isLeaf = True
+    allowed_methods: tuple[bytes, ...] = (b"GET",)
+
+    def __init__(self, service: JMAPService) -> None:
+        super().__init__()
+        self.service = service
+
+    def render(self, request: IRequest) -> Any:
+        for name, value in CORS_HEADERS.items():
+            request.setHeader(name, value)
+        if request.method == b"OPTIONS":
+            request.setResponseCode(204)
+            request.setHeader(b"Allow", b", ".join((*self.allowed_methods, b"OPTIONS")))
+            return b""
+        if request.method not in self.allowed_methods:
+            request.setHeader(b"Allow", b", ".join((*self.allowed_methods, b"OPTIONS")))
+            write_status(request, 405, "Method not allowed.")
+            return NOT_DONE_YET
+        serving = Deferred.fromCoroutine(self._serve(request))
+        request.notifyFinish().addErrback(lambda _: serving.cancel())
+        return NOT_DONE_YET
+
+    async def _serve(self, request: IRequest) -> None:
+        try:
+            await self.handle(request)
+        except CancelledError:
+            return  # the client went away
+        except UnauthorizedLogin:
+            write_unauthorized(request)
+        except RequestLevelError as error:
+            write_problem(request, error)
+        except Exception:
+            log.failure("Unexpected failure serving {path}", path=request.path)
+            if not request.finished and not request._disconnected:  # type: ignore[attr-defined]
+                error = ServerFail("The server failed; it has logged why.")
+                write_status(request, 500, error.description or "serverFail")
+
+    async def handle(self, request: IRequest) -> None:
+        """
+        Serve an allowed request.
+        """
+        raise NotImplementedError
+
+
+class SessionResource(JMAPResource):
+    """
+    ``GET /.well-known/jmap``: the Session object.
+    """
+
+    async def handle(self, request: IRequest) -> None:
+        principal = await login(self.service.portal, request)
+        try:
+            base = base_url(self.service, request)
+        except ValueError as e:
+            write_status(request, 400, str(e))
+            return
+        write_json(request, session_object(principal, self.service.registry, base))
+
+
+class APIResource(JMAPResource):
+    """
+    ``POST`` API requests (RFC 8620 §3.1).
+    """
+
+    allowed_methods = (b"POST",)
+
+    async def handle(self, request: IRequest) -> None:
+        principal = await login(self.service.portal, request)
+        content_type = request.getHeader(b"content-type")
+        if content_type is not None:
+            media = content_type.split(b";")[0].strip().lower()
+            if media != b"application/json":
+                raise NotJSON(
+                    "The request's Content-Type must be application/json, not "
+                    f"{media.decode('latin-1')!r}."
+                )
+        release = self.service.request_limiter.try_acquire(principal.user.id)
+        try:
+            body = request.content.read()
+            value = jsonio.loads(body)
+            jmap_request = parse_request(
+                value,
+                self.service.registry.capabilities,
+                self.service.config.limits.max_calls_in_request,
+            )
+            response = await self.service.engine.execute(principal, jmap_request)
+        finally:
+            release()
+        write_json(request, response)
+
+
+class UploadResource(JMAPResource):
+    """
+    ``POST /jmap/upload/{accountId}/``: store a blob (RFC 8620 §6.1).
+    """
+
+    allowed_methods = (b"POST",)
+
+    async def handle(self, request: IRequest) -> None:
+        principal = await login(self.service.portal, request)
+        account_id = request.postpath[0].decode("utf-8", "replace") if request.postpath else ""
+        if not any(a.id == account_id for a in principal.accounts):
+            write_status(request, 404, "No such account.")
+            return
+        try:
+            release = self.service.upload_limiter.try_acquire(principal.user.id)
+        except LimitExceeded as error:
+            write_problem(request, error, status=429)
+            return
+        try:
+            media_type = _media_type(request.getHeader(b"content-type"))
+            data = request.content.read()
+            blob = await self.service.blobs.put(account_id, data, media_type)
+        finally:
+            release()
+        write_json(
+            request,
+            {"accountId": blob.account_id, "blobId": blob.blob_id, "type": blob.type, "size": blob.size},
+            status=201,
+        )
+
+
+class DownloadResource(JMAPResource):
+    """
+    ``GET /jmap/download/{accountId}/{blobId}/{name}?type={type}`` (RFC 8620
+    §6.2).  Another account's blob is indistinguishable from a missing one.
+    """
+
+    allowed_methods = (b"GET", b"HEAD")
+
+    async def handle(self, request: IRequest) -> None:
+        principal = await login(self.service.portal, request)
+        if len(request.postpath) != 3:
+            write_status(request, 404, "Use /jmap/download/{accountId}/{blobId}/{name}.")
+            return
+        account_id, blob_id, raw_name = request.postpath
+        try:
+            name = raw_name.decode("utf-8")
+            account = account_id.decode("ascii")
+            blob_key = blob_id.decode("ascii")
+        except UnicodeDecodeError:
+            write_status(request, 404, "No such blob.")
+            return
+        found = None
+        if is_id(blob_key) and any(a.id == account for a in principal.accounts):
+            found = await self.service.blobs.get(account, blob_key)
+        if found is None:
+            write_status(request, 404, "No such blob.")
+            return
+        _, data = found
+        requested = request.args.get(b"type", [b""])[0].decode("utf-8", "replace")
+        media_type = requested if _MEDIA_TYPE.match(requested) else "application/octet-stream"
+        request.setHeader(b"Content-Type", media_type.encode("ascii"))
+        request.setHeader(b"Content-Disposition", content_disposition(name).encode("ascii"))
+        request.setHeader(b"Content-Length", b"%d" % len(data))
+        request.setHeader(b"Cache-Control", b"private, immutable, max-age=31536000")
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        request.setHeader(b"Content-Security-Policy", b"sandbox")
+        if request.method != b"HEAD":
+            request.write(data)
+        request.finish()
+
+
+def _media_type(header: bytes | None) -> str:
+    if not header:
+        return "application/octet-stream"
+    text = header.decode("latin-1").strip()
+    media = text.split(";")[0].strip()
+    if not _MEDIA_TYPE.match(media) or "\r" in text or "\n" in text:
+        return "application/octet-stream"
+    return text
+
+
+def content_disposition(name: str) -> str:
+    """
+    A ``Content-Disposition`` value (RFC 6266) naming a download: an ASCII
+    fallback plus the exact UTF-8 name (RFC 8187).
+    """
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def build_root(service: JMAPService) -> Resource:
+    """
+    The resource tree: ``/.well-known/jmap`` and ``/jmap/{session,api,
+    upload,download}``.
+    """
+    root = Resource()
+    session = SessionResource(service)
+    well_known = Resource()
+    well_known.putChild(b"jmap", session)
+    root.putChild(b".well-known", well_known)
+    jmap = Resource()
+    jmap.putChild(b"session", session)
+    jmap.putChild(b"api", APIResource(service))
+    jmap.putChild(b"upload", UploadResource(service))
+    jmap.putChild(b"download", DownloadResource(service))
+    root.putChild(b"jmap", jmap)
+    return root

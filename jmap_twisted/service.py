@@ -1,0 +1,192 @@
+"""
+The service object: holds the shared state (stores, portal, engine,
+limiters) that protocols and resources call into, and starts and stops it
+with ``twistd``.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import MultiService, Service
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorCore,
+    IReactorThreads,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from jmap_twisted.auth.checkers import PasswordChecker, TokenChecker
+from jmap_twisted.auth.passwords import PasswordHasher
+from jmap_twisted.auth.realm import JMAPRealm
+from jmap_twisted.config import ServerConfig
+from jmap_twisted.core.engine import Engine
+from jmap_twisted.core.limits import ConcurrencyLimiter
+from jmap_twisted.http.resources import build_root
+from jmap_twisted.http.site import JMAPSite
+from jmap_twisted.interfaces import IBlobStore, IDirectory
+from jmap_twisted.methods import build_registry
+from jmap_twisted.store.sqlite import SQLiteBlobStore, SQLiteDirectory
+from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
+
+log = Logger()
+
+
+class JMAPService(MultiService):
+    """
+    One JMAP server.
+
+    :param directory: users, credentials and accounts.
+    :param blobs: binary data.
+    :param reactor: the reactor for threads and time.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        directory: IDirectory,
+        blobs: IBlobStore,
+        reactor: object,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.directory = directory
+        self.blobs = blobs
+        self.reactor = reactor
+        self.registry = build_registry(config.limits)
+        self.engine = Engine(self.registry, config.limits)
+        self.portal = Portal(
+            JMAPRealm(directory),
+            [
+                PasswordChecker(
+                    directory,
+                    PasswordHasher(n=config.password_cost),
+                    reactor,  # type: ignore[arg-type]
+                    reactor,  # type: ignore[arg-type]
+                ),
+                TokenChecker(directory),
+            ],
+        )
+        self.request_limiter = ConcurrencyLimiter(
+            config.limits.max_concurrent_requests, "maxConcurrentRequests"
+        )
+        self.upload_limiter = ConcurrencyLimiter(
+            config.limits.max_concurrent_upload, "maxConcurrentUpload"
+        )
+        self.site = JMAPSite(build_root(self), self.body_limit)
+
+    def body_limit(self, path: bytes) -> tuple[int, str]:
+        """
+        The largest request body accepted for a path, and the limit's name.
+        """
+        if path.startswith(b"/jmap/upload/"):
+            return self.config.limits.max_size_upload, "maxSizeUpload"
+        return self.config.limits.max_size_request, "maxSizeRequest"
+
+    def add_listeners(self, reactor: IReactorCore) -> None:
+        """
+        Listen on every configured endpoint once the service starts.
+        """
+        for description in self.config.listen:
+            endpoint = serverFromString(reactor, description)
+            ListeningService(endpoint, self.site).setServiceParent(self)
+
+    def listening_ports(self) -> list[IListeningPort]:
+        """
+        The ports listened on now (to learn the port number of ``tcp:0``).
+        """
+        return [
+            child.port
+            for child in self
+            if isinstance(child, ListeningService) and child.port is not None
+        ]
+
+
+class ListeningService(Service):
+    """
+    Listens on an endpoint while running, and stops listening when stopped.
+
+    A failure to listen is logged and stops the whole process: a server
+    that cannot take connections should not pretend to run.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint, factory: IProtocolFactory) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port: IListeningPort | None = None
+        self._listening: Deferred[IListeningPort] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._listening = self.endpoint.listen(self.factory)
+        self._listening.addCallback(self._listened)
+        self._listening.addErrback(self._failed)
+
+    def _listened(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        return port
+
+    def _failed(self, failure: Failure) -> None:
+        log.failure("Cannot listen on {endpoint}", failure, endpoint=self.endpoint)
+        raise SystemExit(1)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self.port is None:
+            return None
+        port, self.port = self.port, None
+        return maybeDeferred(port.stopListening)
+
+
+class _DatabaseService(MultiService):
+    """
+    Opens the database before the children start and closes it after they
+    stop.
+    """
+
+    def __init__(self, database: SQLiteDatabase, reactor: IReactorCore) -> None:
+        super().__init__()
+        self.database = database
+        self._reactor = reactor
+
+    def startService(self) -> None:
+        # Listening waits until the schema is in place.
+        self._started: Deferred[None] = self.database.start()
+        self._started.addCallback(lambda _: MultiService.startService(self))
+        self._started.addErrback(self._failed)
+
+    def _failed(self, failure: object) -> None:
+        log.failure("Could not open the database", failure)  # type: ignore[arg-type]
+        self._reactor.stop()
+
+    def stopService(self) -> Deferred[None]:
+        stopped = Deferred.fromCoroutine(self._stop())
+        return stopped
+
+    async def _stop(self) -> None:
+        await self._started
+        await MultiService.stopService(self)
+        await self.database.stop()
+
+
+def make_service(config: ServerConfig, reactor: IReactorThreads | IReactorTime) -> MultiService:
+    """
+    The embedded default: SQLite in the data directory, listening on every
+    configured endpoint.
+    """
+    database = SQLiteDatabase(database_path(str(config.data_dir)), reactor)
+    top = _DatabaseService(database, reactor)  # type: ignore[arg-type]
+    jmap = JMAPService(
+        config,
+        SQLiteDirectory(database, reactor),
+        SQLiteBlobStore(database, reactor),
+        reactor,
+    )
+    jmap.add_listeners(reactor)  # type: ignore[arg-type]
+    jmap.setServiceParent(top)
+    return top

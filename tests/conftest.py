@@ -1,0 +1,4 @@
+"""
+Shared fixtures.  The reactor is never imported at module level here: that
+would defeat pytest-twisted's reactor selection.
+"""

@@ -6,16 +6,16 @@ with ``twistd``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.application.service import MultiService, Service
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
     IReactorCore,
-    IReactorThreads,
-    IReactorTime,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
@@ -66,7 +66,7 @@ class JMAPService(MultiService):
                 PasswordChecker(
                     directory,
                     PasswordHasher(n=config.password_cost),
-                    reactor,  # type: ignore[arg-type]
+                    reactor,
                     reactor,  # type: ignore[arg-type]
                 ),
                 TokenChecker(directory),
@@ -140,7 +140,7 @@ class ListeningService(Service):
         if self.port is None:
             return None
         port, self.port = self.port, None
-        return maybeDeferred(port.stopListening)
+        return port.stopListening()
 
 
 class _DatabaseService(MultiService):
@@ -174,19 +174,19 @@ class _DatabaseService(MultiService):
         await self.database.stop()
 
 
-def make_service(config: ServerConfig, reactor: IReactorThreads | IReactorTime) -> MultiService:
+def make_service(config: ServerConfig, reactor: Any) -> MultiService:
     """
     The embedded default: SQLite in the data directory, listening on every
     configured endpoint.
     """
     database = SQLiteDatabase(database_path(str(config.data_dir)), reactor)
-    top = _DatabaseService(database, reactor)  # type: ignore[arg-type]
+    top = _DatabaseService(database, reactor)
     jmap = JMAPService(
         config,
         SQLiteDirectory(database, reactor),
         SQLiteBlobStore(database, reactor),
         reactor,
     )
-    jmap.add_listeners(reactor)  # type: ignore[arg-type]
+    jmap.add_listeners(reactor)
     jmap.setServiceParent(top)
     return top

@@ -130,4 +130,4 @@ def makeService(options: Options) -> IService:
 
     from jmap_twisted.service import make_service
 
-    return make_service(options.config, reactor)  # type: ignore[arg-type]
+    return make_service(options.config, reactor)

@@ -10,12 +10,13 @@ import hashlib
 import hmac
 import secrets
 from collections import OrderedDict
+from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ICredentials, IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
@@ -91,7 +92,7 @@ class PasswordChecker:
         self,
         directory: IDirectory,
         hasher: PasswordHasher,
-        reactor: IReactorThreads,
+        reactor: Any,
         clock: IReactorTime,
         cache_ttl: float = 300.0,
         cache_size: int = 10_000,
@@ -102,12 +103,12 @@ class PasswordChecker:
         self._verified = _VerifiedPasswords(clock, cache_ttl, cache_size)
         self._decoy = hasher.hash(secrets.token_urlsafe(16))
 
-    def requestAvatarId(self, credentials: ICredentials) -> Deferred[str]:
+    def requestAvatarId(self, credentials: ICredentials) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._check(IUsernamePassword(credentials)))
 
     async def _verify(self, password: str, stored: str) -> bool:
         return await deferToThreadPool(
-            self._reactor,  # type: ignore[arg-type]
+            self._reactor,
             self._reactor.getThreadPool(),
             self._hasher.verify,
             password,
@@ -118,10 +119,10 @@ class PasswordChecker:
         username = _text(credentials.username)
         password = _text(credentials.password)
         found = await self._directory.get_password_hash(username)
-        if found is None or found[1] is None:
+        user, stored = found if found is not None else (None, None)
+        if user is None or stored is None:
             await self._verify(password, self._decoy)
             raise UnauthorizedLogin()
-        user, stored = found
         if self._verified.known(user.id, stored, password):
             return user.id
         if not await self._verify(password, stored):
@@ -141,7 +142,7 @@ class TokenChecker:
     def __init__(self, directory: IDirectory) -> None:
         self._directory = directory
 
-    def requestAvatarId(self, credentials: ICredentials) -> Deferred[str]:
+    def requestAvatarId(self, credentials: ICredentials) -> Deferred[Any]:
         return Deferred.fromCoroutine(self._check(IBearerToken(credentials)))
 
     async def _check(self, credentials: IBearerToken) -> str:

@@ -38,9 +38,7 @@ class JMAPRealm:
     def __init__(self, directory: IDirectory) -> None:
         self._directory = directory
 
-    def requestAvatar(
-        self, avatarId: Any, mind: object, *interfaces: Any
-    ) -> Deferred[tuple[Any, Principal, Callable[[], None]]]:
+    def requestAvatar(self, avatarId: Any, mind: object, *interfaces: Any) -> Any:
         if IPrincipal not in interfaces:
             raise NotImplementedError("the JMAP realm only provides IPrincipal")
         return Deferred.fromCoroutine(self._principal(avatarId))

@@ -72,9 +72,7 @@ def loads(data: bytes | str) -> Any:
     if _nesting_depth(text) > MAX_DEPTH:
         raise NotJSON(f"The request nests arrays or objects deeper than {MAX_DEPTH} levels.")
     try:
-        return json.loads(
-            text, object_pairs_hook=_unique_members, parse_constant=_no_constants
-        )
+        return json.loads(text, object_pairs_hook=_unique_members, parse_constant=_no_constants)
     except (ValueError, RecursionError) as e:
         raise NotJSON(f"The request did not parse as I-JSON: {e}") from None
 

@@ -39,13 +39,13 @@ def evaluate(document: Any, pointer: str) -> Any:
 
 
 def _walk(value: Any, tokens: Sequence[str]) -> Any:
-    for position, token in enumerate(tokens):
+    for position, part in enumerate(tokens):
         if isinstance(value, dict):
-            if token not in value:
-                raise PointerError(f"no member {token!r}")
-            value = value[token]
+            if part not in value:
+                raise PointerError(f"no member {part!r}")
+            value = value[part]
         elif isinstance(value, list):
-            if token == "*":
+            if part == "*":
                 rest = tokens[position + 1 :]
                 collected: list[Any] = []
                 for item in value:
@@ -55,14 +55,14 @@ def _walk(value: Any, tokens: Sequence[str]) -> Any:
                     else:
                         collected.append(result)
                 return collected
-            if not token.isdigit() or (token != "0" and token.startswith("0")):
-                raise PointerError(f"{token!r} is not an array index")
-            index = int(token)
+            if not part.isdigit() or (part != "0" and part.startswith("0")):
+                raise PointerError(f"{part!r} is not an array index")
+            index = int(part)
             if index >= len(value):
                 raise PointerError(f"index {index} is past the end of the array")
             value = value[index]
         else:
-            raise PointerError(f"cannot apply {token!r} to a {type(value).__name__}")
+            raise PointerError(f"cannot apply {part!r} to a {type(value).__name__}")
     return value
 
 
@@ -95,13 +95,12 @@ def resolve_references(
             raise InvalidResultReference(
                 f"{key!r} must be a ResultReference with resultOf, name and path strings."
             )
-        for response_name, response_args, call_id in responses:
-            if call_id == reference["resultOf"]:
-                break
-        else:
+        found = next((r for r in responses if r[2] == reference["resultOf"]), None)
+        if found is None:
             raise InvalidResultReference(
                 f"No earlier method call has the id {reference['resultOf']!r}."
             )
+        response_name, response_args, _ = found
         if response_name != reference["name"]:
             raise InvalidResultReference(
                 f"The response to {reference['resultOf']!r} is {response_name!r}, "

@@ -49,9 +49,7 @@ class Request:
     created_ids: dict[str, str] | None
 
 
-def parse_request(
-    value: Any, known_capabilities: Collection[str], max_calls: int
-) -> Request:
+def parse_request(value: Any, known_capabilities: Collection[str], max_calls: int) -> Request:
     """
     Check a parsed JSON value against the Request type.
 

@@ -20,7 +20,9 @@ EVENT_SOURCE_PATH = "/jmap/eventsource/?types={types}&closeafter={closeafter}&pi
 
 def _accounts(principal: IPrincipal, registry: Registry) -> dict[str, Any]:
     account_capabilities = {
-        urn: dict(cap.account) for urn, cap in registry.capabilities.items() if cap.account is not None
+        urn: dict(cap.account)
+        for urn, cap in registry.capabilities.items()
+        if cap.account is not None
     }
     return {
         account.id: {
@@ -78,4 +80,3 @@ def session_object(principal: IPrincipal, registry: Registry, base_url: str) -> 
         }
     )
     return session
-

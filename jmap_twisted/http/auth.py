@@ -43,10 +43,7 @@ def credentials_from_request(request: IRequest, allow_query_token: bool = False)
             username, sep, password = decoded.partition(b":")
             if not sep:
                 raise UnauthorizedLogin("malformed Basic credentials")
-            try:
-                return UsernamePassword(username.decode("utf-8"), password.decode("utf-8"))
-            except UnicodeDecodeError:
-                raise UnauthorizedLogin("Basic credentials are not UTF-8") from None
+            return UsernamePassword(username, password)
         if scheme == b"bearer" and value:
             try:
                 return BearerToken(value.decode("ascii"))

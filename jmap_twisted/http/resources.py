@@ -6,20 +6,20 @@ upload (§6.1) and download (§6.2).
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from jmap_twisted.core import jsonio
 from jmap_twisted.core.request import is_id, parse_request
 from jmap_twisted.core.session import session_object
-from jmap_twisted.errors import LimitExceeded, NotJSON, RequestLevelError, ServerFail
+from jmap_twisted.errors import LimitExceeded, NotJSON, RequestLevelError
 from jmap_twisted.http.auth import login, write_unauthorized
 from jmap_twisted.http.problem import write_json, write_problem, write_status
 
@@ -72,7 +72,7 @@ class JMAPResource(Resource):
         super().__init__()
         self.service = service
 
-    def render(self, request: IRequest) -> Any:
+    def render(self, request: Request) -> Any:
         for name, value in CORS_HEADERS.items():
             request.setHeader(name, value)
         if request.method == b"OPTIONS":
@@ -87,7 +87,7 @@ class JMAPResource(Resource):
         request.notifyFinish().addErrback(lambda _: serving.cancel())
         return NOT_DONE_YET
 
-    async def _serve(self, request: IRequest) -> None:
+    async def _serve(self, request: Request) -> None:
         try:
             await self.handle(request)
         except CancelledError:
@@ -98,9 +98,8 @@ class JMAPResource(Resource):
             write_problem(request, error)
         except Exception:
             log.failure("Unexpected failure serving {path}", path=request.path)
-            if not request.finished and not request._disconnected:  # type: ignore[attr-defined]
-                error = ServerFail("The server failed; it has logged why.")
-                write_status(request, 500, error.description or "serverFail")
+            if not request.finished and not request._disconnected:
+                write_status(request, 500, "The server failed; it has logged why.")
 
     async def handle(self, request: IRequest) -> None:
         """
@@ -182,7 +181,12 @@ class UploadResource(JMAPResource):
             release()
         write_json(
             request,
-            {"accountId": blob.account_id, "blobId": blob.blob_id, "type": blob.type, "size": blob.size},
+            {
+                "accountId": blob.account_id,
+                "blobId": blob.blob_id,
+                "type": blob.type,
+                "size": blob.size,
+            },
             status=201,
         )
 

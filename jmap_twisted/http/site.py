@@ -6,7 +6,7 @@ without secrets.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
 
 from twisted.web.http import combinedLogFormatter
@@ -56,7 +56,7 @@ def redacting_log_formatter(timestamp: str, request: IRequest) -> str:
     """
     Twisted's combined log format, with secret query parameters redacted.
     """
-    return combinedLogFormatter(timestamp, _RedactedRequest(request))  # type: ignore[no-any-return]
+    return combinedLogFormatter(timestamp, _RedactedRequest(request))
 
 
 class BoundedRequest(Request):
@@ -70,7 +70,7 @@ class BoundedRequest(Request):
     """
 
     def gotLength(self, length: int | None) -> None:
-        site = self.channel.site
+        site = cast(Any, self.channel).site
         # The channel parses the request line before the headers; the
         # request object itself learns its path only once the body is in.
         path = getattr(self.channel, "_path", b"/")
@@ -92,7 +92,8 @@ class BoundedRequest(Request):
 
     def _refuse(self) -> None:
         self._refused = True
-        self.content.close()
+        if self.content is not None:
+            self.content.close()
         error = LimitExceeded(
             self._limit_name,
             f"The body exceeds {self._limit_name} ({self._body_limit} octets).",
@@ -101,6 +102,7 @@ class BoundedRequest(Request):
         problem = dict(error.to_problem(), status=status)
         body = jsonio.dumps(problem)
         transport = self.channel.transport
+        assert transport is not None
         transport.write(
             b"HTTP/1.1 %d Request Too Large\r\n"
             b"Content-Type: application/problem+json\r\n"

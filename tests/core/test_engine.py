@@ -83,7 +83,10 @@ async def test_unknown_method_and_not_in_using() -> None:
     """
     engine = make_engine()
     request = parse_request(
-        {"using": [CORE], "methodCalls": [["Nope/x", {}, "a"], ["Test/ids", {}, "b"], ["Core/echo", {}, "c"]]},
+        {
+            "using": [CORE],
+            "methodCalls": [["Nope/x", {}, "a"], ["Test/ids", {}, "b"], ["Core/echo", {}, "c"]],
+        },
         engine.registry.capabilities,
         16,
     )
@@ -137,7 +140,11 @@ async def test_result_references() -> None:
         make_engine(),
         [
             ["Test/ids", {"accountId": "A1"}, "a"],
-            ["Core/echo", {"#got": {"resultOf": "a", "name": "Test/ids", "path": "/list/*/id"}}, "b"],
+            [
+                "Core/echo",
+                {"#got": {"resultOf": "a", "name": "Test/ids", "path": "/list/*/id"}},
+                "b",
+            ],
             ["Core/echo", {"#got": {"resultOf": "zz", "name": "Test/ids", "path": "/ids"}}, "c"],
         ],
     )

@@ -98,6 +98,6 @@ def test_first_response_with_the_call_id_is_used() -> None:
     responses = [("A/x", {"v": 1}, "c"), ("B/y", {"v": 2}, "c")]
     with pytest.raises(InvalidResultReference):
         resolve_references({"#v": {"resultOf": "c", "name": "B/y", "path": "/v"}}, responses)
-    assert resolve_references({"#v": {"resultOf": "c", "name": "A/x", "path": "/v"}}, responses) == {
-        "v": 1
-    }
+    assert resolve_references(
+        {"#v": {"resultOf": "c", "name": "A/x", "path": "/v"}}, responses
+    ) == {"v": 1}

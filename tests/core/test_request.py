@@ -89,7 +89,14 @@ def test_too_many_calls() -> None:
 
 @pytest.mark.parametrize(
     "value, valid",
-    [("abc-_09", True), ("", False), ("a" * 255, True), ("a" * 256, False), ("a b", False), (1, False)],
+    [
+        ("abc-_09", True),
+        ("", False),
+        ("a" * 255, True),
+        ("a" * 256, False),
+        ("a b", False),
+        (1, False),
+    ],
 )
 def test_is_id(value: Any, valid: bool) -> None:
     """

@@ -233,7 +233,9 @@ async def test_concurrent_requests_over_the_limit(harness: Harness) -> None:
     code, problem = await harness.api({"using": [CORE], "methodCalls": []})
     assert code == 400
     assert problem["limit"] == "maxConcurrentRequests"
-    code, _ = await harness.api({"using": [CORE], "methodCalls": []}, harness.basic("bob", "hunter2"))
+    code, _ = await harness.api(
+        {"using": [CORE], "methodCalls": []}, harness.basic("bob", "hunter2")
+    )
     assert code == 200
     held[0]()
     assert (await harness.api({"using": [CORE], "methodCalls": []}))[0] == 200

@@ -53,6 +53,7 @@ class RunningServer:
 
 async def start_server(data_dir: Path, listen: str, scheme: str, *extra: str) -> RunningServer:
     from twisted.internet import reactor, task
+
     from twisted.plugins.jmap import jmap
 
     options = jmap.options()
@@ -79,4 +80,3 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
 @pytest.fixture(autouse=True)
 def _integration_marker(request: pytest.FixtureRequest) -> None:
     request.node.add_marker(pytest.mark.integration)
-

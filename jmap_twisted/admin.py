@@ -1,0 +1,272 @@
+"""
+The ``jmap-admin`` command: manage users and bearer tokens.
+
+It works on the database of a data directory directly, also while a server
+runs on it: the server reads the directory on every request, so a new user,
+password or revoked token takes effect at once.
+
+Passwords are never taken from the command line (other users can read it):
+they are asked twice on the terminal, or read from the first line of
+standard input with ``--password-stdin``.  ``token issue`` prints the new
+token, and only it, on standard output; it cannot be shown again.
+
+Exit status: 0 on success, 1 when the operation failed (the reason is one
+line on standard error), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sqlite3
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import NoReturn
+
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.task import react
+
+from jmap_twisted.auth.passwords import PasswordHasher, new_token, token_hash
+from jmap_twisted.errors import NoSuchUser, UserExists
+from jmap_twisted.store.sqlite import SQLiteDirectory
+from jmap_twisted.store.sqlite_db import DatabaseError, SQLiteDatabase, database_path
+
+DEFAULT_DATA = "jmap-data"
+"""
+The data directory used without ``--data``: the server's default too.
+"""
+
+_Command = Callable[[SQLiteDirectory, argparse.Namespace, "str | None"], Awaitable[None]]
+
+
+class AdminError(Exception):
+    """
+    An operation failed for a reason the user can act on; its message is
+    shown as is.
+    """
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"jmap-admin: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _username(value: str) -> str:
+    """
+    Validate a new username: HTTP Basic authentication cannot carry a ``:``
+    in it, and blanks or control characters would only cause confusion.
+    """
+    if not value or ":" in value or any(c.isspace() or not c.isprintable() for c in value):
+        raise argparse.ArgumentTypeError(
+            f"invalid username {value!r}: it must be non-empty, without ':', blanks"
+            " or control characters"
+        )
+    return value
+
+
+def _timestamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Commands: each runs with the database open.
+
+
+async def _user_add(
+    directory: SQLiteDirectory, args: argparse.Namespace, password_hash: str | None
+) -> None:
+    user = await directory.create_user(args.name, password_hash)
+    print(f"created user {user.username} ({user.id})")
+
+
+async def _user_list(directory: SQLiteDirectory, args: argparse.Namespace, _: str | None) -> None:
+    for user in await directory.list_users():
+        print(f"{user.username}\t{user.id}")
+
+
+async def _user_delete(directory: SQLiteDirectory, args: argparse.Namespace, _: str | None) -> None:
+    if not await directory.delete_user(args.name):
+        raise NoSuchUser(args.name)
+    print(f"deleted user {args.name}")
+
+
+async def _user_passwd(
+    directory: SQLiteDirectory, args: argparse.Namespace, password_hash: str | None
+) -> None:
+    await directory.set_password_hash(args.name, password_hash)
+    if password_hash is None:
+        print(f"password login disabled for {args.name}")
+    else:
+        print(f"password changed for {args.name}")
+
+
+async def _token_issue(directory: SQLiteDirectory, args: argparse.Namespace, _: str | None) -> None:
+    user = await directory.get_user(args.name)
+    if user is None:
+        raise NoSuchUser(args.name)
+    token = new_token()
+    await directory.add_token(user.id, token_hash(token), args.label)
+    print(token)
+
+
+async def _token_list(directory: SQLiteDirectory, args: argparse.Namespace, _: str | None) -> None:
+    user = await directory.get_user(args.name)
+    if user is None:
+        raise NoSuchUser(args.name)
+    for token in await directory.list_tokens(user.id):
+        print(f"{token.id}\t{_timestamp(token.created)}\t{token.name}")
+
+
+async def _token_revoke(
+    directory: SQLiteDirectory, args: argparse.Namespace, _: str | None
+) -> None:
+    if not await directory.revoke_token(args.token_id):
+        raise AdminError(f"no such token: {args.token_id}")
+    print(f"revoked token {args.token_id}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """
+    The command line parser of ``jmap-admin``.  Each subcommand sets
+    ``command`` (the coroutine function to run) and ``password_source`` (whether,
+    and how, to ask for a password: ``None``, ``"ask"``, ``"stdin"`` or
+    ``"none"``).
+    """
+    parser = argparse.ArgumentParser(
+        prog="jmap-admin", description="Manage the users and bearer tokens of a JMAP server."
+    )
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        default=DEFAULT_DATA,
+        help=f"the server's data directory (default: {DEFAULT_DATA})",
+    )
+    parser.set_defaults(password_source=None)
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{user,token}")
+
+    user = groups.add_parser("user", help="manage users").add_subparsers(
+        dest="action", required=True
+    )
+    add = user.add_parser("add", help="create a user and their personal account")
+    add.add_argument("name", metavar="NAME", type=_username)
+    _password_options(add)
+    add.set_defaults(command=_user_add)
+    user.add_parser("list", help="list users and their ids").set_defaults(command=_user_list)
+    delete = user.add_parser("delete", help="delete a user, their accounts and tokens")
+    delete.add_argument("name", metavar="NAME")
+    delete.set_defaults(command=_user_delete)
+    passwd = user.add_parser("passwd", help="set a user's password")
+    passwd.add_argument("name", metavar="NAME")
+    _password_options(passwd)
+    passwd.set_defaults(command=_user_passwd)
+
+    token = groups.add_parser("token", help="manage bearer tokens").add_subparsers(
+        dest="action", required=True
+    )
+    issue = token.add_parser("issue", help="issue a bearer token and print it, once")
+    issue.add_argument("name", metavar="NAME")
+    issue.add_argument("--name", dest="label", default="", help="a label for the token")
+    issue.set_defaults(command=_token_issue)
+    listing = token.add_parser("list", help="list a user's tokens (id, issued, label)")
+    listing.add_argument("name", metavar="NAME")
+    listing.set_defaults(command=_token_list)
+    revoke = token.add_parser("revoke", help="revoke a token at once")
+    revoke.add_argument("token_id", metavar="TOKEN_ID")
+    revoke.set_defaults(command=_token_revoke)
+    return parser
+
+
+def _password_options(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(password_source="ask")  # noqa: S106 (where to read it from)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--password-stdin",
+        dest="password_source",
+        action="store_const",
+        const="stdin",
+        help="read the password from the first line of standard input",
+    )
+    source.add_argument(
+        "--no-password",
+        dest="password_source",
+        action="store_const",
+        const="none",
+        help="no password: the user can log in with bearer tokens only",
+    )
+
+
+def read_password(source: str) -> str:
+    """
+    Read a new password: from the first line of standard input (without its
+    line ending) when ``source`` is ``"stdin"``, else asked twice on the
+    terminal.
+
+    :raises AdminError: the two entries differ, or the password is empty.
+    """
+    if source == "stdin":
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        try:
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Repeat password: ") != password:
+                raise AdminError("the passwords do not match")
+        except EOFError:
+            raise AdminError("no password given") from None
+    if not password:
+        raise AdminError("empty passwords are refused")
+    return password
+
+
+def _password_hash(source: str | None) -> str | None:
+    if source is None or source == "none":
+        return None
+    password = read_password(source)
+    try:
+        return PasswordHasher().hash(password)
+    except ValueError:
+        raise AdminError("the password is not valid Unicode text") from None
+
+
+async def _run(
+    reactor: IReactorFromThreads, args: argparse.Namespace, password_hash: str | None
+) -> None:
+    path = database_path(args.data)
+    database = SQLiteDatabase(path, reactor)
+    try:
+        await database.start()
+    except (DatabaseError, OSError, sqlite3.Error) as error:
+        _fail(f"cannot open {path}: {error}")
+    try:
+        command: _Command = args.command
+        await command(SQLiteDirectory(database, IReactorTime(reactor)), args, password_hash)
+    except UserExists as error:
+        _fail(f"user already exists: {error}")
+    except NoSuchUser as error:
+        _fail(f"no such user: {error}")
+    except AdminError as error:
+        _fail(str(error))
+    except sqlite3.Error as error:
+        _fail(f"database error: {error}")
+    finally:
+        await database.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """
+    Run ``jmap-admin``; exits the process.
+
+    Passwords are read and hashed before the database is opened, so no
+    transaction waits for a person typing.
+
+    :param argv: the arguments, by default ``sys.argv[1:]``.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        password_hash = _password_hash(args.password_source)
+    except AdminError as error:
+        _fail(str(error))
+    react(_run, (args, password_hash))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""
+Authentication with twisted.cred.
+
+- :mod:`~jmap_twisted.auth.passwords`: password hashing (scrypt) and bearer
+  token generation and hashing.
+- :mod:`~jmap_twisted.auth.checkers`: credentials checkers for
+  ``Authorization: Basic`` and ``Bearer`` against the
+  :class:`~jmap_twisted.interfaces.IDirectory`.
+- :mod:`~jmap_twisted.auth.realm`: the realm returning an
+  :class:`~jmap_twisted.interfaces.IPrincipal` avatar with the user's
+  accounts.
+"""

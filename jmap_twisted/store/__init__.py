@@ -1,0 +1,16 @@
+"""
+Storage backends: one module per backend, each implementing the storage
+interfaces of :mod:`jmap_twisted.interfaces`.
+
+- :mod:`~jmap_twisted.store.memory`: in-memory directory and blob store, for
+  tests.
+- :mod:`~jmap_twisted.store.sqlite`: the directory and blob store over an
+  SQLite database (the embedded default).
+- :mod:`~jmap_twisted.store.sqlite_db`: the SQLite database file (where it
+  lives in a data directory, its connection settings, schema migrations)
+  and the writer and reader threads that run transactions on it.
+- :mod:`~jmap_twisted.store.schema`: the SQLite schema as a list of
+  migrations.
+- :mod:`~jmap_twisted.store.ids`: identifiers of users, accounts, tokens and
+  blobs.
+"""

@@ -1,0 +1,153 @@
+"""
+The directory and blob store in memory, for tests and trials.
+
+Same semantics as :mod:`jmap_twisted.store.sqlite`, checked by the same
+contract tests; every method returns an already-fired Deferred.  Nothing is
+shared between processes or survives a restart.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from jmap_twisted.errors import NoSuchUser, UserExists
+from jmap_twisted.interfaces import IBlobStore, IDirectory
+from jmap_twisted.records import Account, BlobInfo, TokenInfo, User
+from jmap_twisted.store import ids
+
+
+@implementer(IDirectory)
+class MemoryDirectory:
+    """
+    :class:`~jmap_twisted.interfaces.IDirectory` in dictionaries.
+
+    :param clock: gives the ``created`` time of tokens.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._users: dict[str, User] = {}  # by username
+        self._password_hashes: dict[str, str | None] = {}  # by user id
+        self._accounts: dict[str, list[Account]] = {}  # by owner id, personal first
+        self._tokens: dict[str, TokenInfo] = {}  # by token hash, oldest first
+
+    def _user_by_id(self, user_id: str) -> User | None:
+        for user in self._users.values():
+            if user.id == user_id:
+                return user
+        return None
+
+    def create_user(self, username: str, password_hash: str | None) -> Deferred[User]:
+        if username in self._users:
+            return fail(UserExists(username))
+        user = User(id=ids.new_user_id(), username=username)
+        self._users[username] = user
+        self._password_hashes[user.id] = password_hash
+        self._accounts[user.id] = [
+            Account(id=ids.new_account_id(), name=username, owner_id=user.id)
+        ]
+        return succeed(user)
+
+    def get_user(self, username: str) -> Deferred[User | None]:
+        return succeed(self._users.get(username))
+
+    def get_user_by_id(self, user_id: str) -> Deferred[User | None]:
+        return succeed(self._user_by_id(user_id))
+
+    def list_users(self) -> Deferred[list[User]]:
+        return succeed([self._users[name] for name in sorted(self._users)])
+
+    def delete_user(self, username: str) -> Deferred[bool]:
+        user = self._users.pop(username, None)
+        if user is None:
+            return succeed(False)
+        del self._password_hashes[user.id]
+        del self._accounts[user.id]
+        self._tokens = {h: t for h, t in self._tokens.items() if t.user_id != user.id}
+        return succeed(True)
+
+    def get_password_hash(self, username: str) -> Deferred[tuple[User, str | None] | None]:
+        user = self._users.get(username)
+        if user is None:
+            return succeed(None)
+        return succeed((user, self._password_hashes[user.id]))
+
+    def set_password_hash(self, username: str, password_hash: str | None) -> Deferred[None]:
+        user = self._users.get(username)
+        if user is None:
+            return fail(NoSuchUser(username))
+        self._password_hashes[user.id] = password_hash
+        return succeed(None)
+
+    def add_token(self, user_id: str, token_hash: str, name: str) -> Deferred[TokenInfo]:
+        """
+        Record a bearer token by its hash.
+
+        :raises jmap_twisted.errors.NoSuchUser: no such user.
+        :raises ValueError: the hash is already recorded.
+        """
+        if self._user_by_id(user_id) is None:
+            return fail(NoSuchUser(user_id))
+        if token_hash in self._tokens:
+            return fail(ValueError("this token hash is already recorded"))
+        token = TokenInfo(
+            id=ids.new_token_id(), user_id=user_id, name=name, created=self._clock.seconds()
+        )
+        self._tokens[token_hash] = token
+        return succeed(token)
+
+    def find_token(self, token_hash: str) -> Deferred[tuple[User, TokenInfo] | None]:
+        token = self._tokens.get(token_hash)
+        if token is None:
+            return succeed(None)
+        user = self._user_by_id(token.user_id)
+        assert user is not None, "tokens are deleted with their user"
+        return succeed((user, token))
+
+    def list_tokens(self, user_id: str) -> Deferred[list[TokenInfo]]:
+        return succeed([t for t in self._tokens.values() if t.user_id == user_id])
+
+    def revoke_token(self, token_id: str) -> Deferred[bool]:
+        for token_hash, token in self._tokens.items():
+            if token.id == token_id:
+                del self._tokens[token_hash]
+                return succeed(True)
+        return succeed(False)
+
+    def accounts_for_user(self, user_id: str) -> Deferred[list[Account]]:
+        return succeed(list(self._accounts.get(user_id, [])))
+
+
+@implementer(IBlobStore)
+class MemoryBlobStore:
+    """
+    :class:`~jmap_twisted.interfaces.IBlobStore` in dictionaries.
+
+    Like :class:`jmap_twisted.store.sqlite.SQLiteBlobStore`, the octets are
+    kept once per content, and storing octets an account already has
+    replaces their type.  Unlike it, any account id is accepted.
+
+    :param clock: gives the time a blob was stored.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._data: dict[str, bytes] = {}  # by blob id
+        self._stored: dict[tuple[str, str], tuple[str, float]] = {}  # (account, blob): (type, when)
+
+    def put(self, account_id: str, data: bytes, type: str) -> Deferred[BlobInfo]:
+        data = bytes(data)
+        blob_id = ids.blob_id(data)
+        self._data.setdefault(blob_id, data)
+        self._stored[account_id, blob_id] = (type, self._clock.seconds())
+        return succeed(BlobInfo(account_id=account_id, blob_id=blob_id, size=len(data), type=type))
+
+    def get(self, account_id: str, blob_id: str) -> Deferred[tuple[BlobInfo, bytes] | None]:
+        stored = self._stored.get((account_id, blob_id))
+        if stored is None:
+            return succeed(None)
+        data = self._data[blob_id]
+        info = BlobInfo(account_id=account_id, blob_id=blob_id, size=len(data), type=stored[0])
+        return succeed((info, data))

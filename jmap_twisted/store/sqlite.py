@@ -1,0 +1,277 @@
+"""
+The directory and blob store over a :class:`~jmap_twisted.store.sqlite_db.SQLiteDatabase`.
+
+Every call is one transaction on the database, with no caching in this
+process: a change made by another process over the same file (a user added
+or a token revoked with ``jmap-admin``) is seen by the next call here.
+Timestamps come from the injected clock, read on the reactor thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from jmap_twisted.errors import NoSuchUser, UserExists
+from jmap_twisted.interfaces import IBlobStore, IDirectory
+from jmap_twisted.records import Account, BlobInfo, TokenInfo, User
+from jmap_twisted.store import ids
+from jmap_twisted.store.sqlite_db import SQLiteDatabase
+
+# Transactions of SQLiteDirectory; they run in the database's threads.
+
+
+def _create_user(
+    db: sqlite3.Connection, username: str, password_hash: str | None, now: float
+) -> User:
+    if db.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
+        raise UserExists(username)
+    user = User(id=ids.new_user_id(), username=username)
+    db.execute(
+        "INSERT INTO users (id, username, password_hash, created) VALUES (?, ?, ?, ?)",
+        (user.id, username, password_hash, now),
+    )
+    db.execute(
+        "INSERT INTO accounts (id, name, owner_id, is_personal, created) VALUES (?, ?, ?, 1, ?)",
+        (ids.new_account_id(), username, user.id, now),
+    )
+    return user
+
+
+def _get_user(db: sqlite3.Connection, username: str) -> User | None:
+    row = db.execute("SELECT id, username FROM users WHERE username = ?", (username,)).fetchone()
+    return None if row is None else User(id=row[0], username=row[1])
+
+
+def _get_user_by_id(db: sqlite3.Connection, user_id: str) -> User | None:
+    row = db.execute("SELECT id, username FROM users WHERE id = ?", (user_id,)).fetchone()
+    return None if row is None else User(id=row[0], username=row[1])
+
+
+def _list_users(db: sqlite3.Connection) -> list[User]:
+    rows = db.execute("SELECT id, username FROM users ORDER BY username")
+    return [User(id=user_id, username=username) for user_id, username in rows]
+
+
+def _delete_user(db: sqlite3.Connection, username: str) -> bool:
+    row = db.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+    if row is None:
+        return False
+    (user_id,) = row
+    blob_ids = db.execute(
+        "SELECT DISTINCT account_blobs.blob_id FROM account_blobs"
+        " JOIN accounts ON accounts.id = account_blobs.account_id"
+        " WHERE accounts.owner_id = ?",
+        (user_id,),
+    ).fetchall()
+    db.execute("DELETE FROM tokens WHERE user_id = ?", (user_id,))
+    db.execute("DELETE FROM accounts WHERE owner_id = ?", (user_id,))  # cascades to account_blobs
+    db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+    # Octets no other account refers to any more go with the user.
+    db.executemany(
+        "DELETE FROM blobs WHERE id = ?1"
+        " AND NOT EXISTS (SELECT 1 FROM account_blobs WHERE blob_id = ?1)",
+        blob_ids,
+    )
+    return True
+
+
+def _get_password_hash(db: sqlite3.Connection, username: str) -> tuple[User, str | None] | None:
+    row = db.execute(
+        "SELECT id, username, password_hash FROM users WHERE username = ?", (username,)
+    ).fetchone()
+    return None if row is None else (User(id=row[0], username=row[1]), row[2])
+
+
+def _set_password_hash(db: sqlite3.Connection, username: str, password_hash: str | None) -> None:
+    cursor = db.execute(
+        "UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username)
+    )
+    if cursor.rowcount == 0:
+        raise NoSuchUser(username)
+
+
+def _add_token(
+    db: sqlite3.Connection, user_id: str, token_hash: str, name: str, now: float
+) -> TokenInfo:
+    if db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
+        raise NoSuchUser(user_id)
+    if db.execute("SELECT 1 FROM tokens WHERE token_hash = ?", (token_hash,)).fetchone():
+        raise ValueError("this token hash is already recorded")
+    token = TokenInfo(id=ids.new_token_id(), user_id=user_id, name=name, created=now)
+    db.execute(
+        "INSERT INTO tokens (id, user_id, token_hash, name, created) VALUES (?, ?, ?, ?, ?)",
+        (token.id, user_id, token_hash, name, now),
+    )
+    return token
+
+
+def _find_token(db: sqlite3.Connection, token_hash: str) -> tuple[User, TokenInfo] | None:
+    row = db.execute(
+        "SELECT tokens.id, tokens.user_id, tokens.name, tokens.created, users.username"
+        " FROM tokens JOIN users ON users.id = tokens.user_id"
+        " WHERE tokens.token_hash = ?",
+        (token_hash,),
+    ).fetchone()
+    if row is None:
+        return None
+    token_id, user_id, name, created, username = row
+    return (
+        User(id=user_id, username=username),
+        TokenInfo(id=token_id, user_id=user_id, name=name, created=created),
+    )
+
+
+def _list_tokens(db: sqlite3.Connection, user_id: str) -> list[TokenInfo]:
+    rows = db.execute(
+        "SELECT id, user_id, name, created FROM tokens WHERE user_id = ? ORDER BY created, rowid",
+        (user_id,),
+    )
+    return [TokenInfo(id=row[0], user_id=row[1], name=row[2], created=row[3]) for row in rows]
+
+
+def _revoke_token(db: sqlite3.Connection, token_id: str) -> bool:
+    return db.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount > 0
+
+
+def _accounts_for_user(db: sqlite3.Connection, user_id: str) -> list[Account]:
+    rows = db.execute(
+        "SELECT id, name, owner_id FROM accounts WHERE owner_id = ?"
+        " ORDER BY is_personal DESC, created, id",
+        (user_id,),
+    )
+    return [Account(id=row[0], name=row[1], owner_id=row[2]) for row in rows]
+
+
+@implementer(IDirectory)
+class SQLiteDirectory:
+    """
+    :class:`~jmap_twisted.interfaces.IDirectory` in an SQLite database.
+
+    Deleting a user also deletes the blobs that only their accounts stored.
+
+    :param db: the started database.
+    :param clock: gives the ``created`` time of users, accounts and tokens.
+    """
+
+    def __init__(self, db: SQLiteDatabase, clock: IReactorTime) -> None:
+        self._db = db
+        self._clock = clock
+
+    def create_user(self, username: str, password_hash: str | None) -> Deferred[User]:
+        return self._db.run(_create_user, username, password_hash, self._clock.seconds())
+
+    def get_user(self, username: str) -> Deferred[User | None]:
+        return self._db.read(_get_user, username)
+
+    def get_user_by_id(self, user_id: str) -> Deferred[User | None]:
+        return self._db.read(_get_user_by_id, user_id)
+
+    def list_users(self) -> Deferred[list[User]]:
+        return self._db.read(_list_users)
+
+    def delete_user(self, username: str) -> Deferred[bool]:
+        return self._db.run(_delete_user, username)
+
+    def get_password_hash(self, username: str) -> Deferred[tuple[User, str | None] | None]:
+        return self._db.read(_get_password_hash, username)
+
+    def set_password_hash(self, username: str, password_hash: str | None) -> Deferred[None]:
+        return self._db.run(_set_password_hash, username, password_hash)
+
+    def add_token(self, user_id: str, token_hash: str, name: str) -> Deferred[TokenInfo]:
+        """
+        Record a bearer token by its hash.
+
+        :raises jmap_twisted.errors.NoSuchUser: no such user.
+        :raises ValueError: the hash is already recorded (two tokens with the
+            same hash cannot both be issued by :func:`~jmap_twisted.auth.passwords.new_token`).
+        """
+        return self._db.run(_add_token, user_id, token_hash, name, self._clock.seconds())
+
+    def find_token(self, token_hash: str) -> Deferred[tuple[User, TokenInfo] | None]:
+        return self._db.read(_find_token, token_hash)
+
+    def list_tokens(self, user_id: str) -> Deferred[list[TokenInfo]]:
+        return self._db.read(_list_tokens, user_id)
+
+    def revoke_token(self, token_id: str) -> Deferred[bool]:
+        """
+        Revoke a token at once: its record is deleted.
+
+        :return: whether such a token existed.
+        """
+        return self._db.run(_revoke_token, token_id)
+
+    def accounts_for_user(self, user_id: str) -> Deferred[list[Account]]:
+        return self._db.read(_accounts_for_user, user_id)
+
+
+# Transactions of SQLiteBlobStore.
+
+
+def _put_blob(
+    db: sqlite3.Connection, account_id: str, data: bytes, type: str, now: float
+) -> BlobInfo:
+    blob_id = ids.blob_id(data)  # hashed here, in the writer thread
+    if db.execute("SELECT 1 FROM blobs WHERE id = ?", (blob_id,)).fetchone() is None:
+        db.execute(
+            "INSERT INTO blobs (id, size, data) VALUES (?, ?, ?)", (blob_id, len(data), data)
+        )
+    db.execute(
+        "INSERT INTO account_blobs (account_id, blob_id, type, created) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (account_id, blob_id)"
+        " DO UPDATE SET type = excluded.type, created = excluded.created",
+        (account_id, blob_id, type, now),
+    )
+    return BlobInfo(account_id=account_id, blob_id=blob_id, size=len(data), type=type)
+
+
+def _get_blob(
+    db: sqlite3.Connection, account_id: str, blob_id: str
+) -> tuple[BlobInfo, bytes] | None:
+    row = db.execute(
+        "SELECT blobs.size, account_blobs.type, blobs.data"
+        " FROM account_blobs JOIN blobs ON blobs.id = account_blobs.blob_id"
+        " WHERE account_blobs.account_id = ? AND account_blobs.blob_id = ?",
+        (account_id, blob_id),
+    ).fetchone()
+    if row is None:
+        return None
+    size, type, data = row
+    return BlobInfo(account_id=account_id, blob_id=blob_id, size=size, type=type), bytes(data)
+
+
+@implementer(IBlobStore)
+class SQLiteBlobStore:
+    """
+    :class:`~jmap_twisted.interfaces.IBlobStore` in an SQLite database.
+
+    The octets are stored once per content (table ``blobs``); table
+    ``account_blobs`` says which accounts stored them, with which media type
+    and when.  Storing octets an account already has replaces the type and
+    the time.
+
+    :param db: the started database, shared with the
+        :class:`SQLiteDirectory` whose accounts the blobs belong to.
+    :param clock: gives the time a blob was stored.
+    """
+
+    def __init__(self, db: SQLiteDatabase, clock: IReactorTime) -> None:
+        self._db = db
+        self._clock = clock
+
+    def put(self, account_id: str, data: bytes, type: str) -> Deferred[BlobInfo]:
+        """
+        Store octets for an account.
+
+        :param account_id: an account of the directory in the same database;
+            an unknown account fails with :class:`sqlite3.IntegrityError`.
+        """
+        return self._db.run(_put_blob, account_id, bytes(data), type, self._clock.seconds())
+
+    def get(self, account_id: str, blob_id: str) -> Deferred[tuple[BlobInfo, bytes] | None]:
+        return self._db.read(_get_blob, account_id, blob_id)

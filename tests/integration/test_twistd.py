@@ -1,0 +1,209 @@
+"""
+The installed commands as a new user runs them: ``twistd jmap`` in its own
+process, users made with ``jmap-admin``, and real clients (requests, the
+``jmapc`` library) over TLS.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from jmapc import Client
+from jmapc.methods import CoreEcho, CoreEchoResponse
+
+from tests.integration.tls import make_certificate
+
+CORE = "urn:ietf:params:jmap:core"
+
+
+def command(name: str) -> str:
+    """
+    The path of a console script installed beside this Python.
+    """
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    assert found, f"{name} is not installed"
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"twistd exited early: {process.stdout.read()!r}")  # type: ignore[union-attr]
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("twistd did not start listening")
+
+
+def admin(data: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [command("jmap-admin"), "--data", str(data), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+class Twistd:
+    def __init__(self, tmp: Path, listen: str, port: int) -> None:
+        self.data = tmp / "data"
+        self.log = tmp / "twistd.log"
+        self.process = subprocess.Popen(
+            [
+                command("twistd"),
+                "-n",
+                "--pidfile=",
+                "--logfile",
+                str(self.log),
+                "jmap",
+                "--listen",
+                listen,
+                "--data",
+                str(self.data),
+            ],
+            cwd=tmp,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(port, self.process)
+
+    def stop(self) -> bool:
+        """
+        Send SIGTERM; return whether twistd shut down cleanly (it re-raises
+        the signal once its services have stopped).
+        """
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        return code in (0, -signal.SIGTERM) and "Server Shut Down." in self.log.read_text()
+
+
+@pytest.fixture
+def plain(tmp_path: Path) -> Iterator[tuple[Twistd, str]]:
+    port = free_port()
+    server = Twistd(tmp_path, f"tcp:{port}:interface=127.0.0.1", port)
+    yield server, f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def test_first_five_minutes(plain: tuple[Twistd, str]) -> None:
+    """
+    The README's walk-through: a user and a token made with jmap-admin
+    against a running server can fetch the session and run Core/echo; the
+    password and token never reach the server's log.
+    """
+    server, base = plain
+    created = admin(server.data, "user", "add", "alice", "--password-stdin", stdin="s3cret-pw\n")
+    assert created.returncode == 0, created.stderr
+    session = requests.get(base + "/.well-known/jmap", auth=("alice", "s3cret-pw"), timeout=10)
+    assert session.status_code == 200
+    body = session.json()
+    assert body["username"] == "alice"
+    echo = requests.post(
+        body["apiUrl"],
+        json={"using": [CORE], "methodCalls": [["Core/echo", {"hello": True}, "b3ff"]]},
+        auth=("alice", "s3cret-pw"),
+        timeout=10,
+    )
+    assert echo.json()["methodResponses"] == [["Core/echo", {"hello": True}, "b3ff"]]
+
+    issued = admin(server.data, "token", "issue", "alice", "--name", "laptop")
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip()
+    headers = {"Authorization": "Bearer " + token}
+    assert requests.get(base + "/.well-known/jmap", headers=headers, timeout=10).ok
+    listed = admin(server.data, "token", "list", "alice")
+    token_id = listed.stdout.split()[0]
+    assert admin(server.data, "token", "revoke", token_id).returncode == 0
+    assert requests.get(base + "/.well-known/jmap", headers=headers, timeout=10).status_code == 401
+    assert requests.get(base + f"/x?access_token={token}", timeout=10).status_code == 404
+
+    changed = admin(server.data, "user", "passwd", "alice", "--password-stdin", stdin="other-pw\n")
+    assert changed.returncode == 0
+    assert (
+        requests.get(base + "/jmap/session", auth=("alice", "s3cret-pw"), timeout=10).status_code
+        == 401
+    )
+    assert requests.get(base + "/jmap/session", auth=("alice", "other-pw"), timeout=10).ok
+
+    assert server.stop()
+    log = server.log.read_text()
+    assert "GET /.well-known/jmap" in log
+    for secret in ("s3cret-pw", "other-pw", token):
+        assert secret not in log
+
+
+def test_jmapc_over_tls(tmp_path: Path) -> None:
+    """
+    The jmapc client, which speaks only HTTPS and reads every session
+    field, connects through an ssl: endpoint, reads the session and runs
+    Core/echo.
+    """
+    key, cert = make_certificate(tmp_path)
+    port = free_port()
+    server = Twistd(
+        tmp_path, f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}", port
+    )
+    try:
+        assert (
+            admin(
+                server.data, "user", "add", "ann", "--password-stdin", stdin="pw-ann\n"
+            ).returncode
+            == 0
+        )
+        os.environ["REQUESTS_CA_BUNDLE"] = str(cert)
+        try:
+            client = Client.create_with_password(f"127.0.0.1:{port}", "ann", "pw-ann")
+            session = client.jmap_session
+            assert session.username == "ann"
+            assert session.api_url == f"https://127.0.0.1:{port}/jmap/api/"
+            assert session.capabilities.core.max_calls_in_request == 16
+            assert client.account_id
+            result = client.request(CoreEcho(data={"ping": "pong"}))
+            assert isinstance(result, CoreEchoResponse)
+            assert result.data == {"ping": "pong"}
+        finally:
+            del os.environ["REQUESTS_CA_BUNDLE"]
+    finally:
+        assert server.stop()
+
+
+def test_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
+    """
+    A bad option makes twistd print a usage error and exit non-zero, with
+    no traceback.
+    """
+    result = subprocess.run(
+        [command("twistd"), "-n", "jmap", "--listen", "bogus:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "--listen" in output
+    assert "Traceback" not in output

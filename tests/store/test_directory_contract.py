@@ -1,0 +1,292 @@
+"""
+The contract of :class:`jmap_twisted.interfaces.IDirectory`, run against
+every implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_twisted
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
+
+from jmap_twisted.errors import NoSuchUser, UserExists
+from jmap_twisted.interfaces import IDirectory
+from jmap_twisted.store.ids import is_valid_id
+from jmap_twisted.store.memory import MemoryDirectory
+from jmap_twisted.store.sqlite import SQLiteDirectory
+from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
+
+
+@pytest.fixture
+def clock() -> Clock:
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    return clock
+
+
+@pytest_twisted.async_yield_fixture(params=["memory", "sqlite"])
+async def directory(request, tmp_path, clock) -> AsyncIterator[IDirectory]:
+    if request.param == "memory":
+        yield MemoryDirectory(clock)
+        return
+    from twisted.internet import reactor
+
+    db = SQLiteDatabase(database_path(str(tmp_path)), reactor)
+    await db.start()
+    try:
+        yield SQLiteDirectory(db, clock)
+    finally:
+        await db.stop()
+
+
+def test_provides_interface(directory):
+    """
+    Every implementation provides IDirectory fully.
+    """
+    assert verifyObject(IDirectory, directory)
+
+
+@pytest_twisted.ensureDeferred
+async def test_create_and_get_user(directory):
+    """
+    A created user has a JMAP Id and is found by name and by id.
+    """
+    user = await directory.create_user("alice", "hash-a")
+    assert user.username == "alice"
+    assert is_valid_id(user.id)
+    assert await directory.get_user("alice") == user
+    assert await directory.get_user_by_id(user.id) == user
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_user_is_none(directory):
+    """
+    Looking up a user who does not exist gives None, by name or by id.
+    """
+    await directory.create_user("alice", None)
+    assert await directory.get_user("bob") is None
+    assert await directory.get_user("Alice") is None  # case-sensitive
+    assert await directory.get_user_by_id("unknown") is None
+    assert await directory.get_password_hash("bob") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_duplicate_username(directory):
+    """
+    Creating a user whose name is taken raises UserExists and leaves the
+    existing user untouched.
+    """
+    alice = await directory.create_user("alice", "hash-a")
+    with pytest.raises(UserExists):
+        await directory.create_user("alice", "hash-b")
+    assert await directory.get_password_hash("alice") == (alice, "hash-a")
+    assert await directory.list_users() == [alice]
+    assert len(await directory.accounts_for_user(alice.id)) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_ids_are_distinct(directory):
+    """
+    Different users get different ids.
+    """
+    alice = await directory.create_user("alice", None)
+    bob = await directory.create_user("bob", None)
+    assert alice.id != bob.id
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_users_by_username(directory):
+    """
+    list_users gives every user, ordered by username.
+    """
+    for name in ["carol", "alice", "bob"]:
+        await directory.create_user(name, None)
+    assert [u.username for u in await directory.list_users()] == ["alice", "bob", "carol"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_users_empty(directory):
+    """
+    A new directory has no users.
+    """
+    assert await directory.list_users() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_personal_account(directory):
+    """
+    Creating a user creates their personal account, named after them, owned
+    by them, and listed first by accounts_for_user.
+    """
+    alice = await directory.create_user("alice", None)
+    bob = await directory.create_user("bob", None)
+    accounts = await directory.accounts_for_user(alice.id)
+    assert len(accounts) == 1
+    personal = accounts[0]
+    assert personal.name == "alice"
+    assert personal.owner_id == alice.id
+    assert is_valid_id(personal.id)
+    assert personal.id != alice.id
+    (bobs,) = await directory.accounts_for_user(bob.id)
+    assert bobs.id != personal.id
+
+
+@pytest_twisted.ensureDeferred
+async def test_accounts_for_unknown_user(directory):
+    """
+    A user id nobody has gives no accounts.
+    """
+    assert await directory.accounts_for_user("unknown") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_user(directory):
+    """
+    Deleting a user removes them, their tokens and their accounts, and
+    returns True; deleting them again returns False.
+    """
+    alice = await directory.create_user("alice", "hash-a")
+    bob = await directory.create_user("bob", None)
+    await directory.add_token(alice.id, "token-hash-a", "phone")
+    bob_token = await directory.add_token(bob.id, "token-hash-b", "laptop")
+
+    assert await directory.delete_user("alice") is True
+
+    assert await directory.get_user("alice") is None
+    assert await directory.get_user_by_id(alice.id) is None
+    assert await directory.get_password_hash("alice") is None
+    assert await directory.find_token("token-hash-a") is None
+    assert await directory.list_tokens(alice.id) == []
+    assert await directory.accounts_for_user(alice.id) == []
+    assert await directory.list_users() == [bob]
+    assert await directory.find_token("token-hash-b") == (bob, bob_token)
+    assert await directory.delete_user("alice") is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_unknown_user(directory):
+    """
+    Deleting a user who never existed returns False.
+    """
+    assert await directory.delete_user("nobody") is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_recreated_user_is_new(directory):
+    """
+    A user created again under a deleted user's name gets a new id and a
+    new personal account: ids are never reused.
+    """
+    old = await directory.create_user("alice", None)
+    (old_account,) = await directory.accounts_for_user(old.id)
+    await directory.delete_user("alice")
+    new = await directory.create_user("alice", None)
+    (new_account,) = await directory.accounts_for_user(new.id)
+    assert new.id != old.id
+    assert new_account.id != old_account.id
+
+
+@pytest_twisted.ensureDeferred
+async def test_password_hash_set_replace_clear(directory):
+    """
+    The stored password hash is the one given at creation, is replaced by
+    set_password_hash, and None means no password.
+    """
+    alice = await directory.create_user("alice", "hash-1")
+    assert await directory.get_password_hash("alice") == (alice, "hash-1")
+    await directory.set_password_hash("alice", "hash-2")
+    assert await directory.get_password_hash("alice") == (alice, "hash-2")
+    await directory.set_password_hash("alice", None)
+    assert await directory.get_password_hash("alice") == (alice, None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_without_password(directory):
+    """
+    A user created without a password has None as hash, until one is set.
+    """
+    bob = await directory.create_user("bob", None)
+    assert await directory.get_password_hash("bob") == (bob, None)
+    await directory.set_password_hash("bob", "hash-b")
+    assert await directory.get_password_hash("bob") == (bob, "hash-b")
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_password_hash_unknown_user(directory):
+    """
+    Setting the password of a user who does not exist raises NoSuchUser and
+    creates nobody.
+    """
+    with pytest.raises(NoSuchUser):
+        await directory.set_password_hash("nobody", "hash")
+    assert await directory.list_users() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_add_and_find_token(directory, clock):
+    """
+    A token recorded by its hash is found by that hash, with its user, name
+    and creation time taken from the clock.
+    """
+    alice = await directory.create_user("alice", None)
+    token = await directory.add_token(alice.id, "token-hash", "phone")
+    assert token.user_id == alice.id
+    assert token.name == "phone"
+    assert token.created == clock.seconds()
+    assert is_valid_id(token.id)
+    assert await directory.find_token("token-hash") == (alice, token)
+    assert await directory.find_token("other-hash") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_add_token_unknown_user(directory):
+    """
+    Recording a token for a user id nobody has raises NoSuchUser.
+    """
+    with pytest.raises(NoSuchUser):
+        await directory.add_token("unknown", "token-hash", "phone")
+    assert await directory.find_token("token-hash") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_tokens_oldest_first(directory, clock):
+    """
+    list_tokens gives a user's tokens, oldest first, and only theirs.
+    """
+    alice = await directory.create_user("alice", None)
+    bob = await directory.create_user("bob", None)
+    first = await directory.add_token(alice.id, "hash-1", "first")
+    clock.advance(10)
+    await directory.add_token(bob.id, "hash-b", "bob's")
+    second = await directory.add_token(alice.id, "hash-2", "second")
+    third = await directory.add_token(alice.id, "hash-3", "third")
+    assert await directory.list_tokens(alice.id) == [first, second, third]
+    assert [t.name for t in await directory.list_tokens(bob.id)] == ["bob's"]
+    assert await directory.list_tokens("unknown") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_revoke_token(directory):
+    """
+    A revoked token is no longer found nor listed, at once; other tokens
+    stay valid.  Revoking returns True, and False the second time.
+    """
+    alice = await directory.create_user("alice", None)
+    revoked = await directory.add_token(alice.id, "hash-1", "old")
+    kept = await directory.add_token(alice.id, "hash-2", "new")
+    assert await directory.revoke_token(revoked.id) is True
+    assert await directory.find_token("hash-1") is None
+    assert await directory.list_tokens(alice.id) == [kept]
+    assert await directory.find_token("hash-2") == (alice, kept)
+    assert await directory.revoke_token(revoked.id) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_revoke_unknown_token(directory):
+    """
+    Revoking a token id nobody issued returns False.
+    """
+    assert await directory.revoke_token("tunknown") is False

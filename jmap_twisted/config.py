@@ -12,6 +12,7 @@ from attrs import field, frozen
 from jmap_twisted.core.limits import CoreLimits
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+DEFAULT_LMTP = "tcp:2424:interface=127.0.0.1"
 DEFAULT_DATA = "jmap-data"
 
 
@@ -26,6 +27,14 @@ class ServerConfig:
         ``None`` to follow each request's scheme and ``Host``.
     :ivar limits: the core capability's limits.
     :ivar password_cost: scrypt's ``n`` for new password hashes.
+    :ivar hostname: this server's name, in Message-IDs and trace headers.
+    :ivar domains: the mail domains whose users are local.
+    :ivar lmtp_listen: endpoint of the LMTP listener, or ``None``.
+    :ivar smtp_listen: endpoint of the inbound SMTP listener, or ``None``.
+    :ivar max_message_size: the largest message accepted by LMTP/SMTP.
+    :ivar smarthost: client endpoint of the relay for outgoing mail.
+    :ivar smarthost_credentials: username and password for the relay.
+    :ivar smarthost_require_tls: refuse to relay without STARTTLS.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -33,3 +42,11 @@ class ServerConfig:
     public_url: str | None = None
     limits: CoreLimits = field(factory=CoreLimits)
     password_cost: int = 2**15
+    hostname: str = "localhost"
+    domains: tuple[str, ...] = ("localhost",)
+    lmtp_listen: str | None = None
+    smtp_listen: str | None = None
+    max_message_size: int = 50_000_000
+    smarthost: str | None = None
+    smarthost_credentials: tuple[str, str] | None = None
+    smarthost_require_tls: bool = False

@@ -15,9 +15,24 @@ from twisted.cred.credentials import ICredentials
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Mapping, Sequence
+    from typing import Any, TypeVar
+
     from twisted.internet.defer import Deferred
 
-    from jmap_twisted.records import Account, BlobInfo, TokenInfo, User
+    from jmap_twisted.records import (
+        Account,
+        BlobInfo,
+        ChangeBatch,
+        EmailRecord,
+        MailboxCounts,
+        MailboxRecord,
+        StoreCommit,
+        TokenInfo,
+        User,
+    )
+
+    T = TypeVar("T")
 
 
 class IDirectory(Interface):
@@ -144,3 +159,192 @@ class IPrincipal(Interface):
         "Tuple of :class:`jmap_twisted.records.Account` the user may access, "
         "their personal account first."
     )
+
+
+class IMailReader(Interface):
+    """
+    A consistent, read-only view of one account's mail, valid inside one
+    :meth:`IMailStore.read` or :meth:`IMailStore.write` call.  Its methods
+    are synchronous: they run on the store's worker thread.
+    """
+
+    account_id = Attribute(":class:`str`, the account viewed.")
+
+    def mailboxes() -> list[MailboxRecord]:
+        """
+        Every mailbox of the account.
+        """
+
+    def mailbox_counts(mailbox_ids: Collection[str]) -> dict[str, MailboxCounts]:
+        """
+        The counts of the given mailboxes (RFC 8621 §2, including the
+        special treatment of the trash mailbox for ``unreadThreads``).
+        """
+
+    def emails(email_ids: Collection[str]) -> dict[str, EmailRecord]:
+        """
+        The records of the emails that exist among ``email_ids``.
+        """
+
+    def thread_emails(thread_ids: Collection[str]) -> dict[str, list[str]]:
+        """
+        The email ids of each existing thread, oldest ``receivedAt`` first.
+        """
+
+    def query_emails(
+        filter: Mapping[str, Any] | None,
+        sort: Sequence[Mapping[str, Any]],
+        collapse_threads: bool,
+        position: int = 0,
+        limit: int | None = None,
+    ) -> tuple[list[str], int]:
+        """
+        Email ids matching a validated ``Email/query`` filter, in the order
+        of a validated sort, with ties broken by id; and the total number
+        of matches.
+
+        :param position: the first result to return (non-negative).
+        :param limit: how many to return at most, ``None`` for all.
+        """
+
+    def state(type_name: str) -> str:
+        """
+        The current state string of a data type (``Mailbox``, ``Email``,
+        ``Thread``, …).
+        """
+
+    def changes(type_name: str, since_state: str, max_changes: int | None) -> ChangeBatch:
+        """
+        The changes to a type since a state, at most ``max_changes`` ids
+        (``None``: no limit), merged per object (created then destroyed
+        within the window disappears).
+
+        :raises jmap_twisted.errors.CannotCalculateChanges: the state was
+            never issued by this store or is older than its change-log
+            retention.
+        """
+
+    def message(blob_id: str) -> bytes | None:
+        """
+        The octets of a message or other blob stored in this account.
+        """
+
+    def documents(type_name: str) -> dict[str, dict[str, Any]]:
+        """
+        Every stored JSON document of a type (``Identity``,
+        ``VacationResponse``, ``EmailSubmission``, …) by id.
+        """
+
+
+class IMailWriter(IMailReader):
+    """
+    A view of one account's mail inside an :meth:`IMailStore.write`
+    transaction.  Everything done through it commits together, under one
+    new modification sequence, with its change-log entries.
+    """
+
+    def create_mailbox(
+        name: str, parent_id: str | None, role: str | None, sort_order: int, is_subscribed: bool
+    ) -> MailboxRecord:
+        """
+        Create a mailbox (the caller has validated names, roles, parents).
+        """
+
+    def update_mailbox(mailbox_id: str, **fields: Any) -> MailboxRecord:
+        """
+        Change some of ``name``, ``parent_id``, ``role``, ``sort_order``,
+        ``is_subscribed``.
+        """
+
+    def destroy_mailbox(mailbox_id: str) -> None:
+        """
+        Destroy an (empty, childless) mailbox.
+        """
+
+    def add_email(
+        raw: bytes, mailbox_ids: Collection[str], keywords: Collection[str], received_at: float
+    ) -> EmailRecord:
+        """
+        Store a message in mailboxes, threading it with related ones.
+        """
+
+    def update_email(
+        email_id: str,
+        mailbox_ids: Collection[str] | None = None,
+        keywords: Collection[str] | None = None,
+    ) -> EmailRecord:
+        """
+        Replace an email's mailboxes and/or keywords.
+        """
+
+    def destroy_email(email_id: str) -> None:
+        """
+        Remove an email from every mailbox, for good.
+        """
+
+    def put_document(type_name: str, document_id: str, document: Mapping[str, Any]) -> None:
+        """
+        Create or replace a JSON document, recording it as created or
+        updated in the type's change log.
+        """
+
+    def delete_document(type_name: str, document_id: str) -> None:
+        """
+        Delete a JSON document (it must exist), recording it as destroyed.
+        """
+
+
+class IMailStore(Interface):
+    """
+    Durable mail: mailboxes, emails, threads and the change log, per
+    account.  Implementations: :class:`jmap_twisted.store.memory_mail.MemoryMailStore`,
+    :class:`jmap_twisted.store.sqlite_mail.SQLiteMailStore`.
+    """
+
+    def setup_account(account_id: str) -> Deferred[None]:
+        """
+        Make sure an account has its standard role mailboxes (inbox, drafts,
+        sent, trash, junk, archive); idempotent.
+        """
+
+    def read(account_id: str, fn: Callable[[IMailReader], T]) -> Deferred[T]:
+        """
+        Run ``fn`` against a consistent snapshot of the account.
+        """
+
+    def write(
+        account_id: str, fn: Callable[[IMailWriter], T], delivery: bool = False
+    ) -> Deferred[T]:
+        """
+        Run ``fn`` in one transaction.  If ``fn`` raises, nothing it did is
+        kept.  After the commit is durable, subscribers receive one
+        :class:`~jmap_twisted.records.StoreCommit` (when anything changed),
+        then the Deferred fires with ``fn``'s result.
+
+        :param delivery: the operation delivers new mail.
+        """
+
+    def subscribe(listener: Callable[[StoreCommit], object]) -> Callable[[], None]:
+        """
+        Call ``listener`` with every commit from now on; return a function
+        that unsubscribes.  A failing listener is logged and does not affect
+        the commit or other listeners.
+        """
+
+
+class IMailDelivery(Interface):
+    """
+    Where SMTP and LMTP put accepted mail.
+    """
+
+    def resolve(address: str) -> Deferred[str | None]:
+        """
+        The account id that receives mail for a recipient address, or
+        ``None`` when the address is not local.
+        """
+
+    def deliver(account_id: str, message: bytes) -> Deferred[None]:
+        """
+        Store a message in the account's inbox as a delivery.  Fires once
+        the message and its change-log entries are durable.
+        """

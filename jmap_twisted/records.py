@@ -68,3 +68,144 @@ class BlobInfo:
     blob_id: str
     size: int
     type: str
+
+
+@frozen
+class MailboxRecord:
+    """
+    A stored mailbox (RFC 8621 §2), without its counts.
+    """
+
+    id: str
+    name: str
+    parent_id: str | None
+    role: str | None
+    sort_order: int
+    is_subscribed: bool
+
+
+@frozen
+class MailboxCounts:
+    """
+    The four counts of a mailbox (RFC 8621 §2).
+    """
+
+    total_emails: int = 0
+    unread_emails: int = 0
+    total_threads: int = 0
+    unread_threads: int = 0
+
+
+@frozen
+class EmailSummary:
+    """
+    What is derived from a message once, when it is stored, for threading,
+    querying and sorting without reparsing it.
+
+    :ivar message_ids: its ``Message-ID`` values (without angle brackets).
+    :ivar in_reply_to: its ``In-Reply-To`` ids.
+    :ivar references: its ``References`` ids.
+    :ivar subject: the decoded subject, or ``""``.
+    :ivar base_subject: the subject without reply/forward prefixes, folded,
+        for threading and subject sorting.
+    :ivar from_text: decoded ``From`` (names and addresses), for filters.
+    :ivar to_text: decoded ``To``.
+    :ivar cc_text: decoded ``Cc``.
+    :ivar bcc_text: decoded ``Bcc``.
+    :ivar from_sort: name (else address) of the first ``From`` address.
+    :ivar to_sort: name (else address) of the first ``To`` address.
+    :ivar sent_at: POSIX time of the ``Date`` header, or ``None``.
+    :ivar preview: the first characters of the plain text.
+    :ivar has_attachment: RFC 8621's ``hasAttachment``.
+    :ivar body_text: the plain text of the bodies and attachment names, for
+        full-text search.
+    """
+
+    message_ids: tuple[str, ...] = ()
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    subject: str = ""
+    base_subject: str = ""
+    from_text: str = ""
+    to_text: str = ""
+    cc_text: str = ""
+    bcc_text: str = ""
+    from_sort: str = ""
+    to_sort: str = ""
+    sent_at: float | None = None
+    preview: str = ""
+    has_attachment: bool = False
+    body_text: str = ""
+
+
+@frozen
+class EmailRecord:
+    """
+    A stored email's metadata (RFC 8621 §4.1.1) and summary.
+
+    :ivar received_at: POSIX time.
+    """
+
+    id: str
+    blob_id: str
+    thread_id: str
+    mailbox_ids: frozenset[str]
+    keywords: frozenset[str]
+    size: int
+    received_at: float
+    summary: EmailSummary
+
+
+@frozen
+class ChangeBatch:
+    """
+    What changed for one type since a state (RFC 8620 §5.2).
+
+    :ivar counts_only: every update in the batch changed only mailbox
+        counts (meaningful for ``Mailbox``).
+    """
+
+    old_state: str
+    new_state: str
+    has_more_changes: bool
+    created: tuple[str, ...]
+    updated: tuple[str, ...]
+    destroyed: tuple[str, ...]
+    counts_only: bool = False
+
+
+@frozen
+class MailboxEvent:
+    """
+    One thing that happened in a committed store operation.
+
+    :ivar kind: one of ``mailbox_added``, ``mailbox_updated``,
+        ``mailbox_deleted``, ``added``, ``flags_updated``, ``moved``,
+        ``expunged``.
+    :ivar mailbox_ids: the mailboxes concerned.
+    :ivar email_ids: the emails concerned (empty for mailbox events).
+    """
+
+    kind: str
+    mailbox_ids: frozenset[str]
+    email_ids: tuple[str, ...] = ()
+
+
+@frozen
+class StoreCommit:
+    """
+    A committed store operation, published after it is durable.
+
+    :ivar account_id: the account changed.
+    :ivar modseq: the account's modification sequence the operation got.
+    :ivar events: what happened, in order.
+    :ivar states: the new state of every type the operation changed.
+    :ivar delivery: the operation is a delivery of new mail (not a draft,
+        an import or a copy), for ``EmailDelivery`` push.
+    """
+
+    account_id: str
+    modseq: int
+    events: tuple[MailboxEvent, ...]
+    states: dict[str, str]
+    delivery: bool = False

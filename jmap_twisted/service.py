@@ -14,12 +14,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
-    IProtocolFactory,
     IReactorCore,
-    IStreamServerEndpoint,
 )
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from jmap_twisted.auth.checkers import PasswordChecker, TokenChecker
 from jmap_twisted.auth.passwords import PasswordHasher
@@ -29,7 +26,12 @@ from jmap_twisted.core.engine import Engine
 from jmap_twisted.core.limits import ConcurrencyLimiter
 from jmap_twisted.http.resources import build_root
 from jmap_twisted.http.site import JMAPSite
-from jmap_twisted.interfaces import IBlobStore, IDirectory
+from jmap_twisted.interfaces import IBlobStore, IDirectory, IMailDelivery, IMailStore
+from jmap_twisted.listening import ListeningService
+from jmap_twisted.mail.delivery import LocalDelivery
+from jmap_twisted.mail.service import delivery_services
+from jmap_twisted.mail.smarthost import Smarthost
+from jmap_twisted.mail.vacation import VacationResponder
 from jmap_twisted.methods import build_registry
 from jmap_twisted.store.sqlite import SQLiteBlobStore, SQLiteDirectory
 from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
@@ -51,14 +53,30 @@ class JMAPService(MultiService):
         config: ServerConfig,
         directory: IDirectory,
         blobs: IBlobStore,
-        reactor: object,
+        mail: IMailStore,
+        reactor: Any,
+        delivery: IMailDelivery | None = None,
+        smarthost: Smarthost | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.directory = directory
         self.blobs = blobs
+        self.mail = mail
         self.reactor = reactor
-        self.registry = build_registry(config.limits)
+        self.delivery = delivery
+        methods = build_registry(
+            config.limits,
+            mail,
+            blobs,
+            reactor,
+            config.hostname,
+            config.domains,
+            delivery,
+            smarthost,
+        )
+        self.registry = methods.registry
+        self.blob_resolver = methods.blob_resolver
         self.engine = Engine(self.registry, config.limits)
         self.portal = Portal(
             JMAPRealm(directory),
@@ -67,7 +85,7 @@ class JMAPService(MultiService):
                     directory,
                     PasswordHasher(n=config.password_cost),
                     reactor,
-                    reactor,  # type: ignore[arg-type]
+                    reactor,
                 ),
                 TokenChecker(directory),
             ],
@@ -107,42 +125,6 @@ class JMAPService(MultiService):
         ]
 
 
-class ListeningService(Service):
-    """
-    Listens on an endpoint while running, and stops listening when stopped.
-
-    A failure to listen is logged and stops the whole process: a server
-    that cannot take connections should not pretend to run.
-    """
-
-    def __init__(self, endpoint: IStreamServerEndpoint, factory: IProtocolFactory) -> None:
-        self.endpoint = endpoint
-        self.factory = factory
-        self.port: IListeningPort | None = None
-        self._listening: Deferred[IListeningPort] | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self._listening = self.endpoint.listen(self.factory)
-        self._listening.addCallback(self._listened)
-        self._listening.addErrback(self._failed)
-
-    def _listened(self, port: IListeningPort) -> IListeningPort:
-        self.port = port
-        return port
-
-    def _failed(self, failure: Failure) -> None:
-        log.failure("Cannot listen on {endpoint}", failure, endpoint=self.endpoint)
-        raise SystemExit(1)
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        if self.port is None:
-            return None
-        port, self.port = self.port, None
-        return port.stopListening()
-
-
 class _DatabaseService(MultiService):
     """
     Opens the database before the children start and closes it after they
@@ -174,19 +156,65 @@ class _DatabaseService(MultiService):
         await self.database.stop()
 
 
+class _Responder(Service):
+    """
+    Runs the vacation auto-responder while the server runs.
+    """
+
+    def __init__(self, responder: VacationResponder) -> None:
+        self.responder = responder
+
+    def startService(self) -> None:
+        super().startService()
+        self.responder.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.responder.stop()
+
+
 def make_service(config: ServerConfig, reactor: Any) -> MultiService:
     """
     The embedded default: SQLite in the data directory, listening on every
-    configured endpoint.
+    configured endpoint, delivering by LMTP (and SMTP when configured).
     """
+    from jmap_twisted.store.sqlite_mail import SQLiteMailStore
+
     database = SQLiteDatabase(database_path(str(config.data_dir)), reactor)
     top = _DatabaseService(database, reactor)
+    directory = SQLiteDirectory(database, reactor)
+    mail = SQLiteMailStore(database, reactor)
+    delivery = LocalDelivery(directory, mail, config.domains, reactor)
+    smarthost = None
+    if config.smarthost:
+        smarthost = Smarthost(
+            reactor,
+            config.smarthost,
+            config.hostname,
+            config.smarthost_credentials,
+            config.smarthost_require_tls,
+        )
     jmap = JMAPService(
         config,
-        SQLiteDirectory(database, reactor),
+        directory,
         SQLiteBlobStore(database, reactor),
+        mail,
         reactor,
+        delivery,
+        smarthost,
     )
     jmap.add_listeners(reactor)
+    for service in delivery_services(
+        delivery,
+        config.lmtp_listen,
+        config.smtp_listen,
+        config.max_message_size,
+        config.hostname,
+        reactor,
+    ):
+        service.setServiceParent(jmap)
+    _Responder(
+        VacationResponder(mail, reactor, config.hostname, delivery, smarthost)
+    ).setServiceParent(jmap)
     jmap.setServiceParent(top)
     return top

@@ -6,15 +6,16 @@ This is the only module that touches the global reactor.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.application.service import IService
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.python import usage
 
-from jmap_twisted.config import DEFAULT_DATA, DEFAULT_LISTEN, ServerConfig
+from jmap_twisted.config import DEFAULT_DATA, DEFAULT_LISTEN, DEFAULT_LMTP, ServerConfig
 from jmap_twisted.core.limits import CoreLimits
 
 
@@ -74,11 +75,57 @@ class Options(usage.Options):
             "Method calls per request.",
             _positive("max-calls-in-request"),
         ],
+        [
+            "lmtp",
+            None,
+            DEFAULT_LMTP,
+            "Endpoint of the LMTP listener for incoming mail.",
+        ],
+        ["smtp", None, None, "Endpoint of an inbound SMTP listener (local recipients only)."],
+        [
+            "hostname",
+            None,
+            None,
+            "This server's name, in greetings, Received headers and Message-IDs "
+            "(default: the machine's fully qualified name).",
+        ],
+        [
+            "max-message-size",
+            None,
+            50_000_000,
+            "Largest message accepted by LMTP/SMTP, octets.",
+            _positive("max-message-size"),
+        ],
+        [
+            "smarthost",
+            None,
+            None,
+            "Client endpoint of the relay for outgoing mail, e.g. tcp:host=smtp.example.com:port=587.",
+        ],
+        [
+            "smarthost-credentials",
+            None,
+            None,
+            "File holding 'username:password' for the relay (kept off the command line).",
+        ],
+    ]
+
+    optFlags = [
+        ["no-lmtp", None, "Do not listen for LMTP."],
+        ["smarthost-require-tls", None, "Relay only over STARTTLS."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["domain"] = []
+
+    def opt_domain(self, domain: str) -> None:
+        """
+        A mail domain whose users are local (repeat for several).  Default:
+        the hostname.
+        """
+        self["domain"].append(domain.strip().lower())
 
     def opt_listen(self, description: str) -> None:
         """
@@ -114,12 +161,49 @@ class Options(usage.Options):
         ):
             if self[option] is not None:
                 limits[field_name] = self[option]
+        for option in ("lmtp", "smtp"):
+            description = self[option]
+            if description and not (option == "lmtp" and self["no-lmtp"]):
+                try:
+                    serverFromString(reactor, description)
+                except Exception as e:
+                    raise usage.UsageError(f"--{option} {description!r}: {e}") from None
+        if self["smarthost"]:
+            try:
+                clientFromString(reactor, self["smarthost"])
+            except Exception as e:
+                raise usage.UsageError(f"--smarthost {self['smarthost']!r}: {e}") from None
+        credentials = None
+        if self["smarthost-credentials"]:
+            if not self["smarthost"]:
+                raise usage.UsageError("--smarthost-credentials needs --smarthost")
+            credentials = _read_credentials(self["smarthost-credentials"])
+        hostname = self["hostname"] or socket.getfqdn()
         self.config = ServerConfig(
             listen=tuple(listen),
             data_dir=Path(self["data"]),
             public_url=public_url,
             limits=CoreLimits(**limits),
+            hostname=hostname,
+            domains=tuple(self["domain"]) or (hostname.lower(),),
+            lmtp_listen=None if self["no-lmtp"] else self["lmtp"],
+            smtp_listen=self["smtp"],
+            max_message_size=self["max-message-size"],
+            smarthost=self["smarthost"],
+            smarthost_credentials=credentials,
+            smarthost_require_tls=bool(self["smarthost-require-tls"]),
         )
+
+
+def _read_credentials(path: str) -> tuple[str, str]:
+    try:
+        line = Path(path).read_text(encoding="utf-8").strip().splitlines()[0]
+    except (OSError, IndexError, UnicodeDecodeError) as e:
+        raise usage.UsageError(f"--smarthost-credentials: cannot read {path}: {e}") from None
+    username, sep, password = line.partition(":")
+    if not sep or not username:
+        raise usage.UsageError("--smarthost-credentials: the file must hold 'username:password'")
+    return username, password
 
 
 def makeService(options: Options) -> IService:

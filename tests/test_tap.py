@@ -74,3 +74,61 @@ def test_bad_options_are_usage_errors(args: list[str]) -> None:
     """
     with pytest.raises(usage.UsageError):
         parse(*args)
+
+
+def test_mail_defaults() -> None:
+    """
+    By default LMTP listens on loopback port 2424, there is no SMTP
+    listener and no smarthost, and the mail domain is the hostname.
+    """
+    config = parse("--hostname", "mx.example.org").config
+    assert config.lmtp_listen == "tcp:2424:interface=127.0.0.1"
+    assert config.smtp_listen is None
+    assert config.smarthost is None
+    assert config.domains == ("mx.example.org",)
+
+
+def test_mail_options(tmp_path: Path) -> None:
+    """
+    Mail options land in the config; relay credentials come from a file.
+    """
+    secret = tmp_path / "relay"
+    secret.write_text("relayuser:pa:ss\n")
+    config = parse(
+        "--no-lmtp",
+        "--smtp",
+        "tcp:2525",
+        "--domain",
+        "Example.com",
+        "--domain",
+        "example.org",
+        "--smarthost",
+        "tcp:host=relay.example.com:port=587",
+        "--smarthost-credentials",
+        str(secret),
+        "--max-message-size",
+        "1000",
+    ).config
+    assert config.lmtp_listen is None
+    assert config.smtp_listen == "tcp:2525"
+    assert config.domains == ("example.com", "example.org")
+    assert config.smarthost_credentials == ("relayuser", "pa:ss")
+    assert config.max_message_size == 1000
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--lmtp", "bogus:1"],
+        ["--smtp", "tcp:x"],
+        ["--smarthost", "bogus:x"],
+        ["--smarthost-credentials", "/nonexistent"],
+        ["--smarthost", "tcp:host=a:port=1", "--smarthost-credentials", "/nonexistent"],
+    ],
+)
+def test_bad_mail_options(args: list[str]) -> None:
+    """
+    Malformed mail endpoints or unreadable credentials are usage errors.
+    """
+    with pytest.raises(usage.UsageError):
+        parse(*args)

@@ -214,11 +214,11 @@ class DownloadResource(JMAPResource):
             return
         found = None
         if is_id(blob_key) and any(a.id == account for a in principal.accounts):
-            found = await self.service.blobs.get(account, blob_key)
+            found = await self.service.blob_resolver.fetch(account, blob_key)
         if found is None:
             write_status(request, 404, "No such blob.")
             return
-        _, data = found
+        data, _ = found
         requested = request.args.get(b"type", [b""])[0].decode("utf-8", "replace")
         media_type = requested if _MEDIA_TYPE.match(requested) else "application/octet-stream"
         request.setHeader(b"Content-Type", media_type.encode("ascii"))

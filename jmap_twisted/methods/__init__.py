@@ -2,21 +2,108 @@
 JMAP methods, one module per data type.
 
 - :mod:`~jmap_twisted.methods.core`: the core capability and ``Core/echo``.
+- :mod:`~jmap_twisted.methods.mailbox`: ``Mailbox/*``.
+- :mod:`~jmap_twisted.methods.thread`: ``Thread/*``.
+- :mod:`~jmap_twisted.methods.email`: ``Email/get``, ``Email/changes``.
+- :mod:`~jmap_twisted.methods.email_query`: ``Email/query``,
+  ``Email/queryChanges``, ``SearchSnippet/get``.
+- :mod:`~jmap_twisted.methods.email_set`: ``Email/set``, ``/import``,
+  ``/copy``, ``/parse``.
+- :mod:`~jmap_twisted.methods.identity`: ``Identity/*``.
+- :mod:`~jmap_twisted.methods.vacation`: ``VacationResponse/*``.
+- :mod:`~jmap_twisted.methods.submission`: ``EmailSubmission/*``.
+
+Shared pieces: :mod:`~jmap_twisted.methods.standard` (argument checks and
+patches), :mod:`~jmap_twisted.methods.querychanges` (query windows and
+``/queryChanges``), :mod:`~jmap_twisted.methods.mailcontext` (the mail
+capability and account set-up), :mod:`~jmap_twisted.methods.keywords`,
+:mod:`~jmap_twisted.methods.blobs` (finding blobs wherever they live).
 
 :func:`build_registry` assembles every capability and method of the server.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
+from attrs import frozen
+from twisted.internet.interfaces import IReactorTime
+
 from jmap_twisted.core.limits import CoreLimits
-from jmap_twisted.core.registry import Registry
+from jmap_twisted.core.registry import Capability, Registry
+from jmap_twisted.interfaces import IBlobStore, IMailDelivery, IMailStore
+from jmap_twisted.mail.smarthost import Smarthost
 from jmap_twisted.methods import core
+from jmap_twisted.methods.blobs import BlobResolver
+from jmap_twisted.methods.email import EmailMethods
+from jmap_twisted.methods.email_query import SORT_PROPERTIES, EmailQueryMethods
+from jmap_twisted.methods.email_set import EmailSetMethods
+from jmap_twisted.methods.identity import SUBMISSION, IdentityMethods
+from jmap_twisted.methods.mailbox import MAX_DEPTH, MAX_NAME_OCTETS, MailboxMethods
+from jmap_twisted.methods.mailcontext import MAIL
+from jmap_twisted.methods.submission import SubmissionMethods
+from jmap_twisted.methods.thread import ThreadMethods
+from jmap_twisted.methods.vacation import VACATION, VacationMethods
 
 
-def build_registry(limits: CoreLimits) -> Registry:
+@frozen
+class Methods:
     """
-    A registry holding every capability and method this server offers.
+    The registry and the helpers other parts of the server reuse.
+
+    :ivar blob_resolver: finds any blob of an account, for downloads.
+    """
+
+    registry: Registry
+    blob_resolver: BlobResolver
+
+
+def build_registry(
+    limits: CoreLimits,
+    store: IMailStore,
+    blobs: IBlobStore,
+    clock: IReactorTime,
+    hostname: str = "localhost",
+    domains: Collection[str] = ("localhost",),
+    delivery: IMailDelivery | None = None,
+    smarthost: Smarthost | None = None,
+) -> Methods:
+    """
+    Every capability and method this server offers, over the given stores.
     """
     registry = Registry()
     core.install(registry, limits)
-    return registry
+    registry.add_capability(
+        Capability(
+            MAIL,
+            {},
+            {
+                "maxMailboxesPerEmail": None,
+                "maxMailboxDepth": MAX_DEPTH,
+                "maxSizeMailboxName": MAX_NAME_OCTETS,
+                "maxSizeAttachmentsPerEmail": limits.max_size_upload,
+                "emailQuerySortOptions": list(SORT_PROPERTIES),
+                "mayCreateTopLevelMailbox": True,
+            },
+        )
+    )
+    registry.add_capability(
+        Capability(SUBMISSION, {}, {"maxDelayedSend": 0, "submissionExtensions": {}})
+    )
+    registry.add_capability(Capability(VACATION, {}, {}))
+    emails = EmailMethods(store, blobs, clock)
+    resolver = BlobResolver(blobs, store, emails.parsed)
+    MailboxMethods(store, blobs, clock).install(registry)
+    ThreadMethods(store, blobs, clock).install(registry)
+    emails.install(registry)
+    EmailQueryMethods(store, blobs, clock).install(registry)
+    email_set = EmailSetMethods(
+        store, blobs, clock, resolver=resolver, parsed=emails.parsed, hostname=hostname
+    )
+    email_set.install(registry)
+    SubmissionMethods(
+        store, blobs, clock, delivery=delivery, smarthost=smarthost, email_set=email_set
+    ).install(registry)
+    IdentityMethods(store, blobs, clock, domains=domains).install(registry)
+    VacationMethods(store, blobs, clock).install(registry)
+    return Methods(registry, resolver)

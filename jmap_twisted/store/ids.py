@@ -60,3 +60,24 @@ def blob_id(data: bytes) -> str:
     :param data: the blob's octets.
     """
     return "G" + hashlib.sha256(data).hexdigest()
+
+
+def new_mailbox_id() -> str:
+    """
+    A new mailbox id: ``m`` + 16 random hex characters.
+    """
+    return _random_id("m")
+
+
+def new_email_id() -> str:
+    """
+    A new email id: ``e`` + 16 random hex characters.
+    """
+    return _random_id("e")
+
+
+def new_thread_id() -> str:
+    """
+    A new thread id: ``t`` + 16 random hex characters.
+    """
+    return _random_id("T")

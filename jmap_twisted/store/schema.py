@@ -60,8 +60,142 @@ CREATE TABLE account_blobs (
 CREATE INDEX account_blobs_by_blob ON account_blobs (blob_id);
 """
 
+_V2_MAIL = """
+-- Mail (jmap_twisted.store.sqlite_mail).  Mail tables have no foreign key to
+-- accounts: an account's mail may be set up before, or without, a directory row.
+
+-- Where each account's change log stands.
+CREATE TABLE mail_accounts (
+    account_id TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL DEFAULT 0,  -- last change-log entry
+    modseq     INTEGER NOT NULL DEFAULT 0   -- last committed operation
+) WITHOUT ROWID;
+
+-- Per type (Mailbox, Email, Thread): its state and how far back it can be computed.
+CREATE TABLE mail_states (
+    account_id TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    seq        INTEGER NOT NULL,            -- the state: seq of the type's latest entry
+    oldest     INTEGER NOT NULL DEFAULT 0,  -- states older than this were pruned
+    PRIMARY KEY (account_id, type)
+) WITHOUT ROWID;
+
+-- The change log: one row per changed object per operation.
+CREATE TABLE mail_changes (
+    account_id  TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    type        TEXT NOT NULL,
+    object_id   TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('created', 'updated', 'destroyed')),
+    counts_only INTEGER NOT NULL CHECK (counts_only IN (0, 1)),
+    modseq      INTEGER NOT NULL,
+    committed   REAL NOT NULL,              -- POSIX time of the commit, for pruning
+    PRIMARY KEY (account_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX mail_changes_by_type ON mail_changes (account_id, type, seq);
+
+CREATE TABLE mailboxes (
+    num           INTEGER PRIMARY KEY,      -- creation order
+    account_id    TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    parent_id     TEXT,
+    role          TEXT,
+    sort_order    INTEGER NOT NULL,
+    is_subscribed INTEGER NOT NULL CHECK (is_subscribed IN (0, 1)),
+    UNIQUE (account_id, id)
+);
+
+-- One row per email, with its EmailSummary (body_text lives in email_search).
+CREATE TABLE emails (
+    num            INTEGER PRIMARY KEY,     -- also the rowid of email_search
+    account_id     TEXT NOT NULL,
+    id             TEXT NOT NULL,
+    blob_id        TEXT NOT NULL,           -- octets in blobs, not via account_blobs
+    thread_id      TEXT NOT NULL,
+    size           INTEGER NOT NULL,
+    received_at    REAL NOT NULL,
+    seen           INTEGER NOT NULL,        -- has $seen (copy of email_keywords)
+    subject        TEXT NOT NULL,
+    base_subject   TEXT NOT NULL,
+    from_text      TEXT NOT NULL,
+    to_text        TEXT NOT NULL,
+    cc_text        TEXT NOT NULL,
+    bcc_text       TEXT NOT NULL,
+    from_sort      TEXT NOT NULL,
+    to_sort        TEXT NOT NULL,
+    sent_at        REAL,
+    preview        TEXT NOT NULL,
+    has_attachment INTEGER NOT NULL CHECK (has_attachment IN (0, 1)),
+    message_ids    TEXT NOT NULL,           -- JSON arrays of Message-IDs
+    in_reply_to    TEXT NOT NULL,
+    refs           TEXT NOT NULL,
+    UNIQUE (account_id, id)
+);
+CREATE INDEX emails_by_received ON emails (account_id, received_at DESC, id);
+CREATE INDEX emails_by_thread ON emails (account_id, thread_id, received_at, id);
+CREATE INDEX emails_by_blob ON emails (blob_id);
+CREATE INDEX emails_unread_by_thread ON emails (account_id, thread_id) WHERE seen = 0;
+
+-- Mailbox membership, with receivedAt, thread and $seen copied from the email so
+-- that a mailbox listing and its counts read this table's indexes only.
+CREATE TABLE email_mailboxes (
+    account_id  TEXT NOT NULL,
+    email_id    TEXT NOT NULL,
+    mailbox_id  TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    thread_id   TEXT NOT NULL,
+    seen        INTEGER NOT NULL,
+    PRIMARY KEY (account_id, email_id, mailbox_id)
+) WITHOUT ROWID;
+CREATE INDEX email_mailboxes_by_mailbox
+    ON email_mailboxes (account_id, mailbox_id, received_at DESC, email_id, thread_id, seen);
+CREATE INDEX email_mailboxes_by_thread ON email_mailboxes (account_id, thread_id, mailbox_id);
+
+CREATE TABLE email_keywords (
+    account_id TEXT NOT NULL,
+    email_id   TEXT NOT NULL,
+    keyword    TEXT NOT NULL,
+    PRIMARY KEY (account_id, email_id, keyword)
+) WITHOUT ROWID;
+CREATE INDEX email_keywords_by_keyword ON email_keywords (account_id, keyword, email_id);
+
+-- Threading: every Message-ID an email mentions (its own, In-Reply-To, References).
+CREATE TABLE email_message_ids (
+    account_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    email_id   TEXT NOT NULL,
+    PRIMARY KEY (account_id, message_id, email_id)
+) WITHOUT ROWID;
+
+-- Other JSON documents (Identity, VacationResponse, EmailSubmission, …), by type.
+CREATE TABLE mail_documents (
+    num        INTEGER PRIMARY KEY,         -- creation order
+    account_id TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    document   TEXT NOT NULL,               -- JSON object
+    UNIQUE (account_id, type, id)
+);
+
+-- Full-text search; rowid = emails.num.  The trigram tokenizer makes a phrase
+-- query a case-insensitive substring match (needles of 3 characters or more).
+CREATE VIRTUAL TABLE email_search USING fts5 (
+    subject, from_text, to_text, cc_text, bcc_text, body_text,
+    tokenize = 'trigram'
+);
+
+-- Octets an email still refers to are never deleted, whoever deletes them.
+CREATE TRIGGER blobs_keep_email_octets BEFORE DELETE ON blobs
+WHEN EXISTS (SELECT 1 FROM emails WHERE blob_id = old.id)
+BEGIN
+    SELECT RAISE(IGNORE);
+END;
+"""
+
 MIGRATIONS: list[str] = [
     _V1_DIRECTORY_AND_BLOBS,
+    _V2_MAIL,
 ]
 """
 The schema, one SQL script per version; append only.

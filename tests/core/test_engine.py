@@ -15,6 +15,9 @@ from jmap_twisted.core.session import session_state
 from jmap_twisted.errors import Forbidden
 from jmap_twisted.methods import build_registry
 from jmap_twisted.records import Account, User
+from jmap_twisted.store.memory import MemoryBlobStore
+from jmap_twisted.store.memory_mail import MemoryMailStore
+from tests.support import ImmediateReactor
 
 TEST = "urn:example:test"
 ALICE = Principal(User("u1", "alice"), (Account("A1", "alice", "u1"), Account("B1", "bob", "u2")))
@@ -22,7 +25,10 @@ ALICE = Principal(User("u1", "alice"), (Account("A1", "alice", "u1"), Account("B
 
 def make_engine() -> Engine:
     limits = CoreLimits()
-    registry = build_registry(limits)
+    clock = ImmediateReactor()
+    registry = build_registry(
+        limits, MemoryMailStore(clock), MemoryBlobStore(clock), clock
+    ).registry
     registry.add_capability(Capability(TEST, {}, {}))
     registry.add_capability(Capability("urn:example:noaccount", {}, None))
 

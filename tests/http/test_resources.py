@@ -17,9 +17,11 @@ from jmap_twisted.config import ServerConfig
 from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.service import JMAPService
 from jmap_twisted.store.memory import MemoryBlobStore, MemoryDirectory
+from jmap_twisted.store.memory_mail import MemoryMailStore
 from tests.support import CHEAP_HASHER, ImmediateReactor
 
 CORE = "urn:ietf:params:jmap:core"
+MAIL = "urn:ietf:params:jmap:mail"
 BASE = "http://jmap.example:8080"
 
 
@@ -29,7 +31,8 @@ class Harness:
         self.directory = MemoryDirectory(self.reactor)
         self.blobs = MemoryBlobStore(self.reactor)
         config = ServerConfig(password_cost=2**4, limits=CoreLimits(**limits))
-        self.service = JMAPService(config, self.directory, self.blobs, self.reactor)
+        self.mail = MemoryMailStore(self.reactor)
+        self.service = JMAPService(config, self.directory, self.blobs, self.mail, self.reactor)
         self.treq = StubTreq(self.service.site.resource)
         self.alice = self.directory.create_user("alice", CHEAP_HASHER.hash("secret")).result
         self.bob = self.directory.create_user("bob", CHEAP_HASHER.hash("hunter2")).result
@@ -83,15 +86,17 @@ async def test_session_has_every_rfc8620_field(harness: Harness) -> None:
     }
     assert session["username"] == "alice"
     assert session["capabilities"][CORE]["maxCallsInRequest"] == 16
-    assert session["accounts"] == {
-        harness.alice_account: {
-            "name": "alice",
-            "isPersonal": True,
-            "isReadOnly": False,
-            "accountCapabilities": {},
-        }
+    (account,) = session["accounts"].values()
+    assert list(session["accounts"]) == [harness.alice_account]
+    assert (account["name"], account["isPersonal"], account["isReadOnly"]) == ("alice", True, False)
+    assert set(account["accountCapabilities"]) == {
+        MAIL,
+        "urn:ietf:params:jmap:submission",
+        "urn:ietf:params:jmap:vacationresponse",
     }
-    assert session["primaryAccounts"] == {CORE: harness.alice_account}
+    assert account["accountCapabilities"][MAIL]["mayCreateTopLevelMailbox"] is True
+    assert set(session["primaryAccounts"]) == set(session["capabilities"])
+    assert set(session["primaryAccounts"].values()) == {harness.alice_account}
     assert session["apiUrl"] == BASE + "/jmap/api/"
     for variable in ("{accountId}", "{blobId}", "{name}", "{type}"):
         assert variable in session["downloadUrl"]

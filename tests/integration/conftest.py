@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
+from jmap_twisted.listening import ListeningService
 from jmap_twisted.records import User
 from jmap_twisted.store.sqlite import SQLiteDirectory
 from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
@@ -28,9 +29,14 @@ class RunningServer:
         self.service = service
         self.data_dir = data_dir
         jmap = next(iter(service))
-        port = jmap.listening_ports()[0].getHost().port
-        self.base = f"{scheme}://127.0.0.1:{port}"
-        self.port = port
+        ports = {
+            type(child.factory).__name__: child.port.getHost().port
+            for child in jmap
+            if isinstance(child, ListeningService) and child.port is not None
+        }
+        self.port = ports["JMAPSite"]
+        self.lmtp_port = ports.get("LMTPFactory")
+        self.base = f"{scheme}://127.0.0.1:{self.port}"
         self.database: SQLiteDatabase | None = None
 
     async def directory(self) -> SQLiteDirectory:
@@ -57,14 +63,32 @@ async def start_server(data_dir: Path, listen: str, scheme: str, *extra: str) ->
     from twisted.plugins.jmap import jmap
 
     options = jmap.options()
-    options.parseOptions(["--listen", listen, "--data", str(data_dir), *extra])
+    options.parseOptions(
+        [
+            "--listen",
+            listen,
+            "--data",
+            str(data_dir),
+            "--lmtp",
+            "tcp:0:interface=127.0.0.1",
+            "--domain",
+            "example.com",
+            "--hostname",
+            "jmap.test",
+            *extra,
+        ]
+    )
     service = jmap.makeService(options)
     service.startService()
     jmap_service = next(iter(service), None)
     for _ in range(500):
         if jmap_service is None:
             jmap_service = next(iter(service), None)
-        if service.running and jmap_service is not None and jmap_service.listening_ports():
+        if (
+            service.running
+            and jmap_service is not None
+            and len(jmap_service.listening_ports()) >= 2
+        ):
             break
         await task.deferLater(reactor, 0.01, lambda: None)
     return RunningServer(service, data_dir, scheme)

@@ -1,0 +1,138 @@
+"""
+Micro-benchmark of the SQLite mail store (not a test).
+
+Fills a temporary database with N small synthetic messages in one mailbox,
+then measures:
+
+- the mailbox listing ``Email/query`` issues most: ``inMailbox`` sorted by
+  ``receivedAt`` descending, the first 50, with the total — timed inside the
+  reader function (server time, without thread hand-offs);
+- delivery throughput: one ``add_email`` per write transaction (each one
+  fsynced, as with LMTP), awaited one after the other.
+
+Run::
+
+    python bench/store_query.py --messages 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import task
+
+from jmap_twisted.interfaces import IMailReader, IMailWriter
+from jmap_twisted.store.sqlite_db import SQLiteDatabase
+from jmap_twisted.store.sqlite_mail import SQLiteMailStore
+
+ACCOUNT = "abench00000000001"
+NEWEST = [{"property": "receivedAt", "isAscending": False}]
+
+
+def synthetic(n: int) -> bytes:
+    """
+    A small message, different for every ``n``.
+    """
+    return (
+        f"From: Sender {n % 97} <sender{n % 97}@example.com>\r\n"
+        f"To: bench@example.org\r\n"
+        f"Subject: Message number {n} about topic {n % 13}\r\n"
+        f"Date: Tue, 24 Nov 2026 10:{n % 60:02d}:00 +0000\r\n"
+        f"Message-ID: <bench-{n}@example.com>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "\r\n"
+        f"Hello, this is synthetic message {n}.\r\n"
+        "It has a couple of lines of text so the preview is not empty.\r\n"
+    ).encode()
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+async def fill(store: SQLiteMailStore, inbox: str, count: int, batch: int) -> float:
+    started = time.perf_counter()
+    for first in range(0, count, batch):
+        numbers = range(first, min(count, first + batch))
+
+        def add_batch(writer: IMailWriter, numbers: range = numbers) -> None:
+            for n in numbers:
+                writer.add_email(synthetic(n), [inbox], ("$seen",) if n % 3 else (), 1e9 + n)
+
+        await store.write(ACCOUNT, add_batch)
+        done = numbers.stop
+        if done % (batch * 20) == 0 or done == count:
+            rate = done / (time.perf_counter() - started)
+            print(f"  filled {done:>7} messages ({rate:,.0f}/s)", flush=True)
+    return time.perf_counter() - started
+
+
+async def time_queries(store: SQLiteMailStore, inbox: str, runs: int) -> list[float]:
+    def timed(reader: IMailReader) -> tuple[float, int, int]:
+        started = time.perf_counter()
+        found, total = reader.query_emails({"inMailbox": inbox}, NEWEST, False, 0, 50)
+        return time.perf_counter() - started, len(found), total
+
+    samples = []
+    for _ in range(runs):
+        elapsed, found, total = await store.read(ACCOUNT, timed)
+        samples.append(elapsed * 1000)
+    print(f"  each query returned {found} ids of {total}")
+    return samples
+
+
+async def deliver(store: SQLiteMailStore, inbox: str, writes: int, start: int) -> float:
+    started = time.perf_counter()
+    for n in range(start, start + writes):
+        await store.write(
+            ACCOUNT,
+            lambda w, n=n: w.add_email(synthetic(n), [inbox], (), 2e9 + n),
+            delivery=True,
+        )
+    return writes / (time.perf_counter() - started)
+
+
+async def main(reactor: Any, options: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="jmap-bench-") as directory:
+        db = SQLiteDatabase(str(Path(directory) / "mail.sqlite3"), reactor)
+        await db.start()
+        try:
+            store = SQLiteMailStore(db, reactor)
+            await store.setup_account(ACCOUNT)
+            mailboxes = await store.read(ACCOUNT, lambda r: r.mailboxes())
+            inbox = next(m.id for m in mailboxes if m.role == "inbox")
+            print(f"Filling {options.messages} messages in batches of {options.batch}…")
+            seconds = await fill(store, inbox, options.messages, options.batch)
+            print(f"  filled in {seconds:.1f} s")
+            samples = await time_queries(store, inbox, options.runs)
+            print(
+                f"Query inMailbox + receivedAt desc + limit 50 (server time, {options.runs} runs):"
+                f" median {statistics.median(samples):.2f} ms,"
+                f" p99 {percentile(samples, 0.99):.2f} ms"
+            )
+            rate = await deliver(store, inbox, options.writes, options.messages)
+            print(f"Delivery, one message per write ({options.writes} writes): {rate:.0f} messages/s")
+        finally:
+            await db.stop()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000, help="messages to fill in")
+    parser.add_argument("--batch", type=int, default=1000, help="messages per fill write")
+    parser.add_argument("--runs", type=int, default=50, help="query repetitions")
+    parser.add_argument("--writes", type=int, default=500, help="one-message writes to time")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    task.react(main, [arguments])

@@ -1,0 +1,266 @@
+"""
+Argument checking and shapes shared by the standard methods of RFC 8620 §5
+(``/get``, ``/changes``, ``/set``, ``/query``, ``/queryChanges``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from jmap_twisted.core.engine import CallContext
+from jmap_twisted.core.request import is_id
+from jmap_twisted.errors import InvalidArguments, RequestTooLarge, StateMismatch
+
+UNSIGNED_MAX = 2**53 - 1
+
+
+def check_known(arguments: Mapping[str, Any], allowed: Collection[str]) -> None:
+    """
+    :raises InvalidArguments: an argument is not one of ``allowed``.
+    """
+    unknown = sorted(set(arguments) - set(allowed))
+    if unknown:
+        raise InvalidArguments("Unknown arguments: " + ", ".join(unknown) + ".")
+
+
+def optional_ids(arguments: Mapping[str, Any], name: str) -> list[str] | None:
+    """
+    An ``Id[]|null`` argument.
+    """
+    value = arguments.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(is_id(v) for v in value):
+        raise InvalidArguments(f"'{name}' must be an array of Ids or null.")
+    return value
+
+
+def resolve_id(context: CallContext, value: Any) -> Any:
+    """
+    An id, or the id created for ``#creationId`` earlier in the request.
+    """
+    if isinstance(value, str) and value.startswith("#"):
+        return context.created_ids.get(value[1:], value)
+    return value
+
+
+def get_ids(context: CallContext, arguments: Mapping[str, Any]) -> list[str] | None:
+    """
+    The ``ids`` of a ``/get``, creation references resolved, within
+    ``maxObjectsInGet``.
+
+    :raises RequestTooLarge: too many ids.
+    """
+    raw = arguments.get("ids")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw):
+        raise InvalidArguments("'ids' must be an array of Ids or null.")
+    if len(raw) > context.limits.max_objects_in_get:
+        raise RequestTooLarge(
+            f"At most {context.limits.max_objects_in_get} ids per call (maxObjectsInGet)."
+        )
+    ids = [resolve_id(context, v) for v in raw]
+    # Unknown or malformed ids are reported in notFound, not as errors.
+    return list(dict.fromkeys(ids))
+
+
+def get_properties(
+    arguments: Mapping[str, Any], name: str, known: Collection[str], default: Sequence[str]
+) -> list[str]:
+    """
+    A ``properties``-style argument: ``null`` means the default list.
+
+    :raises InvalidArguments: an unknown property is named.
+    """
+    value = arguments.get(name)
+    if value is None:
+        return list(default)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidArguments(f"'{name}' must be an array of property names or null.")
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        raise InvalidArguments(f"Unknown {name}: " + ", ".join(unknown) + ".")
+    return list(dict.fromkeys(value))
+
+
+def unsigned(arguments: Mapping[str, Any], name: str, default: int | None) -> int | None:
+    """
+    An ``UnsignedInt`` argument.
+    """
+    value = arguments.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= UNSIGNED_MAX:
+        raise InvalidArguments(f"'{name}' must be an unsigned integer.")
+    return value
+
+
+def signed(arguments: Mapping[str, Any], name: str, default: int) -> int:
+    """
+    An ``Int`` argument.
+    """
+    value = arguments.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > UNSIGNED_MAX:
+        raise InvalidArguments(f"'{name}' must be an integer.")
+    return value
+
+
+def boolean(arguments: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = arguments.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidArguments(f"'{name}' must be a boolean.")
+    return value
+
+
+def string(arguments: Mapping[str, Any], name: str) -> str:
+    value = arguments.get(name)
+    if not isinstance(value, str):
+        raise InvalidArguments(f"'{name}' must be a string.")
+    return value
+
+
+def changes_arguments(arguments: Mapping[str, Any]) -> tuple[str, int | None]:
+    """
+    ``sinceState`` and ``maxChanges`` of a ``/changes`` call.
+    """
+    check_known(arguments, {"accountId", "sinceState", "maxChanges"})
+    since = string(arguments, "sinceState")
+    max_changes = unsigned(arguments, "maxChanges", None)
+    if max_changes == 0:
+        raise InvalidArguments("'maxChanges' must be greater than 0.")
+    return since, max_changes
+
+
+def check_if_in_state(arguments: Mapping[str, Any], current: str) -> None:
+    """
+    :raises StateMismatch: ``ifInState`` is given and is not ``current``.
+    """
+    expected = arguments.get("ifInState")
+    if expected is not None and not isinstance(expected, str):
+        raise InvalidArguments("'ifInState' must be a string or null.")
+    if expected is not None and expected != current:
+        raise StateMismatch()
+
+
+def set_operations(
+    context: CallContext, arguments: Mapping[str, Any], extra: Collection[str] = ()
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """
+    The ``create``, ``update`` and ``destroy`` of a ``/set``, within
+    ``maxObjectsInSet``.
+    """
+    check_known(arguments, {"accountId", "ifInState", "create", "update", "destroy", *extra})
+    create = arguments.get("create") or {}
+    update = arguments.get("update") or {}
+    destroy = arguments.get("destroy") or []
+    if not isinstance(create, dict) or not all(is_id(k) for k in create):
+        raise InvalidArguments("'create' must map creation ids to objects.")
+    if not isinstance(update, dict) or not all(isinstance(k, str) for k in update):
+        raise InvalidArguments("'update' must map ids to patch objects.")
+    if not isinstance(destroy, list) or not all(isinstance(i, str) for i in destroy):
+        raise InvalidArguments("'destroy' must be an array of ids.")
+    if len(create) + len(update) + len(destroy) > context.limits.max_objects_in_set:
+        raise RequestTooLarge(
+            f"At most {context.limits.max_objects_in_set} objects per call (maxObjectsInSet)."
+        )
+    update = {resolve_id(context, k): v for k, v in update.items()}
+    destroy = [resolve_id(context, i) for i in destroy]
+    return create, update, destroy
+
+
+def set_error(type_name: str, description: str | None = None, **extra: Any) -> dict[str, Any]:
+    """
+    A SetError object (RFC 8620 §5.3).
+    """
+    error: dict[str, Any] = {"type": type_name}
+    if description:
+        error["description"] = description
+    error.update(extra)
+    return error
+
+
+class SetError(Exception):
+    """
+    Raised while processing one object of a ``/set``; becomes its SetError.
+    """
+
+    def __init__(self, type_name: str, description: str | None = None, **extra: Any) -> None:
+        super().__init__(description or type_name)
+        self.error = set_error(type_name, description, **extra)
+
+
+def utc_date(timestamp: float) -> str:
+    """
+    A ``UTCDate`` (RFC 8620 §1.4): ``YYYY-MM-DDTHH:MM:SSZ``.
+    """
+    return datetime.fromtimestamp(int(timestamp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_utc_date(value: Any) -> float | None:
+    """
+    The POSIX time of a ``UTCDate`` string, or ``None`` if it is not one.
+    """
+    if not isinstance(value, str) or not value.endswith("Z") or "T" not in value:
+        return None
+    try:
+        return datetime.fromisoformat(value[:-1] + "+00:00").timestamp()
+    except ValueError:
+        return None
+
+
+def parse_date(value: Any) -> float | None:
+    """
+    The POSIX time of an RFC 3339 ``Date`` with any offset, or ``None``.
+    """
+    if not isinstance(value, str) or "T" not in value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.timestamp()
+
+
+def not_found(requested: Iterable[str], found: Collection[str]) -> list[str]:
+    """
+    The requested ids that were not found, in request order.
+    """
+    return [i for i in requested if i not in found]
+
+
+def apply_patch(current: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    Apply a PatchObject (RFC 8620 §5.3) to an object's JSON form.
+
+    :raises SetError: ``invalidPatch`` for a path into something that is
+        not an object, or a path that both sets and patches one property.
+    """
+    result = {k: (dict(v) if isinstance(v, dict) else v) for k, v in current.items()}
+    paths = list(patch)
+    for path in paths:
+        for other in paths:
+            if other != path and other.startswith(path + "/"):
+                raise SetError("invalidPatch", f"'{path}' and '{other}' overlap.")
+    for path, value in patch.items():
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")]
+        if not parts[0]:
+            raise SetError("invalidPatch", f"'{path}' is not a valid patch path.")
+        target: Any = result
+        for part in parts[:-1]:
+            if not isinstance(target, dict) or part not in target:
+                raise SetError("invalidPatch", f"'{path}' does not exist.")
+            if isinstance(target[part], dict):
+                target[part] = dict(target[part])
+            target = target[part]
+        if not isinstance(target, dict):
+            raise SetError("invalidPatch", f"'{path}' does not point into an object.")
+        if value is None and len(parts) > 1:
+            target.pop(parts[-1], None)
+        else:
+            target[parts[-1]] = value
+    return result

@@ -1,0 +1,484 @@
+"""
+``EmailSubmission/get``, ``/changes``, ``/query``, ``/queryChanges`` and
+``/set`` (RFC 8621 §7).
+
+Sending happens when the submission is created: recipients whose address
+is local are delivered directly; the others are handed to the configured
+smarthost.  Submissions are final at once (no delayed send, so no undo),
+and are stored as documents in the mail store with their delivery status.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses
+from typing import Any
+
+from twisted.logger import Logger
+
+from jmap_twisted.core.engine import CallContext
+from jmap_twisted.core.registry import Registry
+from jmap_twisted.errors import InvalidArguments, UnsupportedFilter, UnsupportedSort
+from jmap_twisted.interfaces import IMailDelivery, IMailReader, IMailWriter
+from jmap_twisted.mail.smarthost import Smarthost
+from jmap_twisted.methods import querychanges
+from jmap_twisted.methods.email_set import EmailSetMethods
+from jmap_twisted.methods.identity import SUBMISSION
+from jmap_twisted.methods.identity import TYPE as IDENTITY
+from jmap_twisted.methods.mailcontext import MailMethods
+from jmap_twisted.methods.standard import (
+    SetError,
+    boolean,
+    changes_arguments,
+    check_if_in_state,
+    check_known,
+    get_ids,
+    get_properties,
+    not_found,
+    parse_utc_date,
+    resolve_id,
+    set_operations,
+    utc_date,
+)
+
+log = Logger()
+
+TYPE = "EmailSubmission"
+PROPERTIES = (
+    "id",
+    "identityId",
+    "emailId",
+    "threadId",
+    "envelope",
+    "sendAt",
+    "undoStatus",
+    "deliveryStatus",
+    "dsnBlobIds",
+    "mdnBlobIds",
+)
+_ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\Z")
+
+
+def strip_bcc(message: bytes) -> bytes:
+    """
+    The message without its ``Bcc`` header field (and that field's
+    continuation lines), which must not be sent.
+    """
+    lines = message.split(b"\n")
+    kept = []
+    skipping = False
+    for index, line in enumerate(lines):
+        if line in (b"", b"\r"):
+            kept.extend(lines[index:])
+            break
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        skipping = line[:4].lower() == b"bcc:"
+        if not skipping:
+            kept.append(line)
+    return b"\n".join(kept)
+
+
+def _envelope_from_headers(raw: bytes) -> dict[str, Any]:
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    senders = getaddresses(headers.get_all("sender", []) or headers.get_all("from", []))
+    recipients = getaddresses(
+        [*headers.get_all("to", []), *headers.get_all("cc", []), *headers.get_all("bcc", [])]
+    )
+    rcpt = list(dict.fromkeys(a for _, a in recipients if a))
+    return {
+        "mailFrom": {"email": senders[0][1] if senders else "", "parameters": None},
+        "rcptTo": [{"email": a, "parameters": None} for a in rcpt],
+    }
+
+
+def _from_addresses(raw: bytes) -> list[str]:
+    headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
+    return [a.lower() for _, a in getaddresses(headers.get_all("from", [])) if a]
+
+
+class SubmissionMethods(MailMethods):
+    """
+    Sending email.
+
+    :param delivery: delivers to local recipients.
+    :param smarthost: relays to remote recipients, or ``None`` when this
+        server sends only locally.
+    :param email_set: performs the implicit ``Email/set`` of
+        ``onSuccessUpdateEmail`` / ``onSuccessDestroyEmail``.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        delivery: IMailDelivery | None,
+        smarthost: Smarthost | None,
+        email_set: EmailSetMethods,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.delivery = delivery
+        self.smarthost = smarthost
+        self.email_set = email_set
+
+    def install(self, registry: Registry) -> None:
+        registry.add_method("EmailSubmission/get", SUBMISSION, self.get)
+        registry.add_method("EmailSubmission/changes", SUBMISSION, self.changes)
+        registry.add_method("EmailSubmission/query", SUBMISSION, self.query)
+        registry.add_method("EmailSubmission/queryChanges", SUBMISSION, self.query_changes)
+        registry.add_method("EmailSubmission/set", SUBMISSION, self.set)
+
+    async def get(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
+        account = await self.account(context, arguments, capability=SUBMISSION)
+        check_known(arguments, {"accountId", "ids", "properties"})
+        ids = get_ids(context, arguments)
+        properties = get_properties(arguments, "properties", PROPERTIES, PROPERTIES)
+
+        def read(reader: IMailReader) -> dict[str, Any]:
+            documents = reader.documents(TYPE)
+            wanted = list(documents) if ids is None else [i for i in ids if i in documents]
+            return {
+                "accountId": account.id,
+                "state": reader.state(TYPE),
+                "list": [
+                    {p: {"id": i, **documents[i]}.get(p) for p in ("id", *properties)}
+                    for i in wanted
+                ],
+                "notFound": [] if ids is None else not_found(ids, documents),
+            }
+
+        return await self.store.read(account.id, read)
+
+    async def changes(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
+        account = await self.account(context, arguments, capability=SUBMISSION)
+        since, max_changes = changes_arguments(arguments)
+        batch = await self.store.read(account.id, lambda r: r.changes(TYPE, since, max_changes))
+        return {
+            "accountId": account.id,
+            "oldState": batch.old_state,
+            "newState": batch.new_state,
+            "hasMoreChanges": batch.has_more_changes,
+            "created": list(batch.created),
+            "updated": list(batch.updated),
+            "destroyed": list(batch.destroyed),
+        }
+
+    def _matching(self, reader: IMailReader, arguments: Mapping[str, Any]) -> list[str]:
+        flt = arguments.get("filter") or {}
+        if not isinstance(flt, dict) or "operator" in flt:
+            raise UnsupportedFilter("EmailSubmission filters are single FilterConditions.")
+        unknown = set(flt) - {
+            "identityIds",
+            "emailIds",
+            "threadIds",
+            "undoStatus",
+            "before",
+            "after",
+        }
+        if unknown:
+            raise UnsupportedFilter("Unknown filter: " + ", ".join(sorted(unknown)) + ".")
+        sort = arguments.get("sort") or [{"property": "sentAt"}]
+        if not isinstance(sort, list) or any(
+            not isinstance(c, dict) or c.get("property") not in ("emailId", "threadId", "sentAt")
+            for c in sort
+        ):
+            raise UnsupportedSort("EmailSubmissions sort by emailId, threadId or sentAt.")
+        documents = reader.documents(TYPE)
+        selected = []
+        for submission_id, doc in documents.items():
+            if "identityIds" in flt and doc["identityId"] not in flt["identityIds"]:
+                continue
+            if "emailIds" in flt and doc["emailId"] not in flt["emailIds"]:
+                continue
+            if "threadIds" in flt and doc["threadId"] not in flt["threadIds"]:
+                continue
+            if "undoStatus" in flt and doc["undoStatus"] != flt["undoStatus"]:
+                continue
+            sent = parse_utc_date(doc["sendAt"]) or 0.0
+            before, after = parse_utc_date(flt.get("before")), parse_utc_date(flt.get("after"))
+            if before is not None and sent >= before:
+                continue
+            if after is not None and sent < after:
+                continue
+            selected.append(submission_id)
+
+        def key(submission_id: str) -> tuple[Any, ...]:
+            doc = documents[submission_id]
+            values = {
+                "emailId": doc["emailId"],
+                "threadId": doc["threadId"],
+                "sentAt": doc["sendAt"],
+            }
+            return (*(values[c["property"]] for c in sort), submission_id)
+
+        selected.sort(key=key)
+        if sort and sort[0].get("isAscending") is False:
+            selected.reverse()
+        return selected
+
+    async def query(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
+        account = await self.account(context, arguments, capability=SUBMISSION)
+        check_known(
+            arguments,
+            {
+                "accountId",
+                "filter",
+                "sort",
+                "position",
+                "anchor",
+                "anchorOffset",
+                "limit",
+                "calculateTotal",
+            },
+        )
+
+        def read(reader: IMailReader) -> dict[str, Any]:
+            ids = self._matching(reader, arguments)
+            return querychanges.window(account.id, ids, reader.state(TYPE), arguments, True)
+
+        return await self.store.read(account.id, read)
+
+    async def query_changes(
+        self, context: CallContext, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
+        account = await self.account(context, arguments, capability=SUBMISSION)
+        check_known(
+            arguments,
+            {
+                "accountId",
+                "filter",
+                "sort",
+                "sinceQueryState",
+                "maxChanges",
+                "upToId",
+                "calculateTotal",
+            },
+        )
+
+        def read(reader: IMailReader) -> dict[str, Any]:
+            return querychanges.compute(reader, TYPE, arguments, self._matching(reader, arguments))
+
+        return dict(await self.store.read(account.id, read), accountId=account.id)
+
+    async def set(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
+        account = await self.account(context, arguments, capability=SUBMISSION)
+        create, update, destroy = set_operations(
+            context, arguments, {"onSuccessUpdateEmail", "onSuccessDestroyEmail"}
+        )
+        on_update = arguments.get("onSuccessUpdateEmail") or {}
+        on_destroy = arguments.get("onSuccessDestroyEmail") or []
+        if not isinstance(on_update, dict) or not isinstance(on_destroy, list):
+            raise InvalidArguments(
+                "onSuccessUpdateEmail must be an object, onSuccessDestroyEmail an array."
+            )
+
+        def prepare(reader: IMailReader) -> tuple[str, dict[str, Any]]:
+            check_if_in_state(arguments, reader.state(TYPE))
+            identities = reader.documents(IDENTITY)
+            prepared: dict[str, Any] = {}
+            for creation_id, obj in create.items():
+                try:
+                    prepared[creation_id] = self._prepare(reader, context, obj, identities)
+                except SetError as e:
+                    prepared[creation_id] = e
+            return reader.state(TYPE), prepared
+
+        old_state, prepared = await self.store.read(account.id, prepare)
+        documents: dict[str, dict[str, Any]] = {}
+        not_created: dict[str, Any] = {}
+        for creation_id, item in prepared.items():
+            if isinstance(item, SetError):
+                not_created[creation_id] = item.error
+                continue
+            item["deliveryStatus"] = await self._send(item.pop("_raw"), item["envelope"])
+            item["sendAt"] = utc_date(self.clock.seconds())
+            documents[creation_id] = item
+        ids = {c: "S" + secrets.token_hex(8) for c in documents}
+
+        def record(writer: IMailWriter) -> dict[str, Any]:
+            existing = writer.documents(TYPE)
+            for creation_id, doc in documents.items():
+                writer.put_document(TYPE, ids[creation_id], doc)
+                context.created_ids[creation_id] = ids[creation_id]
+            not_updated: dict[str, Any] = {}
+            for submission_id, patch in update.items():
+                if submission_id not in existing:
+                    not_updated[submission_id] = {"type": "notFound"}
+                elif patch == {"undoStatus": "canceled"}:
+                    not_updated[submission_id] = {
+                        "type": "cannotUnsend",
+                        "description": "Submissions are sent at once and final.",
+                    }
+                else:
+                    not_updated[submission_id] = {
+                        "type": "invalidProperties",
+                        "description": "Only undoStatus may change.",
+                        "properties": sorted(patch) if isinstance(patch, dict) else [],
+                    }
+            destroyed, not_destroyed = [], {}
+            for submission_id in destroy:
+                if submission_id in existing:
+                    writer.delete_document(TYPE, submission_id)
+                    destroyed.append(submission_id)
+                else:
+                    not_destroyed[submission_id] = {"type": "notFound"}
+            return {
+                "accountId": account.id,
+                "oldState": old_state,
+                "newState": writer.state(TYPE),
+                "created": {
+                    c: {"id": ids[c], "sendAt": documents[c]["sendAt"], "undoStatus": "final"}
+                    for c in documents
+                }
+                or None,
+                "updated": None,
+                "destroyed": destroyed or None,
+                "notCreated": not_created or None,
+                "notUpdated": not_updated or None,
+                "notDestroyed": not_destroyed or None,
+            }
+
+        result = await self.store.write(account.id, record)
+        await self._on_success(context, account.id, ids, documents, on_update, on_destroy)
+        return result
+
+    def _prepare(
+        self,
+        reader: IMailReader,
+        context: CallContext,
+        obj: Any,
+        identities: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        if not isinstance(obj, dict):
+            raise SetError("invalidProperties", "An EmailSubmission must be an object.")
+        allowed = {"identityId", "emailId", "envelope"}
+        bad = sorted(k for k in obj if k not in allowed)
+        if bad:
+            raise SetError(
+                "invalidProperties",
+                "Only identityId, emailId and envelope may be given.",
+                properties=bad,
+            )
+        identity_id = resolve_id(context, obj.get("identityId"))
+        if identity_id not in identities:
+            raise SetError("invalidProperties", "No such identity.", properties=["identityId"])
+        email_id = resolve_id(context, obj.get("emailId"))
+        records = reader.emails([email_id]) if isinstance(email_id, str) else {}
+        if email_id not in records:
+            raise SetError("invalidProperties", "No such email.", properties=["emailId"])
+        record = records[email_id]
+        raw = reader.message(record.blob_id) or b""
+        identity_email = identities[identity_id]["email"].lower()
+        if identity_email not in _from_addresses(raw):
+            raise SetError("forbiddenFrom", "The email's From does not match the identity.")
+        envelope = obj.get("envelope")
+        if envelope is None:
+            envelope = _envelope_from_headers(raw)
+        elif (
+            not isinstance(envelope, dict)
+            or not isinstance(envelope.get("mailFrom"), dict)
+            or not isinstance(envelope.get("rcptTo"), list)
+        ):
+            raise SetError("invalidProperties", "Malformed envelope.", properties=["envelope"])
+        if envelope["mailFrom"].get("email", "").lower() not in ("", identity_email):
+            raise SetError(
+                "forbiddenMailFrom", "The envelope sender must be the identity's address."
+            )
+        recipients = [r.get("email") for r in envelope["rcptTo"] if isinstance(r, dict)]
+        if not recipients:
+            raise SetError("noRecipients")
+        invalid = [r for r in recipients if not isinstance(r, str) or not _ADDRESS.match(r)]
+        if invalid:
+            raise SetError("invalidRecipients", invalidRecipients=invalid)
+        if len(raw) > 50_000_000:
+            raise SetError("tooLarge", maxSize=50_000_000)
+        return {
+            "identityId": identity_id,
+            "emailId": email_id,
+            "threadId": record.thread_id,
+            "envelope": envelope,
+            "undoStatus": "final",
+            "dsnBlobIds": [],
+            "mdnBlobIds": [],
+            "_raw": strip_bcc(raw),
+        }
+
+    async def _send(self, raw: bytes, envelope: Mapping[str, Any]) -> dict[str, Any]:
+        status: dict[str, Any] = {}
+        remote = []
+        for recipient in (r["email"] for r in envelope["rcptTo"]):
+            account_id = await self.delivery.resolve(recipient) if self.delivery else None
+            if account_id is None:
+                remote.append(recipient)
+                continue
+            try:
+                assert self.delivery is not None
+                await self.delivery.deliver(account_id, raw)
+            except Exception:
+                log.failure("Local delivery of a submission failed")
+                status[recipient] = {
+                    "smtpReply": "451 4.3.0 local delivery failed",
+                    "delivered": "no",
+                    "displayed": "unknown",
+                }
+            else:
+                status[recipient] = {
+                    "smtpReply": "250 2.0.0 delivered",
+                    "delivered": "yes",
+                    "displayed": "unknown",
+                }
+        if remote:
+            if self.smarthost is None:
+                for recipient in remote:
+                    status[recipient] = {
+                        "smtpReply": "550 5.7.1 no route to remote recipients",
+                        "delivered": "no",
+                        "displayed": "unknown",
+                    }
+            else:
+                mail_from = envelope["mailFrom"].get("email", "")
+                replies = await self.smarthost.send(mail_from, remote, raw)
+                for recipient in remote:
+                    code, text = replies.get(recipient, (451, "4.4.0 no reply"))
+                    status[recipient] = {
+                        "smtpReply": f"{code} {text}",
+                        "delivered": "queued" if 200 <= code < 300 else "no",
+                        "displayed": "unknown",
+                    }
+        return status
+
+    async def _on_success(
+        self,
+        context: CallContext,
+        account_id: str,
+        ids: Mapping[str, str],
+        documents: Mapping[str, dict[str, Any]],
+        on_update: Mapping[str, Any],
+        on_destroy: list[Any],
+    ) -> None:
+        def email_for(reference: Any) -> str | None:
+            if isinstance(reference, str) and reference.startswith("#"):
+                creation_id = reference[1:]
+                doc = documents.get(creation_id)
+                return doc["emailId"] if doc else None
+            for creation_id, submission_id in ids.items():
+                if submission_id == reference:
+                    return str(documents[creation_id]["emailId"])
+            return None
+
+        update = {e: patch for ref, patch in on_update.items() if (e := email_for(ref))}
+        destroy = [e for ref in on_destroy if (e := email_for(ref))]
+        if update or destroy:
+            result = await self.email_set.set(
+                context, {"accountId": account_id, "update": update, "destroy": destroy}
+            )
+            context.add_response("Email/set", result)
+
+
+__all__ = ["SubmissionMethods", "boolean"]

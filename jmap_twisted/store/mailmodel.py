@@ -1,0 +1,96 @@
+"""
+Rules every mail backend shares: the standard role mailboxes, threading,
+and which changes an email operation implies for mailbox counts and
+threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from jmap_twisted.records import EmailRecord, MailboxEvent
+from jmap_twisted.store.changelog import ChangeRecorder
+
+#: The mailboxes a new account gets: (name, role, sortOrder).
+STANDARD_MAILBOXES = (
+    ("Inbox", "inbox", 1),
+    ("Drafts", "drafts", 2),
+    ("Sent", "sent", 3),
+    ("Archive", "archive", 4),
+    ("Junk", "junk", 5),
+    ("Trash", "trash", 6),
+)
+
+
+def thread_keys(record_ids: Iterable[str], summary_ids: Iterable[str]) -> set[str]:
+    """
+    Every Message-ID a message mentions (its own, In-Reply-To, References).
+    """
+    return {*record_ids, *summary_ids}
+
+
+def record_email_added(
+    recorder: ChangeRecorder,
+    email: EmailRecord,
+    new_thread: bool,
+    thread_mailboxes: Iterable[str],
+) -> None:
+    """
+    Record an added email: the email, its thread, and the counts of every
+    mailbox holding the thread.
+    """
+    recorder.created("Email", email.id)
+    if new_thread:
+        recorder.created("Thread", email.thread_id)
+    else:
+        recorder.updated("Thread", email.thread_id)
+    for mailbox_id in {*email.mailbox_ids, *thread_mailboxes}:
+        recorder.updated("Mailbox", mailbox_id, counts_only=True)
+    recorder.event(MailboxEvent("added", email.mailbox_ids, (email.id,)))
+
+
+def record_email_updated(
+    recorder: ChangeRecorder,
+    before: EmailRecord,
+    after: EmailRecord,
+    thread_mailboxes: Iterable[str],
+) -> None:
+    """
+    Record a change of keywords and/or mailboxes.
+    """
+    if before.keywords == after.keywords and before.mailbox_ids == after.mailbox_ids:
+        return
+    recorder.updated("Email", after.id)
+    affected = set(before.mailbox_ids ^ after.mailbox_ids)
+    if ("$seen" in before.keywords) != ("$seen" in after.keywords):
+        affected |= before.mailbox_ids | after.mailbox_ids | set(thread_mailboxes)
+    if before.mailbox_ids != after.mailbox_ids:
+        affected |= set(thread_mailboxes)
+    for mailbox_id in affected:
+        recorder.updated("Mailbox", mailbox_id, counts_only=True)
+    if before.keywords != after.keywords:
+        recorder.event(MailboxEvent("flags_updated", frozenset(after.mailbox_ids), (after.id,)))
+    if before.mailbox_ids != after.mailbox_ids:
+        recorder.event(
+            MailboxEvent("moved", frozenset(before.mailbox_ids | after.mailbox_ids), (after.id,))
+        )
+
+
+def record_email_destroyed(
+    recorder: ChangeRecorder,
+    email: EmailRecord,
+    thread_left: bool,
+    thread_mailboxes: Iterable[str],
+) -> None:
+    """
+    Record a destroyed email; ``thread_left`` says whether other emails
+    remain in its thread.
+    """
+    recorder.destroyed("Email", email.id)
+    if thread_left:
+        recorder.updated("Thread", email.thread_id)
+    else:
+        recorder.destroyed("Thread", email.thread_id)
+    for mailbox_id in {*email.mailbox_ids, *thread_mailboxes}:
+        recorder.updated("Mailbox", mailbox_id, counts_only=True)
+    recorder.event(MailboxEvent("expunged", email.mailbox_ids, (email.id,)))

@@ -1,0 +1,384 @@
+"""
+The in-memory mail store: the reference implementation of
+:class:`~jmap_twisted.interfaces.IMailStore` and the tests' double.
+
+Each write works on a copy of the account's data and replaces it on
+success, so a failing operation leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Collection, Mapping, Sequence
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any, TypeVar
+
+from attrs import define, evolve, field
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from jmap_twisted.interfaces import IMailReader, IMailStore, IMailWriter
+from jmap_twisted.records import (
+    ChangeBatch,
+    EmailRecord,
+    MailboxCounts,
+    MailboxEvent,
+    MailboxRecord,
+    StoreCommit,
+)
+from jmap_twisted.store import ids, mailquery
+from jmap_twisted.store.changelog import (
+    MAIL_TYPES,
+    ChangeRecorder,
+    LogEntry,
+    decode_state,
+    encode_state,
+    merge_changes,
+)
+from jmap_twisted.store.mailmodel import (
+    STANDARD_MAILBOXES,
+    record_email_added,
+    record_email_destroyed,
+    record_email_updated,
+)
+from jmap_twisted.store.summary import summarize
+
+log = Logger()
+T = TypeVar("T")
+
+
+@define
+class _AccountData:
+    mailboxes: dict[str, MailboxRecord] = field(factory=dict)
+    emails: dict[str, EmailRecord] = field(factory=dict)
+    blobs: dict[str, bytes] = field(factory=dict)
+    log: list[LogEntry] = field(factory=list)
+    seq: int = 0
+    modseq: int = 0
+    oldest: int = 0
+    states: dict[str, int] = field(factory=dict)
+    #: Message-ID → ids of emails mentioning it (own id or references).
+    mentions: dict[str, set[str]] = field(factory=dict)
+    #: type → id → JSON document.
+    documents: dict[str, dict[str, dict[str, Any]]] = field(factory=dict)
+
+    def copy(self) -> _AccountData:
+        return _AccountData(
+            mailboxes=dict(self.mailboxes),
+            emails=dict(self.emails),
+            blobs=dict(self.blobs),
+            log=list(self.log),
+            seq=self.seq,
+            modseq=self.modseq,
+            oldest=self.oldest,
+            states=dict(self.states),
+            mentions={k: set(v) for k, v in self.mentions.items()},
+            documents={k: dict(v) for k, v in self.documents.items()},
+        )
+
+
+def _mentioned(email: EmailRecord) -> set[str]:
+    s = email.summary
+    return {*s.message_ids, *s.in_reply_to, *s.references}
+
+
+@implementer(IMailReader)
+class _Reader:
+    def __init__(self, account_id: str, data: _AccountData) -> None:
+        self.account_id = account_id
+        self._data = data
+
+    def mailboxes(self) -> list[MailboxRecord]:
+        return list(self._data.mailboxes.values())
+
+    def _trash_id(self) -> str | None:
+        return next((m.id for m in self._data.mailboxes.values() if m.role == "trash"), None)
+
+    def mailbox_counts(self, mailbox_ids: Collection[str]) -> dict[str, MailboxCounts]:
+        trash = self._trash_id()
+        emails = list(self._data.emails.values())
+        return {
+            mailbox_id: mailquery.mailbox_counts(mailbox_id, emails, trash)
+            for mailbox_id in mailbox_ids
+            if mailbox_id in self._data.mailboxes
+        }
+
+    def emails(self, email_ids: Collection[str]) -> dict[str, EmailRecord]:
+        found = self._data.emails
+        return {i: found[i] for i in email_ids if i in found}
+
+    def _thread(self, thread_id: str) -> list[EmailRecord]:
+        members = [e for e in self._data.emails.values() if e.thread_id == thread_id]
+        members.sort(key=lambda e: (e.received_at, e.id))
+        return members
+
+    def thread_emails(self, thread_ids: Collection[str]) -> dict[str, list[str]]:
+        wanted = set(thread_ids)
+        result: dict[str, list[EmailRecord]] = {}
+        for email in self._data.emails.values():
+            if email.thread_id in wanted:
+                result.setdefault(email.thread_id, []).append(email)
+        return {
+            t: [e.id for e in sorted(members, key=lambda e: (e.received_at, e.id))]
+            for t, members in result.items()
+        }
+
+    def _headers(self, record: EmailRecord) -> list[tuple[str, str]]:
+        raw = self._data.blobs.get(record.blob_id, b"")
+        message = BytesHeaderParser(policy=compat32).parsebytes(raw)
+        return [(name, str(value)) for name, value in message.items()]
+
+    def query_emails(
+        self,
+        filter: Mapping[str, Any] | None,
+        sort: Sequence[Mapping[str, Any]],
+        collapse_threads: bool,
+        position: int = 0,
+        limit: int | None = None,
+    ) -> tuple[list[str], int]:
+        matched = mailquery.run_query(
+            self._data.emails.values(), filter, sort, collapse_threads, self._thread, self._headers
+        )
+        end = None if limit is None else position + limit
+        return matched[position:end], len(matched)
+
+    def state(self, type_name: str) -> str:
+        return encode_state(self._data.states.get(type_name, 0))
+
+    def changes(self, type_name: str, since_state: str, max_changes: int | None) -> ChangeBatch:
+        current = self._data.states.get(type_name, 0)
+        since = decode_state(since_state, current, self._data.oldest)
+        entries = (e for e in self._data.log if e.type_name == type_name and e.seq > since)
+        return merge_changes(entries, since, current, max_changes)
+
+    def message(self, blob_id: str) -> bytes | None:
+        return self._data.blobs.get(blob_id)
+
+    def documents(self, type_name: str) -> dict[str, dict[str, Any]]:
+        return {k: copy.deepcopy(v) for k, v in self._data.documents.get(type_name, {}).items()}
+
+
+@implementer(IMailWriter)
+class _Writer(_Reader):
+    def __init__(self, account_id: str, data: _AccountData, recorder: ChangeRecorder) -> None:
+        super().__init__(account_id, data)
+        self._recorder = recorder
+
+    def state(self, type_name: str) -> str:
+        # Inside a write, the state the type will have when it commits, so
+        # /set responses can report their newState.
+        pending = self._recorder.pending_state(type_name, self._data.seq + 1)
+        return super().state(type_name) if pending is None else encode_state(pending)
+
+    def create_mailbox(
+        self,
+        name: str,
+        parent_id: str | None,
+        role: str | None,
+        sort_order: int,
+        is_subscribed: bool,
+    ) -> MailboxRecord:
+        record = MailboxRecord(
+            ids.new_mailbox_id(), name, parent_id, role, sort_order, is_subscribed
+        )
+        self._data.mailboxes[record.id] = record
+        self._recorder.created("Mailbox", record.id)
+        self._recorder.event(MailboxEvent("mailbox_added", frozenset({record.id})))
+        return record
+
+    def update_mailbox(self, mailbox_id: str, **fields: Any) -> MailboxRecord:
+        record = evolve(self._data.mailboxes[mailbox_id], **fields)
+        self._data.mailboxes[mailbox_id] = record
+        self._recorder.updated("Mailbox", mailbox_id)
+        self._recorder.event(MailboxEvent("mailbox_updated", frozenset({mailbox_id})))
+        return record
+
+    def destroy_mailbox(self, mailbox_id: str) -> None:
+        del self._data.mailboxes[mailbox_id]
+        self._recorder.destroyed("Mailbox", mailbox_id)
+        self._recorder.event(MailboxEvent("mailbox_deleted", frozenset({mailbox_id})))
+
+    def _thread_mailboxes(self, thread_id: str, exclude: str) -> set[str]:
+        return {
+            m
+            for e in self._data.emails.values()
+            if e.thread_id == thread_id and e.id != exclude
+            for m in e.mailbox_ids
+        }
+
+    def add_email(
+        self,
+        raw: bytes,
+        mailbox_ids: Collection[str],
+        keywords: Collection[str],
+        received_at: float,
+    ) -> EmailRecord:
+        summary = summarize(raw)
+        blob_id = ids.blob_id(raw)
+        self._data.blobs[blob_id] = raw
+        probe = EmailRecord("", blob_id, "", frozenset(), frozenset(), 0, 0.0, summary)
+        thread_id = self._find_thread(probe)
+        new_thread = thread_id is None
+        record = EmailRecord(
+            id=ids.new_email_id(),
+            blob_id=blob_id,
+            thread_id=thread_id or ids.new_thread_id(),
+            mailbox_ids=frozenset(mailbox_ids),
+            keywords=frozenset(keywords),
+            size=len(raw),
+            received_at=received_at,
+            summary=summary,
+        )
+        thread_mailboxes = self._thread_mailboxes(record.thread_id, record.id)
+        self._data.emails[record.id] = record
+        for message_id in _mentioned(record):
+            self._data.mentions.setdefault(message_id, set()).add(record.id)
+        record_email_added(self._recorder, record, new_thread, thread_mailboxes)
+        return record
+
+    def _find_thread(self, probe: EmailRecord) -> str | None:
+        for message_id in sorted(_mentioned(probe)):
+            for email_id in sorted(self._data.mentions.get(message_id, ())):
+                other = self._data.emails[email_id]
+                if other.summary.base_subject == probe.summary.base_subject:
+                    return other.thread_id
+        return None
+
+    def update_email(
+        self,
+        email_id: str,
+        mailbox_ids: Collection[str] | None = None,
+        keywords: Collection[str] | None = None,
+    ) -> EmailRecord:
+        before = self._data.emails[email_id]
+        after = before
+        if mailbox_ids is not None:
+            after = evolve(after, mailbox_ids=frozenset(mailbox_ids))
+        if keywords is not None:
+            after = evolve(after, keywords=frozenset(keywords))
+        self._data.emails[email_id] = after
+        record_email_updated(
+            self._recorder, before, after, self._thread_mailboxes(after.thread_id, after.id)
+        )
+        return after
+
+    def put_document(self, type_name: str, document_id: str, document: Mapping[str, Any]) -> None:
+        documents = self._data.documents.setdefault(type_name, {})
+        if document_id in documents:
+            self._recorder.updated(type_name, document_id)
+        else:
+            self._recorder.created(type_name, document_id)
+        documents[document_id] = copy.deepcopy(dict(document))
+
+    def delete_document(self, type_name: str, document_id: str) -> None:
+        del self._data.documents[type_name][document_id]
+        self._recorder.destroyed(type_name, document_id)
+
+    def destroy_email(self, email_id: str) -> None:
+        record = self._data.emails.pop(email_id)
+        for message_id in _mentioned(record):
+            holders = self._data.mentions.get(message_id)
+            if holders is not None:
+                holders.discard(email_id)
+                if not holders:
+                    del self._data.mentions[message_id]
+        thread_mailboxes = self._thread_mailboxes(record.thread_id, record.id)
+        thread_left = any(e.thread_id == record.thread_id for e in self._data.emails.values())
+        if not any(e.blob_id == record.blob_id for e in self._data.emails.values()):
+            self._data.blobs.pop(record.blob_id, None)
+        record_email_destroyed(self._recorder, record, thread_left, thread_mailboxes)
+
+
+@implementer(IMailStore)
+class MemoryMailStore:
+    """
+    Mail kept in memory.  Operations run synchronously and return fired
+    Deferreds.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._accounts: dict[str, _AccountData] = {}
+        self._listeners: list[Callable[[StoreCommit], object]] = []
+
+    def _account(self, account_id: str) -> _AccountData:
+        return self._accounts.setdefault(account_id, _AccountData())
+
+    def setup_account(self, account_id: str) -> Deferred[None]:
+        def create(writer: IMailWriter) -> None:
+            roles = {m.role for m in writer.mailboxes()}
+            for name, role, order in STANDARD_MAILBOXES:
+                if role not in roles:
+                    writer.create_mailbox(name, None, role, order, True)
+
+        return self.write(account_id, create)
+
+    def read(self, account_id: str, fn: Callable[[IMailReader], T]) -> Deferred[T]:
+        try:
+            return succeed(fn(_Reader(account_id, self._account(account_id))))
+        except Exception:
+            return fail()
+
+    def write(
+        self, account_id: str, fn: Callable[[IMailWriter], T], delivery: bool = False
+    ) -> Deferred[T]:
+        data = self._account(account_id).copy()
+        recorder = ChangeRecorder()
+        try:
+            result = fn(_Writer(account_id, data, recorder))
+        except Exception:
+            return fail()
+        commit = self._commit(account_id, data, recorder, delivery)
+        self._accounts[account_id] = data
+        if commit is not None:
+            self._publish(commit)
+        return succeed(result)
+
+    def _commit(
+        self, account_id: str, data: _AccountData, recorder: ChangeRecorder, delivery: bool
+    ) -> StoreCommit | None:
+        if not recorder:
+            return None
+        entries = recorder.entries(data.seq + 1)
+        data.log.extend(entries)
+        if entries:
+            data.seq = entries[-1].seq
+        data.modseq += 1
+        changed: dict[str, str] = {}
+        for entry in entries:
+            data.states[entry.type_name] = entry.seq
+            changed[entry.type_name] = encode_state(entry.seq)
+        return StoreCommit(account_id, data.modseq, tuple(recorder.events), changed, delivery)
+
+    def subscribe(self, listener: Callable[[StoreCommit], object]) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _publish(self, commit: StoreCommit) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(commit)
+            except Exception:
+                log.failure(
+                    "Store listener failed for account {account_id}", account_id=commit.account_id
+                )
+
+    def prune(self, keep_after_seq: int, account_id: str) -> None:
+        """
+        Drop change-log entries up to ``keep_after_seq``: states older than
+        that can no longer be resolved.
+        """
+        data = self._account(account_id)
+        data.log = [e for e in data.log if e.seq > keep_after_seq]
+        data.oldest = max(data.oldest, keep_after_seq)
+
+
+__all__ = ["MAIL_TYPES", "MemoryMailStore"]

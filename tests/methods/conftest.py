@@ -1,0 +1,43 @@
+"""
+Every method test runs against each mail store backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from jmap_twisted.mail.smarthost import Smarthost
+from tests.methods.harness import HarnessFactory, MailHarness
+from tests.support import ImmediateReactor
+
+
+@pytest_twisted.async_yield_fixture(params=["memory", "sqlite"])
+async def make_harness(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[HarnessFactory]:
+    from twisted.internet import reactor
+
+    from jmap_twisted.store.sqlite_db import SQLiteDatabase
+    from jmap_twisted.store.sqlite_mail import SQLiteMailStore
+
+    databases: list[SQLiteDatabase] = []
+
+    async def make(smarthost: Smarthost | None = None) -> MailHarness:
+        if request.param == "memory":
+            return MailHarness(smarthost=smarthost)
+        clock = ImmediateReactor()
+        clock.advance(1_800_000_000)
+        database = SQLiteDatabase(str(tmp_path / f"mail{len(databases)}.sqlite3"), reactor)
+        await database.start()
+        databases.append(database)
+        store: Any = SQLiteMailStore(database, clock)
+        return MailHarness(store, clock, smarthost)
+
+    yield make
+    for database in databases:
+        await database.stop()

@@ -348,3 +348,150 @@ class IMailDelivery(Interface):
         Store a message in the account's inbox as a delivery.  Fires once
         the message and its change-log entries are durable.
         """
+
+
+class IRegistrationKey(Interface):
+    """
+    What a key listener registers under, e.g. an account id.  Its string
+    form is stable and parseable, so it can be a routing key on a broker.
+    """
+
+    def as_string() -> str:
+        """
+        The key as a routing string, ``<kind>:<value>``.
+        """
+
+
+class IEvent(Interface):
+    """
+    Something that happened, carried by an :class:`IEventBus`.  Events are
+    immutable and serialisable (see :mod:`jmap_twisted.bus.events`).
+    """
+
+    event_id = Attribute(":class:`str`, unique per event.")
+
+
+class IEventListener(Interface):
+    """
+    Receives events from a bus.
+    """
+
+    execution_mode = Attribute(
+        "``'synchronous'``: the bus's dispatch waits for :meth:`handle`; "
+        "``'asynchronous'``: it does not (failures are still logged)."
+    )
+
+    def is_handling(event: IEvent) -> bool:
+        """
+        Whether the listener wants this event at all.
+        """
+
+    def handle(event: IEvent) -> Deferred[None]:
+        """
+        Act on an event.  A failure is logged; for a group listener it is
+        retried, then dead-lettered.
+        """
+
+
+class IRegistration(Interface):
+    """
+    A listener's registration on a bus.
+    """
+
+    def cancel() -> Deferred[None]:
+        """
+        Stop delivering to the listener under this registration.
+        Idempotent.
+        """
+
+
+class IEventBus(Interface):
+    """
+    Publish/subscribe of events, to groups (each registered group gets
+    each event once, with retries and dead letters) and to keys (every
+    listener registered under one of the event's keys gets it once, no
+    retries).  Implementations: :class:`jmap_twisted.bus.memory.InMemoryEventBus`.
+    """
+
+    def register(
+        listener: IEventListener, keys: Collection[IRegistrationKey]
+    ) -> Deferred[IRegistration]:
+        """
+        Deliver events dispatched to any of ``keys`` to ``listener`` from
+        now on (never earlier events).  Registering one listener twice
+        under a key still delivers each event once.
+        """
+
+    def register_group(listener: IEventListener, group: str) -> Deferred[IRegistration]:
+        """
+        Make ``listener`` the handler of ``group``.
+
+        :raises jmap_twisted.bus.events.GroupAlreadyRegistered: (in the
+            Deferred) the group has a listener already.
+        """
+
+    def dispatch(event: IEvent, keys: Collection[IRegistrationKey]) -> Deferred[None]:
+        """
+        Deliver an event to every group and to the listeners of ``keys``.
+        Fires once synchronous listeners have handled it (first attempt).
+        """
+
+    def redeliver(group: str, event: IEvent) -> Deferred[None]:
+        """
+        Deliver an event again to one group only (never to key
+        listeners), with the usual retries.
+        """
+
+    def start() -> Deferred[None]:
+        """
+        Begin operating (connect, declare topology, …).
+        """
+
+    def stop() -> Deferred[None]:
+        """
+        Stop operating; pending retries are abandoned to dead letters.
+        """
+
+
+class IEventDeadLetters(Interface):
+    """
+    Group events that failed every retry, kept for inspection and
+    redelivery.  Implementations: :class:`jmap_twisted.bus.deadletters.MemoryDeadLetters`,
+    :class:`jmap_twisted.store.sqlite_deadletters.SQLiteDeadLetters`.
+    """
+
+    def store(group: str, event: IEvent) -> Deferred[str]:
+        """
+        Keep a failed event; return its insertion id.
+        """
+
+    def groups() -> Deferred[list[str]]:
+        """
+        The groups that have dead letters.
+        """
+
+    def ids(group: str) -> Deferred[list[str]]:
+        """
+        The insertion ids of a group's dead letters, oldest first.
+        """
+
+    def fetch(group: str, insertion_id: str) -> Deferred[IEvent | None]:
+        """
+        One dead letter, or ``None``.
+        """
+
+    def remove(group: str, insertion_id: str) -> Deferred[None]:
+        """
+        Forget one dead letter (idempotent).
+        """
+
+    def request_redelivery(group: str, insertion_id: str | None) -> Deferred[int]:
+        """
+        Mark one (or, with ``None``, every) dead letter of a group for
+        redelivery by the running server; return how many were marked.
+        """
+
+    def requested() -> Deferred[list[tuple[str, str]]]:
+        """
+        The (group, insertion id) pairs marked for redelivery.
+        """

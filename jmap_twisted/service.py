@@ -16,17 +16,28 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IReactorCore,
 )
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from jmap_twisted.auth.checkers import PasswordChecker, TokenChecker
 from jmap_twisted.auth.passwords import PasswordHasher
 from jmap_twisted.auth.realm import JMAPRealm
+from jmap_twisted.bus.changes import StorePublisher, register_change_listener
+from jmap_twisted.bus.deadletters import MemoryDeadLetters, redeliver_requested
+from jmap_twisted.bus.memory import InMemoryEventBus
 from jmap_twisted.config import ServerConfig
 from jmap_twisted.core.engine import Engine
 from jmap_twisted.core.limits import ConcurrencyLimiter
 from jmap_twisted.http.resources import build_root
 from jmap_twisted.http.site import JMAPSite
-from jmap_twisted.interfaces import IBlobStore, IDirectory, IMailDelivery, IMailStore
+from jmap_twisted.interfaces import (
+    IBlobStore,
+    IDirectory,
+    IEventBus,
+    IEventDeadLetters,
+    IMailDelivery,
+    IMailStore,
+)
 from jmap_twisted.listening import ListeningService
 from jmap_twisted.mail.delivery import LocalDelivery
 from jmap_twisted.mail.service import delivery_services
@@ -37,6 +48,9 @@ from jmap_twisted.store.sqlite import SQLiteBlobStore, SQLiteDirectory
 from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
 
 log = Logger()
+
+#: Seconds between looks for dead letters an operator asked to redeliver.
+REDELIVERY_INTERVAL = 5.0
 
 
 class JMAPService(MultiService):
@@ -57,6 +71,7 @@ class JMAPService(MultiService):
         reactor: Any,
         delivery: IMailDelivery | None = None,
         smarthost: Smarthost | None = None,
+        dead_letters: IEventDeadLetters | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -97,6 +112,44 @@ class JMAPService(MultiService):
             config.limits.max_concurrent_upload, "maxConcurrentUpload"
         )
         self.site = JMAPSite(build_root(self), self.body_limit)
+        self.dead_letters = dead_letters or MemoryDeadLetters()
+        #: Store commits, for group listeners (change computation).
+        self.mailbox_bus: IEventBus = InMemoryEventBus(reactor, self.dead_letters)
+        #: StateChange events keyed by account, for connections.
+        self.jmap_bus: IEventBus = InMemoryEventBus(reactor, self.dead_letters)
+        self._publisher = StorePublisher(mail, self.mailbox_bus)
+        self._redelivery = LoopingCall(self._redeliver_requested)
+        self._redelivery.clock = reactor
+
+    def startService(self) -> None:
+        super().startService()
+        self._starting = Deferred.fromCoroutine(self._start_buses())
+        self._starting.addErrback(lambda f: log.failure("Could not start the event buses", f))
+
+    async def _start_buses(self) -> None:
+        await self.mailbox_bus.start()
+        await self.jmap_bus.start()
+        await register_change_listener(self.mailbox_bus, self.jmap_bus)
+        self._publisher.start()
+        self._redelivery.start(REDELIVERY_INTERVAL, now=False)
+
+    async def _redeliver_requested(self) -> None:
+        for bus in (self.mailbox_bus, self.jmap_bus):
+            try:
+                await redeliver_requested(bus, self.dead_letters)
+            except Exception:
+                log.failure("Redelivering dead letters failed")
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self._redelivery.running:
+            self._redelivery.stop()
+        self._publisher.stop()
+        await MultiService.stopService(self)
+        await self.jmap_bus.stop()
+        await self.mailbox_bus.stop()
 
     def body_limit(self, path: bytes) -> tuple[int, str]:
         """

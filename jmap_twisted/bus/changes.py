@@ -1,0 +1,130 @@
+"""
+From store commits to StateChange events.
+
+:class:`StorePublisher` puts every committed store operation on the
+mailbox bus; :class:`MailboxChangeListener`, a group listener there, works
+out which accounts' JMAP view changed and dispatches one
+:class:`~jmap_twisted.bus.events.StateChange` per account per operation on
+the JMAP bus, keyed by account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from jmap_twisted.bus.events import SYNCHRONOUS, AccountKey, MailboxChanged, StateChange
+from jmap_twisted.interfaces import IEvent, IEventBus, IEventListener, IMailStore
+from jmap_twisted.records import StoreCommit
+
+log = Logger()
+
+#: Types whose states are pushed (RFC 8620 §7.1 names data types).
+PUSHED_TYPES = (
+    "Mailbox",
+    "Email",
+    "Thread",
+    "Identity",
+    "EmailSubmission",
+    "VacationResponse",
+)
+
+#: Given a commit, other accounts whose view of the data changed (mailboxes
+#: shared into them), each with the states to push there.
+SharedInto = Callable[[MailboxChanged], Awaitable[dict[str, dict[str, str]]]]
+
+
+class StorePublisher:
+    """
+    Dispatches each store commit on the mailbox bus, once it is durable.
+    """
+
+    def __init__(self, store: IMailStore, bus: IEventBus) -> None:
+        self._store = store
+        self._bus = bus
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        self._unsubscribe = self._store.subscribe(self.publish)
+
+    def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def publish(self, commit: StoreCommit) -> Deferred[None]:
+        """
+        Dispatch one commit; failures are logged (the change itself is
+        already durable, and ``*/changes`` will still report it).
+        """
+        event = MailboxChanged.from_commit(commit)
+        dispatched = self._bus.dispatch(event, [AccountKey(commit.account_id)])
+        dispatched.addErrback(
+            lambda f: log.failure("Could not publish commit {modseq}", f, modseq=commit.modseq)
+        )
+        return dispatched
+
+
+def state_change_states(event: MailboxChanged) -> dict[str, str]:
+    """
+    The states a StateChange carries for a commit: the pushed types it
+    changed, plus ``EmailDelivery`` (with the Email state) for a delivery.
+    """
+    states = {t: event.states[t] for t in PUSHED_TYPES if t in event.states}
+    if event.delivery and "Email" in states:
+        states["EmailDelivery"] = states["Email"]
+    return states
+
+
+@implementer(IEventListener)
+class MailboxChangeListener:
+    """
+    The mailbox bus's group listener producing StateChange events.
+
+    :param jmap_bus: where StateChange events go.
+    :param shared_into: finds other accounts that see the change (mailbox
+        sharing); none by default.
+    """
+
+    GROUP = "MailboxChangeListener"
+    execution_mode = SYNCHRONOUS
+
+    def __init__(self, jmap_bus: IEventBus, shared_into: SharedInto | None = None) -> None:
+        self._jmap_bus = jmap_bus
+        self._shared_into = shared_into
+
+    def is_handling(self, event: IEvent) -> bool:
+        return isinstance(event, MailboxChanged)
+
+    def handle(self, event: IEvent) -> Deferred[None]:
+        assert isinstance(event, MailboxChanged)
+        return Deferred.fromCoroutine(self._handle(event))
+
+    async def _handle(self, event: MailboxChanged) -> None:
+        targets: dict[str, dict[str, str]] = {}
+        states = state_change_states(event)
+        if states:
+            targets[event.account_id] = states
+        if self._shared_into is not None:
+            for account_id, shared in (await self._shared_into(event)).items():
+                targets.setdefault(account_id, {}).update(shared)
+        for account_id, account_states in targets.items():
+            await self._jmap_bus.dispatch(
+                StateChange(account_id, account_states), [AccountKey(account_id)]
+            )
+
+
+def register_change_listener(
+    mailbox_bus: IEventBus, jmap_bus: IEventBus, shared_into: SharedInto | None = None
+) -> Deferred[object]:
+    """
+    Register the MailboxChangeListener group on the mailbox bus.
+    """
+    listener = MailboxChangeListener(jmap_bus, shared_into)
+    return mailbox_bus.register_group(listener, MailboxChangeListener.GROUP)  # type: ignore[return-value]
+
+
+__all__ = ["Collection", "MailboxChangeListener", "StorePublisher", "succeed"]

@@ -119,7 +119,9 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
                 f" p99 {percentile(samples, 0.99):.2f} ms"
             )
             rate = await deliver(store, inbox, options.writes, options.messages)
-            print(f"Delivery, one message per write ({options.writes} writes): {rate:.0f} messages/s")
+            print(
+                f"Delivery, one message per write ({options.writes} writes): {rate:.0f} messages/s"
+            )
         finally:
             await db.stop()
 

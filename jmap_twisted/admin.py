@@ -1,9 +1,12 @@
 """
-The ``jmap-admin`` command: manage users and bearer tokens.
+The ``jmap-admin`` command: manage users, bearer tokens, account
+delegations and dead letters.
 
 It works on the database of a data directory directly, also while a server
 runs on it: the server reads the directory on every request, so a new user,
-password or revoked token takes effect at once.
+password, revoked token or delegation takes effect at once.  Dead letters
+marked with ``dead-letters redeliver`` are redelivered by the running
+server, which looks for them every few seconds.
 
 Passwords are never taken from the command line (other users can read it):
 they are asked twice on the terminal, or read from the first line of
@@ -24,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import NoReturn
 
+from attrs import frozen
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import react
 
@@ -31,13 +35,28 @@ from jmap_twisted.auth.passwords import PasswordHasher, new_token, token_hash
 from jmap_twisted.errors import NoSuchUser, UserExists
 from jmap_twisted.store.sqlite import SQLiteDirectory
 from jmap_twisted.store.sqlite_db import DatabaseError, SQLiteDatabase, database_path
+from jmap_twisted.store.sqlite_deadletters import SQLiteDeadLetters
 
 DEFAULT_DATA = "jmap-data"
 """
 The data directory used without ``--data``: the server's default too.
 """
 
-_Command = Callable[[SQLiteDirectory, argparse.Namespace, "str | None"], Awaitable[None]]
+
+@frozen
+class Stores:
+    """
+    What a command works on, over the data directory's database.
+
+    :ivar directory: users, tokens, accounts and delegations.
+    :ivar dead_letters: the event bus's dead letters.
+    """
+
+    directory: SQLiteDirectory
+    dead_letters: SQLiteDeadLetters
+
+
+_Command = Callable[[Stores, argparse.Namespace, "str | None"], Awaitable[None]]
 
 
 class AdminError(Exception):
@@ -72,57 +91,91 @@ def _timestamp(seconds: float) -> str:
 # Commands: each runs with the database open.
 
 
-async def _user_add(
-    directory: SQLiteDirectory, args: argparse.Namespace, password_hash: str | None
-) -> None:
-    user = await directory.create_user(args.name, password_hash)
+async def _user_add(stores: Stores, args: argparse.Namespace, password_hash: str | None) -> None:
+    user = await stores.directory.create_user(args.name, password_hash)
     print(f"created user {user.username} ({user.id})")
 
 
-async def _user_list(directory: SQLiteDirectory, args: argparse.Namespace, _: str | None) -> None:
-    for user in await directory.list_users():
+async def _user_list(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    for user in await stores.directory.list_users():
         print(f"{user.username}\t{user.id}")
 
 
-async def _user_delete(directory: SQLiteDirectory, args: argparse.Namespace, _: str | None) -> None:
-    if not await directory.delete_user(args.name):
+async def _user_delete(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    if not await stores.directory.delete_user(args.name):
         raise NoSuchUser(args.name)
     print(f"deleted user {args.name}")
 
 
-async def _user_passwd(
-    directory: SQLiteDirectory, args: argparse.Namespace, password_hash: str | None
-) -> None:
-    await directory.set_password_hash(args.name, password_hash)
+async def _user_passwd(stores: Stores, args: argparse.Namespace, password_hash: str | None) -> None:
+    await stores.directory.set_password_hash(args.name, password_hash)
     if password_hash is None:
         print(f"password login disabled for {args.name}")
     else:
         print(f"password changed for {args.name}")
 
 
-async def _token_issue(directory: SQLiteDirectory, args: argparse.Namespace, _: str | None) -> None:
-    user = await directory.get_user(args.name)
+async def _token_issue(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    user = await stores.directory.get_user(args.name)
     if user is None:
         raise NoSuchUser(args.name)
     token = new_token()
-    await directory.add_token(user.id, token_hash(token), args.label)
+    await stores.directory.add_token(user.id, token_hash(token), args.label)
     print(token)
 
 
-async def _token_list(directory: SQLiteDirectory, args: argparse.Namespace, _: str | None) -> None:
-    user = await directory.get_user(args.name)
+async def _token_list(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    user = await stores.directory.get_user(args.name)
     if user is None:
         raise NoSuchUser(args.name)
-    for token in await directory.list_tokens(user.id):
+    for token in await stores.directory.list_tokens(user.id):
         print(f"{token.id}\t{_timestamp(token.created)}\t{token.name}")
 
 
-async def _token_revoke(
-    directory: SQLiteDirectory, args: argparse.Namespace, _: str | None
-) -> None:
-    if not await directory.revoke_token(args.token_id):
+async def _token_revoke(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    if not await stores.directory.revoke_token(args.token_id):
         raise AdminError(f"no such token: {args.token_id}")
     print(f"revoked token {args.token_id}")
+
+
+async def _delegate(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    try:
+        await stores.directory.delegate(args.owner, args.delegate)
+    except ValueError:
+        raise AdminError(f"{args.owner} cannot delegate their account to themselves") from None
+    print(f"delegated the account of {args.owner} to {args.delegate}")
+
+
+async def _undelegate(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    if not await stores.directory.revoke_delegation(args.owner, args.delegate):
+        raise AdminError(f"no such delegation: {args.owner} to {args.delegate}")
+    print(f"revoked the delegation of the account of {args.owner} to {args.delegate}")
+
+
+async def _delegations(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    for user in await stores.directory.delegations(args.owner):
+        print(user.username)
+
+
+async def _dead_letters_list(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    if args.dead_group is None:
+        for group, count in await stores.dead_letters.group_counts():
+            print(f"{group}\t{count}")
+        return
+    for letter in await stores.dead_letters.summaries(args.dead_group):
+        account = "-" if letter.account_id is None else letter.account_id
+        print(
+            f"{letter.insertion_id}\t{_timestamp(letter.created)}\t{letter.event_type}\t{account}"
+        )
+
+
+async def _dead_letters_redeliver(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    marked = await stores.dead_letters.request_redelivery(args.dead_group, args.insertion_id)
+    if not marked:
+        if args.insertion_id is None:
+            raise AdminError(f"no dead letters in group {args.dead_group}")
+        raise AdminError(f"no such dead letter: {args.insertion_id} in group {args.dead_group}")
+    print(f"marked {marked} dead letter(s) of {args.dead_group} for redelivery")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     ``"none"``).
     """
     parser = argparse.ArgumentParser(
-        prog="jmap-admin", description="Manage the users and bearer tokens of a JMAP server."
+        prog="jmap-admin",
+        description="Manage the users, bearer tokens, delegations and dead letters"
+        " of a JMAP server.",
     )
     parser.add_argument(
         "--data",
@@ -142,7 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the server's data directory (default: {DEFAULT_DATA})",
     )
     parser.set_defaults(password_source=None)
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{user,token}")
+    groups = parser.add_subparsers(
+        dest="group",
+        required=True,
+        metavar="{user,token,delegate,undelegate,delegations,dead-letters}",
+    )
 
     user = groups.add_parser("user", help="manage users").add_subparsers(
         dest="action", required=True
@@ -173,6 +232,40 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token.add_parser("revoke", help="revoke a token at once")
     revoke.add_argument("token_id", metavar="TOKEN_ID")
     revoke.set_defaults(command=_token_revoke)
+
+    delegate = groups.add_parser(
+        "delegate", help="let DELEGATE access the personal account of OWNER"
+    )
+    delegate.add_argument("owner", metavar="OWNER")
+    delegate.add_argument("delegate", metavar="DELEGATE")
+    delegate.set_defaults(command=_delegate)
+    undelegate = groups.add_parser("undelegate", help="revoke a delegation at once")
+    undelegate.add_argument("owner", metavar="OWNER")
+    undelegate.add_argument("delegate", metavar="DELEGATE")
+    undelegate.set_defaults(command=_undelegate)
+    delegations = groups.add_parser(
+        "delegations", help="list the users OWNER's account is delegated to"
+    )
+    delegations.add_argument("owner", metavar="OWNER")
+    delegations.set_defaults(command=_delegations)
+
+    dead = groups.add_parser(
+        "dead-letters", help="inspect and redeliver events that failed every retry"
+    ).add_subparsers(dest="action", required=True)
+    dead_list = dead.add_parser(
+        "list",
+        help="list the groups with dead letters and their counts, or a group's letters"
+        " (insertion id, stored, event type, account id)",
+    )
+    dead_list.add_argument("dead_group", metavar="GROUP", nargs="?")
+    dead_list.set_defaults(command=_dead_letters_list)
+    redeliver = dead.add_parser(
+        "redeliver",
+        help="mark a group's dead letters (or one) for redelivery by the running server",
+    )
+    redeliver.add_argument("dead_group", metavar="GROUP")
+    redeliver.add_argument("insertion_id", metavar="INSERTION_ID", nargs="?")
+    redeliver.set_defaults(command=_dead_letters_redeliver)
     return parser
 
 
@@ -238,7 +331,9 @@ async def _run(
         _fail(f"cannot open {path}: {error}")
     try:
         command: _Command = args.command
-        await command(SQLiteDirectory(database, IReactorTime(reactor)), args, password_hash)
+        clock = IReactorTime(reactor)
+        stores = Stores(SQLiteDirectory(database, clock), SQLiteDeadLetters(database, clock))
+        await command(stores, args, password_hash)
     except UserExists as error:
         _fail(f"user already exists: {error}")
     except NoSuchUser as error:

@@ -10,6 +10,7 @@ from pathlib import Path
 from attrs import field, frozen
 
 from jmap_twisted.core.limits import CoreLimits
+from jmap_twisted.ws.options import WebSocketOptions
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_LMTP = "tcp:2424:interface=127.0.0.1"
@@ -35,6 +36,7 @@ class ServerConfig:
     :ivar smarthost: client endpoint of the relay for outgoing mail.
     :ivar smarthost_credentials: username and password for the relay.
     :ivar smarthost_require_tls: refuse to relay without STARTTLS.
+    :ivar websocket: the WebSocket endpoint's settings.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -50,3 +52,4 @@ class ServerConfig:
     smarthost: str | None = None
     smarthost_credentials: tuple[str, str] | None = None
     smarthost_require_tls: bool = False
+    websocket: WebSocketOptions = field(factory=WebSocketOptions)

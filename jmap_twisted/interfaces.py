@@ -114,7 +114,51 @@ class IDirectory(Interface):
 
     def accounts_for_user(user_id: str) -> Deferred[list[Account]]:
         """
-        Every account the user may access, their personal account first.
+        Every account the user may access: their personal account first,
+        then the accounts delegated to them (see :meth:`delegate`), ordered
+        by their owner's username.
+        """
+
+    def delegate(owner: str, delegate: str) -> Deferred[None]:
+        """
+        Let ``delegate`` access the personal account of ``owner``, as
+        :meth:`accounts_for_user` lists it (not as their personal account).
+        Granting a delegation that exists already changes nothing.
+
+        :param owner: the username of the account's owner.
+        :param delegate: the username of the user given access.
+        :raises jmap_twisted.errors.NoSuchUser: either user does not exist.
+        :raises ValueError: ``owner`` and ``delegate`` are the same user.
+        """
+
+    def revoke_delegation(owner: str, delegate: str) -> Deferred[bool]:
+        """
+        Stop ``delegate`` from accessing the personal account of ``owner``,
+        at once.
+
+        :param owner: the username of the account's owner.
+        :param delegate: the username of the user who had access.
+        :return: whether such a delegation existed (``False`` also when
+            either user does not exist).
+        """
+
+    def delegations(owner: str) -> Deferred[list[User]]:
+        """
+        The users the personal account of ``owner`` is delegated to,
+        ordered by username.
+
+        :param owner: the username of the account's owner.
+        :raises jmap_twisted.errors.NoSuchUser: no such user.
+        """
+
+    def access_version() -> Deferred[int]:
+        """
+        A number that increases whenever who may access which account
+        changes: a delegation granted or revoked, a user deleted.  Changes
+        made by another process over a shared database count too, so a
+        running server can poll it to learn that the accounts it holds for
+        open connections may be stale.  Other changes (users created,
+        passwords, tokens) leave it as it is.
         """
 
 

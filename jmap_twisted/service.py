@@ -44,10 +44,17 @@ from jmap_twisted.mail.service import delivery_services
 from jmap_twisted.mail.smarthost import Smarthost
 from jmap_twisted.mail.vacation import VacationResponder
 from jmap_twisted.methods import build_registry
+from jmap_twisted.push.tickets import TicketChecker, Tickets
 from jmap_twisted.store.sqlite import SQLiteBlobStore, SQLiteDirectory
 from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
+from jmap_twisted.ws.protocol import JMAPWebSocketFactory
+from jmap_twisted.ws.resource import WebSocketUpgradeResource
 
 log = Logger()
+
+#: Requests of one user that may wait for a slot (over WebSocket; HTTP
+#: requests over the limit are refused at once).
+REQUEST_QUEUE = 256
 
 #: Seconds between looks for dead letters an operator asked to redeliver.
 REDELIVERY_INTERVAL = 5.0
@@ -106,12 +113,19 @@ class JMAPService(MultiService):
             ],
         )
         self.request_limiter = ConcurrencyLimiter(
-            config.limits.max_concurrent_requests, "maxConcurrentRequests"
+            config.limits.max_concurrent_requests,
+            "maxConcurrentRequests",
+            queue_bound=REQUEST_QUEUE,
         )
         self.upload_limiter = ConcurrencyLimiter(
             config.limits.max_concurrent_upload, "maxConcurrentUpload"
         )
-        self.site = JMAPSite(build_root(self), self.body_limit)
+        self.tickets = Tickets(reactor)
+        self.portal.registerChecker(TicketChecker(self.tickets))
+        self.websockets = JMAPWebSocketFactory(self, config.websocket, reactor)
+        root = build_root(self)
+        root.children[b"jmap"].putChild(b"ws", WebSocketUpgradeResource(self, self.websockets))
+        self.site = JMAPSite(root, self.body_limit)
         self.dead_letters = dead_letters or MemoryDeadLetters()
         #: Store commits, for group listeners (change computation).
         self.mailbox_bus: IEventBus = InMemoryEventBus(reactor, self.dead_letters)
@@ -144,6 +158,7 @@ class JMAPService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        self.websockets.close_all()
         if self._redelivery.running:
             self._redelivery.stop()
         self._publisher.stop()

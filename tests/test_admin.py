@@ -17,8 +17,10 @@ from twisted.internet.task import Clock
 
 import jmap_twisted
 from jmap_twisted.auth.passwords import PasswordHasher, token_hash
+from jmap_twisted.bus.events import StateChange
 from jmap_twisted.store.sqlite import SQLiteDirectory
 from jmap_twisted.store.sqlite_db import DATABASE_FILENAME, SQLiteDatabase, database_path
+from jmap_twisted.store.sqlite_deadletters import SQLiteDeadLetters
 
 PASSWORD = "Tr0ub4dor&3-unique-in-output"
 
@@ -260,6 +262,9 @@ def test_duplicate_user(data):
         ["user", "passwd", "bob", "--password-stdin"],
         ["token", "issue", "bob"],
         ["token", "list", "bob"],
+        ["delegate", "bob", "alice"],
+        ["delegate", "alice", "bob"],
+        ["delegations", "bob"],
     ],
 )
 def test_no_such_user(data, args):
@@ -267,6 +272,7 @@ def test_no_such_user(data, args):
     Commands naming a user who does not exist fail with status 1 and a
     one-line message.
     """
+    assert admin(data, "user", "add", "alice", "--no-password").returncode == 0
     assert_failed(admin(data, *args, stdin="some-password\n"), "no such user: bob")
 
 
@@ -306,6 +312,11 @@ async def test_user_list_and_delete(data):
         ["user", "add", "", "--no-password"],
         ["user", "add", "alice", "--password", "secret"],
         ["token", "revoke"],
+        ["delegate", "alice"],
+        ["undelegate", "alice"],
+        ["delegations"],
+        ["dead-letters"],
+        ["dead-letters", "redeliver"],
         ["frobnicate"],
     ],
 )
@@ -334,3 +345,103 @@ def test_default_data_directory(tmp_path):
     )
     assert result.returncode == 0, result
     assert (tmp_path / "jmap-data" / DATABASE_FILENAME).exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_delegate_undelegate_delegations(data):
+    """
+    delegate gives the delegate the owner's account, seen at once by a
+    running server's directory; delegations lists the delegates by name,
+    one per line; undelegate revokes at once, and fails with status 1 when
+    there is no such delegation.
+    """
+    for name in ["alice", "carol", "bob"]:
+        assert admin(data, "user", "add", name, "--no-password").returncode == 0
+    db, directory = await open_directory(data)
+    try:
+        alice = await directory.get_user("alice")
+        bob = await directory.get_user("bob")
+        assert alice is not None and bob is not None
+        version = await directory.access_version()
+
+        for delegate in ["carol", "bob", "bob"]:
+            result = admin(data, "delegate", "alice", delegate)
+            assert result.returncode == 0, result
+        assert [a.owner_id for a in await directory.accounts_for_user(bob.id)] == [
+            bob.id,
+            alice.id,
+        ]
+        assert await directory.access_version() > version
+        listed = admin(data, "delegations", "alice")
+        assert (listed.returncode, listed.stdout) == (0, "bob\ncarol\n")
+        assert admin(data, "delegations", "bob").stdout == ""
+
+        revoked = admin(data, "undelegate", "alice", "bob")
+        assert revoked.returncode == 0, revoked
+        assert [a.owner_id for a in await directory.accounts_for_user(bob.id)] == [bob.id]
+        assert admin(data, "delegations", "alice").stdout == "carol\n"
+        assert_failed(admin(data, "undelegate", "alice", "bob"), "no such delegation")
+        assert_failed(admin(data, "undelegate", "alice", "nobody"), "no such delegation")
+    finally:
+        await db.stop()
+
+
+def test_self_delegation_refused(data):
+    """
+    Delegating an account to its owner fails with status 1 and a one-line
+    message, and delegates nothing.
+    """
+    assert admin(data, "user", "add", "alice", "--no-password").returncode == 0
+    assert_failed(admin(data, "delegate", "alice", "alice"), "themselves")
+    assert admin(data, "delegations", "alice").stdout == ""
+
+
+@pytest_twisted.ensureDeferred
+async def test_dead_letters_list_and_redeliver(data):
+    """
+    Dead letters stored by a server's SQLiteDeadLetters are listed by
+    dead-letters list: groups with their counts, and a group's letters
+    (insertion id, time stored, event type, account id) oldest first,
+    without the events' content.  dead-letters redeliver marks one letter
+    or a whole group for the running server, saying how many; naming a
+    letter or group that has none fails with status 1.
+    """
+    from twisted.internet import reactor
+
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    db = SQLiteDatabase(database_path(str(data)), reactor)
+    await db.start()
+    try:
+        dead = SQLiteDeadLetters(db, clock)
+        first = await dead.store("changes", StateChange("a-alice", {"Email": "secret-state"}))
+        clock.advance(60)
+        second = await dead.store("changes", StateChange("a-bob", {"Email": "other-state"}))
+        await dead.store("push", StateChange("a-alice", {"Mailbox": "m-state"}))
+
+        groups = admin(data, "dead-letters", "list")
+        assert (groups.returncode, groups.stdout) == (0, "changes\t2\npush\t1\n")
+        letters = admin(data, "dead-letters", "list", "changes")
+        assert letters.returncode == 0, letters
+        assert letters.stdout == (
+            f"{first}\t2023-11-14T22:13:20Z\tStateChange\ta-alice\n"
+            f"{second}\t2023-11-14T22:14:20Z\tStateChange\ta-bob\n"
+        )
+        assert_no_secret(letters, "secret-state", "other-state", "Email")
+        assert admin(data, "dead-letters", "list", "nothing").stdout == ""
+
+        one = admin(data, "dead-letters", "redeliver", "changes", second)
+        assert one.returncode == 0, one
+        assert "marked 1 " in one.stdout
+        assert await dead.requested() == [("changes", second)]
+        everything = admin(data, "dead-letters", "redeliver", "changes")
+        assert "marked 2 " in everything.stdout
+        assert await dead.requested() == [("changes", first), ("changes", second)]
+        assert await dead.ids("push") != []
+
+        assert_failed(
+            admin(data, "dead-letters", "redeliver", "changes", "nope"), "no such dead letter"
+        )
+        assert_failed(admin(data, "dead-letters", "redeliver", "nothing"), "no dead letters")
+    finally:
+        await db.stop()

@@ -126,7 +126,7 @@ class GroupDelivery:
         """
         Keep an event that exhausted its retries.
         """
-        log.warning(
+        log.warn(
             "Event {event_id} dead-lettered for group {group}", event_id=event.event_id, group=group
         )
         stored = self.dead_letters.store(group, event)

@@ -16,6 +16,10 @@ API_PATH = "/jmap/api/"
 UPLOAD_PATH = "/jmap/upload/{accountId}/"
 DOWNLOAD_PATH = "/jmap/download/{accountId}/{blobId}/{name}?type={type}"
 EVENT_SOURCE_PATH = "/jmap/eventsource/?types={types}&closeafter={closeafter}&ping={ping}"
+WEBSOCKET_PATH = "/jmap/ws"
+TICKET_PATH = "/jmap/ticket"
+WEBSOCKET = "urn:ietf:params:jmap:websocket"
+TICKETS = "com:linagora:params:jmap:ws:ticket"
 
 
 def _accounts(principal: IPrincipal, registry: Registry) -> dict[str, Any]:
@@ -79,4 +83,16 @@ def session_object(principal: IPrincipal, registry: Registry, base_url: str) -> 
             "state": session_state(principal, registry),
         }
     )
+    # URLs follow the request, so they are filled in after the state is
+    # computed: they are not part of what a client caches by state.
+    capabilities = session["capabilities"]
+    if WEBSOCKET in capabilities:
+        ws_base = "wss" + base_url[5:] if base_url.startswith("https") else "ws" + base_url[4:]
+        capabilities[WEBSOCKET] = {**capabilities[WEBSOCKET], "url": ws_base + WEBSOCKET_PATH}
+    if TICKETS in capabilities:
+        capabilities[TICKETS] = {
+            **capabilities[TICKETS],
+            "generationEndpoint": base_url + TICKET_PATH,
+            "revocationEndpoint": base_url + TICKET_PATH,
+        }
     return session

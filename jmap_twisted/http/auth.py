@@ -16,6 +16,7 @@ from twisted.web.iweb import IRequest
 from jmap_twisted.auth.checkers import BearerToken
 from jmap_twisted.http.problem import write_status
 from jmap_twisted.interfaces import IPrincipal
+from jmap_twisted.push.tickets import TicketCredentials
 
 #: One ``WWW-Authenticate`` challenge per accepted scheme.
 CHALLENGES = (b'Basic realm="jmap", charset="UTF-8"', b'Bearer realm="jmap"')
@@ -24,9 +25,9 @@ CHALLENGES = (b'Basic realm="jmap", charset="UTF-8"', b'Bearer realm="jmap"')
 def credentials_from_request(request: IRequest, allow_query_token: bool = False) -> ICredentials:
     """
     The credentials a request carries: ``Authorization: Basic`` or
-    ``Bearer``, or with ``allow_query_token`` an ``access_token`` query
-    parameter (for browsers, which cannot set headers on a WebSocket or an
-    EventSource).
+    ``Bearer``, or with ``allow_query_token`` a ``ticket`` or an
+    ``access_token`` query parameter (for browsers, which cannot set
+    headers on a WebSocket or an EventSource).
 
     :raises UnauthorizedLogin: there are none, or they are malformed.
     """
@@ -51,6 +52,11 @@ def credentials_from_request(request: IRequest, allow_query_token: bool = False)
                 raise UnauthorizedLogin("malformed bearer token") from None
         raise UnauthorizedLogin("unsupported authorization scheme")
     if allow_query_token:
+        tickets = request.args.get(b"ticket")
+        if tickets:
+            address = request.getClientAddress()
+            client = getattr(address, "host", None)
+            return TicketCredentials(tickets[0].decode("ascii", "replace"), client)
         tokens = request.args.get(b"access_token")
         if tokens:
             try:

@@ -22,6 +22,7 @@ from jmap_twisted.core.session import session_object
 from jmap_twisted.errors import LimitExceeded, NotJSON, RequestLevelError
 from jmap_twisted.http.auth import login, write_unauthorized
 from jmap_twisted.http.problem import write_json, write_problem, write_status
+from jmap_twisted.methods.standard import utc_date
 
 if TYPE_CHECKING:
     from jmap_twisted.service import JMAPService
@@ -266,5 +267,41 @@ def build_root(service: JMAPService) -> Resource:
     jmap.putChild(b"api", APIResource(service))
     jmap.putChild(b"upload", UploadResource(service))
     jmap.putChild(b"download", DownloadResource(service))
+    jmap.putChild(b"ticket", TicketResource(service))
     root.putChild(b"jmap", jmap)
     return root
+
+
+class TicketResource(JMAPResource):
+    """
+    ``POST /jmap/ticket``: a single-use ticket for ``?ticket=`` on the
+    WebSocket and EventSource URLs; ``DELETE /jmap/ticket/{value}`` revokes
+    one.
+    """
+
+    allowed_methods = (b"POST", b"DELETE")
+
+    async def handle(self, request: IRequest) -> None:
+        principal = await login(self.service.portal, request)
+        tickets = self.service.tickets
+        if request.method == b"DELETE":
+            value = request.postpath[0].decode("utf-8", "replace") if request.postpath else ""
+            if not tickets.revoke(value, principal.user.id):
+                write_status(request, 404, "No such ticket.")
+                return
+            request.setResponseCode(204)
+            request.finish()
+            return
+        address = request.getClientAddress()
+        value, expires = tickets.issue(principal.user.id, getattr(address, "host", None))
+        write_json(
+            request,
+            {
+                "value": value,
+                "validUntil": utc_date(expires),
+                "username": principal.user.username,
+                "clientAddress": getattr(address, "host", None),
+                "generatedOn": utc_date(self.service.reactor.seconds()),
+            },
+            status=201,
+        )

@@ -76,7 +76,7 @@ class Smarthost:
                 (r.encode(), e.code, str(e.resp).encode()) for r in rcpt_to
             ]
         except (SMTPClientError, OSError, ConnectionError) as e:
-            log.warning(
+            log.warn(
                 "Smarthost {endpoint} unavailable: {error}", endpoint=self._endpoint, error=str(e)
             )
             return {r: (451, "4.4.1 relay unavailable") for r in rcpt_to}

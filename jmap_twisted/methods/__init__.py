@@ -31,6 +31,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.core.registry import Capability, Registry
+from jmap_twisted.core.session import TICKETS, WEBSOCKET
 from jmap_twisted.interfaces import IBlobStore, IMailDelivery, IMailStore
 from jmap_twisted.mail.smarthost import Smarthost
 from jmap_twisted.methods import core
@@ -91,6 +92,8 @@ def build_registry(
         Capability(SUBMISSION, {}, {"maxDelayedSend": 0, "submissionExtensions": {}})
     )
     registry.add_capability(Capability(VACATION, {}, {}))
+    registry.add_capability(Capability(WEBSOCKET, {"supportsPush": True}))
+    registry.add_capability(Capability(TICKETS, {}))
     emails = EmailMethods(store, blobs, clock)
     resolver = BlobResolver(blobs, store, emails.parsed)
     MailboxMethods(store, blobs, clock).install(registry)

@@ -32,6 +32,8 @@ class MemoryDirectory:
         self._password_hashes: dict[str, str | None] = {}  # by user id
         self._accounts: dict[str, list[Account]] = {}  # by owner id, personal first
         self._tokens: dict[str, TokenInfo] = {}  # by token hash, oldest first
+        self._delegations: set[tuple[str, str]] = set()  # (owner id, delegate id)
+        self._access_version = 0
 
     def _user_by_id(self, user_id: str) -> User | None:
         for user in self._users.values():
@@ -66,6 +68,8 @@ class MemoryDirectory:
         del self._password_hashes[user.id]
         del self._accounts[user.id]
         self._tokens = {h: t for h, t in self._tokens.items() if t.user_id != user.id}
+        self._delegations = {d for d in self._delegations if user.id not in d}
+        self._access_version += 1
         return succeed(True)
 
     def get_password_hash(self, username: str) -> Deferred[tuple[User, str | None] | None]:
@@ -117,7 +121,46 @@ class MemoryDirectory:
         return succeed(False)
 
     def accounts_for_user(self, user_id: str) -> Deferred[list[Account]]:
-        return succeed(list(self._accounts.get(user_id, [])))
+        owners = [self._user_by_id(owner_id) for owner_id, to in self._delegations if to == user_id]
+        delegated = [
+            self._accounts[owner.id][0]
+            for owner in sorted((o for o in owners if o is not None), key=lambda o: o.username)
+        ]
+        return succeed(list(self._accounts.get(user_id, [])) + delegated)
+
+    def delegate(self, owner: str, delegate: str) -> Deferred[None]:
+        if owner == delegate:
+            return fail(ValueError("an account cannot be delegated to its owner"))
+        for username in (owner, delegate):
+            if username not in self._users:
+                return fail(NoSuchUser(username))
+        delegation = (self._users[owner].id, self._users[delegate].id)
+        if delegation not in self._delegations:
+            self._delegations.add(delegation)
+            self._access_version += 1
+        return succeed(None)
+
+    def revoke_delegation(self, owner: str, delegate: str) -> Deferred[bool]:
+        if owner not in self._users or delegate not in self._users:
+            return succeed(False)
+        delegation = (self._users[owner].id, self._users[delegate].id)
+        if delegation not in self._delegations:
+            return succeed(False)
+        self._delegations.discard(delegation)
+        self._access_version += 1
+        return succeed(True)
+
+    def delegations(self, owner: str) -> Deferred[list[User]]:
+        user = self._users.get(owner)
+        if user is None:
+            return fail(NoSuchUser(owner))
+        delegates = [
+            self._user_by_id(to) for owner_id, to in self._delegations if owner_id == user.id
+        ]
+        return succeed(sorted((d for d in delegates if d is not None), key=lambda d: d.username))
+
+    def access_version(self) -> Deferred[int]:
+        return succeed(self._access_version)
 
 
 @implementer(IBlobStore)

@@ -71,7 +71,8 @@ CREATE TABLE mail_accounts (
     modseq     INTEGER NOT NULL DEFAULT 0   -- last committed operation
 ) WITHOUT ROWID;
 
--- Per type (Mailbox, Email, Thread): its state and how far back it can be computed.
+-- Per type (Mailbox, Email, Thread, document types): its state and how far back
+-- it can be computed.
 CREATE TABLE mail_states (
     account_id TEXT NOT NULL,
     type       TEXT NOT NULL,
@@ -135,7 +136,7 @@ CREATE TABLE emails (
 CREATE INDEX emails_by_received ON emails (account_id, received_at DESC, id);
 CREATE INDEX emails_by_thread ON emails (account_id, thread_id, received_at, id);
 CREATE INDEX emails_by_blob ON emails (blob_id);
-CREATE INDEX emails_unread_by_thread ON emails (account_id, thread_id) WHERE seen = 0;
+CREATE INDEX emails_unread_by_thread ON emails (account_id, thread_id, id) WHERE seen = 0;
 
 -- Mailbox membership, with receivedAt, thread and $seen copied from the email so
 -- that a mailbox listing and its counts read this table's indexes only.
@@ -148,9 +149,12 @@ CREATE TABLE email_mailboxes (
     seen        INTEGER NOT NULL,
     PRIMARY KEY (account_id, email_id, mailbox_id)
 ) WITHOUT ROWID;
+-- Listing a mailbox newest first (and collapsing its threads) reads this index only.
 CREATE INDEX email_mailboxes_by_mailbox
-    ON email_mailboxes (account_id, mailbox_id, received_at DESC, email_id, thread_id, seen);
-CREATE INDEX email_mailboxes_by_thread ON email_mailboxes (account_id, thread_id, mailbox_id);
+    ON email_mailboxes (account_id, mailbox_id, received_at DESC, email_id, thread_id);
+-- Mailbox counts: threads in order (no sort for COUNT DISTINCT), unread, thread probes.
+CREATE INDEX email_mailboxes_by_thread
+    ON email_mailboxes (account_id, mailbox_id, thread_id, seen);
 
 CREATE TABLE email_keywords (
     account_id TEXT NOT NULL,
@@ -158,7 +162,6 @@ CREATE TABLE email_keywords (
     keyword    TEXT NOT NULL,
     PRIMARY KEY (account_id, email_id, keyword)
 ) WITHOUT ROWID;
-CREATE INDEX email_keywords_by_keyword ON email_keywords (account_id, keyword, email_id);
 
 -- Threading: every Message-ID an email mentions (its own, In-Reply-To, References).
 CREATE TABLE email_message_ids (
@@ -193,9 +196,45 @@ BEGIN
 END;
 """
 
+_V3_DELEGATION_AND_DEAD_LETTERS = """
+-- Delegation (jmap_twisted.store.sqlite): a user may access an account they
+-- do not own.  Deleting the account or the user deletes the delegation.
+CREATE TABLE delegations (
+    account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created    REAL NOT NULL,
+    PRIMARY KEY (account_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX delegations_by_user ON delegations (user_id, account_id);
+
+-- One row, bumped in the transaction of every change to who may access which
+-- account (delegation granted or revoked, user deleted), so that a running
+-- server notices changes made by another process by polling it.
+CREATE TABLE access_version (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    version   INTEGER NOT NULL
+);
+INSERT INTO access_version (singleton, version) VALUES (1, 0);
+
+-- Group events that failed every retry (jmap_twisted.store.sqlite_deadletters).
+CREATE TABLE dead_letters (
+    num                 INTEGER PRIMARY KEY,    -- insertion order
+    insertion_id        TEXT NOT NULL UNIQUE,
+    group_name          TEXT NOT NULL,
+    event_type          TEXT NOT NULL,          -- copied from the JSON, for listing
+    account_id          TEXT,                   -- likewise; NULL if the event has none
+    event               TEXT NOT NULL,          -- jmap_twisted.bus.events.to_json
+    created             REAL NOT NULL,
+    redeliver_requested INTEGER NOT NULL DEFAULT 0 CHECK (redeliver_requested IN (0, 1))
+);
+CREATE INDEX dead_letters_by_group ON dead_letters (group_name, num);
+CREATE INDEX dead_letters_requested ON dead_letters (num) WHERE redeliver_requested = 1;
+"""
+
 MIGRATIONS: list[str] = [
     _V1_DIRECTORY_AND_BLOBS,
     _V2_MAIL,
+    _V3_DELEGATION_AND_DEAD_LETTERS,
 ]
 """
 The schema, one SQL script per version; append only.

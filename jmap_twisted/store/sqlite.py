@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
@@ -68,8 +68,11 @@ def _delete_user(db: sqlite3.Connection, username: str) -> bool:
         (user_id,),
     ).fetchall()
     db.execute("DELETE FROM tokens WHERE user_id = ?", (user_id,))
-    db.execute("DELETE FROM accounts WHERE owner_id = ?", (user_id,))  # cascades to account_blobs
+    db.execute("DELETE FROM delegations WHERE user_id = ?", (user_id,))  # delegated to them
+    # Cascades to account_blobs and to the delegations of their accounts.
+    db.execute("DELETE FROM accounts WHERE owner_id = ?", (user_id,))
     db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+    _bump_access_version(db)
     # Octets no other account refers to any more go with the user.
     db.executemany(
         "DELETE FROM blobs WHERE id = ?1"
@@ -138,12 +141,86 @@ def _revoke_token(db: sqlite3.Connection, token_id: str) -> bool:
 
 
 def _accounts_for_user(db: sqlite3.Connection, user_id: str) -> list[Account]:
-    rows = db.execute(
+    owned = db.execute(
         "SELECT id, name, owner_id FROM accounts WHERE owner_id = ?"
         " ORDER BY is_personal DESC, created, id",
         (user_id,),
+    ).fetchall()
+    delegated = db.execute(
+        "SELECT accounts.id, accounts.name, accounts.owner_id FROM delegations"
+        " JOIN accounts ON accounts.id = delegations.account_id"
+        " JOIN users ON users.id = accounts.owner_id"
+        " WHERE delegations.user_id = ?"
+        " ORDER BY users.username, accounts.created, accounts.id",
+        (user_id,),
+    ).fetchall()
+    return [Account(id=row[0], name=row[1], owner_id=row[2]) for row in owned + delegated]
+
+
+def _bump_access_version(db: sqlite3.Connection) -> None:
+    db.execute("UPDATE access_version SET version = version + 1")
+
+
+def _user_id(db: sqlite3.Connection, username: str) -> str | None:
+    row = db.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _personal_account_id(db: sqlite3.Connection, username: str) -> str | None:
+    row = db.execute(
+        "SELECT accounts.id FROM accounts JOIN users ON users.id = accounts.owner_id"
+        " WHERE users.username = ? AND accounts.is_personal = 1",
+        (username,),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _delegate(db: sqlite3.Connection, owner: str, delegate: str, now: float) -> None:
+    account_id = _personal_account_id(db, owner)
+    if account_id is None:
+        raise NoSuchUser(owner)
+    delegate_id = _user_id(db, delegate)
+    if delegate_id is None:
+        raise NoSuchUser(delegate)
+    cursor = db.execute(
+        "INSERT INTO delegations (account_id, user_id, created) VALUES (?, ?, ?)"
+        " ON CONFLICT (account_id, user_id) DO NOTHING",
+        (account_id, delegate_id, now),
     )
-    return [Account(id=row[0], name=row[1], owner_id=row[2]) for row in rows]
+    if cursor.rowcount > 0:
+        _bump_access_version(db)
+
+
+def _revoke_delegation(db: sqlite3.Connection, owner: str, delegate: str) -> bool:
+    account_id = _personal_account_id(db, owner)
+    delegate_id = _user_id(db, delegate)
+    if account_id is None or delegate_id is None:
+        return False
+    cursor = db.execute(
+        "DELETE FROM delegations WHERE account_id = ? AND user_id = ?", (account_id, delegate_id)
+    )
+    if cursor.rowcount == 0:
+        return False
+    _bump_access_version(db)
+    return True
+
+
+def _delegations(db: sqlite3.Connection, owner: str) -> list[User]:
+    account_id = _personal_account_id(db, owner)
+    if account_id is None:
+        raise NoSuchUser(owner)
+    rows = db.execute(
+        "SELECT users.id, users.username FROM delegations"
+        " JOIN users ON users.id = delegations.user_id"
+        " WHERE delegations.account_id = ? ORDER BY users.username",
+        (account_id,),
+    )
+    return [User(id=user_id, username=username) for user_id, username in rows]
+
+
+def _access_version(db: sqlite3.Connection) -> int:
+    (version,) = db.execute("SELECT version FROM access_version").fetchone()
+    return int(version)
 
 
 @implementer(IDirectory)
@@ -151,10 +228,12 @@ class SQLiteDirectory:
     """
     :class:`~jmap_twisted.interfaces.IDirectory` in an SQLite database.
 
-    Deleting a user also deletes the blobs that only their accounts stored.
+    Deleting a user also deletes the blobs that only their accounts stored,
+    and the delegations of their accounts and to them.
 
     :param db: the started database.
-    :param clock: gives the ``created`` time of users, accounts and tokens.
+    :param clock: gives the ``created`` time of users, accounts, tokens and
+        delegations.
     """
 
     def __init__(self, db: SQLiteDatabase, clock: IReactorTime) -> None:
@@ -208,6 +287,24 @@ class SQLiteDirectory:
 
     def accounts_for_user(self, user_id: str) -> Deferred[list[Account]]:
         return self._db.read(_accounts_for_user, user_id)
+
+    def delegate(self, owner: str, delegate: str) -> Deferred[None]:
+        if owner == delegate:
+            return fail(ValueError("an account cannot be delegated to its owner"))
+        return self._db.run(_delegate, owner, delegate, self._clock.seconds())
+
+    def revoke_delegation(self, owner: str, delegate: str) -> Deferred[bool]:
+        return self._db.run(_revoke_delegation, owner, delegate)
+
+    def delegations(self, owner: str) -> Deferred[list[User]]:
+        return self._db.read(_delegations, owner)
+
+    def access_version(self) -> Deferred[int]:
+        """
+        The access version, kept in the database so that every process
+        sharing it sees every change.
+        """
+        return self._db.read(_access_version)
 
 
 # Transactions of SQLiteBlobStore.

@@ -12,7 +12,10 @@ over the tables of schema version 2 (:mod:`jmap_twisted.store.schema`):
   durable, the :class:`~jmap_twisted.records.StoreCommit` is published on
   the reactor thread, then the caller's Deferred fires.
 - :meth:`SQLiteMailStore.read` runs the caller's function on a reader thread
-  against one snapshot.
+  against one snapshot.  Inside a write, ``state()`` reports the state the
+  write will commit, as the reference does.
+- Other JSON documents (``Identity``, ``VacationResponse``, …) live in
+  ``mail_documents`` and share the change log.
 - Nothing is cached in the process: several processes, or several
   :class:`~jmap_twisted.store.sqlite_db.SQLiteDatabase` instances, may
   share the file.
@@ -91,9 +94,6 @@ _EMAIL_COLUMNS = (
     " e.from_text, e.to_text, e.cc_text, e.bcc_text, e.from_sort, e.to_sort, e.sent_at,"
     " e.preview, e.has_attachment, e.message_ids, e.in_reply_to, e.refs, s.body_text"
 )
-
-_MAILBOX_FIELDS = ("name", "parent_id", "role", "sort_order", "is_subscribed")
-
 
 def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(values), _CHUNK):
@@ -181,8 +181,15 @@ class _Reader:
         The counts of one mailbox, as :func:`jmap_twisted.store.mailquery.mailbox_counts`.
         """
         params = {"account": self.account_id, "mailbox": mailbox_id, "trash": trash_id}
-        total, unread, threads = self._db.execute(
-            "SELECT COUNT(*), TOTAL(seen = 0), COUNT(DISTINCT thread_id) FROM email_mailboxes"
+        # Two statements: COUNT(DISTINCT) alone reads email_mailboxes_by_thread
+        # in thread order, without building a temporary B-tree.
+        total, unread = self._db.execute(
+            "SELECT COUNT(*), TOTAL(seen = 0) FROM email_mailboxes"
+            " WHERE account_id = :account AND mailbox_id = :mailbox",
+            params,
+        ).fetchone()
+        (threads,) = self._db.execute(
+            "SELECT COUNT(DISTINCT thread_id) FROM email_mailboxes"
             " WHERE account_id = :account AND mailbox_id = :mailbox",
             params,
         ).fetchone()
@@ -410,8 +417,9 @@ class _Writer(_Reader):
 
     def _thread_mailboxes(self, thread_id: str, exclude: str) -> set[str]:
         rows = self._db.execute(
-            "SELECT DISTINCT mailbox_id FROM email_mailboxes"
-            " WHERE account_id = ? AND thread_id = ? AND email_id != ?",
+            "SELECT DISTINCT x.mailbox_id FROM emails t JOIN email_mailboxes x"
+            " ON x.account_id = t.account_id AND x.email_id = t.id"
+            " WHERE t.account_id = ? AND t.thread_id = ? AND t.id != ?",
             (self.account_id, thread_id, exclude),
         )
         return {mailbox_id for (mailbox_id,) in rows}

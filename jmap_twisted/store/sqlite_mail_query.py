@@ -7,17 +7,24 @@ documented difference in case folding for text conditions (below).
 
 How the query is built:
 
-- A top-level ``inMailbox`` (alone, or in a top-level ``AND``) makes the
-  query *walk the mailbox*: it starts from index
+- Where it starts (:func:`_choose_driver`): text conditions that must all
+  hold and that the full-text index can answer come first, merged into one
+  FTS5 query whose matches are joined to ``emails`` by rowid (the matches
+  are usually few, and they must all be visited anyway for the total).
+  Otherwise a top-level ``inMailbox`` (alone, or in a top-level ``AND``)
+  makes the query *walk the mailbox*: it reads index
   ``email_mailboxes_by_mailbox`` (account, mailbox, receivedAt descending,
-  email id, …) and joins ``emails`` only when some condition or sort needs
-  one of its columns.  Sorting by ``receivedAt`` descending then reads the
-  index in order and stops after ``LIMIT`` rows; the total is a count over
-  the same index range.
-- Other conditions become SQL expressions: ``EXISTS``/``IN`` subqueries on
-  ``email_mailboxes`` and ``email_keywords``, subqueries on the thread for
-  the three thread-keyword conditions, column comparisons for dates, sizes
-  and ``hasAttachment``.
+  email id, thread) and joins ``emails`` only when some condition or sort
+  needs one of its columns.  Sorting by ``receivedAt`` descending then
+  reads the index in order and stops after ``LIMIT`` rows, and the total is
+  a count over an index of the mailbox's members alone.  Otherwise the
+  query reads the account's emails (by ``receivedAt`` descending, through
+  ``emails_by_received``).
+- Other conditions are SQL expressions on each candidate: correlated
+  ``EXISTS`` subqueries on ``email_mailboxes`` and ``email_keywords``
+  (primary-key probes, so a walk that finds its ``LIMIT`` early stops
+  early), subqueries on the thread for the three thread-keyword
+  conditions, column comparisons for dates, sizes and ``hasAttachment``.
 - Text conditions (``text``, ``body``, ``from``, ``to``, ``cc``, ``bcc``,
   ``subject``) are case-insensitive substring matches.  A needle of three
   characters or more is a phrase query on the FTS5 table ``email_search``,
@@ -127,27 +134,66 @@ class CompiledQuery:
     params: dict[str, Any]
 
 
-def _split_mailbox(
-    filter: Mapping[str, Any] | None,
-) -> tuple[str | None, Mapping[str, Any] | None]:
+@frozen
+class _Driver:
     """
-    A mailbox every result must be in (from a top-level ``inMailbox``) and
-    the rest of the filter.
+    Where a query starts: the FTS5 matches of ``search``, the members of
+    mailbox ``mailbox_id``, or (neither) all the account's emails.
+    """
+
+    search: str | None = None
+    mailbox_id: str | None = None
+
+
+def _conjuncts(filter: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    """
+    The parts of a filter that must all hold: single conditions and
+    ``OR``/``NOT`` operators (nested ``AND`` operators are flattened).
     """
     if filter is None:
-        return None, None
+        return []
     if "operator" not in filter:
-        if "inMailbox" in filter:
-            rest = {k: v for k, v in filter.items() if k != "inMailbox"}
-            return filter["inMailbox"], rest
-        return None, filter
+        return [{name: value} for name, value in filter.items()]
     if filter["operator"] == "AND":
-        conditions = list(filter["conditions"])
-        for index, condition in enumerate(conditions):
-            if "operator" not in condition and "inMailbox" in condition:
-                conditions[index] = {k: v for k, v in condition.items() if k != "inMailbox"}
-                return condition["inMailbox"], {"operator": "AND", "conditions": conditions}
-    return None, filter
+        return [part for condition in filter["conditions"] for part in _conjuncts(condition)]
+    return [filter]
+
+
+def _searchable(part: Mapping[str, Any]) -> tuple[str, str | None] | None:
+    """
+    The needle and column of a text condition the trigram index answers.
+    """
+    if "operator" in part:
+        return None
+    ((name, value),) = part.items()
+    if name == "text" and len(value) >= TRIGRAM:
+        return value, None
+    if name in _TEXT_CONDITIONS and len(value) >= TRIGRAM:
+        return value, _TEXT_CONDITIONS[name]
+    return None
+
+
+def _choose_driver(
+    filter: Mapping[str, Any] | None,
+) -> tuple[_Driver, list[Mapping[str, Any]]]:
+    """
+    Where to start the query, and the conditions left to check.
+
+    Text conditions answered by the index come first: the matches are
+    usually far fewer than a mailbox's members, and a query must visit
+    every match anyway to count them.  Otherwise a top-level ``inMailbox``
+    walks that mailbox.
+    """
+    parts = _conjuncts(filter)
+    searches = [(i, found) for i, part in enumerate(parts) if (found := _searchable(part))]
+    if searches:
+        search = " AND ".join(fts_phrase(needle, column) for _, (needle, column) in searches)
+        used = {i for i, _ in searches}
+        return _Driver(search=search), [p for i, p in enumerate(parts) if i not in used]
+    for index, part in enumerate(parts):
+        if "operator" not in part and "inMailbox" in part:
+            return _Driver(mailbox_id=part["inMailbox"]), parts[:index] + parts[index + 1 :]
+    return _Driver(), parts
 
 
 class _Compiler:
@@ -158,11 +204,14 @@ class _Compiler:
     ``mb`` (``email_mailboxes``) for the columns it has.
     """
 
-    def __init__(self, account_id: str, mailbox_id: str | None) -> None:
+    def __init__(self, account_id: str, driver: _Driver) -> None:
         self.params: dict[str, Any] = {"account": account_id}
-        self.walks_mailbox = mailbox_id is not None
-        if mailbox_id is not None:
-            self.params["mailbox"] = mailbox_id
+        self.driver = driver
+        self.walks_mailbox = driver.mailbox_id is not None
+        if driver.mailbox_id is not None:
+            self.params["mailbox"] = driver.mailbox_id
+        if driver.search is not None:
+            self.params["search"] = driver.search
         self.uses_emails = False
 
     def param(self, value: Any) -> str:
@@ -221,9 +270,9 @@ class _Compiler:
         if name == "maxSize":
             return f"{self.email('size')} < {self.param(value)}"
         if name == "hasKeyword":
-            return f"{self.id} IN ({self._with_keyword(value)})"
+            return self._has_keyword(value)
         if name == "notKeyword":
-            return f"{self.id} NOT IN ({self._with_keyword(value)})"
+            return f"NOT {self._has_keyword(value)}"
         if name == "allInThreadHaveKeyword":
             return self._all_in_thread(value)
         if name == "someInThreadHaveKeyword":
@@ -245,10 +294,10 @@ class _Compiler:
             )
         raise ValueError(f"unknown filter condition {name!r}")
 
-    def _with_keyword(self, keyword: str | None) -> str:
+    def _has_keyword(self, keyword: str | None) -> str:
         return (
-            "SELECT k.email_id FROM email_keywords k WHERE k.account_id = :account"
-            f" AND k.keyword = {self.param(keyword)}"
+            "EXISTS (SELECT 1 FROM email_keywords k WHERE k.account_id = :account"
+            f" AND k.email_id = {self.id} AND k.keyword = {self.param(keyword)})"
         )
 
     def _some_in_thread(self, keyword: str | None) -> str:
@@ -270,7 +319,10 @@ class _Compiler:
     def _search(self, needle: str, column: str | None) -> str:
         if len(needle) >= TRIGRAM:
             return (
-                f"{self.email('num')} IN (SELECT rowid FROM email_search"
+                # The unary + keeps SQLite from using the list as an index
+                # constraint of a joined ``emails`` lookup (which would probe
+                # every listed value for every row): it is a membership test.
+                f"+{self.email('num')} IN (SELECT rowid FROM email_search"
                 f" WHERE email_search MATCH {self.param(fts_phrase(needle, column))})"
             )
         folded = self.param(needle.casefold())
@@ -301,10 +353,7 @@ class _Compiler:
             return f"COALESCE({self.email('sent_at')}, {self.email('received_at')})"
         keyword = comparator.get("keyword")
         if prop == "hasKeyword":
-            return (
-                "EXISTS (SELECT 1 FROM email_keywords k WHERE k.account_id = :account"
-                f" AND k.email_id = {self.id} AND k.keyword = {self.param(keyword)})"
-            )
+            return self._has_keyword(keyword)
         if prop == "allInThreadHaveKeyword":
             return self._all_in_thread(keyword)
         if prop == "someInThreadHaveKeyword":
@@ -313,8 +362,14 @@ class _Compiler:
 
     def source(self, with_emails: bool) -> str:
         """
-        The ``FROM … WHERE`` start: the account's emails, or the mailbox's.
+        The ``FROM … WHERE`` start: the search's matches, the mailbox's
+        members, or the account's emails.
         """
+        if self.driver.search is not None:
+            return (
+                "FROM email_search f CROSS JOIN emails e ON e.num = f.rowid"
+                " WHERE email_search MATCH :search AND e.account_id = :account"
+            )
         if not self.walks_mailbox:
             return "FROM emails e WHERE e.account_id = :account"
         join = (
@@ -339,9 +394,9 @@ def compile_query(
 
     :raises ValueError: an unknown condition or sort property.
     """
-    mailbox_id, rest = _split_mailbox(filter)
-    compiler = _Compiler(account_id, mailbox_id)
-    where = "" if rest is None else f" AND {compiler.filter(rest)}"
+    driver, rest = _choose_driver(filter)
+    compiler = _Compiler(account_id, driver)
+    where = "".join(f" AND {compiler.filter(part)}" for part in rest)
     count_needs_emails = compiler.uses_emails
     values = [compiler.sort_value(c) for c in sort]
     directions = ["ASC" if c.get("isAscending", True) else "DESC" for c in sort]

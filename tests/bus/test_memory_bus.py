@@ -108,7 +108,7 @@ def test_redelivery_of_requested_dead_letters() -> None:
     removed; a group with no listener on the bus keeps its letters, still
     marked.
     """
-    bus, dead, clock = make(RetryPolicy(0, 1.0, 0.0))
+    bus, dead, _ = make(RetryPolicy(0, 1.0, 0.0))
     flaky = Recorder(failures=1)
     bus.register_group(flaky, "g")
     bus.dispatch(StateChange("a", {}), [])

@@ -95,7 +95,18 @@ async def test_session_has_every_rfc8620_field(harness: Harness) -> None:
         "urn:ietf:params:jmap:vacationresponse",
     }
     assert account["accountCapabilities"][MAIL]["mayCreateTopLevelMailbox"] is True
-    assert set(session["primaryAccounts"]) == set(session["capabilities"])
+    assert set(session["primaryAccounts"]) == set(session["capabilities"]) - {
+        "urn:ietf:params:jmap:websocket",
+        "com:linagora:params:jmap:ws:ticket",
+    }
+    assert session["capabilities"]["urn:ietf:params:jmap:websocket"] == {
+        "supportsPush": True,
+        "url": "ws://jmap.example:8080/jmap/ws",
+    }
+    assert session["capabilities"]["com:linagora:params:jmap:ws:ticket"] == {
+        "generationEndpoint": BASE + "/jmap/ticket",
+        "revocationEndpoint": BASE + "/jmap/ticket",
+    }
     assert set(session["primaryAccounts"].values()) == {harness.alice_account}
     assert session["apiUrl"] == BASE + "/jmap/api/"
     for variable in ("{accountId}", "{blobId}", "{name}", "{type}"):

@@ -290,3 +290,215 @@ async def test_revoke_unknown_token(directory):
     Revoking a token id nobody issued returns False.
     """
     assert await directory.revoke_token("tunknown") is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_delegated_account_follows_personal(directory):
+    """
+    After alice delegates to bob, bob's accounts are his personal account
+    then alice's (owned by her, not by him); alice's accounts are unchanged.
+    """
+    alice = await directory.create_user("alice", None)
+    bob = await directory.create_user("bob", None)
+    (alices,) = await directory.accounts_for_user(alice.id)
+    (bobs,) = await directory.accounts_for_user(bob.id)
+    assert await directory.delegate("alice", "bob") is None
+    assert await directory.accounts_for_user(bob.id) == [bobs, alices]
+    assert alices.owner_id == alice.id != bob.id
+    assert await directory.accounts_for_user(alice.id) == [alices]
+    assert await directory.delegations("alice") == [bob]
+    assert await directory.delegations("bob") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_delegated_accounts_by_owner_username(directory):
+    """
+    Accounts delegated to a user follow their personal account, ordered by
+    their owners' usernames whatever the order of the grants; an owner's
+    delegates are listed by username.
+    """
+    names = ["dave", "carol", "alice", "bob"]
+    users = {name: await directory.create_user(name, None) for name in names}
+    for owner in ["dave", "bob", "carol"]:
+        await directory.delegate(owner, "alice")
+    await directory.delegate("bob", "dave")
+    await directory.delegate("bob", "carol")
+    accounts = await directory.accounts_for_user(users["alice"].id)
+    assert [a.name for a in accounts] == ["alice", "bob", "carol", "dave"]
+    assert [a.owner_id for a in accounts] == [
+        users[n].id for n in ["alice", "bob", "carol", "dave"]
+    ]
+    assert [u.username for u in await directory.delegations("bob")] == ["alice", "carol", "dave"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_revoke_delegation(directory):
+    """
+    Revoking a delegation removes the account from the delegate's accounts
+    at once and returns True; revoking it again returns False, and so does
+    revoking between unknown users.
+    """
+    alice = await directory.create_user("alice", None)
+    bob = await directory.create_user("bob", None)
+    await directory.delegate("alice", "bob")
+    assert await directory.revoke_delegation("alice", "bob") is True
+    assert [a.owner_id for a in await directory.accounts_for_user(bob.id)] == [bob.id]
+    assert await directory.delegations("alice") == []
+    assert await directory.revoke_delegation("alice", "bob") is False
+    assert await directory.revoke_delegation("bob", "alice") is False
+    assert await directory.revoke_delegation("alice", "nobody") is False
+    assert await directory.revoke_delegation("nobody", "alice") is False
+    assert len(await directory.accounts_for_user(alice.id)) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_delegate_is_idempotent(directory):
+    """
+    Delegating twice lists the account once and leaves the access version
+    as the first grant set it; one revocation undoes it.
+    """
+    await directory.create_user("alice", None)
+    bob = await directory.create_user("bob", None)
+    await directory.delegate("alice", "bob")
+    version = await directory.access_version()
+    await directory.delegate("alice", "bob")
+    assert len(await directory.accounts_for_user(bob.id)) == 2
+    assert await directory.delegations("alice") == [bob]
+    assert await directory.access_version() == version
+    assert await directory.revoke_delegation("alice", "bob") is True
+    assert len(await directory.accounts_for_user(bob.id)) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_delegate_unknown_users(directory):
+    """
+    Delegating from or to a user who does not exist raises NoSuchUser and
+    grants nothing; listing the delegates of an unknown user raises
+    NoSuchUser.
+    """
+    alice = await directory.create_user("alice", None)
+    version = await directory.access_version()
+    with pytest.raises(NoSuchUser):
+        await directory.delegate("alice", "nobody")
+    with pytest.raises(NoSuchUser):
+        await directory.delegate("nobody", "alice")
+    with pytest.raises(NoSuchUser):
+        await directory.delegations("nobody")
+    assert len(await directory.accounts_for_user(alice.id)) == 1
+    assert await directory.delegations("alice") == []
+    assert await directory.access_version() == version
+
+
+@pytest_twisted.ensureDeferred
+async def test_self_delegation_refused(directory):
+    """
+    Delegating an account to its owner raises ValueError and changes
+    nothing.
+    """
+    alice = await directory.create_user("alice", None)
+    with pytest.raises(ValueError):
+        await directory.delegate("alice", "alice")
+    assert len(await directory.accounts_for_user(alice.id)) == 1
+    assert await directory.delegations("alice") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_user_removes_delegations(directory):
+    """
+    Deleting a user removes the delegations of their account (their
+    delegates no longer see it) and those to them (they are no longer
+    listed as delegates).
+    """
+    await directory.create_user("alice", None)
+    bob = await directory.create_user("bob", None)
+    carol = await directory.create_user("carol", None)
+    await directory.delegate("alice", "bob")
+    await directory.delegate("bob", "alice")
+    await directory.delegate("carol", "alice")
+    await directory.delegate("bob", "carol")
+    assert await directory.delete_user("alice") is True
+    assert [a.owner_id for a in await directory.accounts_for_user(bob.id)] == [bob.id]
+    assert await directory.delegations("bob") == [carol]
+    assert await directory.delegations("carol") == []
+    recreated = await directory.create_user("alice", None)
+    assert len(await directory.accounts_for_user(recreated.id)) == 1
+    assert await directory.delegations("alice") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_access_version_increases_on_access_changes(directory, clock):
+    """
+    The access version increases when a delegation is granted, when one is
+    revoked and when a user is deleted, and only then: not when users are
+    created, passwords changed, tokens issued or revoked, nor when a
+    revocation or deletion finds nothing to remove.
+    """
+    versions = [await directory.access_version()]
+
+    async def unchanged() -> None:
+        assert await directory.access_version() == versions[-1]
+
+    async def increased() -> None:
+        version = await directory.access_version()
+        assert version > versions[-1]
+        versions.append(version)
+
+    alice = await directory.create_user("alice", "hash")
+    await directory.create_user("bob", None)
+    await directory.create_user("carol", None)
+    await directory.set_password_hash("alice", "other-hash")
+    token = await directory.add_token(alice.id, "token-hash", "phone")
+    await directory.revoke_token(token.id)
+    clock.advance(60)
+    await unchanged()
+
+    await directory.delegate("alice", "bob")
+    await increased()
+    await directory.delegate("alice", "carol")
+    await increased()
+    await directory.set_password_hash("bob", "hash")
+    await directory.revoke_delegation("bob", "alice")
+    await unchanged()
+
+    await directory.revoke_delegation("alice", "bob")
+    await increased()
+    await directory.delete_user("carol")
+    await increased()
+    await directory.delete_user("carol")
+    await unchanged()
+    await directory.delete_user("bob")  # no delegation involved
+    await increased()
+
+
+@pytest_twisted.ensureDeferred
+async def test_delegations_shared_between_databases(tmp_path, clock):
+    """
+    Two SQLiteDatabase instances on one file, as a server and jmap-admin
+    have, see each other's delegations, revocations and access versions at
+    once.
+    """
+    from twisted.internet import reactor
+
+    path = database_path(str(tmp_path))
+    server_db, admin_db = SQLiteDatabase(path, reactor), SQLiteDatabase(path, reactor)
+    await server_db.start()
+    await admin_db.start()
+    try:
+        server, admin = SQLiteDirectory(server_db, clock), SQLiteDirectory(admin_db, clock)
+        alice = await admin.create_user("alice", None)
+        bob = await admin.create_user("bob", None)
+        version = await server.access_version()
+
+        await admin.delegate("alice", "bob")
+        assert [a.owner_id for a in await server.accounts_for_user(bob.id)] == [bob.id, alice.id]
+        assert await server.delegations("alice") == [bob]
+        granted = await server.access_version()
+        assert granted > version
+
+        assert await server.revoke_delegation("alice", "bob") is True
+        assert [a.owner_id for a in await admin.accounts_for_user(bob.id)] == [bob.id]
+        assert await admin.access_version() > granted
+        assert await admin.revoke_delegation("alice", "bob") is False
+    finally:
+        await admin_db.stop()
+        await server_db.stop()

@@ -1,0 +1,74 @@
+"""
+``pushState``: every state a connection has been told, per account and
+type, in one opaque string, so that a reconnecting client can be sent what
+changed since.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+
+#: Positions a connection knows: account id → type → state.
+States = dict[str, dict[str, str]]
+
+_PREFIX = "1."
+
+
+def encode(states: Mapping[str, Mapping[str, str]]) -> str:
+    """
+    The pushState string for some states.
+    """
+    compact = json.dumps(
+        {a: dict(sorted(t.items())) for a, t in sorted(states.items())}, separators=(",", ":")
+    )
+    return _PREFIX + base64.urlsafe_b64encode(compact.encode()).decode().rstrip("=")
+
+
+def decode(text: object) -> States | None:
+    """
+    The states a pushState string holds, or ``None`` when it is not one
+    this server issued.
+    """
+    if not isinstance(text, str) or not text.startswith(_PREFIX) or len(text) > 65536:
+        return None
+    body = text[len(_PREFIX) :]
+    try:
+        value = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(a, str)
+        and isinstance(t, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in t.items())
+        for a, t in value.items()
+    ):
+        return None
+    return value
+
+
+def later(a: str, b: str) -> str:
+    """
+    The later of two states of one type (states are decimal positions;
+    anything else compares as text).
+    """
+    if a.isdigit() and b.isdigit():
+        return a if int(a) >= int(b) else b
+    return max(a, b)
+
+
+def changed_since(current: Mapping[str, Mapping[str, str]], old: States | None) -> States:
+    """
+    The types whose state differs from ``old`` (everything when ``old`` is
+    ``None``).
+    """
+    if old is None:
+        return {a: dict(t) for a, t in current.items()}
+    result: States = {}
+    for account, types in current.items():
+        known = old.get(account, {})
+        differing = {t: s for t, s in types.items() if known.get(t) != s}
+        if differing:
+            result[account] = differing
+    return result

@@ -1,0 +1,181 @@
+"""
+The Autobahn protocol and factory for RFC 8887: frames in, calls into
+:class:`~jmap_twisted.ws.session.WebSocketSession` out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.compress import (
+    PerMessageDeflateOffer,
+    PerMessageDeflateOfferAccept,
+)
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from jmap_twisted.interfaces import IPrincipal
+from jmap_twisted.ws.options import WebSocketOptions
+from jmap_twisted.ws.session import WebSocketSession
+
+if TYPE_CHECKING:
+    from jmap_twisted.service import JMAPService
+
+log = Logger()
+
+SUBPROTOCOL = "jmap"
+GOING_AWAY = 1001
+UNSUPPORTED_DATA = 1003
+POLICY_VIOLATION = 1008
+
+
+@implementer(IPushProducer)
+class _Backpressure:
+    """
+    Told by the transport when its write buffer is full and when it has
+    drained; pauses and resumes pushes (requests' responses are not held).
+    """
+
+    def __init__(self, session: WebSocketSession) -> None:
+        self.session = session
+
+    def pauseProducing(self) -> None:
+        self.session.pause()
+
+    def resumeProducing(self) -> None:
+        self.session.resume()
+
+    def stopProducing(self) -> None:
+        self.session.pause()
+
+
+class JMAPWebSocketProtocol(WebSocketServerProtocol):
+    """
+    One client's WebSocket.  Authenticated before the handshake by
+    :class:`~jmap_twisted.ws.resource.WebSocketUpgradeResource`.
+    """
+
+    factory: JMAPWebSocketFactory
+    principal: IPrincipal
+    session: WebSocketSession | None = None
+
+    def onConnect(self, request: Any) -> str | None:
+        offered = list(request.protocols or [])
+        if SUBPROTOCOL in offered:
+            return SUBPROTOCOL
+        if offered or self.factory.options.require_subprotocol:
+            raise ConnectionDeny(
+                ConnectionDeny.BAD_REQUEST, "This endpoint speaks the 'jmap' subprotocol."
+            )
+        return None
+
+    def onOpen(self) -> None:
+        self.session = WebSocketSession(
+            self.factory.service, self.principal, self._send_text, self.close_with
+        )
+        self.factory.opened(self)
+        transport: Any = self.transport
+        if getattr(transport, "producer", None) is not None:
+            # twisted.web's channel, from before the takeover.
+            transport.unregisterProducer()
+        transport.registerProducer(_Backpressure(self.session), True)
+
+    def _send_text(self, data: bytes) -> None:
+        self.sendMessage(data, isBinary=False)
+
+    def close_with(self, code: int, reason: str) -> None:
+        """
+        Start the closing handshake with any code of RFC 6455 §7.4.1
+        (Autobahn's ``sendClose`` allows applications only 1000 and
+        3000–4999; the protocol codes 1001, 1003 and 1008 are ours to
+        send too).
+        """
+        self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            self.close_with(UNSUPPORTED_DATA, "JMAP messages are text.")
+            return
+        if self.session is not None:
+            self.session.message_received(payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.session is not None:
+            self.session.connection_lost()
+            self.session = None
+        self.factory.closed(self)
+
+
+class JMAPWebSocketFactory(WebSocketServerFactory):
+    """
+    Builds the protocols, holding the service, the settings and the open
+    connections (to close them with 1001 at shutdown).
+    """
+
+    protocol = JMAPWebSocketProtocol  # type: ignore[assignment]
+
+    def __init__(self, service: JMAPService, options: WebSocketOptions, reactor: Any) -> None:
+        super().__init__(protocols=[SUBPROTOCOL], reactor=reactor)
+        self.service = service
+        self.options = options
+        self.connections: set[JMAPWebSocketProtocol] = set()
+        self.next_principal: IPrincipal | None = None
+        limit = service.config.limits.max_size_request
+        self.setProtocolOptions(
+            # Far beyond maxSizeRequest (or a decompression bomb): close
+            # with 1009; between the two, the session answers with the
+            # limit error.  Autobahn counts the inflated size.
+            maxMessagePayloadSize=2 * limit,
+            maxFramePayloadSize=2 * limit,
+            autoPingInterval=options.ping_interval,
+            autoPingTimeout=options.ping_timeout,
+            openHandshakeTimeout=10,
+            closeHandshakeTimeout=5,
+            perMessageCompressionAccept=self._accept_compression,
+        )
+
+    def _accept_compression(self, offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
+        if not self.options.deflate:
+            return None
+        for offer in offers:
+            if isinstance(offer, PerMessageDeflateOffer):
+                # The server may always compress with a smaller window than
+                # the client can inflate; it must honour what the client
+                # asks for.
+                bits = self.options.window_bits
+                if offer.request_max_window_bits:
+                    bits = min(bits, offer.request_max_window_bits)
+                return PerMessageDeflateOfferAccept(
+                    offer,
+                    no_context_takeover=bool(
+                        offer.request_no_context_takeover or self.options.no_context_takeover
+                    ),
+                    window_bits=bits,
+                    mem_level=self.options.mem_level,
+                    max_message_size=2 * self.service.config.limits.max_size_request,
+                )
+        return None
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol: Any = super().buildProtocol(addr)
+        assert self.next_principal is not None, "the upgrade resource authenticates first"
+        protocol.principal = self.next_principal
+        return protocol
+
+    def opened(self, protocol: JMAPWebSocketProtocol) -> None:
+        self.connections.add(protocol)
+
+    def closed(self, protocol: JMAPWebSocketProtocol) -> None:
+        self.connections.discard(protocol)
+
+    def close_all(
+        self, code: int = GOING_AWAY, reason: str = "The server is shutting down."
+    ) -> None:
+        """
+        Close every open socket (at shutdown, with 1001).
+        """
+        for protocol in list(self.connections):
+            protocol.close_with(code, reason)

@@ -1,0 +1,219 @@
+"""
+One WebSocket connection's JMAP session (RFC 8887 §4): requests in,
+responses out (possibly out of order), and push.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from jmap_twisted.auth.realm import Principal
+from jmap_twisted.bus.events import AccountKey
+from jmap_twisted.core import jsonio
+from jmap_twisted.core.request import parse_request
+from jmap_twisted.errors import LimitExceeded, NotRequest, RequestLevelError
+from jmap_twisted.interfaces import IPrincipal, IRegistration
+from jmap_twisted.push import pushstate
+from jmap_twisted.push.listener import PUSH_TYPES, PushListener, current_states
+
+if TYPE_CHECKING:
+    from jmap_twisted.service import JMAPService
+
+log = Logger()
+
+
+class WebSocketSession:
+    """
+    The JMAP side of one WebSocket.
+
+    :param send: writes one JSON object as a text message.
+    :param close: closes the socket with a code and reason.
+    """
+
+    def __init__(
+        self,
+        service: JMAPService,
+        principal: IPrincipal,
+        send: Callable[[bytes], None],
+        close: Callable[[int, str], None],
+    ) -> None:
+        self.service = service
+        self.principal = principal
+        self._send_bytes = send
+        self._close = close
+        self._registration: IRegistration | None = None
+        self._listener: PushListener | None = None
+        self._push_generation = 0
+        self._closed = False
+        self._in_flight: set[Deferred[None]] = set()
+
+    # -- output ----------------------------------------------------------
+
+    def send(self, value: dict[str, Any]) -> None:
+        if not self._closed:
+            self._send_bytes(jsonio.dumps(value))
+
+    def _request_error(self, error: RequestLevelError, request_id: object) -> None:
+        problem = error.to_problem()
+        self.send(
+            {
+                "@type": "RequestError",
+                "requestId": request_id if isinstance(request_id, str) else None,
+                **problem,
+            }
+        )
+
+    # -- input -----------------------------------------------------------
+
+    def message_received(self, payload: bytes) -> None:
+        """
+        Handle one text message; requests run concurrently.
+        """
+        limit = self.service.config.limits.max_size_request
+        if len(payload) > limit:
+            self._request_error(
+                LimitExceeded(
+                    "maxSizeRequest", f"The message exceeds maxSizeRequest ({limit} octets)."
+                ),
+                None,
+            )
+            return
+        try:
+            value = jsonio.loads(payload)
+        except RequestLevelError as error:
+            self._request_error(error, None)
+            return
+        request_id = value.get("id") if isinstance(value, dict) else None
+        if not isinstance(value, dict):
+            self._request_error(NotRequest("A message must be a JSON object."), None)
+            return
+        kind = value.get("@type")
+        if kind == "Request":
+            handling = Deferred.fromCoroutine(self._request(value, request_id))
+        elif kind == "WebSocketPushEnable":
+            handling = Deferred.fromCoroutine(self._push_enable(value, request_id))
+        elif kind == "WebSocketPushDisable":
+            self._push_disable()
+            return
+        else:
+            detail = (
+                "The message has no '@type'."
+                if kind is None
+                else f"'@type' must be Request, WebSocketPushEnable or WebSocketPushDisable, not {kind!r}."
+            )
+            self._request_error(NotRequest(detail), request_id)
+            return
+        self._in_flight.add(handling)
+        handling.addErrback(self._unexpected, request_id)
+        handling.addBoth(lambda _: self._in_flight.discard(handling))
+
+    def _unexpected(self, failure: Any, request_id: object) -> None:
+        log.failure(
+            "WebSocket message failed for user {user_id}", failure, user_id=self.principal.user.id
+        )
+        self.send(
+            {
+                "@type": "RequestError",
+                "requestId": request_id if isinstance(request_id, str) else None,
+                "type": "urn:ietf:params:jmap:error:serverFail",
+                "status": 500,
+                "detail": "The server failed; it has logged why.",
+            }
+        )
+
+    async def _fresh_principal(self) -> IPrincipal:
+        """
+        The user with the accounts they may access now (a delegation may
+        have been revoked since the socket opened).
+        """
+        user = self.principal.user
+        accounts = await self.service.directory.accounts_for_user(user.id)
+        self.principal = Principal(user, tuple(accounts))
+        return self.principal
+
+    async def _request(self, value: dict[str, Any], request_id: object) -> None:
+        if request_id is not None and not isinstance(request_id, str):
+            self._request_error(NotRequest("'id' must be a string."), None)
+            return
+        body = {k: v for k, v in value.items() if k not in ("@type", "id")}
+        try:
+            request = parse_request(
+                body,
+                self.service.registry.capabilities,
+                self.service.config.limits.max_calls_in_request,
+            )
+            release = await self.service.request_limiter.acquire(self.principal.user.id)
+        except RequestLevelError as error:
+            self._request_error(error, request_id)
+            return
+        try:
+            principal = await self._fresh_principal()
+            response = await self.service.engine.execute(principal, request)
+        finally:
+            release()
+        message: dict[str, Any] = {"@type": "Response"}
+        if request_id is not None:
+            message["requestId"] = request_id
+        message.update(response)
+        self.send(message)
+
+    async def _push_enable(self, value: dict[str, Any], request_id: object) -> None:
+        types = value.get("dataTypes")
+        if types is not None and (
+            not isinstance(types, list) or not all(isinstance(t, str) for t in types)
+        ):
+            self._request_error(
+                NotRequest("'dataTypes' must be an array of type names or null."), request_id
+            )
+            return
+        wanted = None if not types else [t for t in types if t in PUSH_TYPES]
+        self._push_generation += 1
+        generation = self._push_generation
+        await self._unregister()
+        principal = await self._fresh_principal()
+        accounts = [a.id for a in principal.accounts]
+        listener = PushListener(self.send, wanted, accounts)
+        registration = await self.service.jmap_bus.register(
+            listener, [AccountKey(a) for a in accounts]
+        )
+        if generation != self._push_generation or self._closed:
+            await registration.cancel()
+            return
+        self._listener, self._registration = listener, registration
+        current = await current_states(self.service.mail, accounts)
+        replay = None
+        if "pushState" in value and value["pushState"] is not None:
+            replay = pushstate.changed_since(current, pushstate.decode(value["pushState"]))
+        listener.start(current, replay)
+
+    async def _unregister(self) -> None:
+        registration, self._registration, self._listener = self._registration, None, None
+        if registration is not None:
+            await registration.cancel()
+
+    def _push_disable(self) -> None:
+        self._push_generation += 1
+        Deferred.fromCoroutine(self._unregister())
+
+    # -- flow control and lifecycle ----------------------------------------
+
+    def pause(self) -> None:
+        if self._listener is not None:
+            self._listener.pause()
+
+    def resume(self) -> None:
+        if self._listener is not None:
+            self._listener.resume()
+
+    def connection_lost(self) -> None:
+        self._closed = True
+        self._push_disable()
+        for handling in list(self._in_flight):
+            handling.cancel()
+
+    def close(self, code: int, reason: str) -> None:
+        self._close(code, reason)

@@ -1,0 +1,38 @@
+"""
+Implementations beyond the in-memory ones that the bus contract suite
+(:mod:`tests.bus.test_bus_contract`) also runs against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from jmap_twisted.interfaces import IEventDeadLetters
+
+
+async def _sqlite_dead_letters(tmp_path: Path) -> AsyncIterator[IEventDeadLetters]:
+    from twisted.internet import reactor
+
+    from jmap_twisted.store.sqlite_db import SQLiteDatabase
+    from jmap_twisted.store.sqlite_deadletters import SQLiteDeadLetters
+
+    db = SQLiteDatabase(str(tmp_path / "dl.sqlite3"), reactor)
+    await db.start()
+    try:
+        yield SQLiteDeadLetters(db, reactor)
+    finally:
+        await db.stop()
+
+
+def register_backends(
+    buses: dict[str, Callable[[Path], Any]], dead_letters: dict[str, Callable[[Path], Any]]
+) -> None:
+    """
+    Add the SQLite dead letters to the suite's dead-letters backends.
+
+    :param buses: name → factory of (bus, dead letters); left as is.
+    :param dead_letters: name → factory of dead letters.
+    """
+    dead_letters["sqlite"] = _sqlite_dead_letters

@@ -28,6 +28,7 @@ from jmap_twisted.bus.memory import InMemoryEventBus
 from jmap_twisted.config import ServerConfig
 from jmap_twisted.core.engine import Engine
 from jmap_twisted.core.limits import ConcurrencyLimiter
+from jmap_twisted.http.eventsource import EventSourceResource
 from jmap_twisted.http.resources import build_root
 from jmap_twisted.http.site import JMAPSite
 from jmap_twisted.interfaces import (
@@ -125,6 +126,7 @@ class JMAPService(MultiService):
         self.websockets = JMAPWebSocketFactory(self, config.websocket, reactor)
         root = build_root(self)
         root.children[b"jmap"].putChild(b"ws", WebSocketUpgradeResource(self, self.websockets))
+        root.children[b"jmap"].putChild(b"eventsource", EventSourceResource(self))
         self.site = JMAPSite(root, self.body_limit)
         self.dead_letters = dead_letters or MemoryDeadLetters()
         #: Store commits, for group listeners (change computation).

@@ -95,6 +95,7 @@ _EMAIL_COLUMNS = (
     " e.preview, e.has_attachment, e.message_ids, e.in_reply_to, e.refs, s.body_text"
 )
 
+
 def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(values), _CHUNK):
         yield values[start : start + _CHUNK]

@@ -67,7 +67,7 @@ def admin(data: Path, *args: str, stdin: str | None = None) -> subprocess.Comple
 
 
 class Twistd:
-    def __init__(self, tmp: Path, listen: str, port: int) -> None:
+    def __init__(self, tmp: Path, listen: str, port: int, lmtp_port: int | None = None) -> None:
         self.data = tmp / "data"
         self.log = tmp / "twistd.log"
         self.process = subprocess.Popen(
@@ -83,7 +83,7 @@ class Twistd:
                 "--data",
                 str(self.data),
                 "--lmtp",
-                f"tcp:{free_port()}:interface=127.0.0.1",
+                f"tcp:{lmtp_port or free_port()}:interface=127.0.0.1",
                 "--domain",
                 "example.com",
             ],
@@ -211,3 +211,72 @@ def test_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert "--listen" in output
     assert "Traceback" not in output
+
+
+def test_jmapc_event_source_over_tls(tmp_path: Path) -> None:
+    """
+    jmapc follows the session's eventSourceUrl template (with its
+    ``str.format`` variables) and receives the StateChange of a delivery
+    as a parsed event.
+    """
+    import smtplib
+    import threading
+
+    from jmapc.client import EventSourceConfig
+
+    from tests.mailfactory import message
+
+    key, cert = make_certificate(tmp_path)
+    port, lmtp = free_port(), free_port()
+    server = Twistd(
+        tmp_path,
+        f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+        port,
+        lmtp_port=lmtp,
+    )
+    try:
+        assert (
+            admin(
+                server.data, "user", "add", "eve", "--password-stdin", stdin="pw-eve\n"
+            ).returncode
+            == 0
+        )
+        os.environ["REQUESTS_CA_BUNDLE"] = str(cert)
+        try:
+            client = Client.create_with_password(
+                f"127.0.0.1:{port}",
+                "eve",
+                "pw-eve",
+                event_source_config=EventSourceConfig(
+                    types="Email,Mailbox", closeafter="state", ping=0
+                ),
+            )
+            account = client.account_id
+            client.request(CoreEcho(data={}))
+            requests.post(
+                client.jmap_session.api_url,
+                json={
+                    "using": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"],
+                    "methodCalls": [["Mailbox/get", {"accountId": account, "ids": []}, "0"]],
+                },
+                auth=("eve", "pw-eve"),
+                timeout=10,
+            )
+
+            def deliver_soon() -> None:
+                time.sleep(0.5)
+                with smtplib.LMTP("127.0.0.1", lmtp) as lmtp_client:
+                    lmtp_client.sendmail(
+                        "x@elsewhere.test", ["eve@example.com"], message(to="eve@example.com")
+                    )
+
+            threading.Thread(target=deliver_soon, daemon=True).start()
+            event = next(iter(client.events))
+            changed = event.data.changed[account]
+            assert changed.email
+            assert changed.mailbox
+            assert event.id
+        finally:
+            del os.environ["REQUESTS_CA_BUNDLE"]
+    finally:
+        assert server.stop()

@@ -97,7 +97,7 @@ class EventSourceResource(JMAPResource):
                 pinger.stop()
             registration.cancel()
 
-        request.notifyFinish().addBoth(cleanup)
+        request.notifyFinish().addBoth(cleanup)  # type: ignore[attr-defined]
         if ping:
             pinger.start(ping, now=False)
         current = await current_states(self.service.mail, accounts)

@@ -70,6 +70,8 @@ class ConcurrencyLimiter:
         self.queue_bound = queue_bound
         self._running: dict[str, int] = defaultdict(int)
         self._waiting: dict[str, deque[Deferred[Callable[[], None]]]] = {}
+        self._handoffs: deque[str] = deque()
+        self._handing_off = False
 
     def in_use(self, user_id: str) -> int:
         """
@@ -126,15 +128,24 @@ class ConcurrencyLimiter:
         return release
 
     def _release(self, user_id: str) -> None:
-        queue = self._waiting.get(user_id)
-        if queue:
-            waiter = queue.popleft()
-            if not queue:
-                del self._waiting[user_id]
-            # The slot passes straight to the next waiter.
-            self._running[user_id] -= 1
-            waiter.callback(self._take(user_id))
-            return
         self._running[user_id] -= 1
-        if not self._running[user_id]:
-            del self._running[user_id]
+        self._handoffs.append(user_id)
+        if self._handing_off:
+            # A waiter's work finished synchronously inside the hand-off
+            # below: let the outer loop continue, so that thousands of
+            # queued requests do not recurse once each.
+            return
+        self._handing_off = True
+        try:
+            while self._handoffs:
+                released = self._handoffs.popleft()
+                queue = self._waiting.get(released)
+                if queue and self._running[released] < self.limit:
+                    waiter = queue.popleft()
+                    if not queue:
+                        del self._waiting[released]
+                    waiter.callback(self._take(released))
+                elif not self._running.get(released) and released not in self._waiting:
+                    self._running.pop(released, None)
+        finally:
+            self._handing_off = False

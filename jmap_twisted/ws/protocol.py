@@ -13,7 +13,7 @@ from autobahn.websocket.compress import (
     PerMessageDeflateOfferAccept,
 )
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -30,6 +30,27 @@ SUBPROTOCOL = "jmap"
 GOING_AWAY = 1001
 UNSUPPORTED_DATA = 1003
 POLICY_VIOLATION = 1008
+
+
+class _SafeCall:
+    def __init__(self, call: IDelayedCall) -> None:
+        self._call = call
+
+    def cancel(self) -> None:
+        if self._call.active():
+            self._call.cancel()
+
+
+class _ClockTimer:
+    """
+    What Autobahn expects of ``factory._batched_timer``, on a given clock.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+
+    def call_later(self, delay: float, function: Any, *args: Any, **kwargs: Any) -> _SafeCall:
+        return _SafeCall(self._clock.callLater(delay, function, *args, **kwargs))
 
 
 @implementer(IPushProducer)
@@ -119,6 +140,9 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
 
     def __init__(self, service: JMAPService, options: WebSocketOptions, reactor: Any) -> None:
         super().__init__(protocols=[SUBPROTOCOL], reactor=reactor)
+        # Autobahn schedules pings and handshake timeouts with txaio's
+        # global loop; schedule them on the injected reactor instead.
+        self._batched_timer = _ClockTimer(reactor)
         self.service = service
         self.options = options
         self.connections: set[JMAPWebSocketProtocol] = set()
@@ -133,6 +157,9 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
             autoPingInterval=options.ping_interval,
             autoPingTimeout=options.ping_timeout,
             openHandshakeTimeout=10,
+            # Send a close frame with the reason (1009, 1002, …) rather than
+            # dropping the TCP connection silently.
+            failByDrop=False,
             closeHandshakeTimeout=5,
             perMessageCompressionAccept=self._accept_compression,
         )

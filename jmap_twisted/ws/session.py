@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 
 from jmap_twisted.auth.realm import Principal
@@ -112,6 +112,8 @@ class WebSocketSession:
         handling.addBoth(lambda _: self._in_flight.discard(handling))
 
     def _unexpected(self, failure: Any, request_id: object) -> None:
+        if failure.check(CancelledError):
+            return  # the connection closed while the request ran
         log.failure(
             "WebSocket message failed for user {user_id}", failure, user_id=self.principal.user.id
         )

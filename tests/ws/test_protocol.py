@@ -1,0 +1,194 @@
+"""
+RFC 8887 behaviour of the WebSocket endpoint, in memory.
+"""
+
+from __future__ import annotations
+
+import json
+
+from jmap_twisted.ws.options import WebSocketOptions
+from tests.ws.memory import Connection
+
+USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
+
+
+def test_handshake_with_deflate_and_echo() -> None:
+    """
+    The handshake negotiates the jmap subprotocol and permessage-deflate;
+    a Request gets its Response with requestId and sessionState.
+    """
+    c = Connection()
+    assert c.client.opened
+    assert c.client._perMessageCompress is not None
+    c.client.send_json(
+        {
+            "@type": "Request",
+            "id": "1",
+            "using": USING,
+            "methodCalls": [["Core/echo", {"x": 1}, "a"]],
+        }
+    )
+    c.flush()
+    (response,) = c.client.messages
+    assert response["@type"] == "Response"
+    assert response["requestId"] == "1"
+    assert response["methodResponses"] == [["Core/echo", {"x": 1}, "a"]]
+    assert response["sessionState"]
+
+
+def test_push_types_and_coalescing_while_the_client_does_not_read() -> None:
+    """
+    Push sends only the enabled types; while the transport is full,
+    StateChanges merge per account and type, and one is sent when it
+    drains.
+    """
+    c = Connection()
+    c.client.send_json({"@type": "WebSocketPushEnable", "dataTypes": ["Email"]})
+    c.flush()
+    c.deliver("one")
+    (first,) = c.client.messages
+    assert list(first["changed"][c.account]) == ["Email"]
+    producer = c.server_transport.producer
+    producer.pauseProducing()
+    for index in range(20):
+        c.deliver(f"m{index}")
+    assert len(c.client.messages) == 1
+    producer.resumeProducing()
+    c.flush()
+    assert len(c.client.messages) == 2
+    last = c.client.messages[1]
+    email_state = c.mail.read(c.account, lambda r: r.state("Email")).result
+    assert last["changed"] == {c.account: {"Email": email_state}}
+
+
+def test_enable_disable_and_dataTypes_rules() -> None:
+    """
+    null and [] mean all types, unknown types are ignored, a second enable
+    replaces the first, disable stops pushes (and is accepted without
+    enable), enable after disable works.
+    """
+    c = Connection()
+    c.client.send_json({"@type": "WebSocketPushDisable"})
+    c.client.send_json({"@type": "WebSocketPushEnable", "dataTypes": []})
+    c.flush()
+    c.deliver()
+    assert "EmailDelivery" in c.client.messages[-1]["changed"][c.account]
+    c.client.send_json({"@type": "WebSocketPushEnable", "dataTypes": ["Mailbox", "NotAType"]})
+    c.flush()
+    c.deliver()
+    assert set(c.client.messages[-1]["changed"][c.account]) == {"Mailbox"}
+    count = len(c.client.messages)
+    c.client.send_json({"@type": "WebSocketPushDisable"})
+    c.flush()
+    c.deliver()
+    assert len(c.client.messages) == count
+    c.client.send_json({"@type": "WebSocketPushEnable", "dataTypes": None})
+    c.flush()
+    c.deliver()
+    assert len(c.client.messages) == count + 1
+
+
+def test_size_limits() -> None:
+    """
+    A message over maxSizeRequest gets the limit RequestError and the
+    socket stays open; one far beyond it closes with 1009.
+    """
+    c = Connection(max_size_request=1000)
+    c.client.sendMessage(json.dumps({"@type": "Request", "id": "big", "pad": "x" * 1500}).encode())
+    c.flush()
+    error = c.client.messages[-1]
+    assert error["type"] == "urn:ietf:params:jmap:error:limit"
+    assert error["limit"] == "maxSizeRequest"
+    c.client.send_json({"@type": "Request", "id": "2", "using": USING, "methodCalls": []})
+    c.flush()
+    assert c.client.messages[-1]["@type"] == "Response"
+    c.client.sendMessage(b"[" + b" " * 5000 + b"]")
+    c.flush()
+    c.clock.advance(10)
+    c.flush()
+    assert c.client.closed_with == 1009
+
+
+def test_pings_and_dead_clients() -> None:
+    """
+    The server pings on its interval; a client that answers stays; one
+    that stops answering is closed after the timeout.
+    """
+    c = Connection(WebSocketOptions(ping_interval=30, ping_timeout=10))
+    c.clock.advance(30)
+    c.flush()
+    c.clock.advance(10)
+    c.flush()
+    assert c.client.closed_with is None
+    c.client.transport.write = lambda data: None  # the client goes silent
+    c.clock.advance(30)
+    c.flush()
+    c.clock.advance(11)
+    c.flush()
+    assert c.server_transport.disconnecting or c.server_transport.disconnected
+
+
+def test_shutdown_closes_with_going_away() -> None:
+    """
+    Stopping the service closes open sockets with 1001.
+    """
+    c = Connection()
+    c.service.stopService()
+    c.flush()
+    assert c.client.closed_with == 1001
+
+
+def test_pipelined_requests_queue_up_to_a_bound() -> None:
+    """
+    Requests beyond maxConcurrentRequests wait in a bounded queue (the
+    limit is per user, shared with HTTP); past the bound they get the
+    limit RequestError with their requestId; queued ones are answered when
+    slots free up, and the socket keeps serving.
+    """
+    from jmap_twisted.service import REQUEST_QUEUE
+
+    c = Connection(max_concurrent_requests=1)
+    held = c.service.request_limiter.try_acquire(c.user.id)  # e.g. an HTTP request
+    total = REQUEST_QUEUE + 50
+    for index in range(total):
+        c.client.send_json(
+            {
+                "@type": "Request",
+                "id": str(index),
+                "using": USING,
+                "methodCalls": [["Core/echo", {}, "e"]],
+            }
+        )
+    c.flush()
+    refused = [m for m in c.client.messages if m["@type"] == "RequestError"]
+    assert len(refused) == 50
+    assert all(m["limit"] == "maxConcurrentRequests" for m in refused)
+    assert {m["requestId"] for m in refused} == {str(i) for i in range(REQUEST_QUEUE, total)}
+    held()
+    c.flush()
+    responses = [m for m in c.client.messages if m["@type"] == "Response"]
+    assert sorted(int(m["requestId"]) for m in responses) == list(range(REQUEST_QUEUE))
+
+
+def test_subprotocol_negotiation() -> None:
+    """
+    A client offering only other subprotocols is refused; one offering
+    none is accepted without an echoed protocol; a strict server refuses
+    it.
+    """
+    c = Connection()
+    other = c.connect(protocols=["mqtt"])
+    assert not other.opened
+    lenient = c.connect(protocols=[])
+    assert lenient.opened
+    strict = Connection(WebSocketOptions(require_subprotocol=True))
+    assert not strict.connect(protocols=[]).opened
+
+
+def test_wrong_credentials_get_no_upgrade() -> None:
+    """
+    Without credentials the upgrade is refused.
+    """
+    c = Connection()
+    refused = c.connect(headers={})
+    assert not refused.opened

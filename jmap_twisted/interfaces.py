@@ -153,12 +153,13 @@ class IDirectory(Interface):
 
     def access_version() -> Deferred[int]:
         """
-        A number that increases whenever who may access which account
-        changes: a delegation granted or revoked, a user deleted.  Changes
-        made by another process over a shared database count too, so a
-        running server can poll it to learn that the accounts it holds for
-        open connections may be stale.  Other changes (users created,
-        passwords, tokens) leave it as it is.
+        A number that increases whenever who may access which account, or
+        with which credentials, changes: a delegation granted or revoked,
+        a user deleted, a password set, a token revoked.  Changes made by
+        another process over a shared database count too, so a running
+        server can poll it to learn that the accounts and credentials it
+        holds for open connections may be stale.  Other changes (users
+        created, tokens issued) leave it as it is.
         """
 
 

@@ -59,6 +59,8 @@ REQUEST_QUEUE = 256
 
 #: Seconds between looks for dead letters an operator asked to redeliver.
 REDELIVERY_INTERVAL = 5.0
+#: Seconds between looks at the directory's access version.
+ACCESS_POLL_INTERVAL = 2.0
 
 
 class JMAPService(MultiService):
@@ -136,6 +138,28 @@ class JMAPService(MultiService):
         self._publisher = StorePublisher(mail, self.mailbox_bus)
         self._redelivery = LoopingCall(self._redeliver_requested)
         self._redelivery.clock = reactor
+        #: Open push connections (WebSocket sessions, EventSource streams),
+        #: told when access or credentials change.
+        self.push_connections: set[Any] = set()
+        self._access_version: int | None = None
+        self._access_watch = LoopingCall(self._watch_access)
+        self._access_watch.clock = reactor
+
+    async def _watch_access(self) -> None:
+        try:
+            version = await self.directory.access_version()
+        except Exception:
+            log.failure("Could not read the access version")
+            return
+        if self._access_version is None or version == self._access_version:
+            self._access_version = version
+            return
+        self._access_version = version
+        for connection in list(self.push_connections):
+            try:
+                await connection.access_changed()
+            except Exception:
+                log.failure("Could not apply an access change to a connection")
 
     def startService(self) -> None:
         super().startService()
@@ -148,6 +172,7 @@ class JMAPService(MultiService):
         await register_change_listener(self.mailbox_bus, self.jmap_bus)
         self._publisher.start()
         self._redelivery.start(REDELIVERY_INTERVAL, now=False)
+        self._access_watch.start(ACCESS_POLL_INTERVAL, now=True)
 
     async def _redeliver_requested(self) -> None:
         for bus in (self.mailbox_bus, self.jmap_bus):
@@ -163,6 +188,8 @@ class JMAPService(MultiService):
         self.websockets.close_all()
         if self._redelivery.running:
             self._redelivery.stop()
+        if self._access_watch.running:
+            self._access_watch.stop()
         self._publisher.stop()
         await MultiService.stopService(self)
         await self.jmap_bus.stop()
@@ -248,6 +275,7 @@ def make_service(config: ServerConfig, reactor: Any) -> MultiService:
     The embedded default: SQLite in the data directory, listening on every
     configured endpoint, delivering by LMTP (and SMTP when configured).
     """
+    from jmap_twisted.store.sqlite_deadletters import SQLiteDeadLetters
     from jmap_twisted.store.sqlite_mail import SQLiteMailStore
 
     database = SQLiteDatabase(database_path(str(config.data_dir)), reactor)
@@ -272,6 +300,7 @@ def make_service(config: ServerConfig, reactor: Any) -> MultiService:
         reactor,
         delivery,
         smarthost,
+        SQLiteDeadLetters(database, reactor),
     )
     jmap.add_listeners(reactor)
     for service in delivery_services(

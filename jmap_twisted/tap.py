@@ -17,6 +17,7 @@ from twisted.python import usage
 
 from jmap_twisted.config import DEFAULT_DATA, DEFAULT_LISTEN, DEFAULT_LMTP, ServerConfig
 from jmap_twisted.core.limits import CoreLimits
+from jmap_twisted.ws.options import WebSocketOptions
 
 
 def _positive(name: str) -> Any:
@@ -103,6 +104,21 @@ class Options(usage.Options):
             "Client endpoint of the relay for outgoing mail, e.g. tcp:host=smtp.example.com:port=587.",
         ],
         [
+            "ws-ping-interval",
+            None,
+            30,
+            "Seconds between WebSocket pings (0: none).",
+            int,
+        ],
+        ["ws-ping-timeout", None, 10, "Seconds to wait for a pong before closing.", int],
+        [
+            "ws-window-bits",
+            None,
+            11,
+            "permessage-deflate window of the server (9-15; smaller uses less memory).",
+            int,
+        ],
+        [
             "smarthost-credentials",
             None,
             None,
@@ -113,6 +129,9 @@ class Options(usage.Options):
     optFlags = [
         ["no-lmtp", None, "Do not listen for LMTP."],
         ["smarthost-require-tls", None, "Relay only over STARTTLS."],
+        ["ws-no-deflate", None, "Do not accept permessage-deflate."],
+        ["ws-no-context-takeover", None, "Reset the compressor after each message."],
+        ["ws-require-subprotocol", None, "Refuse WebSocket clients that offer no subprotocol."],
     ]
 
     def __init__(self) -> None:
@@ -178,6 +197,10 @@ class Options(usage.Options):
             if not self["smarthost"]:
                 raise usage.UsageError("--smarthost-credentials needs --smarthost")
             credentials = _read_credentials(self["smarthost-credentials"])
+        if not 9 <= self["ws-window-bits"] <= 15:
+            raise usage.UsageError("--ws-window-bits must be from 9 to 15")
+        if self["ws-ping-interval"] < 0 or self["ws-ping-timeout"] < 1:
+            raise usage.UsageError("--ws-ping-interval must be >= 0 and --ws-ping-timeout >= 1")
         hostname = self["hostname"] or socket.getfqdn()
         self.config = ServerConfig(
             listen=tuple(listen),
@@ -192,6 +215,14 @@ class Options(usage.Options):
             smarthost=self["smarthost"],
             smarthost_credentials=credentials,
             smarthost_require_tls=bool(self["smarthost-require-tls"]),
+            websocket=WebSocketOptions(
+                ping_interval=float(self["ws-ping-interval"]),
+                ping_timeout=float(self["ws-ping-timeout"]),
+                require_subprotocol=bool(self["ws-require-subprotocol"]),
+                deflate=not self["ws-no-deflate"],
+                window_bits=self["ws-window-bits"],
+                no_context_takeover=bool(self["ws-no-context-takeover"]),
+            ),
         )
 
 

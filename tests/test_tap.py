@@ -132,3 +132,29 @@ def test_bad_mail_options(args: list[str]) -> None:
     """
     with pytest.raises(usage.UsageError):
         parse(*args)
+
+
+def test_websocket_options() -> None:
+    """
+    WebSocket settings land in the config; bad ones are usage errors.
+    """
+    config = parse(
+        "--ws-ping-interval",
+        "15",
+        "--ws-window-bits",
+        "9",
+        "--ws-no-context-takeover",
+        "--ws-require-subprotocol",
+    ).config
+    assert config.websocket.ping_interval == 15
+    assert config.websocket.window_bits == 9
+    assert config.websocket.no_context_takeover
+    assert config.websocket.require_subprotocol
+    assert parse("--ws-no-deflate").config.websocket.deflate is False
+    for bad in (
+        ["--ws-window-bits", "16"],
+        ["--ws-ping-timeout", "0"],
+        ["--ws-ping-interval", "x"],
+    ):
+        with pytest.raises(usage.UsageError):
+            parse(*bad)

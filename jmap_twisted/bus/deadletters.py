@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from jmap_twisted.bus.events import UnknownEvent
 from jmap_twisted.interfaces import IEvent, IEventBus, IEventDeadLetters
 
 log = Logger()
@@ -67,7 +68,15 @@ async def redeliver_requested(bus: IEventBus, dead_letters: IEventDeadLetters) -
     """
     count = 0
     for group, insertion_id in await dead_letters.requested():
-        event = await dead_letters.fetch(group, insertion_id)
+        try:
+            event = await dead_letters.fetch(group, insertion_id)
+        except UnknownEvent:
+            log.warn(
+                "Dead letter {insertion_id} of {group} cannot be read; leaving it",
+                insertion_id=insertion_id,
+                group=group,
+            )
+            continue
         if event is None:
             await dead_letters.remove(group, insertion_id)
             continue

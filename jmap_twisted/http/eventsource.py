@@ -11,7 +11,7 @@ from twisted.web.iweb import IRequest
 
 from jmap_twisted.bus.events import AccountKey
 from jmap_twisted.core import jsonio
-from jmap_twisted.http.auth import login
+from jmap_twisted.http.auth import login_with_probe
 from jmap_twisted.http.problem import write_status
 from jmap_twisted.http.resources import JMAPResource
 from jmap_twisted.push import pushstate
@@ -41,7 +41,9 @@ class EventSourceResource(JMAPResource):
         super().__init__(service)
 
     async def handle(self, request: IRequest) -> None:
-        principal = await login(self.service.portal, request, allow_query_token=True)
+        principal, probe = await login_with_probe(
+            self.service.portal, self.service.directory, request
+        )
         types_text = _argument(request, b"types") or "*"
         close_after = (_argument(request, b"closeafter", b"closeAfter") or "no").lower()
         ping_text = _argument(request, b"ping") or "0"
@@ -90,9 +92,28 @@ class EventSourceResource(JMAPResource):
         )
         pinger.clock = self.service.reactor
 
+        service = self.service
+
+        class Stream:
+            """
+            Ends the stream when access or credentials change: the client
+            reconnects (with Last-Event-ID) under what now holds.
+            """
+
+            async def access_changed(self) -> None:
+                if finished:
+                    return
+                accounts_now = await service.directory.accounts_for_user(principal.user.id)
+                if not await probe() or {a.id for a in accounts_now} != set(accounts):
+                    request.finish()
+
+        stream = Stream()
+        service.push_connections.add(stream)
+
         def cleanup(_: object) -> None:
             nonlocal finished
             finished = True
+            service.push_connections.discard(stream)
             if pinger.running:
                 pinger.stop()
             registration.cancel()

@@ -105,6 +105,17 @@ class PushListener:
                             self._pending.setdefault(account, {})[type_name] = known_state
         self.flush()
 
+    def set_accounts(self, accounts: Collection[str]) -> None:
+        """
+        Follow a change of the accounts the connection may see; what is
+        known or pending about accounts no longer visible is forgotten.
+        """
+        self.accounts = frozenset(accounts)
+        for gone in set(self.known) - self.accounts:
+            del self.known[gone]
+        for gone in set(self._pending) - self.accounts:
+            del self._pending[gone]
+
     def pause(self) -> None:
         self._paused = True
 

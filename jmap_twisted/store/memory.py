@@ -83,6 +83,7 @@ class MemoryDirectory:
         if user is None:
             return fail(NoSuchUser(username))
         self._password_hashes[user.id] = password_hash
+        self._access_version += 1
         return succeed(None)
 
     def add_token(self, user_id: str, token_hash: str, name: str) -> Deferred[TokenInfo]:
@@ -117,6 +118,7 @@ class MemoryDirectory:
         for token_hash, token in self._tokens.items():
             if token.id == token_id:
                 del self._tokens[token_hash]
+                self._access_version += 1
                 return succeed(True)
         return succeed(False)
 

@@ -95,6 +95,7 @@ def _set_password_hash(db: sqlite3.Connection, username: str, password_hash: str
     )
     if cursor.rowcount == 0:
         raise NoSuchUser(username)
+    _bump_access_version(db)
 
 
 def _add_token(
@@ -137,7 +138,10 @@ def _list_tokens(db: sqlite3.Connection, user_id: str) -> list[TokenInfo]:
 
 
 def _revoke_token(db: sqlite3.Connection, token_id: str) -> bool:
-    return db.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount > 0
+    revoked = db.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount > 0
+    if revoked:
+        _bump_access_version(db)
+    return revoked
 
 
 def _accounts_for_user(db: sqlite3.Connection, user_id: str) -> list[Account]:

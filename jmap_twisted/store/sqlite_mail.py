@@ -28,7 +28,8 @@ over the tables of schema version 2 (:mod:`jmap_twisted.store.schema`):
   only states older than that answer ``cannotCalculateChanges``: a type
   that did not change for a while keeps its state usable.
 
-``Email/query`` is compiled to SQL by :mod:`jmap_twisted.store.sqlite_mail_query`.
+``Email/query`` and the mailbox counts are SQL of
+:mod:`jmap_twisted.store.sqlite_mail_query`.
 """
 
 # SQL is assembled from fixed fragments and placeholder lists only; every
@@ -73,7 +74,7 @@ from jmap_twisted.store.mailmodel import (
     record_email_updated,
 )
 from jmap_twisted.store.sqlite_db import SQLiteDatabase
-from jmap_twisted.store.sqlite_mail_query import register_functions, run_query
+from jmap_twisted.store.sqlite_mail_query import mailbox_counts, register_functions, run_query
 from jmap_twisted.store.summary import summarize
 
 log = Logger()
@@ -172,59 +173,10 @@ class _Reader:
         existing = {m.id for m in self.mailboxes()}
         trash = self._trash_id()
         return {
-            mailbox_id: self._counts(mailbox_id, trash)
+            mailbox_id: mailbox_counts(self._db, self.account_id, mailbox_id, trash)
             for mailbox_id in mailbox_ids
             if mailbox_id in existing
         }
-
-    def _counts(self, mailbox_id: str, trash_id: str | None) -> MailboxCounts:
-        """
-        The counts of one mailbox, as :func:`jmap_twisted.store.mailquery.mailbox_counts`.
-        """
-        params = {"account": self.account_id, "mailbox": mailbox_id, "trash": trash_id}
-        # Two statements: COUNT(DISTINCT) alone reads email_mailboxes_by_thread
-        # in thread order, without building a temporary B-tree.
-        total, unread = self._db.execute(
-            "SELECT COUNT(*), TOTAL(seen = 0) FROM email_mailboxes"
-            " WHERE account_id = :account AND mailbox_id = :mailbox",
-            params,
-        ).fetchone()
-        (threads,) = self._db.execute(
-            "SELECT COUNT(DISTINCT thread_id) FROM email_mailboxes"
-            " WHERE account_id = :account AND mailbox_id = :mailbox",
-            params,
-        ).fetchone()
-        if trash_id is not None and mailbox_id == trash_id:
-            # Only emails in the trash count, and those are the trash's threads.
-            (unread_threads,) = self._db.execute(
-                "SELECT COUNT(DISTINCT thread_id) FROM email_mailboxes"
-                " WHERE account_id = :account AND mailbox_id = :mailbox AND seen = 0",
-                params,
-            ).fetchone()
-        else:
-            # Unread emails of the mailbox's threads, wherever they are, except
-            # (when there is a trash) those that are only in the trash.
-            only_in_trash = (
-                ""
-                if trash_id is None
-                else " AND NOT (EXISTS (SELECT 1 FROM email_mailboxes x"
-                " WHERE x.account_id = :account AND x.email_id = u.id AND x.mailbox_id = :trash)"
-                " AND NOT EXISTS (SELECT 1 FROM email_mailboxes x"
-                " WHERE x.account_id = :account AND x.email_id = u.id AND x.mailbox_id != :trash))"
-            )
-            (unread_threads,) = self._db.execute(
-                "SELECT COUNT(DISTINCT u.thread_id) FROM emails u"
-                " WHERE u.account_id = :account AND u.seen = 0"
-                " AND EXISTS (SELECT 1 FROM email_mailboxes t WHERE t.account_id = :account"
-                " AND t.thread_id = u.thread_id AND t.mailbox_id = :mailbox)" + only_in_trash,
-                params,
-            ).fetchone()
-        return MailboxCounts(
-            total_emails=int(total),
-            unread_emails=int(unread),
-            total_threads=int(threads),
-            unread_threads=int(unread_threads),
-        )
 
     def emails(self, email_ids: Collection[str]) -> dict[str, EmailRecord]:
         wanted = list(dict.fromkeys(email_ids))

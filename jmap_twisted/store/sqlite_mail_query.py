@@ -1,5 +1,6 @@
 """
-``Email/query`` compiled to SQL for :mod:`jmap_twisted.store.sqlite_mail`.
+``Email/query`` compiled to SQL for :mod:`jmap_twisted.store.sqlite_mail`,
+and the mailbox counts (:func:`mailbox_counts`).
 
 Filters, sorts and thread collapsing mean exactly what they mean in
 :mod:`jmap_twisted.store.mailquery` (the reference semantics), with one
@@ -58,6 +59,8 @@ from email.policy import compat32
 from typing import Any
 
 from attrs import frozen
+
+from jmap_twisted.records import MailboxCounts
 
 #: Columns of the ``email_search`` FTS5 table, in order.
 SEARCH_COLUMNS = ("subject", "from_text", "to_text", "cc_text", "bcc_text", "body_text")
@@ -444,3 +447,59 @@ def run_query(
     found = [email_id for (email_id,) in connection.execute(query.select, params)]
     (total,) = connection.execute(query.count, query.params).fetchone()
     return found, int(total)
+
+
+def mailbox_counts(
+    connection: sqlite3.Connection, account_id: str, mailbox_id: str, trash_id: str | None
+) -> MailboxCounts:
+    """
+    RFC 8621 counts of one mailbox, exactly as
+    :func:`jmap_twisted.store.mailquery.mailbox_counts` computes them,
+    including the trash rule for ``unreadThreads``.
+
+    :param trash_id: the account's trash mailbox, if any.
+    """
+    params = {"account": account_id, "mailbox": mailbox_id, "trash": trash_id}
+    # Two statements: COUNT(DISTINCT) alone reads email_mailboxes_by_thread
+    # in thread order, without building a temporary B-tree.
+    total, unread = connection.execute(
+        "SELECT COUNT(*), TOTAL(seen = 0) FROM email_mailboxes"
+        " WHERE account_id = :account AND mailbox_id = :mailbox",
+        params,
+    ).fetchone()
+    (threads,) = connection.execute(
+        "SELECT COUNT(DISTINCT thread_id) FROM email_mailboxes"
+        " WHERE account_id = :account AND mailbox_id = :mailbox",
+        params,
+    ).fetchone()
+    if trash_id is not None and mailbox_id == trash_id:
+        # Only emails in the trash count, and those are the trash's threads.
+        (unread_threads,) = connection.execute(
+            "SELECT COUNT(DISTINCT thread_id) FROM email_mailboxes"
+            " WHERE account_id = :account AND mailbox_id = :mailbox AND seen = 0",
+            params,
+        ).fetchone()
+    else:
+        # Unread emails of the mailbox's threads, wherever they are, except
+        # (when there is a trash) those that are only in the trash.
+        only_in_trash = (
+            ""
+            if trash_id is None
+            else " AND NOT (EXISTS (SELECT 1 FROM email_mailboxes x"
+            " WHERE x.account_id = :account AND x.email_id = u.id AND x.mailbox_id = :trash)"
+            " AND NOT EXISTS (SELECT 1 FROM email_mailboxes x"
+            " WHERE x.account_id = :account AND x.email_id = u.id AND x.mailbox_id != :trash))"
+        )
+        (unread_threads,) = connection.execute(
+            "SELECT COUNT(DISTINCT u.thread_id) FROM emails u"
+            " WHERE u.account_id = :account AND u.seen = 0"
+            " AND EXISTS (SELECT 1 FROM email_mailboxes t WHERE t.account_id = :account"
+            " AND t.thread_id = u.thread_id AND t.mailbox_id = :mailbox)" + only_in_trash,
+            params,
+        ).fetchone()
+    return MailboxCounts(
+        total_emails=int(total),
+        unread_emails=int(unread),
+        total_threads=int(threads),
+        unread_threads=int(unread_threads),
+    )

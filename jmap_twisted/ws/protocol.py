@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from jmap_twisted.http.auth import CredentialProbe
 from jmap_twisted.interfaces import IPrincipal
 from jmap_twisted.ws.options import WebSocketOptions
 from jmap_twisted.ws.session import WebSocketSession
@@ -81,6 +82,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
 
     factory: JMAPWebSocketFactory
     principal: IPrincipal
+    probe: CredentialProbe
     session: WebSocketSession | None = None
 
     def onConnect(self, request: Any) -> str | None:
@@ -95,7 +97,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         self.session = WebSocketSession(
-            self.factory.service, self.principal, self._send_text, self.close_with
+            self.factory.service, self.principal, self._send_text, self.close_with, self.probe
         )
         self.factory.opened(self)
         transport: Any = self.transport
@@ -124,10 +126,10 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             self.session.message_received(payload)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.closed(self)
         if self.session is not None:
             self.session.connection_lost()
             self.session = None
-        self.factory.closed(self)
 
 
 class JMAPWebSocketFactory(WebSocketServerFactory):
@@ -146,7 +148,7 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
         self.service = service
         self.options = options
         self.connections: set[JMAPWebSocketProtocol] = set()
-        self.next_principal: IPrincipal | None = None
+        self.next_principal: tuple[IPrincipal, CredentialProbe] | None = None
         limit = service.config.limits.max_size_request
         self.setProtocolOptions(
             # Far beyond maxSizeRequest (or a decompression bomb): close
@@ -189,14 +191,17 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
     def buildProtocol(self, addr: Any) -> Any:
         protocol: Any = super().buildProtocol(addr)
         assert self.next_principal is not None, "the upgrade resource authenticates first"
-        protocol.principal = self.next_principal
+        protocol.principal, protocol.probe = self.next_principal
         return protocol
 
     def opened(self, protocol: JMAPWebSocketProtocol) -> None:
         self.connections.add(protocol)
+        if protocol.session is not None:
+            self.service.push_connections.add(protocol.session)
 
     def closed(self, protocol: JMAPWebSocketProtocol) -> None:
         self.connections.discard(protocol)
+        self.service.push_connections.discard(protocol.session)
 
     def close_all(
         self, code: int = GOING_AWAY, reason: str = "The server is shutting down."

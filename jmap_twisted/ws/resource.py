@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web.iweb import IRequest
 
-from jmap_twisted.http.auth import login
+from jmap_twisted.http.auth import login_with_probe
 from jmap_twisted.http.problem import write_status
 from jmap_twisted.http.resources import JMAPResource
 
@@ -36,12 +36,14 @@ class WebSocketUpgradeResource(JMAPResource):
             request.setHeader(b"Upgrade", b"websocket")
             write_status(request, 426, "This endpoint needs a WebSocket upgrade.")
             return
-        principal = await login(self.service.portal, request, allow_query_token=True)
+        principal, probe = await login_with_probe(
+            self.service.portal, self.service.directory, request
+        )
         if request.finished or request._disconnected:  # type: ignore[attr-defined]
             return
         # buildProtocol runs synchronously inside render, so the principal
         # cannot be taken by another connection in between.
-        self.factory.next_principal = principal
+        self.factory.next_principal = (principal, probe)
         try:
             self._autobahn.render(request)
         finally:

@@ -5,7 +5,7 @@ responses out (possibly out of order), and push.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 log = Logger()
 
+POLICY_VIOLATION = 1008
+
 
 class WebSocketSession:
     """
@@ -40,11 +42,13 @@ class WebSocketSession:
         principal: IPrincipal,
         send: Callable[[bytes], None],
         close: Callable[[int, str], None],
+        probe: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.service = service
         self.principal = principal
         self._send_bytes = send
         self._close = close
+        self._probe = probe
         self._registration: IRegistration | None = None
         self._listener: PushListener | None = None
         self._push_generation = 0
@@ -219,3 +223,33 @@ class WebSocketSession:
 
     def close(self, code: int, reason: str) -> None:
         self._close(code, reason)
+
+    async def access_changed(self) -> None:
+        """
+        Who-sees-what or credentials changed somewhere: close with 1008 if
+        this connection's credentials no longer hold; otherwise follow the
+        accounts the user may access now (a revoked delegation stops its
+        pushes at once; a new one starts them).
+        """
+        if self._closed:
+            return
+        if self._probe is not None and not await self._probe():
+            self.close(POLICY_VIOLATION, "The credentials of this connection were revoked.")
+            return
+        principal = await self._fresh_principal()
+        listener = self._listener
+        if listener is None:
+            return
+        accounts = [a.id for a in principal.accounts]
+        if set(accounts) == listener.accounts:
+            return
+        added = set(accounts) - listener.accounts
+        listener.set_accounts(accounts)
+        old, self._registration = (
+            self._registration,
+            await self.service.jmap_bus.register(listener, [AccountKey(a) for a in accounts]),
+        )
+        if old is not None:
+            await old.cancel()
+        if added:
+            listener.merge(await current_states(self.service.mail, sorted(added)))

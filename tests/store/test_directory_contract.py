@@ -429,9 +429,9 @@ async def test_delete_user_removes_delegations(directory):
 async def test_access_version_increases_on_access_changes(directory, clock):
     """
     The access version increases when a delegation is granted, when one is
-    revoked and when a user is deleted, and only then: not when users are
-    created, passwords changed, tokens issued or revoked, nor when a
-    revocation or deletion finds nothing to remove.
+    revoked, when a user is deleted, when a password is set and when a
+    token is revoked, and only then: not when users are created or tokens
+    issued, nor when a revocation or deletion finds nothing to remove.
     """
     versions = [await directory.access_version()]
 
@@ -446,10 +446,14 @@ async def test_access_version_increases_on_access_changes(directory, clock):
     alice = await directory.create_user("alice", "hash")
     await directory.create_user("bob", None)
     await directory.create_user("carol", None)
-    await directory.set_password_hash("alice", "other-hash")
     token = await directory.add_token(alice.id, "token-hash", "phone")
-    await directory.revoke_token(token.id)
     clock.advance(60)
+    await unchanged()
+    await directory.set_password_hash("alice", "other-hash")
+    await increased()
+    await directory.revoke_token(token.id)
+    await increased()
+    await directory.revoke_token(token.id)
     await unchanged()
 
     await directory.delegate("alice", "bob")
@@ -457,6 +461,7 @@ async def test_access_version_increases_on_access_changes(directory, clock):
     await directory.delegate("alice", "carol")
     await increased()
     await directory.set_password_hash("bob", "hash")
+    await increased()
     await directory.revoke_delegation("bob", "alice")
     await unchanged()
 

@@ -192,3 +192,82 @@ def test_wrong_credentials_get_no_upgrade() -> None:
     c = Connection()
     refused = c.connect(headers={})
     assert not refused.opened
+
+
+def test_revoked_token_closes_with_policy_violation() -> None:
+    """
+    A socket opened with a bearer token is closed with 1008 within the
+    access poll interval after the token is revoked; a socket of the same
+    user opened with a password stays.
+    """
+    from jmap_twisted.auth.passwords import new_token, token_hash
+    from jmap_twisted.service import ACCESS_POLL_INTERVAL
+
+    c = Connection()
+    token = new_token()
+    info = c.directory.add_token(c.user.id, token_hash(token), "t").result
+    by_token = c.connect(headers={"Authorization": "Bearer " + token})
+    assert by_token.opened
+    c.directory.revoke_token(info.id)
+    c.clock.advance(ACCESS_POLL_INTERVAL)
+    c.flush()
+    assert by_token.closed_with == 1008
+    assert c.client.closed_with is None
+
+
+def test_password_change_closes_password_sockets() -> None:
+    """
+    After a password change, sockets opened with the old password close
+    with 1008.
+    """
+    from jmap_twisted.service import ACCESS_POLL_INTERVAL
+    from tests.support import CHEAP_HASHER
+
+    c = Connection()
+    c.directory.set_password_hash("alice", CHEAP_HASHER.hash("new"))
+    c.clock.advance(ACCESS_POLL_INTERVAL)
+    c.flush()
+    assert c.client.closed_with == 1008
+
+
+def test_delegation_follows_grants_and_revocations() -> None:
+    """
+    A delegate's socket with push enabled receives the owner's changes
+    once the delegation is granted (after the access poll), and stops at
+    once on revocation; requests on the revoked account get
+    accountNotFound.
+    """
+    from base64 import b64encode
+
+    from jmap_twisted.service import ACCESS_POLL_INTERVAL
+    from tests.support import CHEAP_HASHER
+
+    c = Connection()
+    c.directory.create_user("bob", CHEAP_HASHER.hash("bpw"))
+    bob = c.connect(headers={"Authorization": "Basic " + b64encode(b"bob:bpw").decode()})
+    bob.send_json({"@type": "WebSocketPushEnable", "dataTypes": ["Email"]})
+    c.flush()
+    c.deliver("before")
+    assert bob.messages == []
+    c.directory.delegate("alice", "bob")
+    c.clock.advance(ACCESS_POLL_INTERVAL)
+    c.flush()
+    bob.messages.clear()
+    c.deliver("shared")
+    assert [list(m["changed"]) for m in bob.messages] == [[c.account]]
+    c.directory.revoke_delegation("alice", "bob")
+    c.clock.advance(ACCESS_POLL_INTERVAL)
+    c.flush()
+    bob.messages.clear()
+    c.deliver("after")
+    assert bob.messages == []
+    bob.send_json(
+        {
+            "@type": "Request",
+            "id": "r",
+            "using": USING,
+            "methodCalls": [["Mailbox/get", {"accountId": c.account}, "m"]],
+        }
+    )
+    c.flush()
+    assert bob.messages[-1]["methodResponses"][0][1]["type"] == "accountNotFound"

@@ -1,0 +1,239 @@
+"""
+Push latency, fan-out and memory per socket, against ``twistd jmap``.
+
+    python bench/push.py --idle 1000 --fanout 100 --deliveries 50
+
+Measures, with Autobahn's client and permessage-deflate:
+
+* end of LMTP DATA → StateChange frame at the client, one socket;
+* the same with ``--idle`` other sockets open (another account, push on);
+* one delivery to an account with ``--fanout`` sockets: until the last
+  frame;
+* server RSS per idle socket, before and after each received one push.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import smtplib
+import subprocess
+import sys
+import time
+from base64 import b64encode
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol  # noqa: E402
+from autobahn.websocket.compress import (  # noqa: E402
+    PerMessageDeflateOffer,
+    PerMessageDeflateResponse,
+    PerMessageDeflateResponseAccept,
+)
+from common import message, running_server, summary, tool  # noqa: E402
+from twisted.internet import defer, task, threads  # noqa: E402
+from twisted.internet.endpoints import TCP4ClientEndpoint  # noqa: E402
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Pusher(WebSocketClientProtocol):
+    def onOpen(self) -> None:
+        self.sendMessage(
+            json.dumps({"@type": "WebSocketPushEnable", "dataTypes": ["Email"]}).encode()
+        )
+        self.factory.opened.append(self)
+        self.factory.ready(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        now = time.perf_counter()
+        value = json.loads(payload)
+        if value.get("@type") == "StateChange":
+            self.factory.received(self, now)
+
+
+class Factory(WebSocketClientFactory):
+    protocol = Pusher
+
+    def __init__(self, url: str, auth: str, deflate: bool) -> None:
+        super().__init__(url, protocols=["jmap"], headers={"Authorization": auth})
+        if deflate:
+            self.setProtocolOptions(
+                perMessageCompressionOffers=[PerMessageDeflateOffer()],
+                perMessageCompressionAccept=lambda r: (
+                    PerMessageDeflateResponseAccept(r)
+                    if isinstance(r, PerMessageDeflateResponse)
+                    else None
+                ),
+            )
+        self.opened: list[Pusher] = []
+        self.waiting: list[defer.Deferred[None]] = []
+        self.arrivals: list[float] = []
+        self.expected = 0
+        self.done: defer.Deferred[None] | None = None
+
+    def ready(self, protocol: Pusher) -> None:
+        if self.waiting:
+            self.waiting.pop(0).callback(None)
+
+    def received(self, protocol: Pusher, at: float) -> None:
+        self.arrivals.append(at)
+        if self.done is not None and len(self.arrivals) >= self.expected:
+            done, self.done = self.done, None
+            done.callback(None)
+
+
+async def open_sockets(reactor: Any, port: int, factory: Factory, count: int) -> None:
+    for _ in range(count):
+        waiting: defer.Deferred[None] = defer.Deferred()
+        factory.waiting.append(waiting)
+        await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+        await waiting
+    await task.deferLater(reactor, 0.5, lambda: None)  # let push-enable settle
+
+
+def lmtp_deliver(port: int, recipient: str, index: int) -> tuple[float, float]:
+    with smtplib.LMTP("127.0.0.1", port) as client:
+        client.ehlo_or_helo_if_needed()
+        client.mail("bench@example.com")
+        client.rcpt(recipient)
+        data = message(index)
+        started = time.perf_counter()
+        client.data(data)
+        return started, time.perf_counter()
+
+
+async def latencies(
+    reactor: Any, server: Any, factory: Factory, recipient: str, count: int
+) -> dict[str, Any]:
+    after_data, after_250 = [], []
+    for index in range(count):
+        factory.arrivals.clear()
+        factory.expected = len(factory.opened)
+        done: defer.Deferred[None] = defer.Deferred()
+        factory.done = done
+        started, replied = await threads.deferToThread(
+            lmtp_deliver, server.lmtp_port, recipient, index
+        )
+        await done
+        last = max(factory.arrivals)
+        after_data.append((last - started) * 1000)
+        after_250.append((last - replied) * 1000)
+    return {
+        "end_of_data_to_frame_ms": summary(after_data),
+        "reply_250_to_frame_ms": summary(after_250),
+    }
+
+
+async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with running_server() as server:
+        subprocess.run(
+            [
+                tool("jmap-admin"),
+                "--data",
+                str(server.data),
+                "user",
+                "add",
+                "idle",
+                "--password-stdin",
+            ],
+            input="idle-pw\n",
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+        url = f"ws://127.0.0.1:{server.http_port}/jmap/ws"
+        target_auth = server.auth
+        idle_auth = "Basic " + b64encode(b"idle:idle-pw").decode()
+        # Set both accounts up (mailboxes are created on first use).
+        server.api([["Mailbox/get", {"accountId": server.account, "ids": []}, "0"]])
+        target = Factory(url, target_auth, True)
+        await open_sockets(reactor, server.http_port, target, 1)
+        results["one_socket"] = await latencies(
+            reactor, server, target, "bench@bench.test", args.deliveries
+        )
+
+        for deflate in (False, True):
+            idle = Factory(url, idle_auth, deflate)
+            before = rss_kib(server.process.pid)
+            await open_sockets(reactor, server.http_port, idle, args.idle)
+            opened = rss_kib(server.process.pid)
+            idle.expected = args.idle
+            pushed_all: defer.Deferred[None] = defer.Deferred()
+            idle.done = pushed_all
+            await threads.deferToThread(lmtp_deliver, server.lmtp_port, "idle@bench.test", 0)
+            await pushed_all
+            await task.deferLater(reactor, 0.5, lambda: None)
+            pushed = rss_kib(server.process.pid)
+            key = "deflate" if deflate else "plain"
+            results[f"memory_{key}"] = {
+                "sockets": args.idle,
+                "kib_per_socket_idle": (opened - before) / args.idle,
+                "kib_per_socket_after_push": (pushed - before) / args.idle,
+            }
+            if deflate:
+                results[f"one_among_{args.idle}"] = await latencies(
+                    reactor, server, target, "bench@bench.test", args.deliveries
+                )
+            for protocol in idle.opened:
+                protocol.sendClose(1000)
+            await task.deferLater(reactor, 1.0, lambda: None)
+
+        fan = Factory(url, target_auth, True)
+        await open_sockets(reactor, server.http_port, fan, args.fanout)
+        results[f"fanout_{args.fanout}"] = await latencies(
+            reactor, server, fan, "bench@bench.test", max(5, args.deliveries // 5)
+        )
+    return results
+
+
+def report(results: dict[str, Any]) -> None:
+    print(
+        f"{'measurement':<28} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}   (end of DATA -> last frame)"
+    )
+    for key, value in results.items():
+        if "end_of_data_to_frame_ms" in value:
+            lat = value["end_of_data_to_frame_ms"]
+            print(f"{key:<28} {lat['median']:8.2f} {lat['p99']:8.2f} {lat['max']:8.2f}")
+    for key, value in results.items():
+        if key.startswith("memory_"):
+            print(
+                f"{key:<28} {value['kib_per_socket_idle']:8.1f} KiB/socket idle, "
+                f"{value['kib_per_socket_after_push']:8.1f} KiB/socket after a push ({value['sockets']} sockets)"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--idle", type=int, default=1000)
+    parser.add_argument("--fanout", type=int, default=100)
+    parser.add_argument("--deliveries", type=int, default=50)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    os.environ.setdefault("JMAP_BENCH", "1")
+    results: dict[str, Any] = {}
+
+    async def body(reactor: Any) -> None:
+        results.update(await run(reactor, args))
+        report(results)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+
+    task.react(lambda reactor: defer.ensureDeferred(body(reactor)))
+
+
+if __name__ == "__main__":
+    main()

@@ -143,12 +143,12 @@ def test_websocket_options() -> None:
         "15",
         "--ws-window-bits",
         "9",
-        "--ws-no-context-takeover",
         "--ws-require-subprotocol",
     ).config
     assert config.websocket.ping_interval == 15
     assert config.websocket.window_bits == 9
     assert config.websocket.no_context_takeover
+    assert parse("--ws-context-takeover").config.websocket.no_context_takeover is False
     assert config.websocket.require_subprotocol
     assert parse("--ws-no-deflate").config.websocket.deflate is False
     for bad in (

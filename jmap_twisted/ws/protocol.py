@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.compress import (
+    PerMessageDeflate,
     PerMessageDeflateOffer,
     PerMessageDeflateOfferAccept,
 )
@@ -54,6 +55,26 @@ class _ClockTimer:
         return _SafeCall(self._clock.callLater(delay, function, *args, **kwargs))
 
 
+class LeanPerMessageDeflate(PerMessageDeflate):
+    """
+    permessage-deflate that frees its zlib state between messages in each
+    direction where no context is taken over, instead of keeping it (as
+    Autobahn does) until the next message.  An idle socket then holds no
+    zlib state at all; each message is still compressed on its own.
+    """
+
+    def end_compress_message(self) -> bytes:
+        data: bytes = super().end_compress_message()
+        if self.server_no_context_takeover if self._is_server else self.client_no_context_takeover:
+            self._compressor = None
+        return data
+
+    def end_decompress_message(self) -> None:
+        super().end_decompress_message()
+        if self.client_no_context_takeover if self._is_server else self.server_no_context_takeover:
+            self._decompressor = None
+
+
 @implementer(IPushProducer)
 class _Backpressure:
     """
@@ -96,6 +117,10 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         return None
 
     def onOpen(self) -> None:
+        if type(self._perMessageCompress) is PerMessageDeflate:
+            # Autobahn builds its own class from the negotiated extension;
+            # this one differs only in freeing zlib state between messages.
+            self._perMessageCompress.__class__ = LeanPerMessageDeflate
         self.session = WebSocketSession(
             self.factory.service, self.principal, self._send_text, self.close_with, self.probe
         )
@@ -179,6 +204,11 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
                     bits = min(bits, offer.request_max_window_bits)
                 return PerMessageDeflateOfferAccept(
                     offer,
+                    # Ask the client not to keep context either, so the
+                    # server's inflater can be freed between messages too.
+                    request_no_context_takeover=bool(
+                        self.options.no_context_takeover and offer.accept_no_context_takeover
+                    ),
                     no_context_takeover=bool(
                         offer.request_no_context_takeover or self.options.no_context_takeover
                     ),

@@ -60,7 +60,7 @@ REQUEST_QUEUE = 256
 #: Seconds between looks for dead letters an operator asked to redeliver.
 REDELIVERY_INTERVAL = 5.0
 #: Seconds between looks at the directory's access version.
-ACCESS_POLL_INTERVAL = 2.0
+ACCESS_POLL_INTERVAL = 0.5
 
 
 class JMAPService(MultiService):

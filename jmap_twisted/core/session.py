@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from typing import Any
 
 from jmap_twisted.core.registry import CORE, Registry
 from jmap_twisted.interfaces import IPrincipal
+from jmap_twisted.records import Account, User
 
 #: Paths below the base URL; the HTTP resources are mounted to match.
 API_PATH = "/jmap/api/"
@@ -64,8 +66,22 @@ def session_state(principal: IPrincipal, registry: Registry) -> str:
     A string that changes whenever the session's content (capabilities,
     accounts, username) changes, and only then.
     """
-    canonical = json.dumps(_content(principal, registry), sort_keys=True).encode()
+    return _state(principal.user, tuple(principal.accounts), registry)
+
+
+@lru_cache(maxsize=4096)
+def _state(user: User, accounts: tuple[Account, ...], registry: Registry) -> str:
+    # Every Response carries the session state; the content it hashes
+    # changes rarely, so the hash is remembered per (user, accounts).
+    content = _content(_Viewer(user, accounts), registry)  # type: ignore[arg-type]
+    canonical = json.dumps(content, sort_keys=True).encode()
     return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+class _Viewer:
+    def __init__(self, user: User, accounts: tuple[Account, ...]) -> None:
+        self.user = user
+        self.accounts = accounts
 
 
 def session_object(principal: IPrincipal, registry: Registry, base_url: str) -> dict[str, Any]:

@@ -157,8 +157,9 @@ class WebSocketSession:
             self._request_error(error, request_id)
             return
         try:
-            principal = await self._fresh_principal()
-            response = await self.service.engine.execute(principal, request)
+            # The accounts are kept current by access_changed (the service
+            # polls the directory's access version), not re-read per request.
+            response = await self.service.engine.execute(self.principal, request)
         finally:
             release()
         message: dict[str, Any] = {"@type": "Response"}

@@ -37,6 +37,8 @@ class ServerConfig:
     :ivar smarthost_credentials: username and password for the relay.
     :ivar smarthost_require_tls: refuse to relay without STARTTLS.
     :ivar websocket: the WebSocket endpoint's settings.
+    :ivar change_retention_days: how long change-log entries are kept;
+        ``*/changes`` from older states answers ``cannotCalculateChanges``.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -53,3 +55,4 @@ class ServerConfig:
     smarthost_credentials: tuple[str, str] | None = None
     smarthost_require_tls: bool = False
     websocket: WebSocketOptions = field(factory=WebSocketOptions)
+    change_retention_days: float = 30.0

@@ -270,6 +270,40 @@ class _Responder(Service):
         self.responder.stop()
 
 
+class ChangeLogPruner(Service):
+    """
+    Deletes change-log entries older than the retention period, hourly.
+    """
+
+    def __init__(
+        self, store: Any, clock: Any, retention_days: float, interval: float = 3600.0
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._retention = retention_days * 86400
+        self._loop = LoopingCall(self.prune)
+        self._loop.clock = clock
+        self._interval = interval
+
+    async def prune(self) -> None:
+        try:
+            deleted = await self._store.prune_changes(self._clock.seconds() - self._retention)
+        except Exception:
+            log.failure("Pruning the change log failed")
+            return
+        if deleted:
+            log.info("Pruned {count} change-log entries", count=deleted)
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self._interval, now=True)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+
 def make_service(config: ServerConfig, reactor: Any) -> MultiService:
     """
     The embedded default: SQLite in the data directory, listening on every
@@ -315,5 +349,6 @@ def make_service(config: ServerConfig, reactor: Any) -> MultiService:
     _Responder(
         VacationResponder(mail, reactor, config.hostname, delivery, smarthost)
     ).setServiceParent(jmap)
+    ChangeLogPruner(mail, reactor, config.change_retention_days).setServiceParent(jmap)
     jmap.setServiceParent(top)
     return top

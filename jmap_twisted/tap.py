@@ -104,6 +104,13 @@ class Options(usage.Options):
             "Client endpoint of the relay for outgoing mail, e.g. tcp:host=smtp.example.com:port=587.",
         ],
         [
+            "change-retention-days",
+            None,
+            30.0,
+            "Days the change log is kept (clients offline longer resync fully).",
+            float,
+        ],
+        [
             "ws-ping-interval",
             None,
             30,
@@ -201,6 +208,8 @@ class Options(usage.Options):
             if not self["smarthost"]:
                 raise usage.UsageError("--smarthost-credentials needs --smarthost")
             credentials = _read_credentials(self["smarthost-credentials"])
+        if self["change-retention-days"] <= 0:
+            raise usage.UsageError("--change-retention-days must be positive")
         if not 9 <= self["ws-window-bits"] <= 15:
             raise usage.UsageError("--ws-window-bits must be from 9 to 15")
         if self["ws-ping-interval"] < 0 or self["ws-ping-timeout"] < 1:
@@ -219,6 +228,7 @@ class Options(usage.Options):
             smarthost=self["smarthost"],
             smarthost_credentials=credentials,
             smarthost_require_tls=bool(self["smarthost-require-tls"]),
+            change_retention_days=self["change-retention-days"],
             websocket=WebSocketOptions(
                 ping_interval=float(self["ws-ping-interval"]),
                 ping_timeout=float(self["ws-ping-timeout"]),

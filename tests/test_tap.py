@@ -158,3 +158,14 @@ def test_websocket_options() -> None:
     ):
         with pytest.raises(usage.UsageError):
             parse(*bad)
+
+
+def test_change_retention() -> None:
+    """
+    The change-log retention defaults to 30 days, is configurable, and
+    must be positive.
+    """
+    assert parse().config.change_retention_days == 30
+    assert parse("--change-retention-days", "7").config.change_retention_days == 7
+    with pytest.raises(usage.UsageError):
+        parse("--change-retention-days", "0")

@@ -120,3 +120,34 @@ async def test_eventsource_needs_credentials_and_valid_arguments() -> None:
         BASE + "/jmap/eventsource/?types=*&closeafter=maybe&ping=0", headers=harness.bearer()
     )
     assert response.code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_eventsource_with_a_ticket() -> None:
+    """
+    Browsers authenticate the EventSource with a ticket from the ticket
+    endpoint, once.
+    """
+    harness = Harness()
+    harness.service.startService()
+    try:
+        response = await harness.treq.post(BASE + "/jmap/ticket", headers=harness.bearer())
+        ticket = json.loads(await response.content())["value"]
+        url = BASE + "/jmap/eventsource/?types=*&closeafter=no&ping=0&ticket=" + ticket
+        opened = await harness.treq.get(url)
+        assert opened.code == 200
+        again = await harness.treq.get(url)
+        assert again.code == 401
+        revoke_me = json.loads(
+            await (
+                await harness.treq.post(BASE + "/jmap/ticket", headers=harness.bearer())
+            ).content()
+        )["value"]
+        deleted = await harness.treq.delete(
+            BASE + "/jmap/ticket/" + revoke_me, headers=harness.bearer()
+        )
+        assert deleted.code == 204
+        refused = await harness.treq.get(BASE + "/jmap/eventsource/?ticket=" + revoke_me)
+        assert refused.code == 401
+    finally:
+        await harness.service.stopService()

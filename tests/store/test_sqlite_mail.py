@@ -778,3 +778,38 @@ async def test_agrees_with_the_reference(
                 mismatches.append((filter, sort, collapse, window, expected, actual))
     assert mismatches == []
     assert checked > 500 and nonempty > checked // 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_pruner_service_prunes_by_retention(tmp_path: Any) -> None:
+    """
+    The pruner deletes entries older than the retention period, so states
+    from before it answer cannotCalculateChanges, and keeps recent ones.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import Clock
+
+    from jmap_twisted.errors import CannotCalculateChanges
+    from jmap_twisted.service import ChangeLogPruner
+    from jmap_twisted.store.sqlite_db import SQLiteDatabase
+    from jmap_twisted.store.sqlite_mail import SQLiteMailStore
+
+    clock = Clock()
+    clock.advance(1_000_000)
+    db = SQLiteDatabase(str(tmp_path / "p.sqlite3"), reactor)
+    await db.start()
+    try:
+        store = SQLiteMailStore(db, clock)
+        await store.setup_account("acct")
+        old = await store.read("acct", lambda r: r.state("Mailbox"))
+        clock.advance(2 * 86400)
+        await store.write("acct", lambda w: w.create_mailbox("New", None, None, 0, True))
+        recent = await store.read("acct", lambda r: r.state("Mailbox"))
+        pruner = ChangeLogPruner(store, clock, retention_days=1)
+        await pruner.prune()
+        with pytest.raises(CannotCalculateChanges):
+            await store.read("acct", lambda r: r.changes("Mailbox", "0", None))
+        assert await store.read("acct", lambda r: r.changes("Mailbox", recent, None).created) == ()
+        assert old != recent
+    finally:
+        await db.stop()

@@ -271,3 +271,30 @@ def test_delegation_follows_grants_and_revocations() -> None:
     )
     c.flush()
     assert bob.messages[-1]["methodResponses"][0][1]["type"] == "accountNotFound"
+
+
+def test_fragmented_messages_are_reassembled_and_pings_answered() -> None:
+    """
+    A Request sent in several frames is parsed as one message; a client's
+    ping gets a pong.
+    """
+    c = Connection(deflate=False)
+    body = json.dumps(
+        {
+            "@type": "Request",
+            "id": "f",
+            "using": USING,
+            "methodCalls": [["Core/echo", {"a": "b"}, "0"]],
+        }
+    ).encode()
+    c.client.beginMessage(isBinary=False)
+    for start in range(0, len(body), 10):
+        c.client.sendMessageFrame(body[start : start + 10])
+    c.client.endMessage()
+    c.flush()
+    assert c.client.messages[-1]["requestId"] == "f"
+    pongs: list[bytes] = []
+    c.client.onPong = pongs.append  # type: ignore[method-assign]
+    c.client.sendPing(b"are you there")
+    c.flush()
+    assert pongs == [b"are you there"]

@@ -18,6 +18,7 @@ from jmap_twisted.methods.mailcontext import MAIL, MailMethods
 from jmap_twisted.methods.standard import (
     boolean,
     changes_arguments,
+    changes_response,
     check_known,
     get_ids,
     not_found,
@@ -354,12 +355,4 @@ class EmailMethods(MailMethods):
         account = await self.account(context, arguments)
         since, max_changes = changes_arguments(arguments)
         batch = await self.store.read(account.id, lambda r: r.changes("Email", since, max_changes))
-        return {
-            "accountId": account.id,
-            "oldState": batch.old_state,
-            "newState": batch.new_state,
-            "hasMoreChanges": batch.has_more_changes,
-            "created": list(batch.created),
-            "updated": list(batch.updated),
-            "destroyed": list(batch.destroyed),
-        }
+        return changes_response(account.id, batch)

@@ -5,7 +5,7 @@ Changing emails: ``Email/set``, ``Email/import``, ``Email/copy`` and
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,6 +91,39 @@ def _check_new_email(
         raise SetError("tooManyKeywords", f"At most {MAX_KEYWORDS} keywords.")
 
 
+def _created(record: EmailRecord) -> dict[str, Any]:
+    """
+    The server-set properties returned for a created, imported or copied
+    email.
+    """
+    return {
+        "id": record.id,
+        "blobId": record.blob_id,
+        "threadId": record.thread_id,
+        "size": record.size,
+    }
+
+
+def _create_each(
+    context: CallContext, items: Mapping[str, Any], make: Callable[[Any], EmailRecord]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """
+    Make an email of each creation; return ``created`` and ``notCreated``,
+    recording the new ids for later ``#creationId`` references.
+    """
+    created: dict[str, Any] = {}
+    not_created: dict[str, Any] = {}
+    for creation_id, item in items.items():
+        try:
+            record = make(item)
+        except SetError as e:
+            not_created[creation_id] = e.error
+            continue
+        context.created_ids[creation_id] = record.id
+        created[creation_id] = _created(record)
+    return created, not_created
+
+
 class EmailSetMethods(MailMethods):
     """
     Methods that create, change, copy and parse emails.
@@ -137,21 +170,11 @@ class EmailSetMethods(MailMethods):
         def write(writer: IMailWriter) -> dict[str, Any]:
             old_state = writer.state("Email")
             check_if_in_state(arguments, old_state)
-            created: dict[str, Any] = {}
-            not_created: dict[str, Any] = {}
-            for creation_id, obj in create.items():
-                try:
-                    record = self._create(writer, context, obj, blobs, now, hostname)
-                except SetError as e:
-                    not_created[creation_id] = e.error
-                    continue
-                context.created_ids[creation_id] = record.id
-                created[creation_id] = {
-                    "id": record.id,
-                    "blobId": record.blob_id,
-                    "threadId": record.thread_id,
-                    "size": record.size,
-                }
+            created, not_created = _create_each(
+                context,
+                create,
+                lambda obj: self._create(writer, context, obj, blobs, now, hostname),
+            )
             updated: dict[str, Any] = {}
             not_updated: dict[str, Any] = {}
             records = writer.emails(list(update))
@@ -264,21 +287,9 @@ class EmailSetMethods(MailMethods):
         def write(writer: IMailWriter) -> dict[str, Any]:
             old_state = writer.state("Email")
             check_if_in_state(arguments, old_state)
-            created: dict[str, Any] = {}
-            not_created: dict[str, Any] = {}
-            for creation_id, item in emails.items():
-                try:
-                    record = self._import_one(writer, context, item, blobs, now)
-                except SetError as e:
-                    not_created[creation_id] = e.error
-                    continue
-                context.created_ids[creation_id] = record.id
-                created[creation_id] = {
-                    "id": record.id,
-                    "blobId": record.blob_id,
-                    "threadId": record.thread_id,
-                    "size": record.size,
-                }
+            created, not_created = _create_each(
+                context, emails, lambda item: self._import_one(writer, context, item, blobs, now)
+            )
             return {
                 "accountId": account.id,
                 "oldState": old_state,
@@ -358,21 +369,9 @@ class EmailSetMethods(MailMethods):
         def write(writer: IMailWriter) -> dict[str, Any]:
             old_state = writer.state("Email")
             check_if_in_state(arguments, old_state)
-            created: dict[str, Any] = {}
-            not_created: dict[str, Any] = {}
-            for creation_id, obj in create.items():
-                try:
-                    record = self._copy_one(writer, context, obj, sources, now)
-                except SetError as e:
-                    not_created[creation_id] = e.error
-                    continue
-                context.created_ids[creation_id] = record.id
-                created[creation_id] = {
-                    "id": record.id,
-                    "blobId": record.blob_id,
-                    "threadId": record.thread_id,
-                    "size": record.size,
-                }
+            created, not_created = _create_each(
+                context, create, lambda obj: self._copy_one(writer, context, obj, sources, now)
+            )
             return {
                 "fromAccountId": from_account.id,
                 "accountId": account.id,

@@ -21,6 +21,7 @@ from jmap_twisted.methods.standard import (
     SetError,
     apply_patch,
     changes_arguments,
+    changes_response,
     check_if_in_state,
     check_known,
     get_ids,
@@ -135,15 +136,7 @@ class IdentityMethods(MailMethods):
         account = await self.account(context, arguments, capability=SUBMISSION)
         since, max_changes = changes_arguments(arguments)
         batch = await self.store.read(account.id, lambda r: r.changes(TYPE, since, max_changes))
-        return {
-            "accountId": account.id,
-            "oldState": batch.old_state,
-            "newState": batch.new_state,
-            "hasMoreChanges": batch.has_more_changes,
-            "created": list(batch.created),
-            "updated": list(batch.updated),
-            "destroyed": list(batch.destroyed),
-        }
+        return changes_response(account.id, batch)
 
     def _validate(self, obj: Any, account: Account, creating: bool) -> dict[str, Any]:
         if not isinstance(obj, dict):

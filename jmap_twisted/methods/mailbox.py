@@ -20,6 +20,7 @@ from jmap_twisted.methods.standard import (
     apply_patch,
     boolean,
     changes_arguments,
+    changes_response,
     check_if_in_state,
     check_known,
     get_ids,
@@ -139,16 +140,9 @@ class MailboxMethods(MailMethods):
         batch = await self.store.read(
             account.id, lambda r: r.changes("Mailbox", since, max_changes)
         )
-        return {
-            "accountId": account.id,
-            "oldState": batch.old_state,
-            "newState": batch.new_state,
-            "hasMoreChanges": batch.has_more_changes,
-            "created": list(batch.created),
-            "updated": list(batch.updated),
-            "destroyed": list(batch.destroyed),
-            "updatedProperties": COUNT_PROPERTIES if batch.counts_only else None,
-        }
+        response = changes_response(account.id, batch)
+        response["updatedProperties"] = COUNT_PROPERTIES if batch.counts_only else None
+        return response
 
     async def query(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
         account = await self.account(context, arguments)

@@ -12,6 +12,7 @@ from typing import Any
 from jmap_twisted.core.engine import CallContext
 from jmap_twisted.core.request import is_id
 from jmap_twisted.errors import InvalidArguments, RequestTooLarge, StateMismatch
+from jmap_twisted.records import ChangeBatch
 
 UNSIGNED_MAX = 2**53 - 1
 
@@ -264,3 +265,18 @@ def apply_patch(current: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, 
         else:
             target[parts[-1]] = value
     return result
+
+
+def changes_response(account_id: str, batch: ChangeBatch) -> dict[str, Any]:
+    """
+    The response of a standard ``/changes`` (RFC 8620 §5.2).
+    """
+    return {
+        "accountId": account_id,
+        "oldState": batch.old_state,
+        "newState": batch.new_state,
+        "hasMoreChanges": batch.has_more_changes,
+        "created": list(batch.created),
+        "updated": list(batch.updated),
+        "destroyed": list(batch.destroyed),
+    }

@@ -34,6 +34,7 @@ from jmap_twisted.methods.standard import (
     SetError,
     boolean,
     changes_arguments,
+    changes_response,
     check_if_in_state,
     check_known,
     get_ids,
@@ -159,15 +160,7 @@ class SubmissionMethods(MailMethods):
         account = await self.account(context, arguments, capability=SUBMISSION)
         since, max_changes = changes_arguments(arguments)
         batch = await self.store.read(account.id, lambda r: r.changes(TYPE, since, max_changes))
-        return {
-            "accountId": account.id,
-            "oldState": batch.old_state,
-            "newState": batch.new_state,
-            "hasMoreChanges": batch.has_more_changes,
-            "created": list(batch.created),
-            "updated": list(batch.updated),
-            "destroyed": list(batch.destroyed),
-        }
+        return changes_response(account.id, batch)
 
     def _matching(self, reader: IMailReader, arguments: Mapping[str, Any]) -> list[str]:
         flt = arguments.get("filter") or {}

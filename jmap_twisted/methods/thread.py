@@ -13,6 +13,7 @@ from jmap_twisted.interfaces import IMailReader
 from jmap_twisted.methods.mailcontext import MAIL, MailMethods
 from jmap_twisted.methods.standard import (
     changes_arguments,
+    changes_response,
     check_known,
     get_ids,
     get_properties,
@@ -57,12 +58,4 @@ class ThreadMethods(MailMethods):
         account = await self.account(context, arguments)
         since, max_changes = changes_arguments(arguments)
         batch = await self.store.read(account.id, lambda r: r.changes("Thread", since, max_changes))
-        return {
-            "accountId": account.id,
-            "oldState": batch.old_state,
-            "newState": batch.new_state,
-            "hasMoreChanges": batch.has_more_changes,
-            "created": list(batch.created),
-            "updated": list(batch.updated),
-            "destroyed": list(batch.destroyed),
-        }
+        return changes_response(account.id, batch)

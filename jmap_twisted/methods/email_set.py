@@ -226,6 +226,8 @@ class EmailSetMethods(MailMethods):
                 fetch_blob=blobs.get,
                 now=datetime.fromtimestamp(now, UTC),
                 host=hostname,
+                # As advertised in maxSizeAttachmentsPerEmail.
+                max_size=context.limits.max_size_upload,
             )
         except ComposeError as e:
             error = e.to_set_error()

@@ -123,7 +123,7 @@ class JMAPService(MultiService):
         self.upload_limiter = ConcurrencyLimiter(
             config.limits.max_concurrent_upload, "maxConcurrentUpload"
         )
-        self.tickets = Tickets(reactor)
+        self.tickets = Tickets(reactor, bind_client=config.websocket.bind_tickets)
         self.portal.registerChecker(TicketChecker(self.tickets))
         self.websockets = JMAPWebSocketFactory(self, config.websocket, reactor)
         root = build_root(self)

@@ -143,6 +143,7 @@ class Options(usage.Options):
             "Keep each socket's compressor across messages (better ratio, ~100 KiB more per socket).",
         ],
         ["ws-require-subprotocol", None, "Refuse WebSocket clients that offer no subprotocol."],
+        ["bind-tickets", None, "Redeem a WebSocket/EventSource ticket only from the address that asked for it."],
     ]
 
     def __init__(self) -> None:
@@ -236,6 +237,7 @@ class Options(usage.Options):
                 deflate=not self["ws-no-deflate"],
                 window_bits=self["ws-window-bits"],
                 no_context_takeover=not self["ws-context-takeover"],
+                bind_tickets=bool(self["bind-tickets"]),
             ),
         )
 

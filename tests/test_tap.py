@@ -151,6 +151,7 @@ def test_websocket_options() -> None:
     assert parse("--ws-context-takeover").config.websocket.no_context_takeover is False
     assert config.websocket.require_subprotocol
     assert parse("--ws-no-deflate").config.websocket.deflate is False
+    assert parse("--bind-tickets").config.websocket.bind_tickets is True
     for bad in (
         ["--ws-window-bits", "16"],
         ["--ws-ping-timeout", "0"],

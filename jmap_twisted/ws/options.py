@@ -23,6 +23,8 @@ class WebSocketOptions:
         the compressor keeps its dictionary across messages for a better
         ratio at about 100 KiB more per socket.
     :ivar mem_level: zlib memory level (1–9).
+    :ivar bind_tickets: a ticket may only be redeemed from the address that
+        asked for it (off by default: mobile clients change networks).
     """
 
     ping_interval: float = 30.0
@@ -32,3 +34,4 @@ class WebSocketOptions:
     window_bits: int = 11
     no_context_takeover: bool = True
     mem_level: int = 4
+    bind_tickets: bool = False

@@ -9,6 +9,7 @@ each.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -16,14 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from twisted.internet.defer import succeed  # noqa: E402
-from twisted.internet.task import Clock  # noqa: E402
-from zope.interface import implementer  # noqa: E402
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+from zope.interface import implementer
 
-from jmap_twisted.bus.deadletters import MemoryDeadLetters  # noqa: E402
-from jmap_twisted.bus.events import SYNCHRONOUS, AccountKey, StateChange  # noqa: E402
-from jmap_twisted.bus.memory import InMemoryEventBus  # noqa: E402
-from jmap_twisted.interfaces import IEventListener  # noqa: E402
+from jmap_twisted.bus.deadletters import MemoryDeadLetters
+from jmap_twisted.bus.events import SYNCHRONOUS, AccountKey, StateChange
+from jmap_twisted.bus.memory import InMemoryEventBus
+from jmap_twisted.interfaces import IEventListener
 
 
 @implementer(IEventListener)
@@ -45,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--listeners", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     bus = InMemoryEventBus(Clock(), MemoryDeadLetters())
     listeners = [Counter() for _ in range(args.listeners)]
@@ -69,6 +71,17 @@ def main() -> None:
     print(
         f"{args.listeners} keys, one listener each: median {statistics.median(many):.1f} ms, max {max(many):.1f} ms"
     )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "listeners": args.listeners,
+                    "one_among_us": {"median": statistics.median(one), "max": max(one)},
+                    "all_keys_ms": {"median": statistics.median(many), "max": max(many)},
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

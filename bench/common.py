@@ -1,11 +1,17 @@
 """
-Shared helpers of the benchmarks: run ``twistd jmap`` in a temporary
-directory, make users, talk JMAP.  Benchmarks report medians and p99 and
-never assert timings.
+Shared helpers of the benchmarks.
+
+A benchmark measures a *target*: a JMAP server reached by its session URL,
+credentials and LMTP address.  By default each benchmark starts its own
+``twistd jmap`` in a temporary directory; ``--session-url`` and friends
+point it at any other JMAP server instead (which needs a second user for
+the benchmarks that open sockets of another account).  Benchmarks report
+medians, p99 and maxima and never assert timings.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -22,8 +28,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
+MAIL = "urn:ietf:params:jmap:mail"
+WEBSOCKET = "urn:ietf:params:jmap:websocket"
 
 
 def tool(name: str) -> str:
@@ -42,37 +51,113 @@ def free_port() -> int:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def summary(values: list[float]) -> dict[str, float]:
+def summary(values: list[float]) -> dict[str, Any]:
+    """
+    Median, p99 and max of samples, keeping the samples (for plots).
+    """
     return {
         "median": statistics.median(values),
         "p99": percentile(values, 99),
         "max": max(values),
         "n": len(values),
+        "samples": [round(v, 4) for v in values],
     }
 
 
-class Server:
+def basic(user: str, password: str) -> str:
+    return "Basic " + b64encode(f"{user}:{password}".encode()).decode()
+
+
+class Target:
     """
-    A ``twistd jmap`` process with one user.
+    A JMAP server under measurement, and its user.
+
+    :ivar pid: the server's process id when it runs here (for memory
+        figures), else ``None``.
+    :ivar other: username, password and address of a second user, for
+        sockets of another account.
     """
 
-    def __init__(self, root: Path, user: str = "bench", password: str = "bench-pw") -> None:
+    def __init__(
+        self,
+        session_url: str,
+        user: str,
+        password: str,
+        lmtp: tuple[str, int],
+        recipient: str,
+        other: tuple[str, str, str] | None = None,
+        pid: int | None = None,
+    ) -> None:
+        self.session_url = session_url
+        self.user = user
+        self.password = password
+        self.auth = basic(user, password)
+        self.lmtp_host, self.lmtp_port = lmtp
+        self.recipient = recipient
+        self.other = other
+        self.pid = pid
+        session = self.get(session_url)
+        self.session = session
+        self.api_url = session["apiUrl"]
+        self.account = session["primaryAccounts"][MAIL]
+        ws = session["capabilities"].get(WEBSOCKET, {})
+        self.ws_url = ws.get("url")
+
+    @property
+    def ws_address(self) -> tuple[str, int]:
+        parts = urlsplit(self.ws_url)
+        return parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "wss" else 80)
+
+    def get(self, url: str, auth: str | None = None) -> Any:
+        request = urllib.request.Request(url, headers={"Authorization": auth or self.auth})
+        with urllib.request.urlopen(request) as response:
+            return json.loads(response.read())
+
+    def api(self, calls: list[Any], auth: str | None = None) -> tuple[list[Any], int]:
+        """
+        Run method calls; return the responses and the bytes moved.
+        """
+        body = json.dumps({"using": USING, "methodCalls": calls}).encode()
+        request = urllib.request.Request(
+            self.api_url,
+            data=body,
+            headers={"Authorization": auth or self.auth, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request) as response:
+            raw = response.read()
+        return json.loads(raw)["methodResponses"], len(raw) + len(body)
+
+
+class LocalServer:
+    """
+    ``twistd jmap`` in a temporary directory, with users ``bench`` and
+    ``other``.
+    """
+
+    def __init__(self, root: Path) -> None:
         self.root = root
         self.http_port = free_port()
         self.lmtp_port = free_port()
-        self.user = user
-        self.password = password
         self.data = root / "data"
-        subprocess.run(
-            [tool("jmap-admin"), "--data", str(self.data), "user", "add", user, "--password-stdin"],
-            input=password + "\n",
-            text=True,
-            check=True,
-            capture_output=True,
-        )
+        for user in ("bench", "other"):
+            subprocess.run(
+                [
+                    tool("jmap-admin"),
+                    "--data",
+                    str(self.data),
+                    "user",
+                    "add",
+                    user,
+                    "--password-stdin",
+                ],
+                input=f"{user}-pw\n",
+                text=True,
+                check=True,
+                capture_output=True,
+            )
         self.process = subprocess.Popen(
             [
                 tool("twistd"),
@@ -102,29 +187,17 @@ class Server:
                 time.sleep(0.05)
         else:
             raise SystemExit("twistd did not start")
-        self.base = f"http://127.0.0.1:{self.http_port}"
-        self.auth = "Basic " + b64encode(f"{user}:{password}".encode()).decode()
-        session = self.get("/.well-known/jmap")
-        self.account = session["primaryAccounts"]["urn:ietf:params:jmap:mail"]
 
-    def get(self, path: str) -> Any:
-        request = urllib.request.Request(self.base + path, headers={"Authorization": self.auth})
-        with urllib.request.urlopen(request) as response:  # noqa: S310 - loopback only
-            return json.loads(response.read())
-
-    def api(self, calls: list[Any]) -> tuple[list[Any], int]:
-        """
-        Run method calls; return the responses and the response body size.
-        """
-        body = json.dumps({"using": USING, "methodCalls": calls}).encode()
-        request = urllib.request.Request(
-            self.base + "/jmap/api/",
-            data=body,
-            headers={"Authorization": self.auth, "Content-Type": "application/json"},
+    def target(self) -> Target:
+        return Target(
+            f"http://127.0.0.1:{self.http_port}/.well-known/jmap",
+            "bench",
+            "bench-pw",
+            ("127.0.0.1", self.lmtp_port),
+            "bench@bench.test",
+            ("other", "other-pw", "other@bench.test"),
+            self.process.pid,
         )
-        with urllib.request.urlopen(request) as response:  # noqa: S310 - loopback only
-            raw = response.read()
-        return json.loads(raw)["methodResponses"], len(raw) + len(body)
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -132,15 +205,58 @@ class Server:
 
 
 @contextmanager
-def running_server() -> Iterator[Server]:
+def running_server() -> Iterator[Target]:
+    """
+    A fresh local server, stopped and removed afterwards.
+    """
     root = Path(tempfile.mkdtemp(prefix="jmap-bench-"))
-    server = Server(root)
+    server = LocalServer(root)
     try:
-        yield server
+        yield server.target()
     finally:
         server.stop()
         if not os.environ.get("JMAP_BENCH_KEEP"):
             shutil.rmtree(root, ignore_errors=True)
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """
+    Options that point a benchmark at an existing server.
+    """
+    group = parser.add_argument_group("target (default: a local twistd jmap started for the run)")
+    group.add_argument("--session-url", help="e.g. http://mail.example.com/.well-known/jmap")
+    group.add_argument("--username")
+    group.add_argument(
+        "--password-env", default="JMAP_BENCH_PASSWORD", help="variable holding the password"
+    )
+    group.add_argument("--lmtp", help="host:port of the server's LMTP listener")
+    group.add_argument("--recipient", help="the user's address for delivery")
+    group.add_argument("--other-username")
+    group.add_argument("--other-password-env", default="JMAP_BENCH_OTHER_PASSWORD")
+    group.add_argument("--other-recipient")
+
+
+@contextmanager
+def open_target(args: argparse.Namespace) -> Iterator[Target]:
+    """
+    The server the options name, or a fresh local one.
+    """
+    if not args.session_url:
+        with running_server() as target:
+            yield target
+        return
+    host, _, port = (args.lmtp or "127.0.0.1:24").rpartition(":")
+    other = None
+    if args.other_username:
+        other = (args.other_username, os.environ[args.other_password_env], args.other_recipient)
+    yield Target(
+        args.session_url,
+        args.username,
+        os.environ[args.password_env],
+        (host, int(port)),
+        args.recipient,
+        other,
+    )
 
 
 def message(index: int, size: int = 2000) -> bytes:
@@ -150,7 +266,7 @@ def message(index: int, size: int = 2000) -> bytes:
         f"To: bench@bench.test\r\n"
         f"Subject: Benchmark message {index}\r\n"
         f"Date: Tue, 24 Nov 2026 10:00:00 +0000\r\n"
-        f"Message-ID: <bench{index}@example.com>\r\n"
+        f"Message-ID: <bench{index}.{time.monotonic_ns()}@example.com>\r\n"
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
         f"{body}\r\n"
     ).encode()

@@ -14,10 +14,11 @@ import smtplib
 import sys
 import zlib
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import message, running_server  # noqa: E402
+from common import add_target_arguments, message, open_target
 
 
 def deflated_size(payload: bytes, window_bits: int, mem_level: int) -> int:
@@ -28,14 +29,11 @@ def deflated_size(payload: bytes, window_bits: int, mem_level: int) -> int:
     return len(compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)) - 4
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=50)
-    args = parser.parse_args()
-    with running_server() as server:
-        with smtplib.LMTP("127.0.0.1", server.lmtp_port) as client:
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with open_target(args) as server:
+        with smtplib.LMTP(server.lmtp_host, server.lmtp_port) as client:
             for index in range(args.messages):
-                client.sendmail("s@example.com", ["bench@bench.test"], message(index, 3000))
+                client.sendmail("s@example.com", [server.recipient], message(index, 3000))
         calls = [
             ["Email/query", {"accountId": server.account, "limit": args.messages}, "q"],
             [
@@ -52,15 +50,30 @@ def main() -> None:
     payload = json.dumps(
         {"@type": "Response", "methodResponses": responses}, separators=(",", ":")
     ).encode()
-    server_default = deflated_size(payload, 11, 4)
-    zlib_default = deflated_size(payload, 15, 8)
-    print(f"Email/get of {args.messages} messages: {len(payload)} B uncompressed")
-    print(
-        f"  server default (11-bit window, memLevel 4): {server_default} B = {100 * server_default / len(payload):.1f}%"
-    )
-    print(
-        f"  zlib default (15-bit window, memLevel 8):   {zlib_default} B = {100 * zlib_default / len(payload):.1f}%"
-    )
+    return {
+        "messages": args.messages,
+        "uncompressed_bytes": len(payload),
+        "server_default_bytes": deflated_size(payload, 11, 4),
+        "zlib_default_bytes": deflated_size(payload, 15, 8),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=50)
+    parser.add_argument("--json", type=Path)
+    add_target_arguments(parser)
+    args = parser.parse_args()
+    result = run(args)
+    size = result["uncompressed_bytes"]
+    print(f"Email/get of {args.messages} messages: {size} B uncompressed")
+    for key, label in (
+        ("server_default_bytes", "server default (11-bit window, memLevel 4)"),
+        ("zlib_default_bytes", "zlib default (15-bit window, memLevel 8)"),
+    ):
+        print(f"  {label}: {result[key]} B = {100 * result[key] / size:.1f}%")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -14,31 +14,33 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import message, running_server, summary  # noqa: E402
+from common import add_target_arguments, message, open_target, summary
 
 
-def send(port: int, start: int, count: int, latencies: list[float]) -> None:
-    with smtplib.LMTP("127.0.0.1", port) as client:
+def send(target: Any, start: int, count: int, latencies: list[float]) -> None:
+    with smtplib.LMTP(target.lmtp_host, target.lmtp_port) as client:
         for index in range(start, start + count):
             began = time.perf_counter()
-            client.sendmail("sender@example.com", ["bench@bench.test"], message(index))
+            client.sendmail("sender@example.com", [target.recipient], message(index))
             latencies.append((time.perf_counter() - began) * 1000)
 
 
-def run(messages: int, connections: int) -> dict[str, object]:
+def run(args: argparse.Namespace) -> dict[str, object]:
+    messages, connections = args.messages, args.connections
     results: dict[str, object] = {}
-    with running_server() as server:
-        send(server.lmtp_port, 0, 20, [])  # warm up
+    with open_target(args) as server:
+        send(server, 0, 20, [])  # warm up
         for parallel in sorted({1, connections}):
             latencies: list[float] = []
             per = messages // parallel
             threads = [
                 threading.Thread(
                     target=send,
-                    args=(server.lmtp_port, 100_000 * (i + 1) * parallel, per, latencies),
+                    args=(server, 100_000 * (i + 1) * parallel, per, latencies),
                 )
                 for i in range(parallel)
             ]
@@ -60,8 +62,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--json", type=Path)
+    add_target_arguments(parser)
     args = parser.parse_args()
-    results = run(args.messages, args.connections)
+    results = run(args)
     print("connections  mails/s   250 latency p50 / p99 / max (ms)")
     for key, value in results.items():
         lat = value["latency_ms"]  # type: ignore[index]

@@ -18,24 +18,30 @@ import argparse
 import json
 import os
 import smtplib
-import subprocess
 import sys
 import time
-from base64 import b64encode
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol  # noqa: E402
-from autobahn.websocket.compress import (  # noqa: E402
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.compress import (
     PerMessageDeflateOffer,
     PerMessageDeflateResponse,
     PerMessageDeflateResponseAccept,
 )
-from common import message, running_server, summary, tool  # noqa: E402
-from twisted.internet import defer, task, threads  # noqa: E402
-from twisted.internet.endpoints import TCP4ClientEndpoint  # noqa: E402
+from common import (
+    Target,
+    add_target_arguments,
+    basic,
+    message,
+    open_target,
+    running_server,
+    summary,
+)
+from twisted.internet import defer, task, threads
+from twisted.internet.endpoints import TCP4ClientEndpoint
 
 
 def rss_kib(pid: int) -> int:
@@ -91,17 +97,19 @@ class Factory(WebSocketClientFactory):
             done.callback(None)
 
 
-async def open_sockets(reactor: Any, port: int, factory: Factory, count: int) -> None:
+async def open_sockets(
+    reactor: Any, address: tuple[str, int], factory: Factory, count: int
+) -> None:
     for _ in range(count):
         waiting: defer.Deferred[None] = defer.Deferred()
         factory.waiting.append(waiting)
-        await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+        await TCP4ClientEndpoint(reactor, *address).connect(factory)
         await waiting
     await task.deferLater(reactor, 0.5, lambda: None)  # let push-enable settle
 
 
-def lmtp_deliver(port: int, recipient: str, index: int) -> tuple[float, float]:
-    with smtplib.LMTP("127.0.0.1", port) as client:
+def lmtp_deliver(target: Target, recipient: str, index: int) -> tuple[float, float]:
+    with smtplib.LMTP(target.lmtp_host, target.lmtp_port) as client:
         client.ehlo_or_helo_if_needed()
         client.mail("bench@example.com")
         client.rcpt(recipient)
@@ -120,9 +128,7 @@ async def latencies(
         factory.expected = len(factory.opened)
         done: defer.Deferred[None] = defer.Deferred()
         factory.done = done
-        started, replied = await threads.deferToThread(
-            lmtp_deliver, server.lmtp_port, recipient, index
-        )
+        started, replied = await threads.deferToThread(lmtp_deliver, server, recipient, index)
         await done
         last = max(factory.arrivals)
         after_data.append((last - started) * 1000)
@@ -135,70 +141,58 @@ async def latencies(
 
 async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    with running_server() as server:
-        subprocess.run(
-            [
-                tool("jmap-admin"),
-                "--data",
-                str(server.data),
-                "user",
-                "add",
-                "idle",
-                "--password-stdin",
-            ],
-            input="idle-pw\n",
-            text=True,
-            check=True,
-            capture_output=True,
-        )
-        url = f"ws://127.0.0.1:{server.http_port}/jmap/ws"
-        target_auth = server.auth
-        idle_auth = "Basic " + b64encode(b"idle:idle-pw").decode()
-        # Set both accounts up (mailboxes are created on first use).
+    with open_target(args) as server:
+        if server.other is None:
+            raise SystemExit("this benchmark needs a second user (--other-username)")
+        other_user, other_password, _ = server.other
+        other_auth = basic(other_user, other_password)
+        # Set both accounts up (mailboxes may be created on first use).
         server.api([["Mailbox/get", {"accountId": server.account, "ids": []}, "0"]])
-        target = Factory(url, target_auth, True)
-        await open_sockets(reactor, server.http_port, target, 1)
+        other_session = server.get(server.session_url, other_auth)
+        other_account = other_session["primaryAccounts"]["urn:ietf:params:jmap:mail"]
+        server.api([["Mailbox/get", {"accountId": other_account, "ids": []}, "0"]], other_auth)
+        target = Factory(server.ws_url, server.auth, True)
+        await open_sockets(reactor, server.ws_address, target, 1)
         results["one_socket"] = await latencies(
-            reactor, server, target, "bench@bench.test", args.deliveries
+            reactor, server, target, server.recipient, args.deliveries
         )
-
-        idle = Factory(url, idle_auth, True)
-        await open_sockets(reactor, server.http_port, idle, args.idle)
+        idle = Factory(server.ws_url, other_auth, True)
+        await open_sockets(reactor, server.ws_address, idle, args.idle)
         results[f"one_among_{args.idle}"] = await latencies(
-            reactor, server, target, "bench@bench.test", args.deliveries
+            reactor, server, target, server.recipient, args.deliveries
         )
         for protocol in idle.opened:
             protocol.sendClose(1000)
         await task.deferLater(reactor, 1.0, lambda: None)
-
-        fan = Factory(url, target_auth, True)
-        await open_sockets(reactor, server.http_port, fan, args.fanout)
+        fan = Factory(server.ws_url, server.auth, True)
+        await open_sockets(reactor, server.ws_address, fan, args.fanout)
         results[f"fanout_{args.fanout}"] = await latencies(
-            reactor, server, fan, "bench@bench.test", max(5, args.deliveries // 5)
+            reactor, server, fan, server.recipient, max(5, args.deliveries // 5)
         )
-    for deflate in (False, True):
-        # A fresh server each time, so freed memory is not reused.
-        with running_server() as server:
-            results["memory_" + ("deflate" if deflate else "plain")] = await memory(
-                reactor, server, args.idle, deflate
-            )
+    if not args.session_url:
+        for deflate in (False, True):
+            # A fresh server each time, so freed memory is not reused.
+            with running_server() as server:
+                results["memory_" + ("deflate" if deflate else "plain")] = await memory(
+                    reactor, server, args.idle, deflate
+                )
     return results
 
 
-async def memory(reactor: Any, server: Any, count: int, deflate: bool) -> dict[str, Any]:
-    url = f"ws://127.0.0.1:{server.http_port}/jmap/ws"
+async def memory(reactor: Any, server: Target, count: int, deflate: bool) -> dict[str, Any]:
+    assert server.pid is not None
     server.api([["Mailbox/get", {"accountId": server.account, "ids": []}, "0"]])
-    sockets = Factory(url, server.auth, deflate)
-    before = rss_kib(server.process.pid)
-    await open_sockets(reactor, server.http_port, sockets, count)
-    opened = rss_kib(server.process.pid)
+    sockets = Factory(server.ws_url, server.auth, deflate)
+    before = rss_kib(server.pid)
+    await open_sockets(reactor, server.ws_address, sockets, count)
+    opened = rss_kib(server.pid)
     sockets.expected = count
     pushed_all: defer.Deferred[None] = defer.Deferred()
     sockets.done = pushed_all
-    await threads.deferToThread(lmtp_deliver, server.lmtp_port, "bench@bench.test", 0)
+    await threads.deferToThread(lmtp_deliver, server, server.recipient, 0)
     await pushed_all
     await task.deferLater(reactor, 0.5, lambda: None)
-    pushed = rss_kib(server.process.pid)
+    pushed = rss_kib(server.pid)
     for protocol in sockets.opened:
         protocol.sendClose(1000)
     await task.deferLater(reactor, 0.5, lambda: None)
@@ -231,10 +225,11 @@ def main() -> None:
     parser.add_argument("--fanout", type=int, default=100)
     parser.add_argument("--deliveries", type=int, default=50)
     parser.add_argument("--json", type=Path)
+    add_target_arguments(parser)
     args = parser.parse_args()
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     os.environ.setdefault("JMAP_BENCH", "1")
     results: dict[str, Any] = {}

@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Server, message, running_server  # noqa: E402
+from common import Target, add_target_arguments, message, open_target
 
 PROPERTIES = [
     "threadId",
@@ -31,7 +31,7 @@ PROPERTIES = [
 ]
 
 
-def full_reload(server: Server) -> int:
+def full_reload(server: Target) -> int:
     total = 0
     _, size = server.api([["Mailbox/get", {"accountId": server.account}, "m"]])
     total += size
@@ -71,7 +71,7 @@ def full_reload(server: Server) -> int:
     return total
 
 
-def resync(server: Server, email_state: str, mailbox_state: str) -> int:
+def resync(server: Target, email_state: str, mailbox_state: str) -> int:
     account = server.account
     _, size = server.api(
         [
@@ -99,7 +99,7 @@ def resync(server: Server, email_state: str, mailbox_state: str) -> int:
     return size
 
 
-def states(server: Server) -> tuple[str, str]:
+def states(server: Target) -> tuple[str, str]:
     responses, _ = server.api(
         [
             ["Email/get", {"accountId": server.account, "ids": []}, "e"],
@@ -109,13 +109,14 @@ def states(server: Server) -> tuple[str, str]:
     return responses[0][1]["state"], responses[1][1]["state"]
 
 
-def run(messages: int) -> dict[str, Any]:
-    with running_server() as server:
-        with smtplib.LMTP("127.0.0.1", server.lmtp_port) as client:
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    messages = args.messages
+    with open_target(args) as server:
+        with smtplib.LMTP(server.lmtp_host, server.lmtp_port) as client:
             for index in range(messages):
-                client.sendmail("s@example.com", ["bench@bench.test"], message(index, 1500))
+                client.sendmail("s@example.com", [server.recipient], message(index, 1500))
             email_state, mailbox_state = states(server)
-            client.sendmail("s@example.com", ["bench@bench.test"], message(messages, 1500))
+            client.sendmail("s@example.com", [server.recipient], message(messages, 1500))
         incremental = resync(server, email_state, mailbox_state)
         full = full_reload(server)
     return {
@@ -130,8 +131,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--json", type=Path)
+    add_target_arguments(parser)
     args = parser.parse_args()
-    result = run(args.messages)
+    result = run(args)
     print(
         f"{result['messages']} messages: full reload {result['full_reload_bytes']} B, "
         f"resync {result['resync_bytes']} B = {result['ratio_percent']:.3f}%"

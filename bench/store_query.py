@@ -18,6 +18,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import tempfile
@@ -122,6 +123,22 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
             print(
                 f"Delivery, one message per write ({options.writes} writes): {rate:.0f} messages/s"
             )
+            if options.json:
+                options.json.write_text(
+                    json.dumps(
+                        {
+                            "messages": options.messages,
+                            "query_ms": {
+                                "median": statistics.median(samples),
+                                "p99": percentile(samples, 0.99),
+                                "max": max(samples),
+                                "samples": samples,
+                            },
+                            "one_message_writes_per_second": rate,
+                        },
+                        indent=2,
+                    )
+                )
         finally:
             await db.stop()
 
@@ -132,6 +149,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1000, help="messages per fill write")
     parser.add_argument("--runs", type=int, default=50, help="query repetitions")
     parser.add_argument("--writes", type=int, default=500, help="one-message writes to time")
+    parser.add_argument("--json", type=Path, help="write the figures here")
     return parser.parse_args()
 
 

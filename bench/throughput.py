@@ -16,11 +16,12 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import USING, free_port, running_server  # noqa: E402
-from websockets.sync.client import connect  # noqa: E402
+from common import USING, add_target_arguments, free_port, open_target
+from websockets.sync.client import connect
 
 ECHO = json.dumps({"using": USING, "methodCalls": [["Core/echo", {"hello": "world"}, "0"]]})
 
@@ -42,12 +43,16 @@ FLOOR = textwrap.dedent(
 )
 
 
-def http_rate(port: int, auth: str, count: int) -> float:
-    connection = http.client.HTTPConnection("127.0.0.1", port)
+def http_rate(api_url: str, auth: str, count: int) -> float:
+    parts = urlsplit(api_url)
+    connection_class = (
+        http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    )
+    connection = connection_class(parts.hostname or "127.0.0.1", parts.port)
     headers = {"Authorization": auth, "Content-Type": "application/json"}
     started = time.perf_counter()
     for _ in range(count):
-        connection.request("POST", "/jmap/api/", ECHO, headers)
+        connection.request("POST", parts.path or "/", ECHO, headers)
         connection.getresponse().read()
     return count / (time.perf_counter() - started)
 
@@ -72,23 +77,19 @@ def ws_rate(
         return count / (time.perf_counter() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=2000)
-    args = parser.parse_args()
+def run(args: argparse.Namespace) -> dict[str, float]:
     n = args.requests
     floor_port = free_port()
     floor = subprocess.Popen([sys.executable, "-c", FLOOR, str(floor_port)])
     try:
         time.sleep(1.0)
-        with running_server() as server:
+        with open_target(args) as server:
             headers = {"Authorization": server.auth}
-            url = f"ws://127.0.0.1:{server.http_port}/jmap/ws"
-            http_rate(server.http_port, server.auth, 50)  # warm up (and the password cache)
-            rates = {
-                "http_keepalive_sequential": http_rate(server.http_port, server.auth, n),
-                "ws_sequential": ws_rate(url, headers, n, False),
-                "ws_pipelined": ws_rate(url, headers, n, True),
+            http_rate(server.api_url, server.auth, 50)  # warm up (and the password cache)
+            return {
+                "http_keepalive_sequential": http_rate(server.api_url, server.auth, n),
+                "ws_sequential": ws_rate(server.ws_url, headers, n, False),
+                "ws_pipelined": ws_rate(server.ws_url, headers, n, True),
                 "floor_autobahn_echo_sequential": ws_rate(
                     f"ws://127.0.0.1:{floor_port}", {}, n, False, jmap=False
                 ),
@@ -99,12 +100,24 @@ def main() -> None:
     finally:
         floor.terminate()
         floor.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--json", type=Path)
+    add_target_arguments(parser)
+    args = parser.parse_args()
+    rates = run(args)
     for key, value in rates.items():
         print(f"{key:<34} {value:9.0f} requests/s")
     print(
         f"ws/http (sequential): {rates['ws_sequential'] / rates['http_keepalive_sequential']:.2f}x; "
-        f"ws/floor (pipelined): {100 * rates['ws_pipelined'] / rates['floor_autobahn_echo_pipelined']:.0f}%"
+        f"ws/floor: sequential {100 * rates['ws_sequential'] / rates['floor_autobahn_echo_sequential']:.0f}%, "
+        f"pipelined {100 * rates['ws_pipelined'] / rates['floor_autobahn_echo_pipelined']:.0f}%"
     )
+    if args.json:
+        args.json.write_text(json.dumps(rates, indent=2))
 
 
 if __name__ == "__main__":

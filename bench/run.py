@@ -1,0 +1,96 @@
+"""
+Run every benchmark and render ``docs/benchmarks.md``.
+
+    python bench/run.py               # full size (about 10 minutes)
+    python bench/run.py --size tiny   # seconds: checks that each still works
+
+Each benchmark runs in its own process (each starts its own server unless
+given a target; the target options are passed through), writes its JSON
+into ``--out`` (default ``bench/results``), and the report is rendered
+from those files with plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+SIZES = {
+    "tiny": {
+        "push": ["--idle", "20", "--fanout", "5", "--deliveries", "5"],
+        "throughput": ["--requests", "100"],
+        "compression": ["--messages", "5"],
+        "resync": ["--messages", "50"],
+        "lmtp_delivery": ["--messages", "40", "--connections", "2"],
+        "store_query": ["--messages", "500", "--runs", "5", "--writes", "20"],
+        "bus_dispatch": ["--listeners", "1000", "--repeat", "20"],
+    },
+    "full": {
+        "push": ["--idle", "10000", "--fanout", "1000", "--deliveries", "50"],
+        "throughput": ["--requests", "2000"],
+        "compression": ["--messages", "50"],
+        "resync": ["--messages", "10000"],
+        "lmtp_delivery": ["--messages", "1000", "--connections", "4"],
+        "store_query": ["--messages", "100000"],
+        "bus_dispatch": ["--listeners", "10000"],
+    },
+}
+
+#: Benchmarks that take the target options (the others measure the store
+#: and the bus in-process).
+TARGETED = {"push", "throughput", "compression", "resync", "lmtp_delivery"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--report", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
+    parser.add_argument("--only", action="append", help="run only these benchmarks")
+    args, target = parser.parse_known_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for name, options in SIZES[args.size].items():
+        if args.only and name not in args.only:
+            continue
+        started = time.monotonic()
+        command = [
+            sys.executable,
+            str(HERE / f"{name}.py"),
+            *options,
+            "--json",
+            str(args.out / f"{name}.json"),
+        ]
+        if name in TARGETED:
+            command += target
+        print(f"== {name}: {' '.join(command[2:])}", flush=True)
+        result = subprocess.run(command, check=False)
+        print(
+            f"== {name}: exit {result.returncode} in {time.monotonic() - started:.0f} s", flush=True
+        )
+        if result.returncode:
+            failed.append(name)
+    subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "report.py"),
+            "--results",
+            str(args.out),
+            "--output",
+            str(args.report),
+        ],
+        check=True,
+    )
+    if failed:
+        raise SystemExit("failed: " + ", ".join(failed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""
+Every benchmark still runs (at a tiny size) and the report renders.
+Figures are not checked: benchmarks measure, tests assert behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.integration
+def test_benchmarks_run_at_tiny_size(tmp_path: Path) -> None:
+    """
+    ``bench/run.py --size tiny`` runs each benchmark against its own
+    server, writes its JSON, and renders the report with its plots.
+    """
+    report = tmp_path / "docs" / "benchmarks.md"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--size",
+            "tiny",
+            "--out",
+            str(tmp_path / "results"),
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    names = {p.stem for p in (tmp_path / "results").glob("*.json")}
+    assert names == {
+        "push",
+        "throughput",
+        "compression",
+        "resync",
+        "lmtp_delivery",
+        "store_query",
+        "bus_dispatch",
+    }
+    for path in (tmp_path / "results").glob("*.json"):
+        assert json.loads(path.read_text())
+    text = report.read_text()
+    assert text.count("| `bench/") >= 12
+    assert sorted(p.name for p in (report.parent / "img").glob("*.png")) == [
+        "memory_per_socket.png",
+        "push_latency_cdf.png",
+        "query_cdf.png",
+    ]

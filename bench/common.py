@@ -137,7 +137,7 @@ class LocalServer:
     ``other``.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, extra: list[str] | None = None) -> None:
         self.root = root
         self.http_port = free_port()
         self.lmtp_port = free_port()
@@ -174,6 +174,7 @@ class LocalServer:
                 str(self.data),
                 "--domain",
                 "bench.test",
+                *(extra or []),
             ],
             cwd=root,
         )
@@ -205,12 +206,13 @@ class LocalServer:
 
 
 @contextmanager
-def running_server() -> Iterator[Target]:
+def running_server(extra: list[str] | None = None) -> Iterator[Target]:
     """
-    A fresh local server, stopped and removed afterwards.
+    A fresh local server (``extra`` options for ``twistd jmap``), stopped
+    and removed afterwards.
     """
     root = Path(tempfile.mkdtemp(prefix="jmap-bench-"))
-    server = LocalServer(root)
+    server = LocalServer(root, extra)
     try:
         yield server.target()
     finally:

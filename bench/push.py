@@ -139,8 +139,21 @@ async def latencies(
     }
 
 
+def delivery_rate(target: Target, count: int) -> float:
+    """
+    LMTP deliveries per second on one connection, back to back.
+    """
+    with smtplib.LMTP(target.lmtp_host, target.lmtp_port) as client:
+        started = time.perf_counter()
+        for index in range(count):
+            client.sendmail("bench@example.com", [target.recipient], message(index))
+        return count / (time.perf_counter() - started)
+
+
 async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
+    idle_counts = [int(n) for n in str(args.idle).split(",")]
+    fanout_counts = [int(n) for n in str(args.fanout).split(",")]
     with open_target(args) as server:
         if server.other is None:
             raise SystemExit("this benchmark needs a second user (--other-username)")
@@ -151,31 +164,48 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         other_session = server.get(server.session_url, other_auth)
         other_account = other_session["primaryAccounts"]["urn:ietf:params:jmap:mail"]
         server.api([["Mailbox/get", {"accountId": other_account, "ids": []}, "0"]], other_auth)
+        deliveries = max(20, args.deliveries * 4)
+        results["delivery_rate_0_listeners"] = await threads.deferToThread(
+            delivery_rate, server, deliveries
+        )
         target = Factory(server.ws_url, server.auth, True)
         await open_sockets(reactor, server.ws_address, target, 1)
         results["one_socket"] = await latencies(
             reactor, server, target, server.recipient, args.deliveries
         )
+        opened = 0
         idle = Factory(server.ws_url, other_auth, True)
-        await open_sockets(reactor, server.ws_address, idle, args.idle)
-        results[f"one_among_{args.idle}"] = await latencies(
-            reactor, server, target, server.recipient, args.deliveries
-        )
+        for count in sorted(idle_counts):
+            await open_sockets(reactor, server.ws_address, idle, count - opened)
+            opened = count
+            results[f"one_among_{count}"] = await latencies(
+                reactor, server, target, server.recipient, args.deliveries
+            )
         for protocol in idle.opened:
             protocol.sendClose(1000)
         await task.deferLater(reactor, 1.0, lambda: None)
         fan = Factory(server.ws_url, server.auth, True)
-        await open_sockets(reactor, server.ws_address, fan, args.fanout)
-        results[f"fanout_{args.fanout}"] = await latencies(
-            reactor, server, fan, server.recipient, max(5, args.deliveries // 5)
+        opened = 0
+        for count in sorted(fanout_counts):
+            await open_sockets(reactor, server.ws_address, fan, count - opened)
+            opened = count
+            results[f"fanout_{count}"] = await latencies(
+                reactor, server, fan, server.recipient, max(5, args.deliveries // 5)
+            )
+        fan.expected = 10**9  # deliveries below are not waited for
+        results[f"delivery_rate_{opened + 1}_listeners"] = await threads.deferToThread(
+            delivery_rate, server, deliveries
         )
     if not args.session_url:
-        for deflate in (False, True):
+        settings = {
+            "plain": (False, []),
+            "deflate": (True, []),
+            "deflate_context_takeover": (True, ["--ws-context-takeover"]),
+        }
+        for name, (deflate, extra) in settings.items():
             # A fresh server each time, so freed memory is not reused.
-            with running_server() as server:
-                results["memory_" + ("deflate" if deflate else "plain")] = await memory(
-                    reactor, server, args.idle, deflate
-                )
+            with running_server(extra) as server:
+                results["memory_" + name] = await memory(reactor, server, max(idle_counts), deflate)
     return results
 
 
@@ -208,11 +238,13 @@ def report(results: dict[str, Any]) -> None:
         f"{'measurement':<28} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}   (end of DATA -> last frame)"
     )
     for key, value in results.items():
-        if "end_of_data_to_frame_ms" in value:
+        if isinstance(value, dict) and "end_of_data_to_frame_ms" in value:
             lat = value["end_of_data_to_frame_ms"]
             print(f"{key:<28} {lat['median']:8.2f} {lat['p99']:8.2f} {lat['max']:8.2f}")
     for key, value in results.items():
-        if key.startswith("memory_"):
+        if key.startswith("delivery_rate_"):
+            print(f"{key:<28} {value:8.0f} mails/s (LMTP, one connection)")
+        elif key.startswith("memory_"):
             print(
                 f"{key:<28} {value['kib_per_socket_idle']:8.1f} KiB/socket idle, "
                 f"{value['kib_per_socket_after_push']:8.1f} KiB/socket after a push ({value['sockets']} sockets)"
@@ -221,8 +253,8 @@ def report(results: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--idle", type=int, default=1000)
-    parser.add_argument("--fanout", type=int, default=100)
+    parser.add_argument("--idle", default="1000", help="idle socket counts, e.g. 1000,10000")
+    parser.add_argument("--fanout", default="100", help="fan-out socket counts, e.g. 100,1000")
     parser.add_argument("--deliveries", type=int, default=50)
     parser.add_argument("--json", type=Path)
     add_target_arguments(parser)

@@ -130,12 +130,21 @@ def rows(results: Path) -> list[tuple[str, str, str, str]]:
                         "push",
                     )
                 )
+            elif key.startswith("delivery_rate_"):
+                table.append(
+                    (
+                        f"LMTP deliveries/s, one connection, {key.split('_')[2]} push listener(s)",
+                        f"{value:.0f} mails/s",
+                        TARGETS["lmtp"],
+                        "push",
+                    )
+                )
             elif key.startswith("memory_"):
                 table.append(
                     (
                         f"RSS per socket, {key[7:]}, {value['sockets']} sockets",
                         f"{value['kib_per_socket_idle']:.1f} KiB idle, {value['kib_per_socket_after_push']:.1f} KiB after a push",
-                        TARGETS["memory"] if key.endswith("deflate") else "—",
+                        TARGETS["memory"] if key == "memory_deflate" else "—",
                         "push",
                     )
                 )
@@ -150,6 +159,16 @@ def rows(results: Path) -> list[tuple[str, str, str, str]]:
                 "throughput",
             )
         )
+        if "ws_mailbox_view" in rates:
+            table.append(
+                (
+                    "Mailbox view (Mailbox/get + Email/query + Email/get): WebSocket vs HTTP",
+                    f"{rates['ws_mailbox_view']:.0f} vs {rates['http_mailbox_view']:.0f} req/s = "
+                    f"{rates['ws_mailbox_view'] / rates['http_mailbox_view']:.1f}×",
+                    "—",
+                    "throughput",
+                )
+            )
         table.append(
             (
                 "Core/echo over WebSocket vs bare Autobahn echo",

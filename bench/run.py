@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 
 SIZES = {
     "tiny": {
-        "push": ["--idle", "20", "--fanout", "5", "--deliveries", "5"],
+        "push": ["--idle", "10,20", "--fanout", "3,5", "--deliveries", "5"],
         "throughput": ["--requests", "100"],
         "compression": ["--messages", "5"],
         "resync": ["--messages", "50"],
@@ -31,7 +31,7 @@ SIZES = {
         "bus_dispatch": ["--listeners", "1000", "--repeat", "20"],
     },
     "full": {
-        "push": ["--idle", "10000", "--fanout", "1000", "--deliveries", "50"],
+        "push": ["--idle", "1000,10000", "--fanout", "100,1000", "--deliveries", "50"],
         "throughput": ["--requests", "2000"],
         "compression": ["--messages", "50"],
         "resync": ["--messages", "10000"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import smtplib
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import USING, add_target_arguments, free_port, open_target
+from common import USING, add_target_arguments, free_port, message, open_target
 from websockets.sync.client import connect
 
 ECHO = json.dumps({"using": USING, "methodCalls": [["Core/echo", {"hello": "world"}, "0"]]})
@@ -43,7 +44,48 @@ FLOOR = textwrap.dedent(
 )
 
 
-def http_rate(api_url: str, auth: str, count: int) -> float:
+def realistic(account: str) -> str:
+    """
+    What a mail client sends to show a mailbox: its mailboxes, the newest
+    emails of the inbox, and their list properties.
+    """
+    return json.dumps(
+        {
+            "using": USING,
+            "methodCalls": [
+                ["Mailbox/get", {"accountId": account}, "m"],
+                [
+                    "Email/query",
+                    {
+                        "accountId": account,
+                        "sort": [{"property": "receivedAt", "isAscending": False}],
+                        "limit": 20,
+                    },
+                    "q",
+                ],
+                [
+                    "Email/get",
+                    {
+                        "accountId": account,
+                        "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+                        "properties": [
+                            "threadId",
+                            "mailboxIds",
+                            "keywords",
+                            "receivedAt",
+                            "subject",
+                            "from",
+                            "preview",
+                        ],
+                    },
+                    "g",
+                ],
+            ],
+        }
+    )
+
+
+def http_rate(api_url: str, auth: str, count: int, body: str = ECHO) -> float:
     parts = urlsplit(api_url)
     connection_class = (
         http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
@@ -52,15 +94,20 @@ def http_rate(api_url: str, auth: str, count: int) -> float:
     headers = {"Authorization": auth, "Content-Type": "application/json"}
     started = time.perf_counter()
     for _ in range(count):
-        connection.request("POST", parts.path or "/", ECHO, headers)
+        connection.request("POST", parts.path or "/", body, headers)
         connection.getresponse().read()
     return count / (time.perf_counter() - started)
 
 
 def ws_rate(
-    url: str, headers: dict[str, str], count: int, pipelined: bool, jmap: bool = True
+    url: str,
+    headers: dict[str, str],
+    count: int,
+    pipelined: bool,
+    jmap: bool = True,
+    request: str = ECHO,
 ) -> float:
-    body = json.dumps({"@type": "Request", "id": "x", **json.loads(ECHO)}) if jmap else ECHO
+    body = json.dumps({"@type": "Request", "id": "x", **json.loads(request)}) if jmap else ECHO
     with connect(
         url, subprotocols=["jmap"] if jmap else None, additional_headers=headers, compression=None
     ) as ws:
@@ -86,7 +133,14 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         with open_target(args) as server:
             headers = {"Authorization": server.auth}
             http_rate(server.api_url, server.auth, 50)  # warm up (and the password cache)
+            with smtplib.LMTP(server.lmtp_host, server.lmtp_port) as client:
+                for index in range(30):
+                    client.sendmail("s@example.com", [server.recipient], message(index))
+            mail = realistic(server.account)
+            few = max(20, n // 10)
             return {
+                "http_mailbox_view": http_rate(server.api_url, server.auth, few, mail),
+                "ws_mailbox_view": ws_rate(server.ws_url, headers, few, False, request=mail),
                 "http_keepalive_sequential": http_rate(server.api_url, server.auth, n),
                 "ws_sequential": ws_rate(server.ws_url, headers, n, False),
                 "ws_pipelined": ws_rate(server.ws_url, headers, n, True),
@@ -111,6 +165,10 @@ def main() -> None:
     rates = run(args)
     for key, value in rates.items():
         print(f"{key:<34} {value:9.0f} requests/s")
+    print(
+        f"mailbox view (Mailbox/get + Email/query + Email/get): ws/http "
+        f"{rates['ws_mailbox_view'] / rates['http_mailbox_view']:.2f}x"
+    )
     print(
         f"ws/http (sequential): {rates['ws_sequential'] / rates['http_keepalive_sequential']:.2f}x; "
         f"ws/floor: sequential {100 * rates['ws_sequential'] / rates['floor_autobahn_echo_sequential']:.0f}%, "

@@ -148,6 +148,16 @@ def rows(results: Path) -> list[tuple[str, str, str, str]]:
                         "push",
                     )
                 )
+    eventsource = load(results, "eventsource")
+    if eventsource:
+        table.append(
+            (
+                "Push over EventSource, 1 stream: end of DATA → state event",
+                lat(eventsource["eventsource_one_stream"]["end_of_data_to_frame_ms"]),
+                "—",
+                "eventsource",
+            )
+        )
     rates = load(results, "throughput")
     if rates:
         table.append(
@@ -278,11 +288,20 @@ def main() -> None:
     for image in made:
         lines += [f"![{image[:-4].replace('_', ' ')}](img/{image})", ""]
     lines += [
-        "Known costs worth the next look: `Mailbox/get` counts are aggregates over the mailbox (about",
-        "230 ms for 100,000 messages; counter tables would make them constant); `Email/query` always",
-        "counts the total; pipelined WebSocket requests spend their time in JSON and the method engine.",
-        "Not measured yet: EventSource latency, delivery throughput with 1,000 push listeners,",
-        "cross-node push (needs the AMQP bus).",
+        "What bounds the figures, and the next things to look at:",
+        "",
+        "- Delivery with many push listeners is bound by the fan-out: every delivery sends a frame",
+        "  to each socket of the account from the reactor thread (serialise, compute the",
+        "  pushState, deflate), about 70 µs per socket here, with the benchmark's own client",
+        "  reading the same frames on the same two cores. Sharing the serialised StateChange and",
+        "  pushState between sockets of one user is the obvious saving.",
+        "- `Mailbox/get` counts are aggregates over the mailbox (about 230 ms for 100,000",
+        "  messages); counter tables would make them constant. `Email/query` always counts the",
+        "  total, most of its time.",
+        "- Pipelined WebSocket requests spend their time in JSON parsing and serialising and in",
+        "  the method engine; the bare Autobahn echo floor does neither. The floor itself varies by",
+        "  a factor of two between runs on this machine.",
+        "- Cross-node push is not measured until the AMQP bus exists.",
         "",
     ]
     args.output.write_text("\n".join(lines))

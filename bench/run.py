@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 SIZES = {
     "tiny": {
         "push": ["--idle", "10,20", "--fanout", "3,5", "--deliveries", "5"],
+        "eventsource": ["--deliveries", "5"],
         "throughput": ["--requests", "100"],
         "compression": ["--messages", "5"],
         "resync": ["--messages", "50"],
@@ -32,6 +33,7 @@ SIZES = {
     },
     "full": {
         "push": ["--idle", "1000,10000", "--fanout", "100,1000", "--deliveries", "50"],
+        "eventsource": ["--deliveries", "50"],
         "throughput": ["--requests", "2000"],
         "compression": ["--messages", "50"],
         "resync": ["--messages", "10000"],
@@ -43,7 +45,7 @@ SIZES = {
 
 #: Benchmarks that take the target options (the others measure the store
 #: and the bus in-process).
-TARGETED = {"push", "throughput", "compression", "resync", "lmtp_delivery"}
+TARGETED = {"push", "eventsource", "throughput", "compression", "resync", "lmtp_delivery"}
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ def test_benchmarks_run_at_tiny_size(tmp_path: Path) -> None:
     names = {p.stem for p in (tmp_path / "results").glob("*.json")}
     assert names == {
         "push",
+        "eventsource",
         "throughput",
         "compression",
         "resync",

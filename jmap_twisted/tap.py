@@ -143,7 +143,11 @@ class Options(usage.Options):
             "Keep each socket's compressor across messages (better ratio, ~100 KiB more per socket).",
         ],
         ["ws-require-subprotocol", None, "Refuse WebSocket clients that offer no subprotocol."],
-        ["bind-tickets", None, "Redeem a WebSocket/EventSource ticket only from the address that asked for it."],
+        [
+            "bind-tickets",
+            None,
+            "Redeem a WebSocket/EventSource ticket only from the address that asked for it.",
+        ],
     ]
 
     def __init__(self) -> None:

@@ -106,25 +106,38 @@ class ParseCache:
 
     A parsed message computes its parts lazily and is not safe to share
     between threads, so each thread (the store's readers and writer) keeps
-    its own cache.
+    its own cache, bounded by count and by the octets of the messages it
+    holds; a message larger than a quarter of that bound is parsed but
+    not kept.
+
+    :param size: messages kept per thread.
+    :param octets: octets of message kept per thread.
     """
 
-    def __init__(self, size: int = 128) -> None:
+    def __init__(self, size: int = 128, octets: int = 32 * 1024 * 1024) -> None:
         self._size = size
+        self._octets = octets
         self._local = local()
 
     def get(self, blob_id: str, raw: bytes) -> ParsedMessage:
-        entries: OrderedDict[str, ParsedMessage] | None = getattr(self._local, "entries", None)
+        entries: OrderedDict[str, tuple[ParsedMessage, int]] | None = getattr(
+            self._local, "entries", None
+        )
         if entries is None:
             entries = self._local.entries = OrderedDict()
+            self._local.held = 0
         found = entries.get(blob_id)
         if found is not None:
             entries.move_to_end(blob_id)
-            return found
+            return found[0]
         parsed = parse_message(raw)
-        entries[blob_id] = parsed
-        while len(entries) > self._size:
-            entries.popitem(last=False)
+        if len(raw) > self._octets // 4:
+            return parsed
+        entries[blob_id] = (parsed, len(raw))
+        self._local.held += len(raw)
+        while len(entries) > self._size or self._local.held > self._octets:
+            _, (_, held) = entries.popitem(last=False)
+            self._local.held -= held
         return parsed
 
 

@@ -421,3 +421,20 @@ async def test_query_filters_sorts_and_query_changes(make_harness: HarnessFactor
     assert (await h.call("Email/queryChanges", {"sinceQueryState": "bogus"}))[1][
         "type"
     ] == "cannotCalculateChanges"
+
+
+def test_parse_cache_is_bounded_by_octets() -> None:
+    """
+    The parsed-message cache holds at most its octet budget and does not
+    keep messages larger than a quarter of it.
+    """
+    from jmap_twisted.methods.email import ParseCache
+
+    cache = ParseCache(size=100, octets=4000)
+    for index in range(10):
+        cache.get(f"b{index}", message(body="x" * 900, subject=str(index)))
+    held = cache._local.held
+    assert held <= 4000
+    assert len(cache._local.entries) < 10
+    cache.get("big", message(body="y" * 2000))
+    assert "big" not in cache._local.entries

@@ -162,6 +162,15 @@ class IDirectory(Interface):
         created, tokens issued) leave it as it is.
         """
 
+    def access_changes_since(version: int) -> Deferred[list[str] | None]:
+        """
+        The ids of the users whose access or credentials changed since an
+        access version: the delegate of a granted or revoked delegation, a
+        deleted user and the delegates of their account, a user whose
+        password was set or whose token was revoked.  ``None`` when the
+        changes since then are no longer all known (then assume everyone).
+        """
+
 
 class IBlobStore(Interface):
     """

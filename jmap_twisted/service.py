@@ -154,8 +154,16 @@ class JMAPService(MultiService):
         if self._access_version is None or version == self._access_version:
             self._access_version = version
             return
+        try:
+            changed = await self.directory.access_changes_since(self._access_version)
+        except Exception:
+            log.failure("Could not read the access changes")
+            changed = None
         self._access_version = version
+        concerned = None if changed is None else set(changed)
         for connection in list(self.push_connections):
+            if concerned is not None and connection.user_id not in concerned:
+                continue
             try:
                 await connection.access_changed()
             except Exception:

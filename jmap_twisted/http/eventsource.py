@@ -100,6 +100,8 @@ class EventSourceResource(JMAPResource):
             reconnects (with Last-Event-ID) under what now holds.
             """
 
+            user_id = principal.user.id
+
             async def access_changed(self) -> None:
                 if finished:
                     return

@@ -34,6 +34,7 @@ class MemoryDirectory:
         self._tokens: dict[str, TokenInfo] = {}  # by token hash, oldest first
         self._delegations: set[tuple[str, str]] = set()  # (owner id, delegate id)
         self._access_version = 0
+        self._access_changes: list[tuple[int, str]] = []
 
     def _user_by_id(self, user_id: str) -> User | None:
         for user in self._users.values():
@@ -68,8 +69,9 @@ class MemoryDirectory:
         del self._password_hashes[user.id]
         del self._accounts[user.id]
         self._tokens = {h: t for h, t in self._tokens.items() if t.user_id != user.id}
+        delegates = [to for owner, to in self._delegations if owner == user.id]
         self._delegations = {d for d in self._delegations if user.id not in d}
-        self._access_version += 1
+        self._changed(user.id, *delegates)
         return succeed(True)
 
     def get_password_hash(self, username: str) -> Deferred[tuple[User, str | None] | None]:
@@ -83,7 +85,7 @@ class MemoryDirectory:
         if user is None:
             return fail(NoSuchUser(username))
         self._password_hashes[user.id] = password_hash
-        self._access_version += 1
+        self._changed(user.id)
         return succeed(None)
 
     def add_token(self, user_id: str, token_hash: str, name: str) -> Deferred[TokenInfo]:
@@ -118,7 +120,7 @@ class MemoryDirectory:
         for token_hash, token in self._tokens.items():
             if token.id == token_id:
                 del self._tokens[token_hash]
-                self._access_version += 1
+                self._changed(token.user_id)
                 return succeed(True)
         return succeed(False)
 
@@ -139,7 +141,7 @@ class MemoryDirectory:
         delegation = (self._users[owner].id, self._users[delegate].id)
         if delegation not in self._delegations:
             self._delegations.add(delegation)
-            self._access_version += 1
+            self._changed(delegation[1])
         return succeed(None)
 
     def revoke_delegation(self, owner: str, delegate: str) -> Deferred[bool]:
@@ -149,7 +151,7 @@ class MemoryDirectory:
         if delegation not in self._delegations:
             return succeed(False)
         self._delegations.discard(delegation)
-        self._access_version += 1
+        self._changed(delegation[1])
         return succeed(True)
 
     def delegations(self, owner: str) -> Deferred[list[User]]:
@@ -163,6 +165,13 @@ class MemoryDirectory:
 
     def access_version(self) -> Deferred[int]:
         return succeed(self._access_version)
+
+    def _changed(self, *user_ids: str) -> None:
+        self._access_version += 1
+        self._access_changes.extend((self._access_version, u) for u in user_ids)
+
+    def access_changes_since(self, version: int) -> Deferred[list[str] | None]:
+        return succeed(sorted({u for v, u in self._access_changes if v > version}))
 
 
 @implementer(IBlobStore)

@@ -231,10 +231,21 @@ CREATE INDEX dead_letters_by_group ON dead_letters (group_name, num);
 CREATE INDEX dead_letters_requested ON dead_letters (num) WHERE redeliver_requested = 1;
 """
 
+_V4_ACCESS_CHANGES = """
+-- Whose access or credentials each access-version bump concerned, so a
+-- running server re-checks only their connections.
+CREATE TABLE access_changes (
+    version INTEGER NOT NULL,
+    user_id TEXT NOT NULL
+);
+CREATE INDEX access_changes_by_version ON access_changes (version);
+"""
+
 MIGRATIONS: list[str] = [
     _V1_DIRECTORY_AND_BLOBS,
     _V2_MAIL,
     _V3_DELEGATION_AND_DEAD_LETTERS,
+    _V4_ACCESS_CHANGES,
 ]
 """
 The schema, one SQL script per version; append only.

@@ -67,12 +67,20 @@ def _delete_user(db: sqlite3.Connection, username: str) -> bool:
         " WHERE accounts.owner_id = ?",
         (user_id,),
     ).fetchall()
+    delegates = [
+        delegate
+        for (delegate,) in db.execute(
+            "SELECT delegations.user_id FROM delegations"
+            " JOIN accounts ON accounts.id = delegations.account_id WHERE accounts.owner_id = ?",
+            (user_id,),
+        )
+    ]
     db.execute("DELETE FROM tokens WHERE user_id = ?", (user_id,))
     db.execute("DELETE FROM delegations WHERE user_id = ?", (user_id,))  # delegated to them
     # Cascades to account_blobs and to the delegations of their accounts.
     db.execute("DELETE FROM accounts WHERE owner_id = ?", (user_id,))
     db.execute("DELETE FROM users WHERE id = ?", (user_id,))
-    _bump_access_version(db)
+    _bump_access_version(db, user_id, *delegates)
     # Octets no other account refers to any more go with the user.
     db.executemany(
         "DELETE FROM blobs WHERE id = ?1"
@@ -95,7 +103,8 @@ def _set_password_hash(db: sqlite3.Connection, username: str, password_hash: str
     )
     if cursor.rowcount == 0:
         raise NoSuchUser(username)
-    _bump_access_version(db)
+    (user_id,) = db.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+    _bump_access_version(db, user_id)
 
 
 def _add_token(
@@ -138,10 +147,12 @@ def _list_tokens(db: sqlite3.Connection, user_id: str) -> list[TokenInfo]:
 
 
 def _revoke_token(db: sqlite3.Connection, token_id: str) -> bool:
-    revoked = db.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount > 0
-    if revoked:
-        _bump_access_version(db)
-    return revoked
+    row = db.execute("SELECT user_id FROM tokens WHERE id = ?", (token_id,)).fetchone()
+    if row is None:
+        return False
+    db.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
+    _bump_access_version(db, row[0])
+    return True
 
 
 def _accounts_for_user(db: sqlite3.Connection, user_id: str) -> list[Account]:
@@ -161,8 +172,32 @@ def _accounts_for_user(db: sqlite3.Connection, user_id: str) -> list[Account]:
     return [Account(id=row[0], name=row[1], owner_id=row[2]) for row in owned + delegated]
 
 
-def _bump_access_version(db: sqlite3.Connection) -> None:
+#: Access changes remembered per user; older ones make
+#: ``access_changes_since`` answer "everyone".
+ACCESS_CHANGES_KEPT = 10_000
+
+
+def _bump_access_version(db: sqlite3.Connection, *user_ids: str) -> None:
     db.execute("UPDATE access_version SET version = version + 1")
+    (version,) = db.execute("SELECT version FROM access_version").fetchone()
+    db.executemany(
+        "INSERT INTO access_changes (version, user_id) VALUES (?, ?)",
+        [(version, user_id) for user_id in user_ids],
+    )
+    db.execute("DELETE FROM access_changes WHERE version <= ?", (version - ACCESS_CHANGES_KEPT,))
+
+
+def _access_changes_since(db: sqlite3.Connection, since: int) -> list[str] | None:
+    (current,) = db.execute("SELECT version FROM access_version").fetchone()
+    if since >= current:
+        return []
+    (oldest,) = db.execute("SELECT MIN(version) FROM access_changes").fetchone()
+    if oldest is None or oldest > since + 1:
+        return None  # some changes in between are no longer known
+    rows = db.execute(
+        "SELECT DISTINCT user_id FROM access_changes WHERE version > ? ORDER BY user_id", (since,)
+    )
+    return [user_id for (user_id,) in rows]
 
 
 def _user_id(db: sqlite3.Connection, username: str) -> str | None:
@@ -192,7 +227,7 @@ def _delegate(db: sqlite3.Connection, owner: str, delegate: str, now: float) -> 
         (account_id, delegate_id, now),
     )
     if cursor.rowcount > 0:
-        _bump_access_version(db)
+        _bump_access_version(db, delegate_id)
 
 
 def _revoke_delegation(db: sqlite3.Connection, owner: str, delegate: str) -> bool:
@@ -205,7 +240,7 @@ def _revoke_delegation(db: sqlite3.Connection, owner: str, delegate: str) -> boo
     )
     if cursor.rowcount == 0:
         return False
-    _bump_access_version(db)
+    _bump_access_version(db, delegate_id)
     return True
 
 
@@ -309,6 +344,9 @@ class SQLiteDirectory:
         sharing it sees every change.
         """
         return self._db.read(_access_version)
+
+    def access_changes_since(self, version: int) -> Deferred[list[str] | None]:
+        return self._db.read(_access_changes_since, version)
 
 
 # Transactions of SQLiteBlobStore.

@@ -225,6 +225,13 @@ class WebSocketSession:
     def close(self, code: int, reason: str) -> None:
         self._close(code, reason)
 
+    @property
+    def user_id(self) -> str:
+        """
+        The connection's user (for access changes).
+        """
+        return self.principal.user.id
+
     async def access_changed(self) -> None:
         """
         Who-sees-what or credentials changed somewhere: close with 1008 if

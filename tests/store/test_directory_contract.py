@@ -507,3 +507,28 @@ async def test_delegations_shared_between_databases(tmp_path, clock):
     finally:
         await admin_db.stop()
         await server_db.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_access_changes_name_the_users_concerned(directory, clock):
+    """
+    access_changes_since names the users each change concerns: the
+    delegate of a grant or revocation, a user whose password was set or
+    token revoked, a deleted user and the delegates of their account.
+    """
+    alice = await directory.create_user("alice", "h")
+    bob = await directory.create_user("bob", "h")
+    carol = await directory.create_user("carol", "h")
+    start = await directory.access_version()
+    assert await directory.access_changes_since(start) == []
+    await directory.delegate("alice", "bob")
+    assert await directory.access_changes_since(start) == [bob.id]
+    mark = await directory.access_version()
+    await directory.set_password_hash("carol", "h2")
+    token = await directory.add_token(alice.id, "th", "t")
+    await directory.revoke_token(token.id)
+    assert sorted(await directory.access_changes_since(mark)) == sorted([alice.id, carol.id])
+    mark = await directory.access_version()
+    await directory.delete_user("alice")
+    assert sorted(await directory.access_changes_since(mark)) == sorted([alice.id, bob.id])
+    assert await directory.access_changes_since(await directory.access_version()) == []

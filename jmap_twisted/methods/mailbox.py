@@ -363,7 +363,7 @@ class _MailboxSet:
         not_destroyed: dict[str, Any] = {}
         for mailbox_id in destroy:
             try:
-                self._destroy(mailbox_id, set(destroy))
+                self._destroy(mailbox_id)
             except SetError as e:
                 not_destroyed[mailbox_id] = e.error
             else:
@@ -496,7 +496,7 @@ class _MailboxSet:
         if differences:
             self.mailboxes[mailbox_id] = self.writer.update_mailbox(mailbox_id, **differences)
 
-    def _destroy(self, mailbox_id: str, destroying: set[str]) -> None:
+    def _destroy(self, mailbox_id: str) -> None:
         current = self.mailboxes.get(mailbox_id)
         if current is None:
             raise SetError("notFound")

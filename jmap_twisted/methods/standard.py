@@ -26,18 +26,6 @@ def check_known(arguments: Mapping[str, Any], allowed: Collection[str]) -> None:
         raise InvalidArguments("Unknown arguments: " + ", ".join(unknown) + ".")
 
 
-def optional_ids(arguments: Mapping[str, Any], name: str) -> list[str] | None:
-    """
-    An ``Id[]|null`` argument.
-    """
-    value = arguments.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(is_id(v) for v in value):
-        raise InvalidArguments(f"'{name}' must be an array of Ids or null.")
-    return value
-
-
 def resolve_id(context: CallContext, value: Any) -> Any:
     """
     An id, or the id created for ``#creationId`` earlier in the request.
@@ -210,21 +198,6 @@ def parse_utc_date(value: Any) -> float | None:
         return datetime.fromisoformat(value[:-1] + "+00:00").timestamp()
     except ValueError:
         return None
-
-
-def parse_date(value: Any) -> float | None:
-    """
-    The POSIX time of an RFC 3339 ``Date`` with any offset, or ``None``.
-    """
-    if not isinstance(value, str) or "T" not in value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.timestamp()
 
 
 def not_found(requested: Iterable[str], found: Collection[str]) -> list[str]:

@@ -22,13 +22,6 @@ STANDARD_MAILBOXES = (
 )
 
 
-def thread_keys(record_ids: Iterable[str], summary_ids: Iterable[str]) -> set[str]:
-    """
-    Every Message-ID a message mentions (its own, In-Reply-To, References).
-    """
-    return {*record_ids, *summary_ids}
-
-
 def record_email_added(
     recorder: ChangeRecorder,
     email: EmailRecord,

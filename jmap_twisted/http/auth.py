@@ -18,7 +18,7 @@ from jmap_twisted.auth.checkers import BearerToken
 from jmap_twisted.auth.passwords import token_hash
 from jmap_twisted.http.problem import write_status
 from jmap_twisted.interfaces import IBearerToken, IDirectory, IPrincipal
-from jmap_twisted.push.tickets import TicketCredentials
+from jmap_twisted.push.tickets import ITicket, TicketCredentials
 
 #: One ``WWW-Authenticate`` challenge per accepted scheme.
 CHALLENGES = (b'Basic realm="jmap", charset="UTF-8"', b'Bearer realm="jmap"')
@@ -93,33 +93,51 @@ def write_unauthorized(request: IRequest) -> None:
 CredentialProbe = Callable[[], Awaitable[bool]]
 
 
-async def credential_probe(
-    directory: IDirectory, credentials: ICredentials, user_id: str
-) -> CredentialProbe:
+#: What a long-lived connection's credentials rest on: ``("token",
+#: digest)``, ``("password", username, stored hash)``, or ``("user",)``.
+Origin = tuple[str, ...]
+
+
+async def credential_origin(directory: IDirectory, credentials: ICredentials) -> Origin | None:
     """
-    A check, cheap enough to run for every open connection when access
-    changes, that the credentials used to open it are still good: a
-    token not revoked, a password not changed since, the user still there.
+    What the credentials rest on, read *before* they are checked (so that
+    a password changed during the check is noticed later).  ``None`` for a
+    ticket, whose origin is known once it is redeemed.
     """
     if IBearerToken.providedBy(credentials):
-        digest = token_hash(IBearerToken(credentials).token)
-
-        async def token_alive() -> bool:
-            found = await directory.find_token(digest)
-            return found is not None and found[0].id == user_id
-
-        return token_alive
+        return ("token", token_hash(IBearerToken(credentials).token))
     if IUsernamePassword.providedBy(credentials):
         username = IUsernamePassword(credentials).username
         name = (
             username.decode("utf-8", "surrogateescape") if isinstance(username, bytes) else username
         )
         found = await directory.get_password_hash(name)
-        stored = found[1] if found is not None else None
+        return ("password", name, (found[1] or "") if found is not None else "")
+    return None
+
+
+def credential_probe(directory: IDirectory, origin: Origin | None, user_id: str) -> CredentialProbe:
+    """
+    A check, cheap enough to run for every open connection of a user when
+    access changes, that the credentials used to open it still hold: the
+    token not revoked, the password not changed since, the user still
+    there.  A ticket's connection rests on the credentials that asked for
+    the ticket.
+    """
+    if origin is not None and origin[0] == "token":
+        digest = origin[1]
+
+        async def token_alive() -> bool:
+            found = await directory.find_token(digest)
+            return found is not None and found[0].id == user_id
+
+        return token_alive
+    if origin is not None and origin[0] == "password":
+        name, stored = origin[1], origin[2]
 
         async def password_unchanged() -> bool:
             now = await directory.get_password_hash(name)
-            return now is not None and now[0].id == user_id and now[1] == stored
+            return now is not None and now[0].id == user_id and (now[1] or "") == stored
 
         return password_unchanged
 
@@ -135,9 +153,17 @@ async def login_with_probe(
     """
     Authenticate a request that opens a long-lived connection, and return
     the probe that re-checks its credentials later.
+
+    :raises UnauthorizedLogin: also for a ticket whose own credentials were
+        revoked since it was issued.
     """
     credentials = credentials_from_request(request, allow_query_token=True)
+    origin = await credential_origin(directory, credentials)
     _, avatar, _ = await portal.login(credentials, None, IPrincipal)
     principal = cast(IPrincipal, avatar)
-    probe = await credential_probe(directory, credentials, principal.user.id)
+    if ITicket.providedBy(credentials):
+        origin = ITicket(credentials).origin
+    probe = credential_probe(directory, origin, principal.user.id)
+    if not await probe():
+        raise UnauthorizedLogin("the credentials behind this ticket were revoked")
     return principal, probe

@@ -20,7 +20,12 @@ from jmap_twisted.core import jsonio
 from jmap_twisted.core.request import is_id, parse_request
 from jmap_twisted.core.session import session_object
 from jmap_twisted.errors import LimitExceeded, NotJSON, RequestLevelError
-from jmap_twisted.http.auth import login, write_unauthorized
+from jmap_twisted.http.auth import (
+    credential_origin,
+    credentials_from_request,
+    login,
+    write_unauthorized,
+)
 from jmap_twisted.http.problem import write_json, write_problem, write_status
 from jmap_twisted.methods.standard import utc_date
 
@@ -282,6 +287,11 @@ class TicketResource(JMAPResource):
     allowed_methods = (b"POST", b"DELETE")
 
     async def handle(self, request: IRequest) -> None:
+        # What the asking credentials rest on goes with the ticket, so the
+        # connection it opens closes when they are revoked.
+        origin = await credential_origin(
+            self.service.directory, credentials_from_request(request)
+        )
         principal = await login(self.service.portal, request)
         tickets = self.service.tickets
         if request.method == b"DELETE":
@@ -293,7 +303,7 @@ class TicketResource(JMAPResource):
             request.finish()
             return
         address = request.getClientAddress()
-        value, expires = tickets.issue(principal.user.id, getattr(address, "host", None))
+        value, expires = tickets.issue(principal.user.id, getattr(address, "host", None), origin)
         write_json(
             request,
             {

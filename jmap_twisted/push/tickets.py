@@ -32,6 +32,10 @@ class ITicket(ICredentials):
 
     value = Attribute(":class:`str`, the ticket.")
     client = Attribute(":class:`str` or ``None``, the client address presenting it.")
+    origin = Attribute(
+        "Set when the ticket is redeemed: what the credentials that asked "
+        "for it rest on (see :func:`jmap_twisted.http.auth.credential_origin`)."
+    )
 
 
 @implementer(ITicket)
@@ -39,6 +43,7 @@ class TicketCredentials:
     def __init__(self, value: str, client: str | None) -> None:
         self.value = value
         self.client = client
+        self.origin: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         return "<TicketCredentials (redacted)>"
@@ -49,6 +54,7 @@ class _Ticket:
     user_id: str
     expires: float
     client: str | None
+    origin: tuple[str, ...] | None
 
 
 def _digest(value: str) -> str:
@@ -76,7 +82,9 @@ class Tickets:
         for digest in [d for d, t in self._tickets.items() if t.expires <= now]:
             del self._tickets[digest]
 
-    def issue(self, user_id: str, client: str | None) -> tuple[str, float]:
+    def issue(
+        self, user_id: str, client: str | None, origin: tuple[str, ...] | None = None
+    ) -> tuple[str, float]:
         """
         A new ticket for a user, and when it expires (POSIX time).  The
         user's oldest tickets are dropped past :data:`MAX_PER_USER`.
@@ -87,13 +95,20 @@ class Tickets:
             del self._tickets[digest]
         value = secrets.token_urlsafe(32)
         expires = self._clock.seconds() + self._lifetime
-        self._tickets[_digest(value)] = _Ticket(user_id, expires, client)
+        self._tickets[_digest(value)] = _Ticket(user_id, expires, client, origin)
         return value, expires
 
     def redeem(self, value: str, client: str | None) -> str | None:
         """
         The user a valid ticket was issued to, consuming it; ``None`` for
         an unknown, used, expired or (when bound) foreign-address ticket.
+        """
+        ticket = self.redeem_ticket(value, client)
+        return None if ticket is None else ticket.user_id
+
+    def redeem_ticket(self, value: str, client: str | None) -> _Ticket | None:
+        """
+        Like :meth:`redeem`, with what the ticket was issued on.
         """
         self._purge()
         digest = _digest(value)
@@ -107,7 +122,7 @@ class Tickets:
         ):
             return None
         del self._tickets[digest]
-        return ticket.user_id
+        return ticket
 
     def revoke(self, value: str, user_id: str) -> bool:
         """
@@ -133,11 +148,12 @@ class TicketChecker:
         self._tickets = tickets
 
     def requestAvatarId(self, credentials: ICredentials) -> Deferred[Any]:
-        ticket = ITicket(credentials)
-        user_id = self._tickets.redeem(ticket.value, ticket.client)
-        if user_id is None:
+        presented = ITicket(credentials)
+        ticket = self._tickets.redeem_ticket(presented.value, presented.client)
+        if ticket is None:
             return fail(UnauthorizedLogin())
-        return succeed(user_id)
+        presented.origin = ticket.origin
+        return succeed(ticket.user_id)
 
 
 __all__ = ["Interface", "TicketChecker", "Tickets"]

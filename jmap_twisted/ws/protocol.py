@@ -79,16 +79,21 @@ class LeanPerMessageDeflate(PerMessageDeflate):
 class _Backpressure:
     """
     Told by the transport when its write buffer is full and when it has
-    drained; pauses and resumes pushes (requests' responses are not held).
+    drained.  While it is full, pushes merge instead of being written, and
+    the socket stops *reading*, so a client that sends requests without
+    reading the responses cannot make the server buffer without bound.
     """
 
-    def __init__(self, session: WebSocketSession) -> None:
+    def __init__(self, session: WebSocketSession, transport: Any) -> None:
         self.session = session
+        self.transport = transport
 
     def pauseProducing(self) -> None:
         self.session.pause()
+        self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
         self.session.resume()
 
     def stopProducing(self) -> None:
@@ -129,7 +134,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         if getattr(transport, "producer", None) is not None:
             # twisted.web's channel, from before the takeover.
             transport.unregisterProducer()
-        transport.registerProducer(_Backpressure(self.session), True)
+        transport.registerProducer(_Backpressure(self.session, transport), True)
 
     def _send_text(self, data: bytes) -> None:
         self.sendMessage(data, isBinary=False)
@@ -139,15 +144,18 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         Start the closing handshake with any code of RFC 6455 §7.4.1
         (Autobahn's ``sendClose`` allows applications only 1000 and
         3000–4999; the protocol codes 1001, 1003 and 1008 are ours to
-        send too).
+        send too).  Nothing more is processed for the connection once it
+        is closing.
         """
+        if self.session is not None:
+            self.session.connection_lost()
         self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
             self.close_with(UNSUPPORTED_DATA, "JMAP messages are text.")
             return
-        if self.session is not None:
+        if self.session is not None and self.state == self.STATE_OPEN:
             self.session.message_received(payload)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:

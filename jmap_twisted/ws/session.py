@@ -53,6 +53,7 @@ class WebSocketSession:
         self._listener: PushListener | None = None
         self._push_generation = 0
         self._closed = False
+        self._paused = False
         self._in_flight: set[Deferred[None]] = set()
 
     # -- output ----------------------------------------------------------
@@ -191,10 +192,23 @@ class WebSocketSession:
             await registration.cancel()
             return
         self._listener, self._registration = listener, registration
+        if self._paused:
+            listener.pause()
         current = await current_states(self.service.mail, accounts)
+        if generation != self._push_generation or self._closed:
+            return  # disabled or replaced meanwhile (its registration is gone)
+        # Accounts may have been lost while the states were read.
+        current = {a: s for a, s in current.items() if a in listener.accounts}
         replay = None
         if "pushState" in value and value["pushState"] is not None:
             replay = pushstate.changed_since(current, pushstate.decode(value["pushState"]))
+            # Whether mail was *delivered* since then is not known from the
+            # states alone (a flag change moves Email too): no EmailDelivery
+            # on replay, lest clients announce new mail that is not there.
+            replay = {
+                account: {t: s for t, s in states.items() if t != "EmailDelivery"}
+                for account, states in replay.items()
+            }
         listener.start(current, replay)
 
     async def _unregister(self) -> None:
@@ -209,10 +223,12 @@ class WebSocketSession:
     # -- flow control and lifecycle ----------------------------------------
 
     def pause(self) -> None:
+        self._paused = True
         if self._listener is not None:
             self._listener.pause()
 
     def resume(self) -> None:
+        self._paused = False
         if self._listener is not None:
             self._listener.resume()
 

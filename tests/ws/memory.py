@@ -80,9 +80,10 @@ class Connection:
         headers: dict[str, str] | None = None,
         deflate: bool = True,
         protocols: list[str] | None = None,
+        query: str = "",
     ) -> Client:
         factory = WebSocketClientFactory(
-            "ws://jmap.example/jmap/ws",
+            "ws://jmap.example/jmap/ws" + query,
             protocols=["jmap"] if protocols is None else protocols,
             headers=headers
             if headers is not None

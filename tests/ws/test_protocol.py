@@ -298,3 +298,104 @@ def test_fragmented_messages_are_reassembled_and_pings_answered() -> None:
     c.client.sendPing(b"are you there")
     c.flush()
     assert pongs == [b"are you there"]
+
+
+def test_replay_after_a_flag_change_has_no_email_delivery() -> None:
+    """
+    Reconnecting with a pushState from before a flag change replays the
+    Email state but not EmailDelivery: nothing was delivered.
+    """
+    c = Connection()
+    c.client.send_json({"@type": "WebSocketPushEnable", "dataTypes": None})
+    c.flush()
+    c.deliver("one")
+    push_state = c.client.messages[-1]["pushState"]
+    email_id = c.mail.read(c.account, lambda r: r.query_emails(None, [], False)[0][0]).result
+    c.mail.write(c.account, lambda w: w.update_email(email_id, keywords={"$seen"}))
+    again = c.connect()
+    again.send_json({"@type": "WebSocketPushEnable", "dataTypes": None, "pushState": push_state})
+    c.flush()
+    changed = again.messages[-1]["changed"][c.account]
+    assert "Email" in changed
+    assert "EmailDelivery" not in changed
+
+
+def test_a_client_that_does_not_read_stops_being_read() -> None:
+    """
+    When the socket's send buffer is full the server stops reading it (and
+    holds pushes), so requests sent without reading the responses wait in
+    the client's socket, not in the server's memory; reading resumes when
+    the buffer drains.
+    """
+    c = Connection()
+    calls: list[str] = []
+    transport = c.server_transport
+    transport.pauseProducing = lambda: calls.append("pause")  # type: ignore[method-assign]
+    transport.resumeProducing = lambda: calls.append("resume")  # type: ignore[method-assign]
+    transport.producer.pauseProducing()
+    transport.producer.resumeProducing()
+    assert calls == ["pause", "resume"]
+
+
+def test_nothing_is_processed_after_a_policy_close() -> None:
+    """
+    Once the server closes a socket (here for revoked credentials),
+    requests still arriving during the closing handshake are ignored.
+    """
+    from jmap_twisted.auth.passwords import new_token, token_hash
+    from jmap_twisted.service import ACCESS_POLL_INTERVAL
+
+    c = Connection()
+    token = new_token()
+    info = c.directory.add_token(c.user.id, token_hash(token), "t").result
+    client = c.connect(headers={"Authorization": "Bearer " + token})
+    c.directory.revoke_token(info.id)
+    c.clock.advance(ACCESS_POLL_INTERVAL)
+    client.send_json(
+        {"@type": "Request", "id": "late", "using": USING, "methodCalls": [["Core/echo", {}, "0"]]}
+    )
+    c.flush()
+    assert client.closed_with == 1008
+    assert not any(m.get("requestId") == "late" for m in client.messages)
+
+
+def test_ticket_sockets_rest_on_the_credentials_that_asked_for_the_ticket() -> None:
+    """
+    A socket opened with a ticket closes with 1008 when the token that
+    asked for the ticket is revoked, and a ticket whose token was revoked
+    before use opens nothing.
+    """
+    import json as _json
+
+    from treq.testing import StubTreq
+
+    from jmap_twisted.auth.passwords import new_token, token_hash
+    from jmap_twisted.service import ACCESS_POLL_INTERVAL
+
+    c = Connection()
+    token = new_token()
+    info = c.directory.add_token(c.user.id, token_hash(token), "browser")
+    stub = StubTreq(c.service.site.resource)
+
+    def ticket() -> str:
+        response = stub.post(
+            "http://jmap.example/jmap/ticket", headers={"Authorization": "Bearer " + token}
+        )
+        stub.flush()
+        body = response.result.content()
+        stub.flush()
+        return str(_json.loads(body.result)["value"])
+
+    first, second = ticket(), ticket()
+    assert not c.connect(headers={}).opened  # no credentials at all
+
+    def connect_with(value: str) -> object:
+        return c.connect(headers={}, query="?ticket=" + value)
+
+    opened = connect_with(first)
+    assert opened.opened  # type: ignore[attr-defined]
+    c.directory.revoke_token(info.result.id)
+    c.clock.advance(ACCESS_POLL_INTERVAL)
+    c.flush()
+    assert opened.closed_with == 1008  # type: ignore[attr-defined]
+    assert not connect_with(second).opened  # type: ignore[attr-defined]

@@ -145,6 +145,15 @@ class JMAPService(MultiService):
         self._access_watch = LoopingCall(self._watch_access)
         self._access_watch.clock = reactor
 
+    @property
+    def access_version_seen(self) -> int | None:
+        """
+        The directory's access version as of the last poll; a connection
+        compares it before and after it authenticates to catch a change
+        it could otherwise miss.
+        """
+        return self._access_version
+
     async def _watch_access(self) -> None:
         try:
             version = await self.directory.access_version()
@@ -167,7 +176,10 @@ class JMAPService(MultiService):
             try:
                 await connection.access_changed()
             except Exception:
+                # Fail closed: a connection whose credentials could not be
+                # re-checked is ended (its client reconnects and logs in).
                 log.failure("Could not apply an access change to a connection")
+                connection.close(1011, "Could not re-check this connection's access.")
 
     def startService(self) -> None:
         super().startService()

@@ -109,6 +109,10 @@ class ConcurrencyLimiter:
 
         def cancel(d: Deferred[Callable[[], None]]) -> None:
             queue.remove(d)
+            if not queue and self._waiting.get(user_id) is queue:
+                del self._waiting[user_id]
+                if not self._running.get(user_id):
+                    self._running.pop(user_id, None)
 
         waiter: Deferred[Callable[[], None]] = Deferred(cancel)
         queue.append(waiter)

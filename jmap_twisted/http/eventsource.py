@@ -41,6 +41,7 @@ class EventSourceResource(JMAPResource):
         super().__init__(service)
 
     async def handle(self, request: IRequest) -> None:
+        seen = self.service.access_version_seen
         principal, probe = await login_with_probe(
             self.service.portal, self.service.directory, request
         )
@@ -102,11 +103,18 @@ class EventSourceResource(JMAPResource):
 
             user_id = principal.user.id
 
+            def close(self, code: int, reason: str) -> None:
+                if not finished:
+                    request.finish()
+
             async def access_changed(self) -> None:
                 if finished:
                     return
                 accounts_now = await service.directory.accounts_for_user(principal.user.id)
-                if not await probe() or {a.id for a in accounts_now} != set(accounts):
+                valid = await probe()
+                if finished:
+                    return  # ended while we looked
+                if not valid or {a.id for a in accounts_now} != set(accounts):
                     request.finish()
 
         stream = Stream()
@@ -121,13 +129,26 @@ class EventSourceResource(JMAPResource):
             registration.cancel()
 
         request.notifyFinish().addBoth(cleanup)  # type: ignore[attr-defined]
+        if service.access_version_seen != seen:
+            await stream.access_changed()  # changed while this stream logged in
+            if finished:
+                return
         if ping:
             pinger.start(ping, now=False)
         current = await current_states(self.service.mail, accounts)
+        if finished:
+            return
         last = request.getHeader(b"last-event-id")
         replay = (
             pushstate.changed_since(current, pushstate.decode(last.decode("ascii", "replace")))
             if last
             else None
         )
+        # Whether mail was delivered since Last-Event-ID is not known from
+        # the states alone: no EmailDelivery on replay.
+        if replay is not None:
+            replay = {
+                a: {t: v for t, v in states.items() if t != "EmailDelivery"}
+                for a, states in replay.items()
+            }
         listener.start(current, replay)

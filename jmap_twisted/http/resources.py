@@ -289,9 +289,7 @@ class TicketResource(JMAPResource):
     async def handle(self, request: IRequest) -> None:
         # What the asking credentials rest on goes with the ticket, so the
         # connection it opens closes when they are revoked.
-        origin = await credential_origin(
-            self.service.directory, credentials_from_request(request)
-        )
+        origin = await credential_origin(self.service.directory, credentials_from_request(request))
         principal = await login(self.service.portal, request)
         tickets = self.service.tickets
         if request.method == b"DELETE":

@@ -5,6 +5,7 @@ without secrets.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
@@ -81,6 +82,11 @@ class BoundedRequest(Request):
         if length is not None and length > self._body_limit:
             self._refuse()
 
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if getattr(self, "_refused", False):
+            return  # already answered with the limit problem; connection closing
+        super().requestReceived(command, path, version)
+
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
             return
@@ -92,8 +98,11 @@ class BoundedRequest(Request):
 
     def _refuse(self) -> None:
         self._refused = True
+        # Drop what was received; a fresh empty body keeps later calls (the
+        # channel may still deliver the end of the request) harmless.
         if self.content is not None:
             self.content.close()
+        self.content = io.BytesIO()
         error = LimitExceeded(
             self._limit_name,
             f"The body exceeds {self._limit_name} ({self._body_limit} octets).",

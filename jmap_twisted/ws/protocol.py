@@ -14,6 +14,7 @@ from autobahn.websocket.compress import (
     PerMessageDeflateOfferAccept,
 )
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -109,6 +110,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
     factory: JMAPWebSocketFactory
     principal: IPrincipal
     probe: CredentialProbe
+    access_seen: int | None = None
     session: WebSocketSession | None = None
 
     def onConnect(self, request: Any) -> str | None:
@@ -135,6 +137,11 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             # twisted.web's channel, from before the takeover.
             transport.unregisterProducer()
         transport.registerProducer(_Backpressure(self.session, transport), True)
+        if self.factory.service.access_version_seen != self.access_seen:
+            # Access changed while this connection logged in: the watcher
+            # may have looked before the connection was registered.
+            changed = Deferred.fromCoroutine(self.session.access_changed())
+            changed.addErrback(lambda f: log.failure("Re-checking a new connection failed", f))
 
     def _send_text(self, data: bytes) -> None:
         self.sendMessage(data, isBinary=False)
@@ -181,7 +188,7 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
         self.service = service
         self.options = options
         self.connections: set[JMAPWebSocketProtocol] = set()
-        self.next_principal: tuple[IPrincipal, CredentialProbe] | None = None
+        self.next_principal: tuple[IPrincipal, CredentialProbe, int | None] | None = None
         limit = service.config.limits.max_size_request
         self.setProtocolOptions(
             # Far beyond maxSizeRequest (or a decompression bomb): close
@@ -229,7 +236,7 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
     def buildProtocol(self, addr: Any) -> Any:
         protocol: Any = super().buildProtocol(addr)
         assert self.next_principal is not None, "the upgrade resource authenticates first"
-        protocol.principal, protocol.probe = self.next_principal
+        protocol.principal, protocol.probe, protocol.access_seen = self.next_principal
         return protocol
 
     def opened(self, protocol: JMAPWebSocketProtocol) -> None:

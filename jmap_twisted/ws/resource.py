@@ -36,6 +36,7 @@ class WebSocketUpgradeResource(JMAPResource):
             request.setHeader(b"Upgrade", b"websocket")
             write_status(request, 426, "This endpoint needs a WebSocket upgrade.")
             return
+        seen = self.service.access_version_seen
         principal, probe = await login_with_probe(
             self.service.portal, self.service.directory, request
         )
@@ -43,7 +44,7 @@ class WebSocketUpgradeResource(JMAPResource):
             return
         # buildProtocol runs synchronously inside render, so the principal
         # cannot be taken by another connection in between.
-        self.factory.next_principal = (principal, probe)
+        self.factory.next_principal = (principal, probe, seen)
         try:
             self._autobahn.render(request)
         finally:

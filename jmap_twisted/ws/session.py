@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 log = Logger()
 
 POLICY_VIOLATION = 1008
+#: Requests waiting for a slot on one connection may hold at most this many
+#: times maxSizeRequest octets (the queue's length is bounded separately).
+QUEUED_BYTES_FACTOR = 4
 
 
 class WebSocketSession:
@@ -54,6 +57,9 @@ class WebSocketSession:
         self._push_generation = 0
         self._closed = False
         self._paused = False
+        #: Octets of requests parsed and waiting for a slot.
+        self._queued_bytes = 0
+        self._max_size = service.config.limits.max_size_request
         self._in_flight: set[Deferred[None]] = set()
 
     # -- output ----------------------------------------------------------
@@ -98,7 +104,7 @@ class WebSocketSession:
             return
         kind = value.get("@type")
         if kind == "Request":
-            handling = Deferred.fromCoroutine(self._request(value, request_id))
+            handling = Deferred.fromCoroutine(self._request(value, request_id, len(payload)))
         elif kind == "WebSocketPushEnable":
             handling = Deferred.fromCoroutine(self._push_enable(value, request_id))
         elif kind == "WebSocketPushDisable":
@@ -142,7 +148,7 @@ class WebSocketSession:
         self.principal = Principal(user, tuple(accounts))
         return self.principal
 
-    async def _request(self, value: dict[str, Any], request_id: object) -> None:
+    async def _request(self, value: dict[str, Any], request_id: object, size: int = 0) -> None:
         if request_id is not None and not isinstance(request_id, str):
             self._request_error(NotRequest("'id' must be a string."), None)
             return
@@ -153,7 +159,19 @@ class WebSocketSession:
                 self.service.registry.capabilities,
                 self.service.config.limits.max_calls_in_request,
             )
-            release = await self.service.request_limiter.acquire(self.principal.user.id)
+            limiter = self.service.request_limiter
+            user_id = self.principal.user.id
+            waits = limiter.in_use(user_id) >= limiter.limit
+            if waits and self._queued_bytes + size > QUEUED_BYTES_FACTOR * self._max_size:
+                raise LimitExceeded(
+                    "maxConcurrentRequests",
+                    "Too many requests are waiting on this connection; wait for responses.",
+                )
+            self._queued_bytes += size if waits else 0
+            try:
+                release = await limiter.acquire(user_id)
+            finally:
+                self._queued_bytes -= size if waits else 0
         except RequestLevelError as error:
             self._request_error(error, request_id)
             return

@@ -347,3 +347,39 @@ async def test_concurrent_uploads_over_the_limit(harness: Harness) -> None:
     assert response.code == 429
     problem = json.loads(await response.content())
     assert problem["limit"] == "maxConcurrentUpload"
+
+
+def test_chunked_body_over_the_limit_with_its_end_in_the_same_read() -> None:
+    """
+    A chunked body that crosses the limit and ends in the same read is
+    refused with the limit problem, without an error in the server.
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    harness = Harness(max_size_request=10)
+    protocol = harness.service.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(
+        b"POST /jmap/api/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"14\r\n" + b"a" * 20 + b"\r\n0\r\n\r\n"
+    )
+    answer = transport.value()
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert b'"maxSizeRequest"' in answer
+
+
+def test_cancelled_waiters_leave_no_state_behind() -> None:
+    """
+    A user whose only waiter was cancelled holds no limiter state.
+    """
+    from jmap_twisted.core.limits import ConcurrencyLimiter
+
+    limiter = ConcurrencyLimiter(1, "x", queue_bound=2)
+    release = limiter.acquire("u").result
+    waiter = limiter.acquire("u")
+    waiter.addErrback(lambda _: None)
+    waiter.cancel()
+    release()
+    assert limiter._running == {} and limiter._waiting == {}

@@ -399,3 +399,63 @@ def test_ticket_sockets_rest_on_the_credentials_that_asked_for_the_ticket() -> N
     c.flush()
     assert opened.closed_with == 1008  # type: ignore[attr-defined]
     assert not connect_with(second).opened  # type: ignore[attr-defined]
+
+
+def test_waiting_requests_are_bounded_in_octets() -> None:
+    """
+    Requests waiting for a slot on one socket may hold at most four times
+    maxSizeRequest; past that they get the limit RequestError at once.
+    """
+    c = Connection(max_size_request=1000, max_concurrent_requests=1)
+    held = c.service.request_limiter.try_acquire(c.user.id)
+    for index in range(6):
+        c.client.send_json(
+            {
+                "@type": "Request",
+                "id": str(index),
+                "using": USING,
+                "methodCalls": [["Core/echo", {"pad": "x" * 800}, "e"]],
+            }
+        )
+    c.flush()
+    refused = [m["requestId"] for m in c.client.messages if m["@type"] == "RequestError"]
+    assert refused == ["4", "5"]
+    held()
+    c.flush()
+    assert sorted(m["requestId"] for m in c.client.messages if m["@type"] == "Response") == [
+        "0",
+        "1",
+        "2",
+        "3",
+    ]
+
+
+def test_a_connection_that_cannot_be_rechecked_is_closed() -> None:
+    """
+    When re-checking a connection after an access change fails, the
+    connection is closed (fail closed) and other connections are still
+    re-checked.
+    """
+    from twisted.internet.defer import Deferred
+
+    from tests.support import CHEAP_HASHER
+
+    c = Connection()
+
+    class Broken:
+        user_id = c.user.id
+        closed_with: int | None = None
+
+        async def access_changed(self) -> None:
+            raise RuntimeError("directory unreachable (test)")
+
+        def close(self, code: int, reason: str) -> None:
+            self.closed_with = code
+
+    broken = Broken()
+    c.service.push_connections.add(broken)
+    c.directory.set_password_hash("alice", CHEAP_HASHER.hash("changed"))
+    Deferred.fromCoroutine(c.service._watch_access())
+    c.flush()
+    assert broken.closed_with == 1011
+    assert c.client.closed_with == 1008  # the real socket was re-checked too

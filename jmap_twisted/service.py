@@ -48,6 +48,8 @@ from jmap_twisted.methods import build_registry
 from jmap_twisted.push.tickets import TicketChecker, Tickets
 from jmap_twisted.store.sqlite import SQLiteBlobStore, SQLiteDirectory
 from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
+from jmap_twisted.store.sqlite_deadletters import SQLiteDeadLetters
+from jmap_twisted.store.sqlite_mail import SQLiteMailStore
 from jmap_twisted.ws.protocol import JMAPWebSocketFactory
 from jmap_twisted.ws.resource import WebSocketUpgradeResource
 
@@ -329,9 +331,6 @@ def make_service(config: ServerConfig, reactor: Any) -> MultiService:
     The embedded default: SQLite in the data directory, listening on every
     configured endpoint, delivering by LMTP (and SMTP when configured).
     """
-    from jmap_twisted.store.sqlite_deadletters import SQLiteDeadLetters
-    from jmap_twisted.store.sqlite_mail import SQLiteMailStore
-
     database = SQLiteDatabase(database_path(str(config.data_dir)), reactor)
     top = _DatabaseService(database, reactor)
     directory = SQLiteDirectory(database, reactor)

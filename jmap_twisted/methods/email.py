@@ -17,8 +17,6 @@ from jmap_twisted.interfaces import IMailReader
 from jmap_twisted.methods.mailcontext import MAIL, MailMethods
 from jmap_twisted.methods.standard import (
     boolean,
-    changes_arguments,
-    changes_response,
     check_known,
     get_ids,
     not_found,
@@ -365,7 +363,5 @@ class EmailMethods(MailMethods):
         return await self.store.read(account.id, read)
 
     async def changes(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
-        account = await self.account(context, arguments)
-        since, max_changes = changes_arguments(arguments)
-        batch = await self.store.read(account.id, lambda r: r.changes("Email", since, max_changes))
-        return changes_response(account.id, batch)
+        response, _ = await self.changes_of(context, arguments, "Email")
+        return response

@@ -15,18 +15,12 @@ from typing import Any
 
 from jmap_twisted.core.engine import CallContext
 from jmap_twisted.core.registry import Registry
-from jmap_twisted.interfaces import IMailReader, IMailWriter
+from jmap_twisted.interfaces import IMailWriter
 from jmap_twisted.methods.mailcontext import MailMethods
 from jmap_twisted.methods.standard import (
     SetError,
     apply_patch,
-    changes_arguments,
-    changes_response,
     check_if_in_state,
-    check_known,
-    get_ids,
-    get_properties,
-    not_found,
     set_operations,
 )
 from jmap_twisted.records import Account
@@ -112,31 +106,13 @@ class IdentityMethods(MailMethods):
     async def get(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
         account = await self.account(context, arguments, capability=SUBMISSION)
         await self._ensure_default(account)
-        check_known(arguments, {"accountId", "ids", "properties"})
-        ids = get_ids(context, arguments)
-        properties = get_properties(arguments, "properties", PROPERTIES, PROPERTIES)
-
-        def read(reader: IMailReader) -> dict[str, Any]:
-            documents = reader.documents(TYPE)
-            wanted = list(documents) if ids is None else [i for i in ids if i in documents]
-            listed = []
-            for identity_id in wanted:
-                full = {"id": identity_id, **documents[identity_id], "mayDelete": True}
-                listed.append({p: full.get(p) for p in ("id", *properties)})
-            return {
-                "accountId": account.id,
-                "state": reader.state(TYPE),
-                "list": listed,
-                "notFound": [] if ids is None else not_found(ids, documents),
-            }
-
-        return await self.store.read(account.id, read)
+        return await self.documents_get(
+            context, account, arguments, TYPE, PROPERTIES, {"mayDelete": True}
+        )
 
     async def changes(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
-        account = await self.account(context, arguments, capability=SUBMISSION)
-        since, max_changes = changes_arguments(arguments)
-        batch = await self.store.read(account.id, lambda r: r.changes(TYPE, since, max_changes))
-        return changes_response(account.id, batch)
+        response, _ = await self.changes_of(context, arguments, TYPE, SUBMISSION)
+        return response
 
     def _validate(self, obj: Any, account: Account, creating: bool) -> dict[str, Any]:
         if not isinstance(obj, dict):

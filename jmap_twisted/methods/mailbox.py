@@ -19,8 +19,6 @@ from jmap_twisted.methods.standard import (
     SetError,
     apply_patch,
     boolean,
-    changes_arguments,
-    changes_response,
     check_if_in_state,
     check_known,
     get_ids,
@@ -135,12 +133,7 @@ class MailboxMethods(MailMethods):
         return await self.store.read(account.id, read)
 
     async def changes(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
-        account = await self.account(context, arguments)
-        since, max_changes = changes_arguments(arguments)
-        batch = await self.store.read(
-            account.id, lambda r: r.changes("Mailbox", since, max_changes)
-        )
-        response = changes_response(account.id, batch)
+        response, batch = await self.changes_of(context, arguments, "Mailbox")
         response["updatedProperties"] = COUNT_PROPERTIES if batch.counts_only else None
         return response
 

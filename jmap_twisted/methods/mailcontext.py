@@ -5,14 +5,22 @@ account checks that also make sure the account's standard mailboxes exist.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
 from jmap_twisted.core.engine import CallContext
-from jmap_twisted.interfaces import IBlobStore, IMailStore
-from jmap_twisted.records import Account
+from jmap_twisted.interfaces import IBlobStore, IMailReader, IMailStore
+from jmap_twisted.methods.standard import (
+    changes_arguments,
+    changes_response,
+    check_known,
+    get_ids,
+    get_properties,
+    not_found,
+)
+from jmap_twisted.records import Account, ChangeBatch
 
 MAIL = "urn:ietf:params:jmap:mail"
 
@@ -48,3 +56,55 @@ class MailMethods:
             await self.store.setup_account(account.id)
             self._ready.add(account.id)
         return account
+
+    async def changes_of(
+        self,
+        context: CallContext,
+        arguments: Mapping[str, Any],
+        type_name: str,
+        capability: str = MAIL,
+    ) -> tuple[dict[str, Any], ChangeBatch]:
+        """
+        A standard ``/changes`` of one type (RFC 8620 §5.2): the response,
+        and the batch it came from (for type-specific additions).
+        """
+        account = await self.account(context, arguments, capability=capability)
+        since, max_changes = changes_arguments(arguments)
+        batch = await self.store.read(
+            account.id, lambda r: r.changes(type_name, since, max_changes)
+        )
+        return changes_response(account.id, batch), batch
+
+    async def documents_get(
+        self,
+        context: CallContext,
+        account: Account,
+        arguments: Mapping[str, Any],
+        type_name: str,
+        properties: Sequence[str],
+        server_set: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """
+        A standard ``/get`` (RFC 8620 §5.1) of a type stored as documents,
+        each shown with ``server_set`` properties added.
+        """
+        check_known(arguments, {"accountId", "ids", "properties"})
+        ids = get_ids(context, arguments)
+        wanted_properties = get_properties(arguments, "properties", properties, properties)
+        extra = dict(server_set or {})
+
+        def read(reader: IMailReader) -> dict[str, Any]:
+            documents = reader.documents(type_name)
+            wanted = list(documents) if ids is None else [i for i in ids if i in documents]
+            listed = []
+            for document_id in wanted:
+                full = {"id": document_id, **documents[document_id], **extra}
+                listed.append({p: full.get(p) for p in ("id", *wanted_properties)})
+            return {
+                "accountId": account.id,
+                "state": reader.state(type_name),
+                "list": listed,
+                "notFound": [] if ids is None else not_found(ids, documents),
+            }
+
+        return await self.store.read(account.id, read)

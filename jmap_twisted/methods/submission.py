@@ -33,13 +33,8 @@ from jmap_twisted.methods.mailcontext import MailMethods
 from jmap_twisted.methods.standard import (
     SetError,
     boolean,
-    changes_arguments,
-    changes_response,
     check_if_in_state,
     check_known,
-    get_ids,
-    get_properties,
-    not_found,
     parse_utc_date,
     resolve_id,
     set_operations,
@@ -137,30 +132,11 @@ class SubmissionMethods(MailMethods):
 
     async def get(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
         account = await self.account(context, arguments, capability=SUBMISSION)
-        check_known(arguments, {"accountId", "ids", "properties"})
-        ids = get_ids(context, arguments)
-        properties = get_properties(arguments, "properties", PROPERTIES, PROPERTIES)
-
-        def read(reader: IMailReader) -> dict[str, Any]:
-            documents = reader.documents(TYPE)
-            wanted = list(documents) if ids is None else [i for i in ids if i in documents]
-            return {
-                "accountId": account.id,
-                "state": reader.state(TYPE),
-                "list": [
-                    {p: {"id": i, **documents[i]}.get(p) for p in ("id", *properties)}
-                    for i in wanted
-                ],
-                "notFound": [] if ids is None else not_found(ids, documents),
-            }
-
-        return await self.store.read(account.id, read)
+        return await self.documents_get(context, account, arguments, TYPE, PROPERTIES)
 
     async def changes(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
-        account = await self.account(context, arguments, capability=SUBMISSION)
-        since, max_changes = changes_arguments(arguments)
-        batch = await self.store.read(account.id, lambda r: r.changes(TYPE, since, max_changes))
-        return changes_response(account.id, batch)
+        response, _ = await self.changes_of(context, arguments, TYPE, SUBMISSION)
+        return response
 
     def _matching(self, reader: IMailReader, arguments: Mapping[str, Any]) -> list[str]:
         flt = arguments.get("filter") or {}

@@ -12,8 +12,6 @@ from jmap_twisted.errors import RequestTooLarge
 from jmap_twisted.interfaces import IMailReader
 from jmap_twisted.methods.mailcontext import MAIL, MailMethods
 from jmap_twisted.methods.standard import (
-    changes_arguments,
-    changes_response,
     check_known,
     get_ids,
     get_properties,
@@ -55,7 +53,5 @@ class ThreadMethods(MailMethods):
         return await self.store.read(account.id, read)
 
     async def changes(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
-        account = await self.account(context, arguments)
-        since, max_changes = changes_arguments(arguments)
-        batch = await self.store.read(account.id, lambda r: r.changes("Thread", since, max_changes))
-        return changes_response(account.id, batch)
+        response, _ = await self.changes_of(context, arguments, "Thread")
+        return response

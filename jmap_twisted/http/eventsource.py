@@ -139,16 +139,5 @@ class EventSourceResource(JMAPResource):
         if finished:
             return
         last = request.getHeader(b"last-event-id")
-        replay = (
-            pushstate.changed_since(current, pushstate.decode(last.decode("ascii", "replace")))
-            if last
-            else None
-        )
-        # Whether mail was delivered since Last-Event-ID is not known from
-        # the states alone: no EmailDelivery on replay.
-        if replay is not None:
-            replay = {
-                a: {t: v for t, v in states.items() if t != "EmailDelivery"}
-                for a, states in replay.items()
-            }
+        replay = pushstate.replay(current, last.decode("ascii", "replace")) if last else None
         listener.start(current, replay)

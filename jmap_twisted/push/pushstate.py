@@ -72,3 +72,19 @@ def changed_since(current: Mapping[str, Mapping[str, str]], old: States | None) 
         if differing:
             result[account] = differing
     return result
+
+
+def replay(current: Mapping[str, Mapping[str, str]], old_push_state: object) -> States:
+    """
+    What to push at once to a client reconnecting with a pushState: every
+    type whose state changed since it (everything when it cannot be
+    decoded), but never ``EmailDelivery``: states alone cannot tell a
+    delivery from a flag change, and clients announce new mail on it.
+    """
+    changed = changed_since(current, decode(old_push_state))
+    result: States = {}
+    for account, states in changed.items():
+        kept = {t: s for t, s in states.items() if t != "EmailDelivery"}
+        if kept:
+            result[account] = kept
+    return result

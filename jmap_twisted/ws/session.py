@@ -218,15 +218,8 @@ class WebSocketSession:
         # Accounts may have been lost while the states were read.
         current = {a: s for a, s in current.items() if a in listener.accounts}
         replay = None
-        if "pushState" in value and value["pushState"] is not None:
-            replay = pushstate.changed_since(current, pushstate.decode(value["pushState"]))
-            # Whether mail was *delivered* since then is not known from the
-            # states alone (a flag change moves Email too): no EmailDelivery
-            # on replay, lest clients announce new mail that is not there.
-            replay = {
-                account: {t: s for t, s in states.items() if t != "EmailDelivery"}
-                for account, states in replay.items()
-            }
+        if value.get("pushState") is not None:
+            replay = pushstate.replay(current, value["pushState"])
         listener.start(current, replay)
 
     async def _unregister(self) -> None:

@@ -72,3 +72,14 @@ def test_later_state() -> None:
     """
     assert pushstate.later("10", "9") == "10"
     assert pushstate.later("9", "10") == "10"
+
+
+def test_replay_leaves_out_email_delivery() -> None:
+    """
+    A replay names the changed types but never EmailDelivery, whether the
+    old pushState decodes or not.
+    """
+    current = {"a1": {"Email": "7", "EmailDelivery": "7", "Mailbox": "3"}}
+    old = pushstate.encode({"a1": {"Email": "5", "EmailDelivery": "5", "Mailbox": "3"}})
+    assert pushstate.replay(current, old) == {"a1": {"Email": "7"}}
+    assert pushstate.replay(current, "garbage") == {"a1": {"Email": "7", "Mailbox": "3"}}

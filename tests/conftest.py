@@ -2,3 +2,5 @@
 Shared fixtures.  The reactor is never imported at module level here: that
 would defeat pytest-twisted's reactor selection.
 """
+
+pytest_plugins = ["tests.services.postgres"]

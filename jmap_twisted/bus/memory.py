@@ -78,13 +78,22 @@ class GroupDelivery:
             handled.addTimeout(self.execution_timeout, self.clock)
         return handled
 
-    def deliver(self, group: str, listener: IEventListener, event: IEvent) -> Deferred[None]:
+    def deliver(
+        self,
+        group: str,
+        listener: IEventListener,
+        event: IEvent,
+        settled: Callable[[], object] | None = None,
+    ) -> Deferred[None]:
         """
         Deliver with retries; the result fires (successfully) after the
         first attempt, whatever its outcome.
+
+        :param settled: called once the event is done with: handled, or
+            kept as a dead letter (a broker acknowledges it then).
         """
         first: Deferred[None] = Deferred()
-        self._attempt(group, listener, event, 0, first)
+        self._attempt(group, listener, event, 0, first, settled)
         return first
 
     def _attempt(
@@ -94,10 +103,13 @@ class GroupDelivery:
         event: IEvent,
         retry: int,
         first: Deferred[None] | None,
+        settled: Callable[[], object] | None,
     ) -> None:
         def succeeded(_: object) -> None:
             if first is not None:
                 first.callback(None)
+            if settled is not None:
+                settled()
 
         def failed(failure: Failure) -> None:
             log.failure(
@@ -111,20 +123,33 @@ class GroupDelivery:
                 first.callback(None)
             if retry < self.retry.max_retries:
                 delay = self.retry.delay(retry + 1, self.random())
-                call = self.clock.callLater(delay, self._retry, group, listener, event, retry + 1)
+                call = self.clock.callLater(
+                    delay, self._retry, group, listener, event, retry + 1, settled
+                )
                 self._pending[call] = (group, event)
             else:
-                self.dead_letter(group, event)
+                stored = self.dead_letter(group, event)
+                if settled is not None:
+                    stored.addBoth(lambda _: settled())
 
         self.run(listener, event).addCallbacks(succeeded, failed)
 
-    def _retry(self, group: str, listener: IEventListener, event: IEvent, retry: int) -> None:
+    def _retry(
+        self,
+        group: str,
+        listener: IEventListener,
+        event: IEvent,
+        retry: int,
+        settled: Callable[[], object] | None,
+    ) -> None:
         self._pending = {c: v for c, v in self._pending.items() if c.active()}
-        self._attempt(group, listener, event, retry, None)
+        self._attempt(group, listener, event, retry, None, settled)
 
-    def dead_letter(self, group: str, event: IEvent) -> None:
+    def dead_letter(self, group: str, event: IEvent) -> Deferred[None]:
         """
-        Keep an event that exhausted its retries.
+        Keep an event that exhausted its retries (or could not be passed
+        on); the result fires once it is stored, or storing failed (which
+        is logged).
         """
         log.warn(
             "Event {event_id} dead-lettered for group {group}", event_id=event.event_id, group=group
@@ -133,6 +158,18 @@ class GroupDelivery:
         stored.addErrback(
             lambda f: log.failure("Could not store a dead letter for {group}", f, group=group)
         )
+        done: Deferred[None] = stored.addCallback(lambda _: None)
+        return done
+
+    def abandon(self) -> None:
+        """
+        Drop scheduled retries without dead-lettering them (a broker
+        delivers their unacknowledged messages again).
+        """
+        for call in self._pending:
+            if call.active():
+                call.cancel()
+        self._pending.clear()
 
     def stop(self) -> None:
         """
@@ -209,13 +246,44 @@ class InMemoryEventBus:
         registration: IRegistration = Registration(cancel)
         return succeed(registration)
 
+    def has_key(self, name: str) -> bool:
+        """
+        Whether a listener is registered under the key named ``name``.
+        """
+        return name in self._keys
+
+    def key_names(self) -> set[str]:
+        """
+        The names of every key with a listener.
+        """
+        return set(self._keys)
+
+    def local_listeners(self) -> list[IEventListener]:
+        """
+        Every key listener, once.
+        """
+        found: dict[int, IEventListener] = {}
+        for listeners in self._keys.values():
+            for listener_id, (listener, _) in listeners.items():
+                found[listener_id] = listener
+        return list(found.values())
+
     def key_listeners(self, keys: Collection[IRegistrationKey]) -> list[IEventListener]:
         """
         Each listener registered under any of ``keys``, once.
         """
+        return self.listeners_named([key.as_string() for key in keys])
+
+    def listeners_named(self, names: Collection[str]) -> list[IEventListener]:
+        """
+        Each listener registered under any of the keys named ``names``, once.
+        """
+        if len(names) == 1:
+            for name in names:
+                return [listener for listener, _ in self._keys.get(name, {}).values()]
         found: dict[int, IEventListener] = {}
-        for key in keys:
-            for listener_id, (listener, _) in self._keys.get(key.as_string(), {}).items():
+        for name in names:
+            for listener_id, (listener, _) in self._keys.get(name, {}).items():
                 found[listener_id] = listener
         return list(found.values())
 

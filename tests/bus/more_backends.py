@@ -30,9 +30,12 @@ def register_backends(
     buses: dict[str, Callable[[Path], Any]], dead_letters: dict[str, Callable[[Path], Any]]
 ) -> None:
     """
-    Add the SQLite dead letters to the suite's dead-letters backends.
+    Add the SQLite dead letters and the RabbitMQ buses to the suite.
 
-    :param buses: name → factory of (bus, dead letters); left as is.
+    :param buses: name → factory of (bus, dead letters).
     :param dead_letters: name → factory of dead letters.
     """
     dead_letters["sqlite"] = _sqlite_dead_letters
+    from tests.bus.amqp_backends import register_amqp
+
+    register_amqp(buses)

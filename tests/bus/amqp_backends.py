@@ -1,0 +1,126 @@
+"""
+The RabbitMQ bus in the bus contract suite, against a real broker.
+
+Two backends:
+
+``amqp``
+    one node: dispatch and listeners on the same bus (key events are
+    delivered in process, group events through the broker);
+``amqp-two-nodes``
+    two nodes sharing a broker: events are dispatched on node A and every
+    listener is registered on node B, so each key event crosses the broker
+    through B's node queue and its bindings.
+
+Each test gets its own name prefix, so durable group queues left by one
+test are not seen by the next.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from jmap_twisted.bus.amqp import AMQPEventBus
+from jmap_twisted.bus.amqp_node import AMQPConnector, AMQPSettings
+from jmap_twisted.bus.deadletters import MemoryDeadLetters
+from jmap_twisted.bus.retry import RetryPolicy
+from jmap_twisted.interfaces import (
+    IEvent,
+    IEventBus,
+    IEventDeadLetters,
+    IEventListener,
+    IRegistration,
+    IRegistrationKey,
+)
+from tests.services.rabbitmq import shared_broker
+
+FAST = RetryPolicy(max_retries=2, first_backoff=0.01, jitter=0.5)
+
+
+def amqp_bus(
+    reactor: Any,
+    url: str,
+    prefix: str,
+    dead: IEventDeadLetters,
+    name: str = "test",
+    retry: RetryPolicy = FAST,
+) -> AMQPEventBus:
+    """
+    A bus on its own connection (one node).
+    """
+    connector = AMQPConnector(reactor, AMQPSettings.from_url(url, "guest", prefix=prefix))
+    return AMQPEventBus(connector, name, reactor, dead, retry)
+
+
+async def _one_node(tmp_path: Path) -> AsyncIterator[tuple[IEventBus, IEventDeadLetters]]:
+    from twisted.internet import reactor
+
+    broker = shared_broker()
+    dead = MemoryDeadLetters()
+    bus = amqp_bus(reactor, broker.url, f"t{uuid.uuid4().hex[:8]}", dead)
+    await bus.start()
+    try:
+        yield bus, dead
+    finally:
+        await bus.stop()
+
+
+@implementer(IEventBus)
+class TwoNodes:
+    """
+    Dispatches on one node's bus, registers on the other's.
+    """
+
+    def __init__(self, sender: AMQPEventBus, receiver: AMQPEventBus) -> None:
+        self.sender = sender
+        self.receiver = receiver
+
+    def register(
+        self, listener: IEventListener, keys: Collection[IRegistrationKey]
+    ) -> Deferred[IRegistration]:
+        return self.receiver.register(listener, keys)
+
+    def register_group(self, listener: IEventListener, group: str) -> Deferred[IRegistration]:
+        return self.receiver.register_group(listener, group)
+
+    def dispatch(self, event: IEvent, keys: Collection[IRegistrationKey]) -> Deferred[None]:
+        return self.sender.dispatch(event, keys)
+
+    def redeliver(self, group: str, event: IEvent) -> Deferred[None]:
+        return self.receiver.redeliver(group, event)
+
+    def start(self) -> Deferred[None]:
+        raise NotImplementedError
+
+    def stop(self) -> Deferred[None]:
+        raise NotImplementedError
+
+
+async def _two_nodes(tmp_path: Path) -> AsyncIterator[tuple[IEventBus, IEventDeadLetters]]:
+    from twisted.internet import reactor
+
+    broker = shared_broker()
+    dead = MemoryDeadLetters()
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    a = amqp_bus(reactor, broker.url, prefix, dead)
+    b = amqp_bus(reactor, broker.url, prefix, dead)
+    await a.start()
+    await b.start()
+    try:
+        yield TwoNodes(a, b), dead
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+def register_amqp(buses: dict[str, Callable[[Path], Any]]) -> None:
+    """
+    Add both RabbitMQ backends to the suite's buses.
+    """
+    buses["amqp"] = _one_node
+    buses["amqp-two-nodes"] = _two_nodes

@@ -1,48 +1,31 @@
 """
-``Email/query`` compiled to SQL for :mod:`jmap_twisted.store.sqlite_mail`,
-and the mailbox counts (:func:`mailbox_counts`).
+``Email/query`` compiled to SQL, and the mailbox counts, for every SQL mail
+store; the dialects (:mod:`~jmap_twisted.store.sqlite_mail_query`,
+:mod:`~jmap_twisted.store.postgres_mail_query`) say how parameters are
+written, how text and headers are searched and where a query starts.
 
 Filters, sorts and thread collapsing mean exactly what they mean in
-:mod:`jmap_twisted.store.mailquery` (the reference semantics), with one
-documented difference in case folding for text conditions (below).
+:mod:`jmap_twisted.store.mailquery` (the reference semantics).
 
 How the query is built:
 
-- Where it starts (:func:`_choose_driver`): text conditions that must all
-  hold and that the full-text index can answer come first, merged into one
-  FTS5 query whose matches are joined to ``emails`` by rowid (the matches
-  are usually few, and they must all be visited anyway for the total).
-  Otherwise a top-level ``inMailbox`` (alone, or in a top-level ``AND``)
-  makes the query *walk the mailbox*: it reads index
-  ``email_mailboxes_by_mailbox`` (account, mailbox, receivedAt descending,
-  email id, thread) and joins ``emails`` only when some condition or sort
-  needs one of its columns.  Sorting by ``receivedAt`` descending then
-  reads the index in order and stops after ``LIMIT`` rows, and the total is
-  a count over an index of the mailbox's members alone.  Otherwise the
-  query reads the account's emails (by ``receivedAt`` descending, through
-  ``emails_by_received``).
+- Where it starts (:meth:`QueryCompiler.choose_driver`): a dialect may
+  start from its full-text index (SQLite's FTS5 table).  Otherwise a
+  top-level ``inMailbox`` (alone, or in a top-level ``AND``) makes the query
+  *walk the mailbox*: it reads index ``email_mailboxes_by_mailbox``
+  (account, mailbox, receivedAt descending, email id, thread) and joins
+  ``emails`` only when some condition or sort needs one of its columns.
+  Sorting by ``receivedAt`` descending then reads the index in order and
+  stops after ``LIMIT`` rows, and the total is a count over an index of the
+  mailbox's members alone.  Otherwise the query reads the account's emails
+  (by ``receivedAt`` descending, through ``emails_by_received``).
 - Other conditions are SQL expressions on each candidate: correlated
   ``EXISTS`` subqueries on ``email_mailboxes`` and ``email_keywords``
   (primary-key probes, so a walk that finds its ``LIMIT`` early stops
   early), subqueries on the thread for the three thread-keyword
   conditions, column comparisons for dates, sizes and ``hasAttachment``.
-- Text conditions (``text``, ``body``, ``from``, ``to``, ``cc``, ``bcc``,
-  ``subject``) are case-insensitive substring matches.  A needle of three
-  characters or more is a phrase query on the FTS5 table ``email_search``,
-  whose ``trigram`` tokenizer makes a phrase match any substring; SQLite
-  folds case there with its Unicode simple case folding, so it agrees with
-  Python's :meth:`str.casefold` except for the few characters whose full
-  folding expands (``ß`` → ``ss``, …).  Shorter needles, which trigrams
-  cannot index, are compared with ``instr(jmap_casefold(column), needle)``
-  over the stored text, exactly as the reference does.
-- ``header`` runs Python over candidate rows: the SQL function
-  ``jmap_header_match`` parses the message's header section (as the
-  in-memory store does) from the blob.
 - ``collapseThreads`` keeps the first email of each thread in sort order
   with ``ROW_NUMBER() OVER (PARTITION BY thread …)``.
-
-The SQL functions used here are registered on each connection with
-:func:`register_functions`.
 """
 
 # SQL is assembled from fixed fragments and placeholder lists only; every
@@ -51,22 +34,20 @@ The SQL functions used here are registered on each connection with
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Mapping, Sequence
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import frozen
 
 from jmap_twisted.records import MailboxCounts
 
-#: Columns of the ``email_search`` FTS5 table, in order.
+#: Columns of the searchable text, in order.
 SEARCH_COLUMNS = ("subject", "from_text", "to_text", "cc_text", "bcc_text", "body_text")
 
 #: The column each text condition searches.
-_TEXT_CONDITIONS = {
+TEXT_CONDITIONS = {
     "from": "from_text",
     "to": "to_text",
     "cc": "cc_text",
@@ -75,49 +56,54 @@ _TEXT_CONDITIONS = {
     "body": "body_text",
 }
 
-#: The shortest needle the trigram index can answer.
-TRIGRAM = 3
 
-_registered = threading.local()
+class SQLCursor(Protocol):
+    """
+    What the mail stores use of a DB-API cursor.
+    """
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Any: ...
 
 
-def _casefold(value: str | None) -> str | None:
-    return None if value is None else value.casefold()
+class SQLConnection(Protocol):
+    """
+    What the SQL stores use of a connection: statements with ``?``
+    placeholders (an :class:`sqlite3.Connection` as it is, a PostgreSQL
+    connection through :class:`~jmap_twisted.store.postgres_db.Statements`).
+    """
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any: ...
 
 
-def _header_match(data: bytes | None, name: str, needle: str | None) -> int:
+def folded_headers(data: bytes | None) -> list[tuple[str, str]]:
+    """
+    The header fields of a message's header section, name and value case
+    folded, in order, as the ``header`` condition compares them.
+    """
     message = BytesHeaderParser(policy=compat32).parsebytes(bytes(data or b""))
+    return [(key.casefold(), str(value).casefold()) for key, value in message.items()]
+
+
+def header_match(data: bytes | None, name: str, needle: str | None) -> int:
+    """
+    Whether a message has a header field ``name`` (containing ``needle``,
+    when given), as :func:`jmap_twisted.store.mailquery.matches` decides.
+    """
     wanted = name.casefold()
-    found = [str(value) for key, value in message.items() if key.casefold() == wanted]
+    found = [value for key, value in folded_headers(data) if key == wanted]
     if needle is None:
         return int(bool(found))
     folded = needle.casefold()
-    return int(any(folded in value.casefold() for value in found))
-
-
-def register_functions(connection: sqlite3.Connection) -> None:
-    """
-    Make the SQL functions of compiled queries (``jmap_casefold``,
-    ``jmap_header_match``) available on ``connection``.
-
-    Registration happens once per connection: connections of
-    :class:`~jmap_twisted.store.sqlite_db.SQLiteDatabase` belong to one
-    thread each, so the connection last prepared is remembered per thread.
-    """
-    if getattr(_registered, "connection", None) is connection:
-        return
-    connection.create_function("jmap_casefold", 1, _casefold, deterministic=True)
-    connection.create_function("jmap_header_match", 3, _header_match, deterministic=True)
-    _registered.connection = connection
-
-
-def fts_phrase(needle: str, column: str | None = None) -> str:
-    """
-    An FTS5 query matching ``needle`` as one phrase, in one column or in
-    any; quotes are doubled so every character is literal.
-    """
-    phrase = '"' + needle.replace('"', '""') + '"'
-    return phrase if column is None else "{" + column + "} : " + phrase
+    return int(any(folded in value for value in found))
 
 
 @frozen
@@ -125,8 +111,8 @@ class CompiledQuery:
     """
     An ``Email/query`` as SQL.
 
-    :ivar select: the ids, in order, with parameters ``:limit`` and
-        ``:offset`` for the window.
+    :ivar select: the ids, in order, with parameters ``limit`` and
+        ``offset`` for the window.
     :ivar count: the number of results (threads, when collapsing).
     :ivar params: the named parameters of both statements (without the
         window's).
@@ -138,17 +124,17 @@ class CompiledQuery:
 
 
 @frozen
-class _Driver:
+class Driver:
     """
-    Where a query starts: the FTS5 matches of ``search``, the members of
-    mailbox ``mailbox_id``, or (neither) all the account's emails.
+    Where a query starts: the full-text matches of ``search``, the members
+    of mailbox ``mailbox_id``, or (neither) all the account's emails.
     """
 
     search: str | None = None
     mailbox_id: str | None = None
 
 
-def _conjuncts(filter: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+def conjuncts(filter: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     """
     The parts of a filter that must all hold: single conditions and
     ``OR``/``NOT`` operators (nested ``AND`` operators are flattened).
@@ -158,56 +144,38 @@ def _conjuncts(filter: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     if "operator" not in filter:
         return [{name: value} for name, value in filter.items()]
     if filter["operator"] == "AND":
-        return [part for condition in filter["conditions"] for part in _conjuncts(condition)]
+        return [part for condition in filter["conditions"] for part in conjuncts(condition)]
     return [filter]
 
 
-def _searchable(part: Mapping[str, Any]) -> tuple[str, str | None] | None:
+def mailbox_driver(parts: list[Mapping[str, Any]]) -> tuple[Driver, list[Mapping[str, Any]]]:
     """
-    The needle and column of a text condition the trigram index answers.
+    Walk the mailbox of the first top-level ``inMailbox``, if any.
     """
-    if "operator" in part:
-        return None
-    ((name, value),) = part.items()
-    if name == "text" and len(value) >= TRIGRAM:
-        return value, None
-    if name in _TEXT_CONDITIONS and len(value) >= TRIGRAM:
-        return value, _TEXT_CONDITIONS[name]
-    return None
-
-
-def _choose_driver(
-    filter: Mapping[str, Any] | None,
-) -> tuple[_Driver, list[Mapping[str, Any]]]:
-    """
-    Where to start the query, and the conditions left to check.
-
-    Text conditions answered by the index come first: the matches are
-    usually far fewer than a mailbox's members, and a query must visit
-    every match anyway to count them.  Otherwise a top-level ``inMailbox``
-    walks that mailbox.
-    """
-    parts = _conjuncts(filter)
-    searches = [(i, found) for i, part in enumerate(parts) if (found := _searchable(part))]
-    if searches:
-        search = " AND ".join(fts_phrase(needle, column) for _, (needle, column) in searches)
-        used = {i for i, _ in searches}
-        return _Driver(search=search), [p for i, p in enumerate(parts) if i not in used]
     for index, part in enumerate(parts):
         if "operator" not in part and "inMailbox" in part:
-            return _Driver(mailbox_id=part["inMailbox"]), parts[:index] + parts[index + 1 :]
-    return _Driver(), parts
+            return Driver(mailbox_id=part["inMailbox"]), parts[:index] + parts[index + 1 :]
+    return Driver(), parts
 
 
-class _Compiler:
+class QueryCompiler:
     """
     Builds SQL expressions for one query, collecting named parameters.
 
     Expressions refer to ``e`` (``emails``) or, when walking a mailbox, to
-    ``mb`` (``email_mailboxes``) for the columns it has.
+    ``mb`` (``email_mailboxes``) for the columns it has.  Dialects override
+    :meth:`placeholder`, :meth:`search`, :meth:`header`, :meth:`source` and
+    may override :meth:`choose_driver`.
     """
 
-    def __init__(self, account_id: str, driver: _Driver) -> None:
+    #: What an empty ``AND`` and an empty ``OR`` are.
+    TRUE = "1"
+    FALSE = "0"
+
+    #: The ``limit`` parameter that means no limit.
+    NO_LIMIT: Any = -1
+
+    def __init__(self, account_id: str, driver: Driver) -> None:
         self.params: dict[str, Any] = {"account": account_id}
         self.driver = driver
         self.walks_mailbox = driver.mailbox_id is not None
@@ -216,11 +184,27 @@ class _Compiler:
         if driver.search is not None:
             self.params["search"] = driver.search
         self.uses_emails = False
+        self.account = self.placeholder("account")
+
+    @classmethod
+    def choose_driver(
+        cls, filter: Mapping[str, Any] | None
+    ) -> tuple[Driver, list[Mapping[str, Any]]]:
+        """
+        Where to start the query, and the conditions left to check.
+        """
+        return mailbox_driver(conjuncts(filter))
+
+    def placeholder(self, name: str) -> str:
+        """
+        How the SQL refers to named parameter ``name``.
+        """
+        raise NotImplementedError
 
     def param(self, value: Any) -> str:
         name = f"p{len(self.params)}"
         self.params[name] = value
-        return ":" + name
+        return self.placeholder(name)
 
     def email(self, column: str) -> str:
         self.uses_emails = True
@@ -245,23 +229,23 @@ class _Compiler:
             parts = [self.filter(c) for c in condition["conditions"]]
             operator = condition["operator"]
             if operator == "AND":
-                return "(" + " AND ".join(parts) + ")" if parts else "1"
+                return "(" + " AND ".join(parts) + ")" if parts else self.TRUE
             if operator == "OR":
-                return "(" + " OR ".join(parts) + ")" if parts else "0"
-            return "NOT (" + " OR ".join(parts) + ")" if parts else "1"
+                return "(" + " OR ".join(parts) + ")" if parts else self.FALSE
+            return "NOT (" + " OR ".join(parts) + ")" if parts else self.TRUE
         parts = [self.condition(name, value) for name, value in condition.items()]
-        return "(" + " AND ".join(parts) + ")" if parts else "1"
+        return "(" + " AND ".join(parts) + ")" if parts else self.TRUE
 
     def condition(self, name: str, value: Any) -> str:
         if name == "inMailbox":
             return (
-                "EXISTS (SELECT 1 FROM email_mailboxes x WHERE x.account_id = :account"
+                f"EXISTS (SELECT 1 FROM email_mailboxes x WHERE x.account_id = {self.account}"
                 f" AND x.email_id = {self.id} AND x.mailbox_id = {self.param(value)})"
             )
         if name == "inMailboxOtherThan":
             excluded = ", ".join(self.param(v) for v in value)
             return (
-                "EXISTS (SELECT 1 FROM email_mailboxes x WHERE x.account_id = :account"
+                f"EXISTS (SELECT 1 FROM email_mailboxes x WHERE x.account_id = {self.account}"
                 f" AND x.email_id = {self.id} AND x.mailbox_id NOT IN ({excluded}))"
             )
         if name == "before":
@@ -273,69 +257,59 @@ class _Compiler:
         if name == "maxSize":
             return f"{self.email('size')} < {self.param(value)}"
         if name == "hasKeyword":
-            return self._has_keyword(value)
+            return self.has_keyword(value)
         if name == "notKeyword":
-            return f"NOT {self._has_keyword(value)}"
+            return f"NOT {self.has_keyword(value)}"
         if name == "allInThreadHaveKeyword":
-            return self._all_in_thread(value)
+            return self.all_in_thread(value)
         if name == "someInThreadHaveKeyword":
-            return self._some_in_thread(value)
+            return self.some_in_thread(value)
         if name == "noneInThreadHaveKeyword":
-            return f"NOT {self._some_in_thread(value)}"
+            return f"NOT {self.some_in_thread(value)}"
         if name == "hasAttachment":
             return f"{self.email('has_attachment')} = {self.param(int(bool(value)))}"
         if name == "text":
-            return self._search(value, None)
-        if name in _TEXT_CONDITIONS:
-            return self._search(value, _TEXT_CONDITIONS[name])
+            return self.search(value, None)
+        if name in TEXT_CONDITIONS:
+            return self.search(value, TEXT_CONDITIONS[name])
         if name == "header":
-            needle = value[1] if len(value) > 1 else None
-            return (
-                "jmap_header_match((SELECT b.data FROM blobs b"
-                f" WHERE b.id = {self.email('blob_id')}),"
-                f" {self.param(value[0])}, {self.param(needle)})"
-            )
+            return self.header(value[0], value[1] if len(value) > 1 else None)
         raise ValueError(f"unknown filter condition {name!r}")
 
-    def _has_keyword(self, keyword: str | None) -> str:
+    def search(self, needle: str, column: str | None) -> str:
+        """
+        Case-insensitive substring match of ``needle`` in one column of
+        :data:`SEARCH_COLUMNS`, or in any (``None``).
+        """
+        raise NotImplementedError
+
+    def header(self, name: str, needle: str | None) -> str:
+        """
+        The message has header field ``name`` (containing ``needle``).
+        """
+        raise NotImplementedError
+
+    def has_keyword(self, keyword: str | None) -> str:
         return (
-            "EXISTS (SELECT 1 FROM email_keywords k WHERE k.account_id = :account"
+            f"EXISTS (SELECT 1 FROM email_keywords k WHERE k.account_id = {self.account}"
             f" AND k.email_id = {self.id} AND k.keyword = {self.param(keyword)})"
         )
 
-    def _some_in_thread(self, keyword: str | None) -> str:
+    def some_in_thread(self, keyword: str | None) -> str:
         return (
             "EXISTS (SELECT 1 FROM emails t JOIN email_keywords k"
             " ON k.account_id = t.account_id AND k.email_id = t.id"
-            f" WHERE t.account_id = :account AND t.thread_id = {self.thread_id}"
+            f" WHERE t.account_id = {self.account} AND t.thread_id = {self.thread_id}"
             f" AND k.keyword = {self.param(keyword)})"
         )
 
-    def _all_in_thread(self, keyword: str | None) -> str:
+    def all_in_thread(self, keyword: str | None) -> str:
         return (
             "NOT EXISTS (SELECT 1 FROM emails t"
-            f" WHERE t.account_id = :account AND t.thread_id = {self.thread_id}"
-            " AND NOT EXISTS (SELECT 1 FROM email_keywords k WHERE k.account_id = :account"
+            f" WHERE t.account_id = {self.account} AND t.thread_id = {self.thread_id}"
+            " AND NOT EXISTS (SELECT 1 FROM email_keywords k"
+            f" WHERE k.account_id = {self.account}"
             f" AND k.email_id = t.id AND k.keyword = {self.param(keyword)}))"
-        )
-
-    def _search(self, needle: str, column: str | None) -> str:
-        if len(needle) >= TRIGRAM:
-            return (
-                # The unary + keeps SQLite from using the list as an index
-                # constraint of a joined ``emails`` lookup (which would probe
-                # every listed value for every row): it is a membership test.
-                f"+{self.email('num')} IN (SELECT rowid FROM email_search"
-                f" WHERE email_search MATCH {self.param(fts_phrase(needle, column))})"
-            )
-        folded = self.param(needle.casefold())
-        if column is not None and column != "body_text":
-            return f"instr(jmap_casefold({self.email(column)}), {folded}) > 0"
-        columns = SEARCH_COLUMNS if column is None else (column,)
-        found = " OR ".join(f"instr(jmap_casefold(s.{c}), {folded}) > 0" for c in columns)
-        return (
-            "EXISTS (SELECT 1 FROM email_search s"
-            f" WHERE s.rowid = {self.email('num')} AND ({found}))"
         )
 
     # Sorts
@@ -356,11 +330,11 @@ class _Compiler:
             return f"COALESCE({self.email('sent_at')}, {self.email('received_at')})"
         keyword = comparator.get("keyword")
         if prop == "hasKeyword":
-            return self._has_keyword(keyword)
+            return self.has_keyword(keyword)
         if prop == "allInThreadHaveKeyword":
-            return self._all_in_thread(keyword)
+            return self.all_in_thread(keyword)
         if prop == "someInThreadHaveKeyword":
-            return self._some_in_thread(keyword)
+            return self.some_in_thread(keyword)
         raise ValueError(f"unknown sort property {prop!r}")
 
     def source(self, with_emails: bool) -> str:
@@ -368,89 +342,73 @@ class _Compiler:
         The ``FROM … WHERE`` start: the search's matches, the mailbox's
         members, or the account's emails.
         """
-        if self.driver.search is not None:
-            return (
-                "FROM email_search f CROSS JOIN emails e ON e.num = f.rowid"
-                " WHERE email_search MATCH :search AND e.account_id = :account"
-            )
-        if not self.walks_mailbox:
-            return "FROM emails e WHERE e.account_id = :account"
-        join = (
-            " CROSS JOIN emails e ON e.account_id = mb.account_id AND e.id = mb.email_id"
-            if with_emails
-            else ""
-        )
-        return (
-            f"FROM email_mailboxes mb{join}"
-            " WHERE mb.account_id = :account AND mb.mailbox_id = :mailbox"
-        )
+        raise NotImplementedError
 
 
 def compile_query(
+    compiler_class: type[QueryCompiler],
     account_id: str,
     filter: Mapping[str, Any] | None,
     sort: Sequence[Mapping[str, Any]],
     collapse_threads: bool,
 ) -> CompiledQuery:
     """
-    Compile a validated ``Email/query`` of one account.
+    Compile a validated ``Email/query`` of one account for a dialect.
 
     :raises ValueError: an unknown condition or sort property.
     """
-    driver, rest = _choose_driver(filter)
-    compiler = _Compiler(account_id, driver)
+    driver, rest = compiler_class.choose_driver(filter)
+    compiler = compiler_class(account_id, driver)
     where = "".join(f" AND {compiler.filter(part)}" for part in rest)
     count_needs_emails = compiler.uses_emails
     values = [compiler.sort_value(c) for c in sort]
     directions = ["ASC" if c.get("isAscending", True) else "DESC" for c in sort]
     email_id = compiler.id
-    window = " LIMIT :limit OFFSET :offset"
+    limit, offset = compiler.placeholder("limit"), compiler.placeholder("offset")
+    window = f" LIMIT {limit} OFFSET {offset}"
+    order = ", ".join(
+        [*(f"{v} {d}" for v, d in zip(values, directions, strict=True)), f"{email_id} ASC"]
+    )
     if not collapse_threads:
-        order = ", ".join(
-            [*(f"{v} {d}" for v, d in zip(values, directions, strict=True)), f"{email_id} ASC"]
-        )
-        select = f"SELECT {email_id} {compiler.source(compiler.uses_emails)}{where} ORDER BY {order}{window}"
+        source = compiler.source(compiler.uses_emails)
+        select = f"SELECT {email_id} {source}{where} ORDER BY {order}{window}"
         count = f"SELECT COUNT(*) {compiler.source(count_needs_emails)}{where}"
         return CompiledQuery(select, count, compiler.params)
     thread_id = compiler.thread_id
-    inner_order = ", ".join(
-        [*(f"{v} {d}" for v, d in zip(values, directions, strict=True)), f"{email_id} ASC"]
-    )
     columns = "".join(f", {v} AS s{i}" for i, v in enumerate(values))
     outer_order = ", ".join([*(f"s{i} {d}" for i, d in enumerate(directions)), "email_id ASC"])
     select = (
         f"SELECT email_id FROM (SELECT {email_id} AS email_id{columns},"
-        f" ROW_NUMBER() OVER (PARTITION BY {thread_id} ORDER BY {inner_order}) AS thread_rank"
-        f" {compiler.source(compiler.uses_emails)}{where})"
+        f" ROW_NUMBER() OVER (PARTITION BY {thread_id} ORDER BY {order}) AS thread_rank"
+        f" {compiler.source(compiler.uses_emails)}{where}) AS ranked"
         f" WHERE thread_rank = 1 ORDER BY {outer_order}{window}"
     )
     count = f"SELECT COUNT(DISTINCT {thread_id}) {compiler.source(count_needs_emails)}{where}"
     return CompiledQuery(select, count, compiler.params)
 
 
-def run_query(
-    connection: sqlite3.Connection,
-    account_id: str,
-    filter: Mapping[str, Any] | None,
-    sort: Sequence[Mapping[str, Any]],
-    collapse_threads: bool,
-    position: int = 0,
-    limit: int | None = None,
+def run_compiled(
+    connection: Any,
+    query: CompiledQuery,
+    no_limit: Any,
+    position: int,
+    limit: int | None,
 ) -> tuple[list[str], int]:
     """
-    Run a query in the current transaction: the window of ids and the
-    total, from one snapshot.
+    Run a compiled query in the current transaction: the window of ids and
+    the total, from one snapshot.
+
+    :param connection: a DB-API connection taking the dialect's named
+        parameters.
     """
-    register_functions(connection)
-    query = compile_query(account_id, filter, sort, collapse_threads)
-    params = dict(query.params, limit=-1 if limit is None else limit, offset=position)
+    params = dict(query.params, limit=no_limit if limit is None else limit, offset=position)
     found = [email_id for (email_id,) in connection.execute(query.select, params)]
     (total,) = connection.execute(query.count, query.params).fetchone()
     return found, int(total)
 
 
 def mailbox_counts(
-    connection: sqlite3.Connection, account_id: str, mailbox_id: str, trash_id: str | None
+    connection: SQLConnection, account_id: str, mailbox_id: str, trash_id: str | None
 ) -> MailboxCounts:
     """
     RFC 8621 counts of one mailbox, exactly as
@@ -459,25 +417,25 @@ def mailbox_counts(
 
     :param trash_id: the account's trash mailbox, if any.
     """
-    params = {"account": account_id, "mailbox": mailbox_id, "trash": trash_id}
+    box = (account_id, mailbox_id)
     # Two statements: COUNT(DISTINCT) alone reads email_mailboxes_by_thread
     # in thread order, without building a temporary B-tree.
     total, unread = connection.execute(
-        "SELECT COUNT(*), TOTAL(seen = 0) FROM email_mailboxes"
-        " WHERE account_id = :account AND mailbox_id = :mailbox",
-        params,
+        "SELECT COUNT(*), COALESCE(SUM(1 - seen), 0) FROM email_mailboxes"
+        " WHERE account_id = ? AND mailbox_id = ?",
+        box,
     ).fetchone()
     (threads,) = connection.execute(
         "SELECT COUNT(DISTINCT thread_id) FROM email_mailboxes"
-        " WHERE account_id = :account AND mailbox_id = :mailbox",
-        params,
+        " WHERE account_id = ? AND mailbox_id = ?",
+        box,
     ).fetchone()
     if trash_id is not None and mailbox_id == trash_id:
         # Only emails in the trash count, and those are the trash's threads.
         (unread_threads,) = connection.execute(
             "SELECT COUNT(DISTINCT thread_id) FROM email_mailboxes"
-            " WHERE account_id = :account AND mailbox_id = :mailbox AND seen = 0",
-            params,
+            " WHERE account_id = ? AND mailbox_id = ? AND seen = 0",
+            box,
         ).fetchone()
     else:
         # Unread emails of the mailbox's threads, wherever they are, except
@@ -486,16 +444,16 @@ def mailbox_counts(
             ""
             if trash_id is None
             else " AND NOT (EXISTS (SELECT 1 FROM email_mailboxes x"
-            " WHERE x.account_id = :account AND x.email_id = u.id AND x.mailbox_id = :trash)"
+            " WHERE x.account_id = u.account_id AND x.email_id = u.id AND x.mailbox_id = ?)"
             " AND NOT EXISTS (SELECT 1 FROM email_mailboxes x"
-            " WHERE x.account_id = :account AND x.email_id = u.id AND x.mailbox_id != :trash))"
+            " WHERE x.account_id = u.account_id AND x.email_id = u.id AND x.mailbox_id != ?))"
         )
         (unread_threads,) = connection.execute(
             "SELECT COUNT(DISTINCT u.thread_id) FROM emails u"
-            " WHERE u.account_id = :account AND u.seen = 0"
-            " AND EXISTS (SELECT 1 FROM email_mailboxes t WHERE t.account_id = :account"
-            " AND t.thread_id = u.thread_id AND t.mailbox_id = :mailbox)" + only_in_trash,
-            params,
+            " WHERE u.account_id = ? AND u.seen = 0"
+            " AND EXISTS (SELECT 1 FROM email_mailboxes t WHERE t.account_id = u.account_id"
+            " AND t.thread_id = u.thread_id AND t.mailbox_id = ?)" + only_in_trash,
+            box if trash_id is None else (*box, trash_id, trash_id),
         ).fetchone()
     return MailboxCounts(
         total_emails=int(total),

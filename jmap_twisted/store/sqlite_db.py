@@ -38,15 +38,29 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, TypeVarTuple
+from typing import TypeVar, TypeVarTuple
 
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
-from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python.threadpool import ThreadPool
 
 from jmap_twisted.store.schema import MIGRATIONS
+from jmap_twisted.store.threaded_db import (
+    DatabaseError,
+    DatabaseNotRunningError,
+    SchemaVersionError,
+    ThreadedDatabase,
+)
+
+__all__ = [
+    "DATABASE_FILENAME",
+    "DatabaseError",
+    "DatabaseNotRunningError",
+    "SQLiteDatabase",
+    "SchemaVersionError",
+    "database_path",
+    "split_statements",
+]
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -55,8 +69,6 @@ DATABASE_FILENAME = "jmap.sqlite3"
 """
 Name of the database file inside the data directory.
 """
-
-_log = Logger()
 
 
 def database_path(data_dir: str) -> str:
@@ -67,38 +79,6 @@ def database_path(data_dir: str) -> str:
     :param data_dir: the ``--data`` directory.
     """
     return os.path.join(data_dir, DATABASE_FILENAME)
-
-
-class DatabaseError(Exception):
-    """
-    Base of the errors :class:`SQLiteDatabase` raises itself.
-    """
-
-
-class DatabaseNotRunningError(DatabaseError):
-    """
-    Work was submitted to a database that is not started, or is stopping.
-    """
-
-
-class SchemaVersionError(DatabaseError):
-    """
-    The database was written by a newer version of jmap-twisted: its schema
-    has more migrations applied than this version knows.
-
-    :ivar path: the database file.
-    :ivar found: the database's schema version (``PRAGMA user_version``).
-    :ivar supported: the newest schema version this version knows.
-    """
-
-    def __init__(self, path: str, found: int, supported: int) -> None:
-        super().__init__(
-            f"{path} has schema version {found}, newer than version {supported} "
-            f"known to this jmap-twisted; upgrade jmap-twisted to use it"
-        )
-        self.path = path
-        self.found = found
-        self.supported = supported
 
 
 def split_statements(script: str) -> list[str]:
@@ -130,7 +110,7 @@ def split_statements(script: str) -> list[str]:
     return statements
 
 
-class SQLiteDatabase:
+class SQLiteDatabase(ThreadedDatabase):
     """
     One SQLite database file, used from a writer thread and reader threads.
 
@@ -162,28 +142,19 @@ class SQLiteDatabase:
         busy_timeout: float = 5.0,
         readers: int = 2,
     ) -> None:
+        super().__init__(reactor, migrations)
         self.path = path
-        self._reactor = reactor
-        self._migrations = tuple(migrations)
         self._busy_timeout = busy_timeout
         self._reader_count = readers
-        self._state = "stopped"
         self._writer: ThreadPool | None = None
         self._readers: ThreadPool | None = None
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        self._in_flight = 0
-        self._idle_waiters: list[Deferred[None]] = []
-        self._stop_waiters: list[Deferred[None]] = []
-        self._shutdown_trigger: Any = None
 
     @property
-    def schema_version(self) -> int:
-        """
-        The schema version this code brings a database to.
-        """
-        return len(self._migrations)
+    def description(self) -> str:
+        return self.path
 
     def start(self) -> Deferred[None]:
         """
@@ -201,101 +172,20 @@ class SQLiteDatabase:
             :class:`sqlite3.Error` that prevented opening it.  On failure
             every thread and connection is released again.
         """
-        if self._state != "stopped":
-            return fail(DatabaseError(f"cannot start {self.path}: it is {self._state}"))
-        return Deferred.fromCoroutine(self._start())
+        return super().start()
 
-    async def _start(self) -> None:
-        self._state = "starting"
+    def _make_pools(self) -> list[ThreadPool]:
         self._local = threading.local()
         self._writer = ThreadPool(1, 1, name="jmap-sqlite-writer")
         self._readers = ThreadPool(1, self._reader_count, name="jmap-sqlite-reader")
-        self._writer.start()
-        self._readers.start()
-        core = IReactorCore(self._reactor, None)
-        if core is not None:
-            self._shutdown_trigger = core.addSystemEventTrigger(
-                "during", "shutdown", self._stop_at_shutdown
-            )
-        try:
-            applied = await deferToThreadPool(self._reactor, self._writer, self._open)
-        except BaseException:
-            self._release()
-            raise
-        for version in applied:
-            _log.info(
-                "Applied schema migration {version} to {path}",
-                version=version,
-                path=self.path,
-            )
-        self._state = "running"
-        _log.info(
-            "Opened {path} at schema version {version}", path=self.path, version=self.schema_version
-        )
+        return [self._writer, self._readers]
 
-    def stop(self) -> Deferred[None]:
-        """
-        Close the database once the work already submitted has finished.
-
-        Work submitted after this call fails with
-        :class:`DatabaseNotRunningError`.  Calling it again, or on a stopped
-        database, is harmless.
-
-        :return: fires with ``None`` when every thread and connection is
-            released.
-        """
-        if self._state == "stopped":
-            return succeed(None)
-        if self._state == "starting":
-            return fail(DatabaseError(f"cannot stop {self.path} while it is starting"))
-        waiter: Deferred[None] = Deferred()
-        self._stop_waiters.append(waiter)
-        if self._state == "running":
-            self._state = "stopping"
-            Deferred.fromCoroutine(self._stop())
-        return waiter
-
-    async def _stop(self) -> None:
-        if self._in_flight:
-            idle: Deferred[None] = Deferred()
-            self._idle_waiters.append(idle)
-            await idle
-        self._release()
-
-    def _stop_at_shutdown(self) -> None:
-        """
-        Release everything while the reactor shuts down, if nobody stopped
-        the database before.
-
-        This runs in the ``during`` phase, after every ``before`` trigger
-        (such as ``stopService``) has finished using the database.  Joining
-        the threads blocks, as Twisted's own thread pool does at shutdown:
-        work already submitted still runs and commits first.
-        """
-        self._shutdown_trigger = None
-        if self._state != "stopped":
-            self._release()
-
-    def _release(self) -> None:
-        """
-        Join the threads and close every connection; the state becomes
-        ``stopped`` and whoever waits in :meth:`stop` is told.
-        """
-        for pool in (self._writer, self._readers):
-            if pool is not None:
-                pool.stop()  # runs what was submitted, then joins
+    def _close(self) -> None:
         self._writer = self._readers = None
         with self._connections_lock:
             connections, self._connections = self._connections, []
         for connection in connections:
             connection.close()
-        if self._shutdown_trigger is not None:
-            IReactorCore(self._reactor).removeSystemEventTrigger(self._shutdown_trigger)
-            self._shutdown_trigger = None
-        self._state = "stopped"
-        waiters, self._stop_waiters = self._stop_waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
 
     def run(self, fn: Callable[[sqlite3.Connection, *_Ts], _T], *args: *_Ts) -> Deferred[_T]:
         """
@@ -327,22 +217,6 @@ class SQLiteDatabase:
         :return: fires with ``fn``'s result, or fails with its exception.
         """
         return self._submit(self._readers, lambda: self._read_transaction(fn, args))
-
-    def _submit(self, pool: ThreadPool | None, work: Callable[[], _T]) -> Deferred[_T]:
-        if self._state != "running" or pool is None:
-            return fail(DatabaseNotRunningError(f"{self.path} is {self._state}"))
-        self._in_flight += 1
-        result = deferToThreadPool(self._reactor, pool, work)
-        result.addBoth(self._work_done)
-        return result
-
-    def _work_done(self, result: _T) -> _T:
-        self._in_flight -= 1
-        if not self._in_flight:
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
-        return result
 
     # Everything below runs in the database's threads.
 

@@ -2,34 +2,16 @@
 The mail store in an SQLite database: :class:`SQLiteMailStore`.
 
 It behaves as the reference :class:`~jmap_twisted.store.memory_mail.MemoryMailStore`,
-over the tables of schema version 2 (:mod:`jmap_twisted.store.schema`):
+over the tables of schema version 2 (:mod:`jmap_twisted.store.schema`); what
+every SQL backend shares is in :mod:`jmap_twisted.store.sql_mail`.  Here:
 
-- :meth:`SQLiteMailStore.write` runs the caller's function and the change-log
-  bookkeeping in one transaction on the database's writer thread: the mail,
-  its change-log rows, the account's ``seq``/``modseq`` and the type states
-  are durable together or not at all.  Parsing and hashing of new messages
-  happen there too, never on the reactor thread.  Once the commit is
-  durable, the :class:`~jmap_twisted.records.StoreCommit` is published on
-  the reactor thread, then the caller's Deferred fires.
-- :meth:`SQLiteMailStore.read` runs the caller's function on a reader thread
-  against one snapshot.  Inside a write, ``state()`` reports the state the
-  write will commit, as the reference does.
-- Other JSON documents (``Identity``, ``VacationResponse``, …) live in
-  ``mail_documents`` and share the change log.
-- Nothing is cached in the process: several processes, or several
-  :class:`~jmap_twisted.store.sqlite_db.SQLiteDatabase` instances, may
-  share the file.
-- Message octets go to the shared, content-addressed ``blobs`` table.  The
-  emails refer to them directly (not through ``account_blobs``, whose rows
-  need a directory account); octets are deleted when neither an email nor
-  an ``account_blobs`` row refers to them any more.
-- :meth:`SQLiteMailStore.prune_changes` drops change-log rows older than a
-  time.  Each type remembers the newest position it dropped (``oldest``), so
-  only states older than that answer ``cannotCalculateChanges``: a type
-  that did not change for a while keeps its state usable.
-
-``Email/query`` and the mailbox counts are SQL of
-:mod:`jmap_twisted.store.sqlite_mail_query`.
+- writes run on the database's single writer thread (``BEGIN IMMEDIATE``),
+  reads on a reader thread against one WAL snapshot; several processes, or
+  several :class:`~jmap_twisted.store.sqlite_db.SQLiteDatabase` instances,
+  may share the file;
+- the searchable text of an email lives in the FTS5 table ``email_search``
+  (rowid = ``emails.num``), which also holds its body text;
+- ``Email/query`` is SQL of :mod:`jmap_twisted.store.sqlite_mail_query`.
 """
 
 # SQL is assembled from fixed fragments and placeholder lists only; every
@@ -38,206 +20,29 @@ over the tables of schema version 2 (:mod:`jmap_twisted.store.schema`):
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from attrs import evolve
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
-from zope.interface import implementer
 
-from jmap_twisted.interfaces import IMailReader, IMailStore, IMailWriter
-from jmap_twisted.records import (
-    ChangeBatch,
-    EmailRecord,
-    EmailSummary,
-    MailboxCounts,
-    MailboxEvent,
-    MailboxRecord,
-    StoreCommit,
-)
-from jmap_twisted.store import ids
-from jmap_twisted.store.changelog import (
-    ChangeRecorder,
-    LogEntry,
-    decode_state,
-    encode_state,
-    merge_changes,
-)
-from jmap_twisted.store.mailmodel import (
-    STANDARD_MAILBOXES,
-    record_email_added,
-    record_email_destroyed,
-    record_email_updated,
-)
+from jmap_twisted.records import EmailRecord
+from jmap_twisted.store.changelog import ChangeRecorder
+from jmap_twisted.store.sql_mail import SQLMailStore, SQLReader, SQLWriter
 from jmap_twisted.store.sqlite_db import SQLiteDatabase
-from jmap_twisted.store.sqlite_mail_query import mailbox_counts, register_functions, run_query
-from jmap_twisted.store.summary import summarize
-
-log = Logger()
-T = TypeVar("T")
-
-SEEN = "$seen"
-
-#: How many change-log rows :meth:`_Reader.changes` fetches at a time.
-CHANGES_BATCH = 256
-
-#: The most ids put in one ``IN (…)`` list.
-_CHUNK = 500
-
-_MAILBOX_COLUMNS = "id, name, parent_id, role, sort_order, is_subscribed"
-
-_EMAIL_COLUMNS = (
-    "e.id, e.blob_id, e.thread_id, e.size, e.received_at, e.subject, e.base_subject,"
-    " e.from_text, e.to_text, e.cc_text, e.bcc_text, e.from_sort, e.to_sort, e.sent_at,"
-    " e.preview, e.has_attachment, e.message_ids, e.in_reply_to, e.refs, s.body_text"
-)
+from jmap_twisted.store.sqlite_mail_query import register_functions, run_query
 
 
-def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]
-
-
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
-
-
-def _mailbox(row: Sequence[Any]) -> MailboxRecord:
-    mailbox_id, name, parent_id, role, sort_order, is_subscribed = row
-    return MailboxRecord(mailbox_id, name, parent_id, role, sort_order, bool(is_subscribed))
-
-
-def _summary(row: Sequence[Any]) -> EmailSummary:
-    return EmailSummary(
-        message_ids=tuple(json.loads(row[16])),
-        in_reply_to=tuple(json.loads(row[17])),
-        references=tuple(json.loads(row[18])),
-        subject=row[5],
-        base_subject=row[6],
-        from_text=row[7],
-        to_text=row[8],
-        cc_text=row[9],
-        bcc_text=row[10],
-        from_sort=row[11],
-        to_sort=row[12],
-        sent_at=row[13],
-        preview=row[14],
-        has_attachment=bool(row[15]),
-        body_text=row[19] or "",
-    )
-
-
-def _mentioned(summary: EmailSummary) -> list[str]:
-    return sorted({*summary.message_ids, *summary.in_reply_to, *summary.references})
-
-
-@implementer(IMailReader)
-class _Reader:
+class _Reader(SQLReader):
     """
-    One account's mail seen through a connection inside a transaction.
+    One account's mail seen through an SQLite connection.
     """
+
+    EMAIL_FROM = ", s.body_text FROM emails e LEFT JOIN email_search s ON s.rowid = e.num"
 
     def __init__(self, connection: sqlite3.Connection, account_id: str) -> None:
         register_functions(connection)
-        self.account_id = account_id
-        self._db = connection
-
-    def mailboxes(self) -> list[MailboxRecord]:
-        rows = self._db.execute(
-            f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE account_id = ? ORDER BY num",
-            (self.account_id,),
-        )
-        return [_mailbox(row) for row in rows]
-
-    def _mailbox_record(self, mailbox_id: str) -> MailboxRecord:
-        row = self._db.execute(
-            f"SELECT {_MAILBOX_COLUMNS} FROM mailboxes WHERE account_id = ? AND id = ?",
-            (self.account_id, mailbox_id),
-        ).fetchone()
-        if row is None:
-            raise KeyError(mailbox_id)
-        return _mailbox(row)
-
-    def _trash_id(self) -> str | None:
-        row = self._db.execute(
-            "SELECT id FROM mailboxes WHERE account_id = ? AND role = 'trash' ORDER BY num LIMIT 1",
-            (self.account_id,),
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def mailbox_counts(self, mailbox_ids: Collection[str]) -> dict[str, MailboxCounts]:
-        existing = {m.id for m in self.mailboxes()}
-        trash = self._trash_id()
-        return {
-            mailbox_id: mailbox_counts(self._db, self.account_id, mailbox_id, trash)
-            for mailbox_id in mailbox_ids
-            if mailbox_id in existing
-        }
-
-    def emails(self, email_ids: Collection[str]) -> dict[str, EmailRecord]:
-        wanted = list(dict.fromkeys(email_ids))
-        rows: dict[str, Sequence[Any]] = {}
-        mailboxes: dict[str, set[str]] = {}
-        keywords: dict[str, set[str]] = {}
-        for chunk in _chunks(wanted):
-            params = (self.account_id, *chunk)
-            marks = _marks(len(chunk))
-            for row in self._db.execute(
-                f"SELECT {_EMAIL_COLUMNS} FROM emails e"
-                " LEFT JOIN email_search s ON s.rowid = e.num"
-                f" WHERE e.account_id = ? AND e.id IN ({marks})",
-                params,
-            ):
-                rows[row[0]] = row
-            for email_id, mailbox_id in self._db.execute(
-                "SELECT email_id, mailbox_id FROM email_mailboxes"
-                f" WHERE account_id = ? AND email_id IN ({marks})",
-                params,
-            ):
-                mailboxes.setdefault(email_id, set()).add(mailbox_id)
-            for email_id, keyword in self._db.execute(
-                "SELECT email_id, keyword FROM email_keywords"
-                f" WHERE account_id = ? AND email_id IN ({marks})",
-                params,
-            ):
-                keywords.setdefault(email_id, set()).add(keyword)
-        return {
-            email_id: EmailRecord(
-                id=email_id,
-                blob_id=row[1],
-                thread_id=row[2],
-                mailbox_ids=frozenset(mailboxes.get(email_id, ())),
-                keywords=frozenset(keywords.get(email_id, ())),
-                size=row[3],
-                received_at=row[4],
-                summary=_summary(row),
-            )
-            for email_id in wanted
-            if (row := rows.get(email_id)) is not None
-        }
-
-    def _email(self, email_id: str) -> EmailRecord:
-        found = self.emails([email_id])
-        if email_id not in found:
-            raise KeyError(email_id)
-        return found[email_id]
-
-    def thread_emails(self, thread_ids: Collection[str]) -> dict[str, list[str]]:
-        wanted = list(dict.fromkeys(thread_ids))
-        members: dict[str, list[str]] = {}
-        for chunk in _chunks(wanted):
-            for thread_id, email_id in self._db.execute(
-                "SELECT thread_id, id FROM emails"
-                f" WHERE account_id = ? AND thread_id IN ({_marks(len(chunk))})"
-                " ORDER BY thread_id, received_at, id",
-                (self.account_id, *chunk),
-            ):
-                members.setdefault(thread_id, []).append(email_id)
-        return {t: members[t] for t in wanted if t in members}
+        super().__init__(connection, account_id)
 
     def query_emails(
         self,
@@ -247,212 +52,28 @@ class _Reader:
         position: int = 0,
         limit: int | None = None,
     ) -> tuple[list[str], int]:
+        assert isinstance(self._db, sqlite3.Connection)
         return run_query(self._db, self.account_id, filter, sort, collapse_threads, position, limit)
 
-    def _type_state(self, type_name: str) -> tuple[int, int]:
-        row = self._db.execute(
-            "SELECT seq, oldest FROM mail_states WHERE account_id = ? AND type = ?",
-            (self.account_id, type_name),
-        ).fetchone()
-        return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
-    def state(self, type_name: str) -> str:
-        return encode_state(self._type_state(type_name)[0])
-
-    def changes(self, type_name: str, since_state: str, max_changes: int | None) -> ChangeBatch:
-        current, oldest = self._type_state(type_name)
-        since = decode_state(since_state, current, oldest)
-        return merge_changes(self._log(type_name, since), since, current, max_changes)
-
-    def _log(self, type_name: str, since: int) -> Iterator[LogEntry]:
-        """
-        The type's log entries after ``since``, fetched in batches as the
-        consumer asks for them.
-        """
-        after = since
-        while True:
-            rows = self._db.execute(
-                "SELECT seq, object_id, kind, counts_only FROM mail_changes"
-                " WHERE account_id = ? AND type = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (self.account_id, type_name, after, CHANGES_BATCH),
-            ).fetchall()
-            for seq, object_id, kind, counts_only in rows:
-                yield LogEntry(seq, type_name, object_id, kind, bool(counts_only))
-            if len(rows) < CHANGES_BATCH:
-                return
-            after = rows[-1][0]
-
-    def message(self, blob_id: str) -> bytes | None:
-        row = self._db.execute(
-            "SELECT data FROM blobs WHERE id = ?1"
-            " AND EXISTS (SELECT 1 FROM emails WHERE blob_id = ?1 AND account_id = ?2)",
-            (blob_id, self.account_id),
-        ).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def documents(self, type_name: str) -> dict[str, dict[str, Any]]:
-        rows = self._db.execute(
-            "SELECT id, document FROM mail_documents WHERE account_id = ? AND type = ?"
-            " ORDER BY num",
-            (self.account_id, type_name),
-        )
-        return {document_id: json.loads(document) for document_id, document in rows}
-
-
-@implementer(IMailWriter)
-class _Writer(_Reader):
+class _Writer(SQLWriter, _Reader):
     """
-    One account's mail inside a write transaction; records what changes.
+    One account's mail inside an SQLite write transaction.
     """
 
     def __init__(
         self, connection: sqlite3.Connection, account_id: str, recorder: ChangeRecorder
     ) -> None:
-        super().__init__(connection, account_id)
-        self._recorder = recorder
+        register_functions(connection)
+        SQLWriter.__init__(self, connection, account_id, recorder)
 
-    def state(self, type_name: str) -> str:
-        # Inside a write, the state the type will have when this operation
-        # commits (so that /set responses can report their newState).
-        row = self._db.execute(
-            "SELECT seq FROM mail_accounts WHERE account_id = ?", (self.account_id,)
-        ).fetchone()
-        pending = self._recorder.pending_state(type_name, (0 if row is None else row[0]) + 1)
-        return super().state(type_name) if pending is None else encode_state(pending)
-
-    def create_mailbox(
-        self,
-        name: str,
-        parent_id: str | None,
-        role: str | None,
-        sort_order: int,
-        is_subscribed: bool,
-    ) -> MailboxRecord:
-        record = MailboxRecord(
-            ids.new_mailbox_id(), name, parent_id, role, sort_order, is_subscribed
-        )
-        self._db.execute(
-            "INSERT INTO mailboxes (account_id, id, name, parent_id, role, sort_order,"
-            " is_subscribed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (self.account_id, record.id, name, parent_id, role, sort_order, int(is_subscribed)),
-        )
-        self._recorder.created("Mailbox", record.id)
-        self._recorder.event(MailboxEvent("mailbox_added", frozenset({record.id})))
-        return record
-
-    def update_mailbox(self, mailbox_id: str, **fields: Any) -> MailboxRecord:
-        record = evolve(self._mailbox_record(mailbox_id), **fields)
-        self._db.execute(
-            "UPDATE mailboxes SET name = ?, parent_id = ?, role = ?, sort_order = ?,"
-            " is_subscribed = ? WHERE account_id = ? AND id = ?",
-            (
-                record.name,
-                record.parent_id,
-                record.role,
-                record.sort_order,
-                int(record.is_subscribed),
-                self.account_id,
-                mailbox_id,
-            ),
-        )
-        self._recorder.updated("Mailbox", mailbox_id)
-        self._recorder.event(MailboxEvent("mailbox_updated", frozenset({mailbox_id})))
-        return record
-
-    def destroy_mailbox(self, mailbox_id: str) -> None:
-        deleted = self._db.execute(
-            "DELETE FROM mailboxes WHERE account_id = ? AND id = ?", (self.account_id, mailbox_id)
-        )
-        if deleted.rowcount == 0:
-            raise KeyError(mailbox_id)
-        self._recorder.destroyed("Mailbox", mailbox_id)
-        self._recorder.event(MailboxEvent("mailbox_deleted", frozenset({mailbox_id})))
-
-    def _thread_mailboxes(self, thread_id: str, exclude: str) -> set[str]:
-        rows = self._db.execute(
-            "SELECT DISTINCT x.mailbox_id FROM emails t JOIN email_mailboxes x"
-            " ON x.account_id = t.account_id AND x.email_id = t.id"
-            " WHERE t.account_id = ? AND t.thread_id = ? AND t.id != ?",
-            (self.account_id, thread_id, exclude),
-        )
-        return {mailbox_id for (mailbox_id,) in rows}
-
-    def _find_thread(self, summary: EmailSummary) -> str | None:
-        """
-        The thread of the first email (by Message-ID, then email id) that
-        mentions one of the same Message-IDs and has the same base subject.
-        """
-        mentioned = _mentioned(summary)
-        if not mentioned:
-            return None
-        row = self._db.execute(
-            "SELECT e.thread_id FROM email_message_ids m"
-            " JOIN emails e ON e.account_id = m.account_id AND e.id = m.email_id"
-            f" WHERE m.account_id = ? AND m.message_id IN ({_marks(len(mentioned))})"
-            " AND e.base_subject = ? ORDER BY m.message_id, m.email_id LIMIT 1",
-            (self.account_id, *mentioned, summary.base_subject),
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def add_email(
-        self,
-        raw: bytes,
-        mailbox_ids: Collection[str],
-        keywords: Collection[str],
-        received_at: float,
-    ) -> EmailRecord:
-        raw = bytes(raw)
-        summary = summarize(raw)  # parsed and hashed here, on the writer thread
-        blob_id = ids.blob_id(raw)
-        self._db.execute(
-            "INSERT INTO blobs (id, size, data) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (blob_id, len(raw), raw),
-        )
-        thread_id = self._find_thread(summary)
-        new_thread = thread_id is None
-        record = EmailRecord(
-            id=ids.new_email_id(),
-            blob_id=blob_id,
-            thread_id=thread_id or ids.new_thread_id(),
-            mailbox_ids=frozenset(mailbox_ids),
-            keywords=frozenset(keywords),
-            size=len(raw),
-            received_at=received_at,
-            summary=summary,
-        )
-        thread_mailboxes = (
-            set() if new_thread else self._thread_mailboxes(record.thread_id, record.id)
-        )
-        seen = int(SEEN in record.keywords)
+    def _insert_email(self, record: EmailRecord, raw: bytes, seen: int) -> None:
         cursor = self._db.execute(
-            "INSERT INTO emails (account_id, id, blob_id, thread_id, size, received_at, seen,"
-            " subject, base_subject, from_text, to_text, cc_text, bcc_text, from_sort, to_sort,"
-            " sent_at, preview, has_attachment, message_ids, in_reply_to, refs)"
+            f"INSERT INTO emails ({self.EMAIL_INSERT_COLUMNS})"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                self.account_id,
-                record.id,
-                blob_id,
-                record.thread_id,
-                record.size,
-                received_at,
-                seen,
-                summary.subject,
-                summary.base_subject,
-                summary.from_text,
-                summary.to_text,
-                summary.cc_text,
-                summary.bcc_text,
-                summary.from_sort,
-                summary.to_sort,
-                summary.sent_at,
-                summary.preview,
-                int(summary.has_attachment),
-                json.dumps(list(summary.message_ids)),
-                json.dumps(list(summary.in_reply_to)),
-                json.dumps(list(summary.references)),
-            ),
+            self._email_values(record, seen),
         )
+        summary = record.summary
         self._db.execute(
             "INSERT INTO email_search (rowid, subject, from_text, to_text, cc_text, bcc_text,"
             " body_text) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -466,96 +87,8 @@ class _Writer(_Reader):
                 summary.body_text,
             ),
         )
-        self._insert_mailboxes(record, record.mailbox_ids, seen)
-        self._db.executemany(
-            "INSERT INTO email_keywords (account_id, email_id, keyword) VALUES (?, ?, ?)",
-            [(self.account_id, record.id, k) for k in record.keywords],
-        )
-        self._db.executemany(
-            "INSERT INTO email_message_ids (account_id, message_id, email_id) VALUES (?, ?, ?)",
-            [(self.account_id, m, record.id) for m in _mentioned(summary)],
-        )
-        record_email_added(self._recorder, record, new_thread, thread_mailboxes)
-        return record
 
-    def _insert_mailboxes(
-        self, record: EmailRecord, mailbox_ids: Collection[str], seen: int
-    ) -> None:
-        self._db.executemany(
-            "INSERT INTO email_mailboxes (account_id, email_id, mailbox_id, received_at,"
-            " thread_id, seen) VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (self.account_id, record.id, m, record.received_at, record.thread_id, seen)
-                for m in mailbox_ids
-            ],
-        )
-
-    def update_email(
-        self,
-        email_id: str,
-        mailbox_ids: Collection[str] | None = None,
-        keywords: Collection[str] | None = None,
-    ) -> EmailRecord:
-        before = self._email(email_id)
-        after = before
-        if mailbox_ids is not None:
-            after = evolve(after, mailbox_ids=frozenset(mailbox_ids))
-        if keywords is not None:
-            after = evolve(after, keywords=frozenset(keywords))
-        seen = int(SEEN in after.keywords)
-        key = (self.account_id, email_id)
-        self._db.executemany(
-            "DELETE FROM email_mailboxes WHERE account_id = ? AND email_id = ? AND mailbox_id = ?",
-            [(*key, m) for m in before.mailbox_ids - after.mailbox_ids],
-        )
-        self._insert_mailboxes(after, after.mailbox_ids - before.mailbox_ids, seen)
-        self._db.executemany(
-            "DELETE FROM email_keywords WHERE account_id = ? AND email_id = ? AND keyword = ?",
-            [(*key, k) for k in before.keywords - after.keywords],
-        )
-        self._db.executemany(
-            "INSERT INTO email_keywords (account_id, email_id, keyword) VALUES (?, ?, ?)",
-            [(*key, k) for k in after.keywords - before.keywords],
-        )
-        if seen != int(SEEN in before.keywords):
-            self._db.execute(
-                "UPDATE emails SET seen = ? WHERE account_id = ? AND id = ?", (seen, *key)
-            )
-            self._db.execute(
-                "UPDATE email_mailboxes SET seen = ? WHERE account_id = ? AND email_id = ?",
-                (seen, *key),
-            )
-        record_email_updated(
-            self._recorder, before, after, self._thread_mailboxes(after.thread_id, after.id)
-        )
-        return after
-
-    def put_document(self, type_name: str, document_id: str, document: Mapping[str, Any]) -> None:
-        existed = self._db.execute(
-            "SELECT 1 FROM mail_documents WHERE account_id = ? AND type = ? AND id = ?",
-            (self.account_id, type_name, document_id),
-        ).fetchone()
-        self._db.execute(
-            "INSERT INTO mail_documents (account_id, type, id, document) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (account_id, type, id) DO UPDATE SET document = excluded.document",
-            (self.account_id, type_name, document_id, json.dumps(dict(document))),
-        )
-        if existed:
-            self._recorder.updated(type_name, document_id)
-        else:
-            self._recorder.created(type_name, document_id)
-
-    def delete_document(self, type_name: str, document_id: str) -> None:
-        deleted = self._db.execute(
-            "DELETE FROM mail_documents WHERE account_id = ? AND type = ? AND id = ?",
-            (self.account_id, type_name, document_id),
-        )
-        if deleted.rowcount == 0:
-            raise KeyError(document_id)
-        self._recorder.destroyed(type_name, document_id)
-
-    def destroy_email(self, email_id: str) -> None:
-        record = self._email(email_id)
+    def _delete_email(self, email_id: str) -> None:
         key = (self.account_id, email_id)
         self._db.execute(
             "DELETE FROM email_search WHERE rowid ="
@@ -563,121 +96,9 @@ class _Writer(_Reader):
             key,
         )
         self._db.execute("DELETE FROM emails WHERE account_id = ? AND id = ?", key)
-        self._db.execute("DELETE FROM email_mailboxes WHERE account_id = ? AND email_id = ?", key)
-        self._db.execute("DELETE FROM email_keywords WHERE account_id = ? AND email_id = ?", key)
-        self._db.executemany(
-            "DELETE FROM email_message_ids WHERE account_id = ? AND message_id = ? AND email_id = ?",
-            [(self.account_id, m, email_id) for m in _mentioned(record.summary)],
-        )
-        # The octets go when nothing refers to them any more, in any account.
-        self._db.execute(
-            "DELETE FROM blobs WHERE id = ?1"
-            " AND NOT EXISTS (SELECT 1 FROM emails WHERE blob_id = ?1)"
-            " AND NOT EXISTS (SELECT 1 FROM account_blobs WHERE blob_id = ?1)",
-            (record.blob_id,),
-        )
-        thread_mailboxes = self._thread_mailboxes(record.thread_id, record.id)
-        thread_left = (
-            self._db.execute(
-                "SELECT 1 FROM emails WHERE account_id = ? AND thread_id = ? LIMIT 1",
-                (self.account_id, record.thread_id),
-            ).fetchone()
-            is not None
-        )
-        record_email_destroyed(self._recorder, record, thread_left, thread_mailboxes)
 
 
-def _record_commit(
-    db: sqlite3.Connection,
-    account_id: str,
-    recorder: ChangeRecorder,
-    delivery: bool,
-    now: float,
-) -> StoreCommit | None:
-    """
-    Write an operation's change-log entries, the account's new ``seq`` and
-    ``modseq`` and the types' states, in the operation's transaction.
-    """
-    if not recorder:
-        return None
-    db.execute(
-        "INSERT INTO mail_accounts (account_id) VALUES (?) ON CONFLICT (account_id) DO NOTHING",
-        (account_id,),
-    )
-    seq, modseq = db.execute(
-        "SELECT seq, modseq FROM mail_accounts WHERE account_id = ?", (account_id,)
-    ).fetchone()
-    modseq += 1
-    entries = recorder.entries(seq + 1)
-    db.executemany(
-        "INSERT INTO mail_changes (account_id, seq, type, object_id, kind, counts_only,"
-        " modseq, committed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (account_id, e.seq, e.type_name, e.object_id, e.kind, int(e.counts_only), modseq, now)
-            for e in entries
-        ],
-    )
-    states: dict[str, int] = {}
-    for entry in entries:
-        states[entry.type_name] = entry.seq
-    db.executemany(
-        "INSERT INTO mail_states (account_id, type, seq) VALUES (?, ?, ?)"
-        " ON CONFLICT (account_id, type) DO UPDATE SET seq = excluded.seq",
-        [(account_id, type_name, type_seq) for type_name, type_seq in states.items()],
-    )
-    if entries:
-        seq = entries[-1].seq
-    db.execute(
-        "UPDATE mail_accounts SET seq = ?, modseq = ? WHERE account_id = ?",
-        (seq, modseq, account_id),
-    )
-    return StoreCommit(
-        account_id,
-        modseq,
-        tuple(recorder.events),
-        {t: encode_state(s) for t, s in states.items()},
-        delivery,
-    )
-
-
-def _write(
-    db: sqlite3.Connection,
-    account_id: str,
-    fn: Callable[[IMailWriter], T],
-    delivery: bool,
-    now: float,
-) -> tuple[T, StoreCommit | None]:
-    recorder = ChangeRecorder()
-    result = fn(_Writer(db, account_id, recorder))
-    return result, _record_commit(db, account_id, recorder, delivery, now)
-
-
-def _prune(db: sqlite3.Connection, older_than: float) -> int:
-    """
-    Delete, per account and type, the change-log entries committed before
-    ``older_than`` (and any older entry of the type), moving the type's
-    ``oldest`` to the newest entry deleted.
-    """
-    cutoffs = db.execute(
-        "SELECT account_id, type, MAX(seq) FROM mail_changes WHERE committed < ?"
-        " GROUP BY account_id, type",
-        (older_than,),
-    ).fetchall()
-    deleted = 0
-    for account_id, type_name, cutoff in cutoffs:
-        deleted += db.execute(
-            "DELETE FROM mail_changes WHERE account_id = ? AND type = ? AND seq <= ?",
-            (account_id, type_name, cutoff),
-        ).rowcount
-        db.execute(
-            "UPDATE mail_states SET oldest = MAX(oldest, ?) WHERE account_id = ? AND type = ?",
-            (cutoff, account_id, type_name),
-        )
-    return deleted
-
-
-@implementer(IMailStore)
-class SQLiteMailStore:
+class SQLiteMailStore(SQLMailStore):
     """
     :class:`~jmap_twisted.interfaces.IMailStore` in an SQLite database.
 
@@ -687,63 +108,8 @@ class SQLiteMailStore:
         for :meth:`prune_changes`; read on the reactor thread.
     """
 
+    reader_class = _Reader
+    writer_class = _Writer
+
     def __init__(self, db: SQLiteDatabase, clock: IReactorTime) -> None:
-        self._db = db
-        self._clock = clock
-        self._listeners: list[Callable[[StoreCommit], object]] = []
-
-    def setup_account(self, account_id: str) -> Deferred[None]:
-        def create(writer: IMailWriter) -> None:
-            roles = {m.role for m in writer.mailboxes()}
-            for name, role, order in STANDARD_MAILBOXES:
-                if role not in roles:
-                    writer.create_mailbox(name, None, role, order, True)
-
-        return self.write(account_id, create)
-
-    def read(self, account_id: str, fn: Callable[[IMailReader], T]) -> Deferred[T]:
-        return self._db.read(lambda connection: fn(_Reader(connection, account_id)))
-
-    def write(
-        self, account_id: str, fn: Callable[[IMailWriter], T], delivery: bool = False
-    ) -> Deferred[T]:
-        committed = self._db.run(_write, account_id, fn, delivery, self._clock.seconds())
-        return committed.addCallback(self._published)
-
-    def _published(self, outcome: tuple[T, StoreCommit | None]) -> T:
-        result, commit = outcome
-        if commit is not None:
-            self._publish(commit)
-        return result
-
-    def subscribe(self, listener: Callable[[StoreCommit], object]) -> Callable[[], None]:
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
-
-    def _publish(self, commit: StoreCommit) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(commit)
-            except Exception:
-                log.failure(
-                    "Store listener failed for account {account_id}", account_id=commit.account_id
-                )
-
-    def prune_changes(self, older_than: float) -> Deferred[int]:
-        """
-        Drop the change-log entries committed before ``older_than``, in
-        every account.
-
-        A type's states from before the newest entry dropped then answer
-        ``cannotCalculateChanges``; later states, and the states of types
-        whose entries were all kept, still work.
-
-        :param older_than: a POSIX time, as given by the store's clock.
-        :return: fires with the number of entries deleted.
-        """
-        return self._db.run(_prune, older_than)
+        super().__init__(db, clock)

@@ -26,6 +26,22 @@ async def _sqlite_dead_letters(tmp_path: Path) -> AsyncIterator[IEventDeadLetter
         await db.stop()
 
 
+async def _postgres_dead_letters(tmp_path: Path) -> AsyncIterator[IEventDeadLetters]:
+    from twisted.internet import reactor
+
+    from jmap_twisted.store.postgres_deadletters import PostgresDeadLetters
+    from tests.services.postgres import fresh_database, shared_cluster
+    from tests.store.postgres_backend import started_database
+
+    dsn = fresh_database()
+    db = await started_database(dsn)
+    try:
+        yield PostgresDeadLetters(db, reactor)
+    finally:
+        await db.stop()
+        shared_cluster().drop_database(dsn)
+
+
 def register_backends(
     buses: dict[str, Callable[[Path], Any]], dead_letters: dict[str, Callable[[Path], Any]]
 ) -> None:
@@ -36,6 +52,7 @@ def register_backends(
     :param dead_letters: name → factory of dead letters.
     """
     dead_letters["sqlite"] = _sqlite_dead_letters
+    dead_letters["postgres"] = _postgres_dead_letters
     from tests.bus.amqp_backends import register_amqp
 
     register_amqp(buses)

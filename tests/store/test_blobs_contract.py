@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import attrs
 import pytest
@@ -19,8 +20,10 @@ from jmap_twisted.records import BlobInfo
 from jmap_twisted.store import ids
 from jmap_twisted.store.ids import is_valid_id
 from jmap_twisted.store.memory import MemoryBlobStore
+from jmap_twisted.store.postgres import PostgresBlobStore, PostgresDirectory
 from jmap_twisted.store.sqlite import SQLiteBlobStore, SQLiteDirectory
 from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
+from tests.store.postgres_backend import fresh_dsn, started_database
 
 
 @attrs.frozen
@@ -34,7 +37,7 @@ class Blobs:
     new_account: Callable[[str], Awaitable[str]]
 
 
-@pytest_twisted.async_yield_fixture(params=["memory", "sqlite"])
+@pytest_twisted.async_yield_fixture(params=["memory", "sqlite", "postgres"])
 async def blobs(request, tmp_path) -> AsyncIterator[Blobs]:
     clock = Clock()
     if request.param == "memory":
@@ -46,9 +49,16 @@ async def blobs(request, tmp_path) -> AsyncIterator[Blobs]:
         return
     from twisted.internet import reactor
 
-    db = SQLiteDatabase(database_path(str(tmp_path)), reactor)
-    await db.start()
-    directory = SQLiteDirectory(db, clock)
+    db: Any
+    if request.param == "postgres":
+        db = await started_database(fresh_dsn(request))
+        directory: IDirectory = PostgresDirectory(db, clock)
+        store: IBlobStore = PostgresBlobStore(db, clock)
+    else:
+        db = SQLiteDatabase(database_path(str(tmp_path)), reactor)
+        await db.start()
+        directory = SQLiteDirectory(db, clock)
+        store = SQLiteBlobStore(db, clock)
 
     async def personal_account(name: str) -> str:
         user = await directory.create_user(name, None)
@@ -56,7 +66,7 @@ async def blobs(request, tmp_path) -> AsyncIterator[Blobs]:
         return account.id
 
     try:
-        yield Blobs(SQLiteBlobStore(db, clock), personal_account)
+        yield Blobs(store, personal_account)
     finally:
         await db.stop()
 

@@ -16,8 +16,10 @@ from jmap_twisted.errors import NoSuchUser, UserExists
 from jmap_twisted.interfaces import IDirectory
 from jmap_twisted.store.ids import is_valid_id
 from jmap_twisted.store.memory import MemoryDirectory
+from jmap_twisted.store.postgres import PostgresDirectory
 from jmap_twisted.store.sqlite import SQLiteDirectory
 from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
+from tests.store.postgres_backend import fresh_dsn, started_database
 
 
 @pytest.fixture
@@ -27,10 +29,17 @@ def clock() -> Clock:
     return clock
 
 
-@pytest_twisted.async_yield_fixture(params=["memory", "sqlite"])
+@pytest_twisted.async_yield_fixture(params=["memory", "sqlite", "postgres"])
 async def directory(request, tmp_path, clock) -> AsyncIterator[IDirectory]:
     if request.param == "memory":
         yield MemoryDirectory(clock)
+        return
+    if request.param == "postgres":
+        pg = await started_database(fresh_dsn(request))
+        try:
+            yield PostgresDirectory(pg, clock)
+        finally:
+            await pg.stop()
         return
     from twisted.internet import reactor
 

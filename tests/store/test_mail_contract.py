@@ -44,6 +44,21 @@ else:
     BACKENDS["sqlite"] = sqlite_backend
 
 
+async def _postgres(tmp_path: Path) -> AsyncIterator[IMailStore]:
+    from tests.services.postgres import fresh_database, shared_cluster
+    from tests.store.postgres_backend import postgres_mail_backend
+
+    dsn = fresh_database()
+    try:
+        async for store in postgres_mail_backend(dsn):
+            yield store
+    finally:
+        shared_cluster().drop_database(dsn)
+
+
+BACKENDS["postgres"] = _postgres
+
+
 @pytest_twisted.async_yield_fixture(params=sorted(BACKENDS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[IMailStore]:
     factory = BACKENDS[request.param](tmp_path)

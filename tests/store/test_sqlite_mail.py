@@ -22,7 +22,7 @@ from zope.interface.verify import verifyObject
 from jmap_twisted.errors import CannotCalculateChanges
 from jmap_twisted.interfaces import IMailReader, IMailStore, IMailWriter
 from jmap_twisted.records import StoreCommit
-from jmap_twisted.store import ids, sqlite_mail
+from jmap_twisted.store import ids, sql_mail
 from jmap_twisted.store.memory_mail import MemoryMailStore
 from jmap_twisted.store.sqlite import SQLiteBlobStore, SQLiteDirectory
 from jmap_twisted.store.sqlite_db import SQLiteDatabase
@@ -249,7 +249,7 @@ async def test_parsing_and_hashing_happen_on_the_writer_thread(
 
         return call
 
-    monkeypatch.setattr(sqlite_mail, "summarize", watched(sqlite_mail.summarize))
+    monkeypatch.setattr(sql_mail, "summarize", watched(sql_mail.summarize))
     monkeypatch.setattr(ids, "blob_id", watched(ids.blob_id))
     reactor_thread = threading.current_thread()
     await add(store, message())
@@ -357,7 +357,7 @@ async def test_changes_read_the_log_in_batches(
     Paging through a bulk change with a small maxChanges reads only the
     log rows it needs, a batch at a time.
     """
-    monkeypatch.setattr(sqlite_mail, "CHANGES_BATCH", 16)
+    monkeypatch.setattr(sql_mail, "CHANGES_BATCH", 16)
 
     def many(w: IMailWriter) -> list[str]:
         inbox = roles(w)["inbox"]

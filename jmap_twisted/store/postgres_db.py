@@ -1,0 +1,347 @@
+"""
+A PostgreSQL database used off the reactor thread, shared by several server
+nodes: :class:`PostgresDatabase`.
+
+- Work runs in a Twisted :class:`~twisted.python.threadpool.ThreadPool` of
+  ``pool_size`` threads, each transaction on a connection of a
+  :class:`psycopg_pool.ConnectionPool` of the same size, so every busy
+  thread has its connection and none waits for one.
+- :meth:`PostgresDatabase.run` is one ``READ COMMITTED`` write transaction;
+  its Deferred fires after ``COMMIT`` returned (the server's own durability
+  settings apply: keep ``synchronous_commit`` on).  Writers that must not
+  interleave take a row lock first (the mail store locks the account's
+  ``mail_accounts`` row).  :meth:`PostgresDatabase.read` is one
+  ``REPEATABLE READ READ ONLY`` transaction: one snapshot for all its
+  statements.
+- A transaction that fails with a serialisation failure or a deadlock
+  (SQLSTATE ``40001``, ``40P01``) runs again, a few times; so does one whose
+  connection was found broken before ``COMMIT`` was sent (the server
+  restarted, or an administrator terminated the backend): the pool drops
+  broken connections and opens new ones.  A connection lost *during*
+  ``COMMIT`` leaves the outcome unknown, so that failure is reported, not
+  retried.  The function given to ``run`` or ``read`` may therefore be
+  called more than once; it must not have effects outside the transaction.
+- Functions receive a :class:`Statements`: it takes SQL with ``?``
+  placeholders, as SQLite does, so the SQL both backends share reads the
+  same; :attr:`Statements.connection` is the psycopg connection itself.
+- The schema is brought up to date at start (:mod:`jmap_twisted.store.postgres_schema`)
+  under an advisory lock, so nodes starting together do not race.
+- The DSN may carry a password (libpq also reads ``PGPASSWORD`` and the
+  password file): log lines and errors name the database by
+  :func:`redact_dsn` only.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar, TypeVarTuple
+
+import psycopg
+from psycopg import errors, pq
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from jmap_twisted.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS
+from jmap_twisted.store.threaded_db import DatabaseError, SchemaVersionError, ThreadedDatabase
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+_log = Logger()
+
+#: The default number of worker threads and pooled connections.
+DEFAULT_POOL_SIZE = 8
+
+#: How often a transaction runs again after a serialisation failure or a
+#: deadlock.
+DEFAULT_RETRIES = 3
+
+_RETRYABLE = (errors.SerializationFailure, errors.DeadlockDetected)
+
+_PLACEHOLDER = re.compile(r"%|\?")
+
+
+def redact_dsn(dsn: str) -> str:
+    """
+    How to name a database in logs: its user, host, port and name, without
+    the password or any other option.
+
+    :param dsn: a libpq connection string or URI.
+    """
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "postgresql://<unparseable DSN>"
+    user = str(parts.get("user") or "")
+    host = str(parts.get("host") or "localhost")
+    port = str(parts.get("port") or "")
+    dbname = str(parts.get("dbname") or "")
+    where = f"{host}:{port}" if port else str(host)
+    return f"postgresql://{user + '@' if user else ''}{where}/{dbname}"
+
+
+@functools.lru_cache(maxsize=2048)
+def to_psycopg(sql: str) -> str:
+    """
+    SQL with ``?`` placeholders as psycopg wants it: ``%s`` placeholders,
+    literal ``%`` doubled.  The SQL must have no ``?`` other than
+    placeholders (none in literals, no jsonb ``?`` operator).
+    """
+    return _PLACEHOLDER.sub(lambda m: "%s" if m.group() == "?" else "%%", sql)
+
+
+class Statements:
+    """
+    A psycopg connection inside a transaction, taking SQL with ``?``
+    placeholders (see :func:`to_psycopg`).
+
+    :ivar connection: the connection, for SQL with psycopg's own
+        placeholders.
+    """
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        """
+        Run one statement; its rows are read from the returned cursor.
+        """
+        return self.connection.execute(to_psycopg(sql), parameters)
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
+        """
+        Run one statement for each parameter sequence (pipelined by psycopg).
+        """
+        rows = list(parameters)
+        if rows:
+            with self.connection.cursor() as cursor:
+                cursor.executemany(to_psycopg(sql), rows)
+
+
+class _CommitInDoubt(DatabaseError):
+    """
+    The connection broke while ``COMMIT`` was in flight: the transaction
+    may or may not have committed.
+    """
+
+
+class PostgresDatabase(ThreadedDatabase):
+    """
+    One PostgreSQL database, used from a pool of threads with a connection
+    each; several instances (nodes) may share it.
+
+    :param dsn: a libpq connection string or URI (it may hold a password;
+        it is never logged).
+    :param reactor: where results are delivered (see
+        :class:`~jmap_twisted.store.threaded_db.ThreadedDatabase`).
+    :param pool_size: worker threads and pooled connections.
+    :param migrations: the schema scripts, by default
+        :data:`jmap_twisted.store.postgres_schema.MIGRATIONS`.
+    :param retries: how many times a transaction runs again after a
+        serialisation failure or a deadlock.
+    :param connect_timeout: seconds :meth:`start` waits for the pool's
+        first connections, and a transaction waits for a connection.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        reactor: IReactorFromThreads,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        migrations: Sequence[str] = MIGRATIONS,
+        retries: int = DEFAULT_RETRIES,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        super().__init__(reactor, migrations)
+        self._dsn = dsn
+        self._redacted = redact_dsn(dsn)
+        self.pool_size = pool_size
+        self._retries = retries
+        self._connect_timeout = connect_timeout
+        self._threads: ThreadPool | None = None
+        self._connections: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._pool_lock = threading.Lock()
+
+    @property
+    def description(self) -> str:
+        return self._redacted
+
+    def _make_pools(self) -> list[ThreadPool]:
+        self._threads = ThreadPool(self.pool_size, self.pool_size, name="jmap-postgres")
+        return [self._threads]
+
+    def _close(self) -> None:
+        self._threads = None
+        with self._pool_lock:
+            connections, self._connections = self._connections, None
+        if connections is not None:
+            connections.close()
+
+    def run(self, fn: Callable[[Statements, *_Ts], _T], *args: *_Ts) -> Deferred[_T]:
+        """
+        Run ``fn(statements, *args)`` in one ``READ COMMITTED`` write
+        transaction in a worker thread; it commits when ``fn`` returns and
+        rolls back if ``fn`` raises (the exception fails the Deferred).
+
+        :param fn: runs in a worker thread, maybe more than once (see the
+            module's documentation); must not touch reactor APIs, nor keep
+            ``statements`` beyond the call.
+        :return: fires with ``fn``'s result after ``COMMIT`` returned.
+        """
+        return self._submit(self._threads, lambda: self._transaction("BEGIN", fn, args))
+
+    def read(self, fn: Callable[[Statements, *_Ts], _T], *args: *_Ts) -> Deferred[_T]:
+        """
+        Run ``fn(statements, *args)`` in one read-only transaction that sees
+        one snapshot, taken at its first statement.
+
+        :return: fires with ``fn``'s result, or fails with its exception.
+        """
+        return self._submit(
+            self._threads,
+            lambda: self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", fn, args),
+        )
+
+    # Everything below runs in the worker threads.
+
+    def _pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        with self._pool_lock:
+            if self._connections is None:
+                raise DatabaseError(f"{self._redacted} is not open")
+            return self._connections
+
+    def _open(self) -> list[int]:
+        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            self._dsn,
+            min_size=self.pool_size,
+            max_size=self.pool_size,
+            kwargs={"autocommit": True, "application_name": "jmap-twisted"},
+            timeout=self._connect_timeout,
+            name="jmap",
+            open=False,
+        )
+        try:
+            pool.open(wait=True, timeout=self._connect_timeout)
+        except BaseException:
+            pool.close()
+            raise
+        with self._pool_lock:
+            self._connections = pool
+        return self._migrate()
+
+    def _migrate(self) -> list[int]:
+        applied: list[int] = []
+        while True:
+            version = self._transaction("BEGIN", self._migrate_one, ())
+            if version is None:
+                return applied
+            applied.append(version)
+
+    def _migrate_one(self, statements: Statements) -> int | None:
+        """
+        Apply the next pending migration, if any; return its version.
+        """
+        connection = statements.connection
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS jmap_schema_migrations ("
+            " version INTEGER PRIMARY KEY,"
+            " applied TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        row = connection.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM jmap_schema_migrations"
+        ).fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(self._migrations):
+            raise SchemaVersionError(self._redacted, version, len(self._migrations))
+        if version == len(self._migrations):
+            return None
+        connection.execute(self._migrations[version])
+        connection.execute(
+            "INSERT INTO jmap_schema_migrations (version) VALUES (%s)", (version + 1,)
+        )
+        return version + 1
+
+    def _transaction(
+        self,
+        begin: str,
+        fn: Callable[[Statements, *_Ts], _T],
+        args: tuple[*_Ts],
+    ) -> _T:
+        retried = 0
+        reconnected = 0
+        while True:
+            try:
+                return self._attempt(begin, fn, args)
+            except _CommitInDoubt as e:
+                raise e.__cause__ or e from None
+            except _RETRYABLE as e:
+                if retried >= self._retries:
+                    raise
+                retried += 1
+                _log.info(
+                    "Retrying a transaction on {path} after {sqlstate} ({attempt}/{retries})",
+                    path=self._redacted,
+                    sqlstate=e.sqlstate,
+                    attempt=retried,
+                    retries=self._retries,
+                )
+            except psycopg.OperationalError as e:
+                # Every pooled connection may have been broken at once.
+                if not _broken(e) or reconnected > self.pool_size:
+                    raise
+                reconnected += 1
+                _log.warn(
+                    "Connection to {path} lost ({error}); retrying on another",
+                    path=self._redacted,
+                    error=str(e).strip(),
+                )
+
+    def _attempt(
+        self,
+        begin: str,
+        fn: Callable[[Statements, *_Ts], _T],
+        args: tuple[*_Ts],
+    ) -> _T:
+        with self._pool().connection() as connection:
+            try:
+                connection.execute(begin)
+                result = fn(Statements(connection), *args)
+            except BaseException as e:
+                if connection.broken:
+                    _mark_broken(e)
+                elif connection.info.transaction_status != pq.TransactionStatus.IDLE:
+                    connection.execute("ROLLBACK")
+                raise
+            try:
+                connection.execute("COMMIT")
+            except psycopg.OperationalError as e:
+                if connection.broken:
+                    raise _CommitInDoubt("connection lost during COMMIT") from e
+                raise
+            return result
+
+
+def _mark_broken(error: BaseException) -> None:
+    """
+    Remember that ``error`` came with a broken connection (nothing was
+    committed: the failure happened before ``COMMIT``).
+    """
+    try:
+        error.__dict__["_jmap_connection_broken"] = True
+    except (AttributeError, TypeError):  # pragma: no cover - exceptions have a __dict__
+        pass
+
+
+def _broken(error: BaseException) -> bool:
+    return bool(getattr(error, "__dict__", {}).get("_jmap_connection_broken"))

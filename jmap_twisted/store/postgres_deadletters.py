@@ -1,0 +1,28 @@
+"""
+Dead letters in a PostgreSQL database shared by every server node: the
+transactions of :mod:`jmap_twisted.store.sql_deadletters`, as for SQLite.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+
+from jmap_twisted.store.postgres_db import PostgresDatabase
+from jmap_twisted.store.sql_deadletters import SQLDeadLetters
+
+
+class PostgresDeadLetters(SQLDeadLetters):
+    """
+    :class:`~jmap_twisted.interfaces.IEventDeadLetters` in a PostgreSQL
+    database, with :meth:`group_counts` and :meth:`summaries` for the admin
+    command.
+
+    Insertion ids are random (never reused), letters are listed in the
+    order they were stored, and marking a letter again counts it again.
+
+    :param db: the started database.
+    :param clock: gives the time a letter was stored.
+    """
+
+    def __init__(self, db: PostgresDatabase, clock: IReactorTime) -> None:
+        super().__init__(db, clock)

@@ -1,0 +1,232 @@
+"""
+The PostgreSQL schema, as an append-only list of migrations.
+
+:data:`MIGRATIONS` holds one SQL script per schema version; table
+``jmap_schema_migrations`` records which versions a database has.
+:class:`jmap_twisted.store.postgres_db.PostgresDatabase` applies the rest at
+start, each script with its record in one transaction, under a
+transaction-level advisory lock (:data:`MIGRATION_LOCK`), so that several
+nodes starting at once apply each migration exactly once.
+
+To change the schema, append a script; never edit or reorder one that has
+been released.  A script must not contain transaction control.
+
+The tables mirror the SQLite schema (:mod:`jmap_twisted.store.schema`), so
+that the SQL shared by both backends reads the same, with these
+differences:
+
+- flags stay ``SMALLINT`` 0/1 (the shared SQL compares them with numbers);
+- identifiers and sort keys are ``COLLATE "C"``: ordering by code point, as
+  the reference implementation orders Python strings, whatever the
+  database's default collation;
+- an email's body text is a column of ``emails``; its searchable text is
+  column ``search_doc`` (see :mod:`jmap_twisted.store.postgres_mail_query`)
+  with a trigram GIN index (extension ``pg_trgm``, which the database owner
+  may create since PostgreSQL 13), and its case-folded header fields are
+  ``headers`` (JSON);
+- the blob trigger of SQLite is replaced by explicit conditions in the
+  statements that delete blobs.
+"""
+
+from __future__ import annotations
+
+#: The advisory lock key held while migrating ("jmap" in ASCII).
+MIGRATION_LOCK = 0x6A6D6170
+
+_V1 = """
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+
+CREATE TABLE users (
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    username      TEXT COLLATE "C" NOT NULL UNIQUE,
+    password_hash TEXT,
+    created       DOUBLE PRECISION NOT NULL
+);
+
+CREATE TABLE accounts (
+    id          TEXT COLLATE "C" PRIMARY KEY,
+    name        TEXT NOT NULL,
+    owner_id    TEXT COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    is_personal SMALLINT NOT NULL DEFAULT 0 CHECK (is_personal IN (0, 1)),
+    created     DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX accounts_by_owner ON accounts (owner_id);
+CREATE UNIQUE INDEX accounts_one_personal ON accounts (owner_id) WHERE is_personal = 1;
+
+CREATE TABLE tokens (
+    num        BIGINT GENERATED ALWAYS AS IDENTITY,
+    id         TEXT COLLATE "C" PRIMARY KEY,
+    user_id    TEXT COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    token_hash TEXT COLLATE "C" NOT NULL UNIQUE,
+    name       TEXT NOT NULL,
+    created    DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX tokens_by_user ON tokens (user_id, created, num);
+
+CREATE TABLE blobs (
+    id   TEXT COLLATE "C" PRIMARY KEY,
+    size BIGINT NOT NULL,
+    data BYTEA NOT NULL
+);
+
+CREATE TABLE account_blobs (
+    account_id TEXT COLLATE "C" NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    blob_id    TEXT COLLATE "C" NOT NULL REFERENCES blobs (id),
+    type       TEXT NOT NULL,
+    created    DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (account_id, blob_id)
+);
+CREATE INDEX account_blobs_by_blob ON account_blobs (blob_id);
+
+CREATE TABLE delegations (
+    account_id TEXT COLLATE "C" NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    user_id    TEXT COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created    DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (account_id, user_id)
+);
+CREATE INDEX delegations_by_user ON delegations (user_id, account_id);
+
+CREATE TABLE access_version (
+    singleton SMALLINT PRIMARY KEY CHECK (singleton = 1),
+    version   BIGINT NOT NULL
+);
+INSERT INTO access_version (singleton, version) VALUES (1, 0);
+
+CREATE TABLE access_changes (
+    version BIGINT NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL
+);
+CREATE INDEX access_changes_by_version ON access_changes (version);
+
+-- Mail.  The row of mail_accounts is locked (FOR UPDATE) by every write
+-- transaction of the account, which serialises the account's writers
+-- across nodes.
+CREATE TABLE mail_accounts (
+    account_id TEXT COLLATE "C" PRIMARY KEY,
+    seq        BIGINT NOT NULL DEFAULT 0,
+    modseq     BIGINT NOT NULL DEFAULT 0
+);
+
+CREATE TABLE mail_states (
+    account_id TEXT COLLATE "C" NOT NULL,
+    type       TEXT COLLATE "C" NOT NULL,
+    seq        BIGINT NOT NULL,
+    oldest     BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, type)
+);
+
+CREATE TABLE mail_changes (
+    account_id  TEXT COLLATE "C" NOT NULL,
+    seq         BIGINT NOT NULL,
+    type        TEXT COLLATE "C" NOT NULL,
+    object_id   TEXT COLLATE "C" NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('created', 'updated', 'destroyed')),
+    counts_only SMALLINT NOT NULL CHECK (counts_only IN (0, 1)),
+    modseq      BIGINT NOT NULL,
+    committed   DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (account_id, seq)
+);
+CREATE INDEX mail_changes_by_type ON mail_changes (account_id, type, seq);
+CREATE INDEX mail_changes_by_time ON mail_changes (committed);
+
+CREATE TABLE mailboxes (
+    num           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id    TEXT COLLATE "C" NOT NULL,
+    id            TEXT COLLATE "C" NOT NULL,
+    name          TEXT NOT NULL,
+    parent_id     TEXT COLLATE "C",
+    role          TEXT,
+    sort_order    BIGINT NOT NULL,
+    is_subscribed SMALLINT NOT NULL CHECK (is_subscribed IN (0, 1)),
+    UNIQUE (account_id, id)
+);
+
+CREATE TABLE emails (
+    num            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id     TEXT COLLATE "C" NOT NULL,
+    id             TEXT COLLATE "C" NOT NULL,
+    blob_id        TEXT COLLATE "C" NOT NULL,
+    thread_id      TEXT COLLATE "C" NOT NULL,
+    size           BIGINT NOT NULL,
+    received_at    DOUBLE PRECISION NOT NULL,
+    seen           SMALLINT NOT NULL,
+    subject        TEXT NOT NULL,
+    base_subject   TEXT COLLATE "C" NOT NULL,
+    from_text      TEXT NOT NULL,
+    to_text        TEXT NOT NULL,
+    cc_text        TEXT NOT NULL,
+    bcc_text       TEXT NOT NULL,
+    from_sort      TEXT COLLATE "C" NOT NULL,
+    to_sort        TEXT COLLATE "C" NOT NULL,
+    sent_at        DOUBLE PRECISION,
+    preview        TEXT NOT NULL,
+    has_attachment SMALLINT NOT NULL CHECK (has_attachment IN (0, 1)),
+    message_ids    TEXT NOT NULL,
+    in_reply_to    TEXT NOT NULL,
+    refs           TEXT NOT NULL,
+    body_text      TEXT NOT NULL,
+    search_doc     TEXT COLLATE "C" NOT NULL,  -- case-folded fields, see postgres_mail_query
+    headers        JSONB NOT NULL,             -- [[folded name, folded value], ...]
+    UNIQUE (account_id, id)
+);
+CREATE INDEX emails_by_received ON emails (account_id, received_at DESC, id);
+CREATE INDEX emails_by_thread ON emails (account_id, thread_id, received_at, id);
+CREATE INDEX emails_by_blob ON emails (blob_id);
+CREATE INDEX emails_unread_by_thread ON emails (account_id, thread_id, id) WHERE seen = 0;
+CREATE INDEX emails_search ON emails USING gin (search_doc gin_trgm_ops);
+
+CREATE TABLE email_mailboxes (
+    account_id  TEXT COLLATE "C" NOT NULL,
+    email_id    TEXT COLLATE "C" NOT NULL,
+    mailbox_id  TEXT COLLATE "C" NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    thread_id   TEXT COLLATE "C" NOT NULL,
+    seen        SMALLINT NOT NULL,
+    PRIMARY KEY (account_id, email_id, mailbox_id)
+);
+CREATE INDEX email_mailboxes_by_mailbox
+    ON email_mailboxes (account_id, mailbox_id, received_at DESC, email_id, thread_id);
+CREATE INDEX email_mailboxes_by_thread
+    ON email_mailboxes (account_id, mailbox_id, thread_id, seen);
+
+CREATE TABLE email_keywords (
+    account_id TEXT COLLATE "C" NOT NULL,
+    email_id   TEXT COLLATE "C" NOT NULL,
+    keyword    TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (account_id, email_id, keyword)
+);
+
+CREATE TABLE email_message_ids (
+    account_id TEXT COLLATE "C" NOT NULL,
+    message_id TEXT COLLATE "C" NOT NULL,
+    email_id   TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (account_id, message_id, email_id)
+);
+
+CREATE TABLE mail_documents (
+    num        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id TEXT COLLATE "C" NOT NULL,
+    type       TEXT COLLATE "C" NOT NULL,
+    id         TEXT COLLATE "C" NOT NULL,
+    document   TEXT NOT NULL,
+    UNIQUE (account_id, type, id)
+);
+
+CREATE TABLE dead_letters (
+    num                 BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    insertion_id        TEXT COLLATE "C" NOT NULL UNIQUE,
+    group_name          TEXT COLLATE "C" NOT NULL,
+    event_type          TEXT NOT NULL,
+    account_id          TEXT,
+    event               TEXT NOT NULL,
+    created             DOUBLE PRECISION NOT NULL,
+    redeliver_requested SMALLINT NOT NULL DEFAULT 0 CHECK (redeliver_requested IN (0, 1))
+);
+CREATE INDEX dead_letters_by_group ON dead_letters (group_name, num);
+CREATE INDEX dead_letters_requested ON dead_letters (num) WHERE redeliver_requested = 1;
+"""
+
+MIGRATIONS: list[str] = [_V1]
+"""
+The schema, one SQL script per version; append only.
+"""

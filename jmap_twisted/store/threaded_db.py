@@ -1,0 +1,238 @@
+"""
+What every database that runs transactions in threads shares: its life
+cycle (``stopped`` → ``starting`` → ``running`` → ``stopping``), the work in
+flight that :meth:`ThreadedDatabase.stop` waits for, and closing at reactor
+shutdown.
+
+:class:`~jmap_twisted.store.sqlite_db.SQLiteDatabase` and
+:class:`~jmap_twisted.store.postgres_db.PostgresDatabase` subclass
+:class:`ThreadedDatabase`; the server's database service owns either
+through the same ``start``/``stop``/``run``/``read`` methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+_T = TypeVar("_T")
+
+_log = Logger()
+
+
+class DatabaseError(Exception):
+    """
+    Base of the errors a database raises itself.
+    """
+
+
+class DatabaseNotRunningError(DatabaseError):
+    """
+    Work was submitted to a database that is not started, or is stopping.
+    """
+
+
+class SchemaVersionError(DatabaseError):
+    """
+    The database was written by a newer version of jmap-twisted: its schema
+    has more migrations applied than this version knows.
+
+    :ivar path: the database (a file name, or a DSN without its password).
+    :ivar found: the database's schema version.
+    :ivar supported: the newest schema version this version knows.
+    """
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        super().__init__(
+            f"{path} has schema version {found}, newer than version {supported} "
+            f"known to this jmap-twisted; upgrade jmap-twisted to use it"
+        )
+        self.path = path
+        self.found = found
+        self.supported = supported
+
+
+class ThreadedDatabase:
+    """
+    The life cycle of a database used from thread pools.
+
+    Subclasses say which pools they need (:meth:`_make_pools`), how to open
+    the database in the first pool's thread (:meth:`_open`, returning the
+    migrations it applied) and how to close their connections
+    (:meth:`_close`), and submit work with :meth:`_submit`.
+
+    :param reactor: where results are delivered; if it also provides
+        :class:`~twisted.internet.interfaces.IReactorCore`, a database still
+        running when the reactor shuts down is closed then.
+    :param migrations: the schema scripts, one per version.
+    """
+
+    def __init__(self, reactor: IReactorFromThreads, migrations: Sequence[str]) -> None:
+        self._reactor = reactor
+        self._migrations = tuple(migrations)
+        self._state = "stopped"
+        self._pools: list[ThreadPool] = []
+        self._in_flight = 0
+        self._idle_waiters: list[Deferred[None]] = []
+        self._stop_waiters: list[Deferred[None]] = []
+        self._shutdown_trigger: Any = None
+
+    @property
+    def schema_version(self) -> int:
+        """
+        The schema version this code brings a database to.
+        """
+        return len(self._migrations)
+
+    @property
+    def description(self) -> str:
+        """
+        How log lines and errors name the database (never with a password).
+        """
+        raise NotImplementedError
+
+    def _make_pools(self) -> list[ThreadPool]:
+        """
+        The thread pools to start; the first one opens the database.
+        """
+        raise NotImplementedError
+
+    def _open(self) -> list[int]:
+        """
+        Open the database and apply pending migrations, in a thread of the
+        first pool; return the versions applied.
+        """
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """
+        Close every connection, after the pools' threads have stopped.
+        """
+        raise NotImplementedError
+
+    def start(self) -> Deferred[None]:
+        """
+        Open the database and bring its schema up to date.
+
+        :return: fires with ``None`` when ``run`` and ``read`` may be used;
+            fails with :class:`SchemaVersionError` if the database is newer
+            than this code, or with the error that prevented opening it.  On
+            failure every thread and connection is released again.
+        """
+        if self._state != "stopped":
+            return fail(DatabaseError(f"cannot start {self.description}: it is {self._state}"))
+        return Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
+        self._state = "starting"
+        self._pools = self._make_pools()
+        for pool in self._pools:
+            pool.start()
+        core = IReactorCore(self._reactor, None)
+        if core is not None:
+            self._shutdown_trigger = core.addSystemEventTrigger(
+                "during", "shutdown", self._stop_at_shutdown
+            )
+        try:
+            applied = await deferToThreadPool(self._reactor, self._pools[0], self._open)
+        except BaseException:
+            self._release()
+            raise
+        for version in applied:
+            _log.info(
+                "Applied schema migration {version} to {path}",
+                version=version,
+                path=self.description,
+            )
+        self._state = "running"
+        _log.info(
+            "Opened {path} at schema version {version}",
+            path=self.description,
+            version=self.schema_version,
+        )
+
+    def stop(self) -> Deferred[None]:
+        """
+        Close the database once the work already submitted has finished.
+
+        Work submitted after this call fails with
+        :class:`DatabaseNotRunningError`.  Calling it again, or on a stopped
+        database, is harmless.
+
+        :return: fires with ``None`` when every thread and connection is
+            released.
+        """
+        if self._state == "stopped":
+            return succeed(None)
+        if self._state == "starting":
+            return fail(DatabaseError(f"cannot stop {self.description} while it is starting"))
+        waiter: Deferred[None] = Deferred()
+        self._stop_waiters.append(waiter)
+        if self._state == "running":
+            self._state = "stopping"
+            Deferred.fromCoroutine(self._stop())
+        return waiter
+
+    async def _stop(self) -> None:
+        if self._in_flight:
+            idle: Deferred[None] = Deferred()
+            self._idle_waiters.append(idle)
+            await idle
+        self._release()
+
+    def _stop_at_shutdown(self) -> None:
+        """
+        Release everything while the reactor shuts down, if nobody stopped
+        the database before.
+
+        This runs in the ``during`` phase, after every ``before`` trigger
+        (such as ``stopService``) has finished using the database.  Joining
+        the threads blocks, as Twisted's own thread pool does at shutdown:
+        work already submitted still runs and commits first.
+        """
+        self._shutdown_trigger = None
+        if self._state != "stopped":
+            self._release()
+
+    def _release(self) -> None:
+        """
+        Join the threads and close every connection; the state becomes
+        ``stopped`` and whoever waits in :meth:`stop` is told.
+        """
+        pools, self._pools = self._pools, []
+        for pool in pools:
+            pool.stop()  # runs what was submitted, then joins
+        self._close()
+        if self._shutdown_trigger is not None:
+            IReactorCore(self._reactor).removeSystemEventTrigger(self._shutdown_trigger)
+            self._shutdown_trigger = None
+        self._state = "stopped"
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _submit(self, pool: ThreadPool | None, work: Callable[[], _T]) -> Deferred[_T]:
+        """
+        Run ``work`` in a thread of ``pool``, counted as in flight until it
+        finishes.
+        """
+        if self._state != "running" or pool is None:
+            return fail(DatabaseNotRunningError(f"{self.description} is {self._state}"))
+        self._in_flight += 1
+        result = deferToThreadPool(self._reactor, pool, work)
+        result.addBoth(self._work_done)
+        return result
+
+    def _work_done(self, result: _T) -> _T:
+        self._in_flight -= 1
+        if not self._in_flight:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+        return result

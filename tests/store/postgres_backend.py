@@ -1,0 +1,52 @@
+"""
+The PostgreSQL backends of the store contract suites: factories over a
+fresh database of the session's throwaway cluster
+(:mod:`tests.services.postgres`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from jmap_twisted.interfaces import IMailStore
+
+
+def fresh_dsn(request: pytest.FixtureRequest) -> str:
+    """
+    An empty database for the requesting test (fixture ``fresh_postgres_dsn``).
+    """
+    return str(request.getfixturevalue("fresh_postgres_dsn"))
+
+
+async def started_database(dsn: str, **kwargs: Any) -> Any:
+    """
+    A started :class:`~jmap_twisted.store.postgres_db.PostgresDatabase`
+    (a small pool: tests open many).
+    """
+    from twisted.internet import reactor
+
+    from jmap_twisted.store.postgres_db import PostgresDatabase
+
+    kwargs.setdefault("pool_size", 2)
+    db = PostgresDatabase(dsn, reactor, **kwargs)
+    await db.start()
+    return db
+
+
+async def postgres_mail_backend(dsn: str) -> AsyncIterator[IMailStore]:
+    """
+    A :class:`~jmap_twisted.store.postgres_mail.PostgresMailStore` over a
+    fresh database, stopped after the test.
+    """
+    from twisted.internet import reactor
+
+    from jmap_twisted.store.postgres_mail import PostgresMailStore
+
+    db = await started_database(dsn)
+    try:
+        yield PostgresMailStore(db, reactor)
+    finally:
+        await db.stop()

@@ -30,6 +30,7 @@ TARGETS = {
     "query": "≤ 20 ms",
     "bus_one": "≤ 50 µs",
     "bus_all": "≤ 50 ms",
+    "store_delivery_pg": "≥ 200 mails/s",
 }
 
 
@@ -239,6 +240,17 @@ def rows(results: Path) -> list[tuple[str, str, str, str]]:
                 "store_query",
             )
         )
+    delivery = load(results, "store_delivery")
+    for backend, figures in (delivery or {}).get("backends", {}).items():
+        for label, value in figures.items():
+            table.append(
+                (
+                    f"Store delivery, {backend}, {label} ({value['writers']} writer(s))",
+                    f"{value['mails_per_second']:.0f} mails/s, {lat(value['latency_ms'])}",
+                    TARGETS["store_delivery_pg"] if backend == "postgres" else "—",
+                    "store_delivery",
+                )
+            )
     bus = load(results, "bus_dispatch")
     if bus:
         table.append(

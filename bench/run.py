@@ -29,6 +29,7 @@ SIZES = {
         "resync": ["--messages", "50"],
         "lmtp_delivery": ["--messages", "40", "--connections", "2"],
         "store_query": ["--messages", "500", "--runs", "5", "--writes", "20"],
+        "store_delivery": ["--size", "tiny"],
         "bus_dispatch": ["--listeners", "1000", "--repeat", "20"],
     },
     "full": {
@@ -39,6 +40,7 @@ SIZES = {
         "resync": ["--messages", "10000"],
         "lmtp_delivery": ["--messages", "1000", "--connections", "4"],
         "store_query": ["--messages", "100000"],
+        "store_delivery": ["--size", "full"],
         "bus_dispatch": ["--listeners", "10000"],
     },
 }

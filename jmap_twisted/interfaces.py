@@ -40,7 +40,8 @@ class IDirectory(Interface):
     Users, their credentials (stored hashed) and the accounts they can see.
 
     Implementations: :class:`jmap_twisted.store.memory.MemoryDirectory`,
-    :class:`jmap_twisted.store.sqlite.SQLiteDirectory`.  Changes made through
+    :class:`jmap_twisted.store.sqlite.SQLiteDirectory`,
+    :class:`jmap_twisted.store.postgres.PostgresDirectory`.  Changes made through
     one instance over a shared database are visible to every other instance
     at once (the admin command and a running server share the database).
     """
@@ -180,7 +181,8 @@ class IBlobStore(Interface):
     in one account yields the same id; a blob is visible only to the accounts
     it was stored for.  Implementations:
     :class:`jmap_twisted.store.memory.MemoryBlobStore`,
-    :class:`jmap_twisted.store.sqlite.SQLiteBlobStore`.
+    :class:`jmap_twisted.store.sqlite.SQLiteBlobStore`,
+    :class:`jmap_twisted.store.postgres.PostgresBlobStore`.
     """
 
     def put(account_id: str, data: bytes, type: str) -> Deferred[BlobInfo]:
@@ -352,7 +354,8 @@ class IMailStore(Interface):
     """
     Durable mail: mailboxes, emails, threads and the change log, per
     account.  Implementations: :class:`jmap_twisted.store.memory_mail.MemoryMailStore`,
-    :class:`jmap_twisted.store.sqlite_mail.SQLiteMailStore`.
+    :class:`jmap_twisted.store.sqlite_mail.SQLiteMailStore`,
+    :class:`jmap_twisted.store.postgres_mail.PostgresMailStore`.
     """
 
     def setup_account(account_id: str) -> Deferred[None]:
@@ -511,7 +514,8 @@ class IEventDeadLetters(Interface):
     """
     Group events that failed every retry, kept for inspection and
     redelivery.  Implementations: :class:`jmap_twisted.bus.deadletters.MemoryDeadLetters`,
-    :class:`jmap_twisted.store.sqlite_deadletters.SQLiteDeadLetters`.
+    :class:`jmap_twisted.store.sqlite_deadletters.SQLiteDeadLetters`,
+    :class:`jmap_twisted.store.postgres_deadletters.PostgresDeadLetters`.
     """
 
     def store(group: str, event: IEvent) -> Deferred[str]:

@@ -48,6 +48,7 @@ def test_benchmarks_run_at_tiny_size(tmp_path: Path) -> None:
         "resync",
         "lmtp_delivery",
         "store_query",
+        "store_delivery",
         "bus_dispatch",
     }
     for path in (tmp_path / "results").glob("*.json"):

@@ -11,6 +11,18 @@ interfaces of :mod:`jmap_twisted.interfaces`.
   and the writer and reader threads that run transactions on it.
 - :mod:`~jmap_twisted.store.schema`: the SQLite schema as a list of
   migrations.
+- :mod:`~jmap_twisted.store.sqlite_mail`, :mod:`~jmap_twisted.store.sqlite_mail_query`,
+  :mod:`~jmap_twisted.store.sqlite_deadletters`: the SQLite mail store, its
+  ``Email/query`` dialect, its dead letters.
+- :mod:`~jmap_twisted.store.postgres_db`, :mod:`~jmap_twisted.store.postgres_schema`,
+  :mod:`~jmap_twisted.store.postgres`, :mod:`~jmap_twisted.store.postgres_mail`,
+  :mod:`~jmap_twisted.store.postgres_mail_query`,
+  :mod:`~jmap_twisted.store.postgres_deadletters`: the same over a PostgreSQL
+  database shared by several nodes.
+- :mod:`~jmap_twisted.store.sql_directory`, :mod:`~jmap_twisted.store.sql_mail`,
+  :mod:`~jmap_twisted.store.sql_mail_query`, :mod:`~jmap_twisted.store.sql_deadletters`:
+  the SQL both backends share; :mod:`~jmap_twisted.store.threaded_db`: the
+  life cycle of a database used from threads.
 - :mod:`~jmap_twisted.store.ids`: identifiers of users, accounts, tokens and
   blobs.
 """

@@ -189,13 +189,15 @@ class PostgresCluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_cluster(base: str | None = None) -> PostgresCluster:
+def start_cluster(base: str | None = None, durable: bool = False) -> PostgresCluster:
     """
-    Create and start a throwaway cluster (``fsync=off``: its data does not
-    need to survive a crash) with a role :data:`TEST_ROLE` that may create
-    databases and a database of the same name.
+    Create and start a throwaway cluster with a role :data:`TEST_ROLE` that
+    may create databases and a database of the same name.
 
     :param base: where to make the temporary directory.
+    :param durable: keep PostgreSQL's default durability (``fsync``,
+        ``synchronous_commit``), as a benchmark must; by default they are
+        off, since test data need not survive a crash.
     :raises PostgresUnavailable: the binaries are not installed.
     """
     binaries = find_binaries()
@@ -225,9 +227,10 @@ def start_cluster(base: str | None = None) -> PostgresCluster:
         )
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={cluster.port}"
-            f" -c unix_socket_directories={directory} -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            f" -c unix_socket_directories={directory} -c max_connections=200"
         )
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         subprocess.run(
             [
                 *server,

@@ -13,7 +13,9 @@ behind :class:`AMQPClient` and :class:`Channel`:
   a non-ASCII body never completes (the consumer hangs, then the connection
   closes), and a body split across frames can lose its first frames when a
   later one is not valid UTF-8 on its own;
-- field tables with every AMQP 0-9-1 field type (txamqp decodes four);
+- field tables with every AMQP 0-9-1 field type (txamqp decodes four), and
+  strings measured in octets, not characters, when encoded (txamqp's
+  lengths are wrong for non-ASCII text);
 - the 0-9-1 protocol header (txamqp sends the 0-9 one);
 - publisher confirms (``confirm.select``, ``basic.ack``/``basic.nack``) and
   deliveries handed straight to a callback;
@@ -125,7 +127,36 @@ def _decode_table(codec: Codec) -> dict[str, Any]:
     return table
 
 
+def _enc_str(self: Codec, fmt: str, value: str | bytes) -> None:
+    data = value.encode() if isinstance(value, str) else value
+    self.pack(fmt, len(data))
+    self.write(data)
+
+
+def _encode_table(self: Codec, table: dict[str, Any]) -> None:
+    inner = Codec(BytesIO())
+    for key, value in table.items():
+        inner.enc_str("!B", key)
+        if isinstance(value, bool):
+            inner.write(b"t")
+            inner.pack("!B", int(value))
+        elif isinstance(value, int):
+            inner.write(b"l")
+            inner.pack("!q", value)
+        elif isinstance(value, dict):
+            inner.write(b"F")
+            inner.encode_table(value)
+        else:
+            inner.write(b"S")
+            inner.enc_str("!L", value)
+    data = inner.stream.getvalue()
+    self.pack("!L", len(data))
+    self.write(data)
+
+
 Codec.decode_table = _decode_table
+Codec.encode_table = _encode_table
+Codec.enc_str = _enc_str
 
 
 class AMQPError(Exception):
@@ -319,7 +350,7 @@ class Channel:
         return done
 
 
-class _Delegate(TwistedDelegate):  # type: ignore[misc]
+class _Delegate(TwistedDelegate):
     def basic_deliver(self, ch: Any, msg: Any) -> None:
         content = msg.content
         body = content.body
@@ -353,7 +384,7 @@ class _Delegate(TwistedDelegate):  # type: ignore[misc]
         log.info("The broker unblocked publishing")
 
 
-class AMQPClient(AMQClient):  # type: ignore[misc]
+class AMQPClient(AMQClient):
     """
     One connection to the broker.  Build it with :class:`AMQPClientFactory`,
     then :meth:`login` and open :meth:`channels <open_channel>`.
@@ -420,7 +451,7 @@ class AMQPClient(AMQClient):  # type: ignore[misc]
         self.close(within=2).addBoth(lambda _: closed.callback(None))
         return closed
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure) -> None:
         for channel in self._confirm_channels.values():
             channel._lost(reason)
         self._confirm_channels.clear()

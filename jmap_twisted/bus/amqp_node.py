@@ -29,7 +29,7 @@ from jmap_twisted.bus.amqp_client import AMQPClient, AMQPClientFactory
 log = Logger()
 
 #: The environment variable read for the broker password when no file is named.
-PASSWORD_VARIABLE = "JMAP_AMQP_PASSWORD"
+PASSWORD_VARIABLE = "JMAP_AMQP_PASSWORD"  # noqa: S105 - a variable name
 
 
 class ConfigurationError(ValueError):
@@ -128,7 +128,7 @@ class AMQPConnector:
             AMQPClientFactory(reactor, settings.vhost, settings.heartbeat),
             retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=5.0, factor=1.6),
             clock=reactor,
-            prepareConnection=self._prepare,
+            prepareConnection=self._prepare_connection,
         )
         self._starts = 0
         self._running = False
@@ -194,6 +194,10 @@ class AMQPConnector:
             [closing, self._service.stopService()], consumeErrors=True
         ).addCallback(lambda _: None)
         return stopped
+
+    def _prepare_connection(self, client: object) -> Deferred[None]:
+        assert isinstance(client, AMQPClient)
+        return Deferred.fromCoroutine(self._prepare(client))
 
     async def _prepare(self, client: AMQPClient) -> None:
         await client.login(self.settings.username, self.settings.password)

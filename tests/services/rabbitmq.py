@@ -98,7 +98,7 @@ class Broker:
             f"{self.port}\nvm_memory_high_watermark.relative = 0.2\n"
         )
         (self.directory / "enabled_plugins").write_text("[].\n")
-        self._output = open(self.directory / "server.out", "wb")  # noqa: SIM115
+        self._output = open(self.directory / "server.out", "wb")
         self.process = subprocess.Popen(
             [SERVER],
             env=self.environment(),

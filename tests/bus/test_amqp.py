@@ -1,0 +1,360 @@
+"""
+The RabbitMQ bus beyond the shared contract, against real brokers: the
+client's wire handling, routing only to nodes with listeners, bindings
+following registrations, unreadable messages, a node dying mid-event, and
+a broker restart.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from jmap_twisted.bus import amqp as amqp_module
+from jmap_twisted.bus.amqp import AMQPEventBus
+from jmap_twisted.bus.amqp_client import AMQPClientFactory, Delivery
+from jmap_twisted.bus.amqp_node import AMQPSettings, ConfigurationError
+from jmap_twisted.bus.deadletters import MemoryDeadLetters
+from jmap_twisted.bus.events import AccountKey, StateChange
+from jmap_twisted.bus.retry import RetryPolicy
+from tests.bus.amqp_backends import amqp_bus
+from tests.bus.recorders import Recorder, Stalled
+from tests.bus.test_bus_contract import eventually, settle
+from tests.services.rabbitmq import Broker, BrokerUnavailable, _unavailable
+
+ALICE, BOB = AccountKey("alice"), AccountKey("bob")
+
+
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+def change(account: str = "alice") -> StateChange:
+    return StateChange(account, {"Email": "1"})
+
+
+@pytest.fixture(scope="module")
+def private_broker() -> Iterator[Broker]:
+    """
+    A broker of this module's own, which its tests may restart.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="jmap-rabbit-"))
+    broker = Broker(directory)
+    try:
+        broker.start()
+    except BrokerUnavailable as error:
+        _unavailable(str(error))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class Buses:
+    """
+    Starts buses for a test and stops them after it.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.prefix = prefix()
+        self.started: list[AMQPEventBus] = []
+
+    async def node(self, dead: Any = None, name: str = "test", **kw: Any) -> AMQPEventBus:
+        from twisted.internet import reactor
+
+        bus = amqp_bus(reactor, self.url, self.prefix, dead or MemoryDeadLetters(), name, **kw)
+        await bus.start()
+        self.started.append(bus)
+        return bus
+
+    async def stop(self) -> None:
+        for bus in self.started:
+            await bus.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def buses(rabbitmq: Broker) -> Any:
+    made = Buses(rabbitmq.url)
+    yield made
+    await made.stop()
+
+
+# -- the client ----------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_bodies_are_bytes_through_a_real_broker(rabbitmq: Broker) -> None:
+    """
+    Non-ASCII UTF-8 bodies, bodies larger than a frame (split by the
+    broker, also inside a multi-byte character) and bodies that are not
+    UTF-8 at all arrive exactly as published.
+    """
+    from twisted.internet import endpoints, reactor
+
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", rabbitmq.port)
+    client = await endpoint.connect(AMQPClientFactory(reactor))
+    await client.login("guest", "guest")
+    channel = await client.open_channel()
+    queue = f"bodies-{uuid.uuid4().hex[:8]}"
+    await channel.declare_queue(queue, exclusive=True)
+    received: list[Delivery] = []
+    await channel.consume(queue, received.append, no_ack=True)
+    bodies = [
+        "Grüße, 世界 ✉".encode(),
+        ("é" * 200_001).encode(),  # 400,002 octets: several frames, split mid-character
+        b"\xff\xfe\x00" * 70_000,
+        b"",
+    ]
+    for body in bodies:
+        await channel.publish("", queue, body, headers={"h": "ü", "n": 7}, app_id="node")
+    await eventually(lambda: len(received) == len(bodies))
+    assert [d.body for d in received] == bodies
+    assert all(isinstance(d.body, bytes) for d in received)
+    assert received[0].headers == {"h": "ü", "n": 7} and received[0].app_id == "node"
+    await client.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_confirmed_publish_and_refusal(rabbitmq: Broker) -> None:
+    """
+    On a confirming channel a publish fires once the broker has the
+    message; publishing after the connection closed fails instead of
+    vanishing.
+    """
+    from twisted.internet import endpoints, reactor
+
+    from jmap_twisted.bus.amqp_client import AMQPError
+
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", rabbitmq.port)
+    client = await endpoint.connect(AMQPClientFactory(reactor))
+    await client.login("guest", "guest")
+    channel = await client.open_channel()
+    await channel.select_confirms()
+    await channel.publish("", "no-such-queue", b"x")  # unroutable yet confirmed
+    await client.disconnect()
+    with pytest.raises(AMQPError):
+        await channel.publish("", "no-such-queue", b"x")
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_password_is_refused(rabbitmq: Broker) -> None:
+    """
+    A broker refusing the login fails the login with a clear error.
+    """
+    from twisted.internet import endpoints, reactor
+
+    from jmap_twisted.bus.amqp_client import AMQPError
+
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", rabbitmq.port)
+    client = await endpoint.connect(AMQPClientFactory(reactor))
+    with pytest.raises(AMQPError, match="could not log in"):
+        await client.login("guest", "wrong")
+
+
+def test_settings_from_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Broker URLs give endpoints, users and virtual hosts; a password in the
+    URL is refused; the password comes from the caller or the environment
+    and is never shown.
+    """
+    monkeypatch.setenv("JMAP_AMQP_PASSWORD", "from-env")
+    settings = AMQPSettings.from_url("amqp://jmap@broker.example:5673/mail")
+    assert settings.endpoint == "tcp:broker.example:5673"
+    assert (settings.username, settings.vhost, settings.password) == ("jmap", "mail", "from-env")
+    assert "from-env" not in repr(settings)
+    assert AMQPSettings.from_url("amqps://h/", "pw").endpoint == "tls:h:5671"
+    assert AMQPSettings.from_url("amqp://h/%2f", "pw").vhost == "/"
+    with pytest.raises(ConfigurationError, match="password"):
+        AMQPSettings.from_url("amqp://u:secret@h/")
+    with pytest.raises(ConfigurationError):
+        AMQPSettings.from_url("http://h/")
+
+
+# -- routing ---------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_nodes_with_listeners_receive_key_messages(
+    buses: Buses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A node with no listener for an account receives no message for it; the
+    node with one gets exactly one; the emitting node's own listener gets
+    the event in process and not a second time from the broker.
+    """
+    a, b, c = await buses.node(), await buses.node(), await buses.node()
+    seen: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    for name, bus in (("a", a), ("b", b), ("c", c)):
+        original = bus._key_message
+
+        def spy(delivery: Delivery, name: str = name, original: Callable[..., Any] = original):
+            seen[name].append(delivery.routing_key)
+            original(delivery)
+
+        monkeypatch.setattr(bus, "_key_message", spy)
+        # The consumer holds the bound method: re-route through the spy.
+        client = bus.connector.client
+        assert client is not None
+        for tag, consumer in list(client._consumers.items()):
+            if getattr(consumer, "__self__", None) is bus:
+                client._consumers[tag] = spy
+    on_a, on_b, on_c = Recorder(), Recorder(), Recorder()
+    await a.register(on_a, [ALICE])
+    await b.register(on_b, [ALICE])
+    await c.register(on_c, [BOB])
+    for _ in range(5):
+        await a.dispatch(change("alice"), [ALICE])
+    await eventually(lambda: len(on_b.received) == 5)
+    await settle()
+    assert len(on_a.received) == 5
+    assert on_c.received == []
+    assert seen["c"] == []
+    assert seen["b"] == [ALICE.as_string()] * 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_bindings_follow_the_first_and_last_listener(
+    buses: Buses, rabbitmq: Broker
+) -> None:
+    """
+    The node queue is bound to a key while, and only while, some local
+    listener has it.
+    """
+    bus = await buses.node()
+
+    def bound() -> set[str]:
+        rows = rabbitmq.ctl("list_bindings", "source_name", "destination_name", "routing_key")
+        return {
+            line.split("\t")[2]
+            for line in rows.splitlines()
+            if line.startswith(bus.keys_exchange + "\t") and bus.node_queue in line
+        }
+
+    first = await bus.register(Recorder(), [ALICE])
+    second = await bus.register(Recorder(), [ALICE, BOB])
+    assert bound() == {ALICE.as_string(), BOB.as_string()}
+    await first.cancel()
+    await settle()
+    assert bound() == {ALICE.as_string(), BOB.as_string()}
+    await second.cancel()
+    await eventually(lambda: bound() == set())
+
+
+@pytest_twisted.ensureDeferred
+async def test_unreadable_messages_are_dropped_and_others_still_flow(
+    buses: Buses,
+) -> None:
+    """
+    A message that is not an event (another program publishing on the
+    exchange) is dropped with a warning; later events still arrive; an
+    unreadable group message is not retried forever.
+    """
+    a, b = await buses.node(), await buses.node()
+    keyed, grouped = Recorder(), Recorder()
+    await b.register(keyed, [ALICE])
+    await b.register_group(grouped, "g")
+    publisher = a._publisher
+    assert publisher is not None
+    await publisher.publish(a.keys_exchange, ALICE.as_string(), b"\xff not json", app_id="x")
+    await publisher.publish(a.groups_exchange, "", b'{"type":"Nope"}', app_id="x")
+    await a.dispatch(change(), [ALICE])
+    await eventually(lambda: len(keyed.received) == 1 and len(grouped.received) == 1)
+    await settle()
+    assert len(keyed.received) == 1 and len(grouped.received) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_group_event_of_a_dying_node_goes_to_another(buses: Buses) -> None:
+    """
+    A group event whose node dies while handling it (never acknowledged)
+    is handled by another node: no accepted event is lost.
+    """
+    a, b = await buses.node(), await buses.node()
+    stalled, working = Stalled(), Recorder()
+    await a.register_group(stalled, "g")
+    sent = change()
+    await a.dispatch(sent, [])
+    await eventually(lambda: len(stalled.pending) == 1)
+    await b.register_group(working, "g")
+    client = a.connector.client
+    assert client is not None
+    client.transport.abortConnection()  # the node dies without acknowledging
+    await eventually(lambda: [e.event_id for e in working.received] == [sent.event_id])
+
+
+@pytest_twisted.ensureDeferred
+async def test_outbox_overflow_is_dead_lettered(
+    buses: Buses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Group events dispatched while the broker is unreachable wait in the
+    outbox; beyond its bound they are dead-lettered, never dropped.
+    """
+    dead = MemoryDeadLetters()
+    bus = await buses.node(dead)
+    await bus.register_group(Recorder(), "g")
+    monkeypatch.setattr(amqp_module, "OUTBOX_LIMIT", 2)
+    bus.detach()  # as if the connection had just dropped
+    events = [change() for _ in range(3)]
+    for event in events:
+        await bus.dispatch(event, [])
+    assert len(bus._outbox) == 2
+    (insertion,) = await dead.ids("g")
+    fetched = await dead.fetch("g", insertion)
+    assert fetched is not None and fetched.event_id == events[2].event_id
+
+
+# -- broker restart --------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_broker_restart_restores_bindings_and_delivers_the_outbox(
+    private_broker: Broker,
+) -> None:
+    """
+    After the broker restarts, each node reconnects, declares its queue and
+    re-binds every live key (remote pushes resume), publishes the group
+    events dispatched during the outage, and calls its reconnection
+    callbacks (for push catch-up).
+    """
+    from twisted.internet import reactor, threads
+
+    made = Buses(private_broker.url)
+    slow = RetryPolicy(max_retries=2, first_backoff=0.05)
+    try:
+        a, b = await made.node(retry=slow), await made.node(retry=slow)
+        keyed, grouped = Recorder(), Recorder()
+        await b.register(keyed, [ALICE])
+        await b.register_group(grouped, "g")
+        reconnected: list[str] = []
+        a.connector.on_reconnect(lambda: reconnected.append("a"))
+        b.connector.on_reconnect(lambda: reconnected.append("b"))
+        await a.dispatch(change(), [ALICE])
+        await eventually(lambda: len(keyed.received) == 1 and len(grouped.received) == 1)
+
+        await threads.deferToThread(private_broker.stop)
+        await eventually(lambda: not a.connector.connected and not b.connector.connected)
+        during = change()
+        await a.dispatch(during, [])  # kept in the outbox
+        assert a._outbox == [during]
+        await threads.deferToThread(private_broker.start)
+
+        await eventually(lambda: sorted(reconnected) == ["a", "b"], seconds=30)
+        after = change()
+        await a.dispatch(after, [ALICE])
+        await eventually(lambda: len(keyed.received) == 2, seconds=10)
+        assert keyed.received[-1].event_id == after.event_id
+        await eventually(lambda: len(grouped.received) == 3, seconds=10)
+        assert {e.event_id for e in grouped.received} >= {during.event_id, after.event_id}
+        assert reactor.running
+    finally:
+        await made.stop()

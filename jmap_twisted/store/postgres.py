@@ -26,14 +26,9 @@ from jmap_twisted.store.sql_directory import SQLBlobStore, SQLDirectory
 
 class PostgresDirectory(SQLDirectory):
     """
-    :class:`~jmap_twisted.interfaces.IDirectory` in a PostgreSQL database.
-
-    Deleting a user also deletes the blobs that only their accounts stored,
-    and the delegations of their accounts and to them.
-
-    :param db: the started database.
-    :param clock: gives the ``created`` time of users, accounts, tokens and
-        delegations.
+    :class:`~jmap_twisted.interfaces.IDirectory` in the started PostgreSQL
+    database ``db``, timestamps from ``clock``; behaves as
+    :class:`~jmap_twisted.store.sqlite.SQLiteDirectory`.
     """
 
     TOKEN_CREATION_ORDER = "num"  # noqa: S105 - a column name
@@ -58,12 +53,9 @@ class PostgresDirectory(SQLDirectory):
 
 class PostgresBlobStore(SQLBlobStore):
     """
-    :class:`~jmap_twisted.interfaces.IBlobStore` in a PostgreSQL database,
-    octets as ``bytea``, stored once per content.
-
-    :param db: the started database, shared with the
-        :class:`PostgresDirectory` whose accounts the blobs belong to.
-    :param clock: gives the time a blob was stored.
+    :class:`~jmap_twisted.interfaces.IBlobStore` in the started PostgreSQL
+    database ``db`` of the :class:`PostgresDirectory` whose accounts the
+    blobs belong to; octets as ``bytea``, stored once per content.
     """
 
     def __init__(self, db: PostgresDatabase, clock: IReactorTime) -> None:

@@ -13,15 +13,9 @@ from jmap_twisted.store.sql_deadletters import SQLDeadLetters
 
 class PostgresDeadLetters(SQLDeadLetters):
     """
-    :class:`~jmap_twisted.interfaces.IEventDeadLetters` in a PostgreSQL
-    database, with :meth:`group_counts` and :meth:`summaries` for the admin
-    command.
-
-    Insertion ids are random (never reused), letters are listed in the
-    order they were stored, and marking a letter again counts it again.
-
-    :param db: the started database.
-    :param clock: gives the time a letter was stored.
+    :class:`~jmap_twisted.interfaces.IEventDeadLetters` in the started
+    PostgreSQL database ``db`` (``clock`` dates the letters), with
+    :meth:`group_counts` and :meth:`summaries` for the admin command.
     """
 
     def __init__(self, db: PostgresDatabase, clock: IReactorTime) -> None:

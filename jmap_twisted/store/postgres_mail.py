@@ -27,7 +27,6 @@ what every SQL backend shares is in :mod:`jmap_twisted.store.sql_mail`.  Here:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -35,7 +34,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from jmap_twisted.records import EmailRecord
 from jmap_twisted.store.postgres_db import PostgresDatabase, Statements
-from jmap_twisted.store.postgres_mail_query import run_query, search_doc
+from jmap_twisted.store.postgres_mail_query import PostgresQueryCompiler, search_doc
 from jmap_twisted.store.sql_mail import SQLMailStore, SQLReader, SQLWriter
 from jmap_twisted.store.sql_mail_query import folded_headers
 
@@ -51,18 +50,11 @@ class _Reader(SQLReader):
 
     EMAIL_FROM = ", e.body_text FROM emails e"
 
-    def query_emails(
-        self,
-        filter: Mapping[str, Any] | None,
-        sort: Sequence[Mapping[str, Any]],
-        collapse_threads: bool,
-        position: int = 0,
-        limit: int | None = None,
-    ) -> tuple[list[str], int]:
+    QUERY_COMPILER = PostgresQueryCompiler
+
+    def _query_connection(self) -> Any:
         assert isinstance(self._db, Statements)
-        return run_query(
-            self._db.connection, self.account_id, filter, sort, collapse_threads, position, limit
-        )
+        return self._db.connection
 
 
 class _Writer(SQLWriter, _Reader):
@@ -103,13 +95,9 @@ class _Writer(SQLWriter, _Reader):
 
 class PostgresMailStore(SQLMailStore):
     """
-    :class:`~jmap_twisted.interfaces.IMailStore` in a PostgreSQL database,
-    with :meth:`prune_changes` as for SQLite.
-
-    :param db: the started database, possibly shared with the directory,
-        blob and dead-letter stores and with other nodes.
-    :param clock: gives the commit time recorded with change-log entries,
-        for :meth:`prune_changes`; read on the reactor thread.
+    :class:`~jmap_twisted.interfaces.IMailStore` in a PostgreSQL database
+    (``db``, possibly shared with other stores and nodes), with
+    :meth:`prune_changes` as for SQLite; ``clock`` gives commit times.
     """
 
     reader_class = _Reader

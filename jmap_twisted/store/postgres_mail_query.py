@@ -32,17 +32,8 @@ backend uses trigrams instead (extension ``pg_trgm``):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 from jmap_twisted.records import EmailSummary
-from jmap_twisted.store.sql_mail_query import (
-    SEARCH_COLUMNS,
-    CompiledQuery,
-    QueryCompiler,
-    compile_query,
-    run_compiled,
-)
+from jmap_twisted.store.sql_mail_query import SEARCH_COLUMNS, QueryCompiler
 
 #: Separates the fields of ``search_doc``.
 SEPARATOR = "\x1f"
@@ -110,34 +101,3 @@ class PostgresQueryCompiler(QueryCompiler):
             f"FROM email_mailboxes mb{join}"
             f" WHERE mb.account_id = {self.account} AND mb.mailbox_id = %(mailbox)s"
         )
-
-
-def postgres_query(
-    account_id: str,
-    filter: Mapping[str, Any] | None,
-    sort: Sequence[Mapping[str, Any]],
-    collapse_threads: bool,
-) -> CompiledQuery:
-    """
-    Compile a validated ``Email/query`` of one account for PostgreSQL.
-
-    :raises ValueError: an unknown condition or sort property.
-    """
-    return compile_query(PostgresQueryCompiler, account_id, filter, sort, collapse_threads)
-
-
-def run_query(
-    connection: Any,
-    account_id: str,
-    filter: Mapping[str, Any] | None,
-    sort: Sequence[Mapping[str, Any]],
-    collapse_threads: bool,
-    position: int = 0,
-    limit: int | None = None,
-) -> tuple[list[str], int]:
-    """
-    Run a query in the current transaction of a psycopg connection: the
-    window of ids and the total, from one snapshot.
-    """
-    query = postgres_query(account_id, filter, sort, collapse_threads)
-    return run_compiled(connection, query, PostgresQueryCompiler.NO_LIMIT, position, limit)

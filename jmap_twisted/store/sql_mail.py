@@ -73,7 +73,12 @@ from jmap_twisted.store.mailmodel import (
     record_email_destroyed,
     record_email_updated,
 )
-from jmap_twisted.store.sql_mail_query import SQLConnection, mailbox_counts
+from jmap_twisted.store.sql_mail_query import (
+    QueryCompiler,
+    SQLConnection,
+    mailbox_counts,
+    run_query,
+)
 from jmap_twisted.store.summary import summarize
 
 log = Logger()
@@ -152,11 +157,15 @@ class SQLReader:
     One account's mail seen through a connection inside a transaction.
 
     Subclasses say where the body text is read from (:attr:`EMAIL_FROM`)
-    and compile queries (:meth:`query_emails`).
+    and how queries are compiled (:attr:`QUERY_COMPILER`) and run
+    (:meth:`_query_connection`).
     """
 
     #: The ``FROM`` clause of :data:`EMAIL_COLUMNS` and the body text.
     EMAIL_FROM = ""
+
+    #: Compiles ``Email/query`` in the backend's dialect.
+    QUERY_COMPILER: type[QueryCompiler] = QueryCompiler
 
     def __init__(self, connection: SQLConnection, account_id: str) -> None:
         self.account_id = account_id
@@ -262,6 +271,22 @@ class SQLReader:
         position: int = 0,
         limit: int | None = None,
     ) -> tuple[list[str], int]:
+        return run_query(
+            self._query_connection(),
+            self.QUERY_COMPILER,
+            self.account_id,
+            filter,
+            sort,
+            collapse_threads,
+            position,
+            limit,
+        )
+
+    def _query_connection(self) -> Any:
+        """
+        The driver's connection, which compiled queries (with the dialect's
+        named parameters) run on.
+        """
         raise NotImplementedError
 
     def _type_state(self, type_name: str) -> tuple[int, int]:

@@ -387,20 +387,25 @@ def compile_query(
     return CompiledQuery(select, count, compiler.params)
 
 
-def run_compiled(
+def run_query(
     connection: Any,
-    query: CompiledQuery,
-    no_limit: Any,
-    position: int,
-    limit: int | None,
+    compiler_class: type[QueryCompiler],
+    account_id: str,
+    filter: Mapping[str, Any] | None,
+    sort: Sequence[Mapping[str, Any]],
+    collapse_threads: bool,
+    position: int = 0,
+    limit: int | None = None,
 ) -> tuple[list[str], int]:
     """
-    Run a compiled query in the current transaction: the window of ids and
-    the total, from one snapshot.
+    Run a query in the current transaction: the window of ids and the
+    total, from one snapshot.
 
     :param connection: a DB-API connection taking the dialect's named
         parameters.
     """
+    query = compile_query(compiler_class, account_id, filter, sort, collapse_threads)
+    no_limit = compiler_class.NO_LIMIT
     params = dict(query.params, limit=no_limit if limit is None else limit, offset=position)
     found = [email_id for (email_id,) in connection.execute(query.select, params)]
     (total,) = connection.execute(query.count, query.params).fetchone()

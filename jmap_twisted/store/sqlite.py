@@ -34,16 +34,10 @@ class SQLiteDirectory(SQLDirectory):
 
 class SQLiteBlobStore(SQLBlobStore):
     """
-    :class:`~jmap_twisted.interfaces.IBlobStore` in an SQLite database.
-
-    The octets are stored once per content (table ``blobs``); table
-    ``account_blobs`` says which accounts stored them, with which media type
-    and when.  Storing octets an account already has replaces the type and
-    the time.
-
-    :param db: the started database, shared with the
-        :class:`SQLiteDirectory` whose accounts the blobs belong to.
-    :param clock: gives the time a blob was stored.
+    :class:`~jmap_twisted.interfaces.IBlobStore` in the started SQLite
+    database ``db`` of the :class:`SQLiteDirectory` whose accounts the
+    blobs belong to (see :class:`~jmap_twisted.store.sql_directory.SQLBlobStore`);
+    ``clock`` gives the time a blob was stored.
     """
 
     def __init__(self, db: SQLiteDatabase, clock: IReactorTime) -> None:

@@ -21,8 +21,6 @@ every SQL backend shares is in :mod:`jmap_twisted.store.sql_mail`.  Here:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -30,7 +28,7 @@ from jmap_twisted.records import EmailRecord
 from jmap_twisted.store.changelog import ChangeRecorder
 from jmap_twisted.store.sql_mail import SQLMailStore, SQLReader, SQLWriter
 from jmap_twisted.store.sqlite_db import SQLiteDatabase
-from jmap_twisted.store.sqlite_mail_query import register_functions, run_query
+from jmap_twisted.store.sqlite_mail_query import SQLiteQueryCompiler, register_functions
 
 
 class _Reader(SQLReader):
@@ -44,16 +42,11 @@ class _Reader(SQLReader):
         register_functions(connection)
         super().__init__(connection, account_id)
 
-    def query_emails(
-        self,
-        filter: Mapping[str, Any] | None,
-        sort: Sequence[Mapping[str, Any]],
-        collapse_threads: bool,
-        position: int = 0,
-        limit: int | None = None,
-    ) -> tuple[list[str], int]:
+    QUERY_COMPILER = SQLiteQueryCompiler
+
+    def _query_connection(self) -> sqlite3.Connection:
         assert isinstance(self._db, sqlite3.Connection)
-        return run_query(self._db, self.account_id, filter, sort, collapse_threads, position, limit)
+        return self._db
 
 
 class _Writer(SQLWriter, _Reader):

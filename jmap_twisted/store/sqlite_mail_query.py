@@ -45,7 +45,6 @@ from jmap_twisted.store.sql_mail_query import (
     conjuncts,
     header_match,
     mailbox_driver,
-    run_compiled,
 )
 from jmap_twisted.store.sql_mail_query import compile_query as compile_for
 
@@ -182,21 +181,3 @@ def compile_query(
     :raises ValueError: an unknown condition or sort property.
     """
     return compile_for(SQLiteQueryCompiler, account_id, filter, sort, collapse_threads)
-
-
-def run_query(
-    connection: sqlite3.Connection,
-    account_id: str,
-    filter: Mapping[str, Any] | None,
-    sort: Sequence[Mapping[str, Any]],
-    collapse_threads: bool,
-    position: int = 0,
-    limit: int | None = None,
-) -> tuple[list[str], int]:
-    """
-    Run a query in the current transaction: the window of ids and the
-    total, from one snapshot.
-    """
-    register_functions(connection)
-    query = compile_query(account_id, filter, sort, collapse_threads)
-    return run_compiled(connection, query, SQLiteQueryCompiler.NO_LIMIT, position, limit)

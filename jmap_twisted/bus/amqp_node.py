@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from jmap_twisted.bus.amqp_client import AMQPClient, AMQPClientFactory
 
@@ -195,9 +196,19 @@ class AMQPConnector:
         ).addCallback(lambda _: None)
         return stopped
 
-    def _prepare_connection(self, client: object) -> Deferred[None]:
-        assert isinstance(client, AMQPClient)
-        return Deferred.fromCoroutine(self._prepare(client))
+    def _prepare_connection(self, client: Any) -> Deferred[None]:
+        # ``client`` is ClientService's proxy of an AMQPClient.
+        prepared = Deferred.fromCoroutine(self._prepare(client))
+
+        def failed(failure: Failure) -> Failure:
+            log.warn(
+                "Could not set up the connection to the message broker at {endpoint}: {error}",
+                endpoint=self.settings.endpoint,
+                error=failure.value,
+            )
+            return failure
+
+        return prepared.addErrback(failed)
 
     async def _prepare(self, client: AMQPClient) -> None:
         await client.login(self.settings.username, self.settings.password)

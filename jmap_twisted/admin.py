@@ -25,17 +25,24 @@ import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import NoReturn
 
 from attrs import frozen
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import react
 
 from jmap_twisted.auth.passwords import PasswordHasher, new_token, token_hash
 from jmap_twisted.errors import NoSuchUser, UserExists
+from jmap_twisted.store.backends import (
+    StoreConfigurationError,
+    StoreSettings,
+    open_stores,
+    read_secret,
+)
 from jmap_twisted.store.sqlite import SQLiteDirectory
-from jmap_twisted.store.sqlite_db import DatabaseError, SQLiteDatabase, database_path
 from jmap_twisted.store.sqlite_deadletters import SQLiteDeadLetters
+from jmap_twisted.store.threaded_db import DatabaseError
 
 DEFAULT_DATA = "jmap-data"
 """
@@ -46,7 +53,8 @@ The data directory used without ``--data``: the server's default too.
 @frozen
 class Stores:
     """
-    What a command works on, over the data directory's database.
+    What a command works on, over the server's database (the PostgreSQL
+    classes have the same methods as these).
 
     :ivar directory: users, tokens, accounts and delegations.
     :ivar dead_letters: the event bus's dead letters.
@@ -196,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_DATA,
         help=f"the server's data directory (default: {DEFAULT_DATA})",
     )
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="the server's shared postgresql://user@host:port/database, instead of --data"
+        " (password from --store-password-file, $PGPASSWORD or ~/.pgpass)",
+    )
+    parser.add_argument(
+        "--store-password-file",
+        metavar="FILE",
+        help="file whose first line is the database password",
+    )
     parser.set_defaults(password_source=None)
     groups = parser.add_subparsers(
         dest="group",
@@ -323,16 +342,22 @@ def _password_hash(source: str | None) -> str | None:
 async def _run(
     reactor: IReactorFromThreads, args: argparse.Namespace, password_hash: str | None
 ) -> None:
-    path = database_path(args.data)
-    database = SQLiteDatabase(path, reactor)
+    import psycopg
+
+    try:
+        password = read_secret(args.store_password_file) if args.store_password_file else None
+        settings = StoreSettings.checked(Path(args.data), args.store, password, pool_size=2)
+    except StoreConfigurationError as error:
+        _fail(f"--store: {error}")
+    opened = open_stores(settings, reactor)
+    database = opened.database
     try:
         await database.start()
-    except (DatabaseError, OSError, sqlite3.Error) as error:
-        _fail(f"cannot open {path}: {error}")
+    except (DatabaseError, OSError, sqlite3.Error, psycopg.Error) as error:
+        _fail(f"cannot open {settings.description}: {error}")
     try:
         command: _Command = args.command
-        clock = IReactorTime(reactor)
-        stores = Stores(SQLiteDirectory(database, clock), SQLiteDeadLetters(database, clock))
+        stores = Stores(opened.directory, opened.dead_letters)  # type: ignore[arg-type]
         await command(stores, args, password_hash)
     except UserExists as error:
         _fail(f"user already exists: {error}")
@@ -340,7 +365,7 @@ async def _run(
         _fail(f"no such user: {error}")
     except AdminError as error:
         _fail(str(error))
-    except sqlite3.Error as error:
+    except (sqlite3.Error, psycopg.Error) as error:
         _fail(f"database error: {error}")
     finally:
         await database.stop()

@@ -6,11 +6,16 @@ and passed down.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from attrs import field, frozen
 
 from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.ws.options import WebSocketOptions
+
+if TYPE_CHECKING:
+    from jmap_twisted.bus.amqp_node import AMQPSettings
+    from jmap_twisted.store.backends import StoreSettings
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_LMTP = "tcp:2424:interface=127.0.0.1"
@@ -39,6 +44,12 @@ class ServerConfig:
     :ivar websocket: the WebSocket endpoint's settings.
     :ivar change_retention_days: how long change-log entries are kept;
         ``*/changes`` from older states answers ``cannotCalculateChanges``.
+    :ivar store: a shared (PostgreSQL) store, or ``None`` for SQLite in
+        ``data_dir``.
+    :ivar bus: the RabbitMQ broker joining several nodes, or ``None`` for
+        one node with in-memory buses.
+    :ivar node_id: this node's name in the broker, unique in the cluster
+        (``None``: a random one per process).
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -56,3 +67,6 @@ class ServerConfig:
     smarthost_require_tls: bool = False
     websocket: WebSocketOptions = field(factory=WebSocketOptions)
     change_retention_days: float = 30.0
+    store: StoreSettings | None = None
+    bus: AMQPSettings | None = None
+    node_id: str | None = None

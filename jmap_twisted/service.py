@@ -22,6 +22,8 @@ from twisted.logger import Logger
 from jmap_twisted.auth.checkers import PasswordChecker, TokenChecker
 from jmap_twisted.auth.passwords import PasswordHasher
 from jmap_twisted.auth.realm import JMAPRealm
+from jmap_twisted.bus.amqp import AMQPEventBus, new_node_id
+from jmap_twisted.bus.amqp_node import AMQPConnector
 from jmap_twisted.bus.changes import StorePublisher, register_change_listener
 from jmap_twisted.bus.deadletters import MemoryDeadLetters, redeliver_requested
 from jmap_twisted.bus.memory import InMemoryEventBus
@@ -34,7 +36,6 @@ from jmap_twisted.http.site import JMAPSite
 from jmap_twisted.interfaces import (
     IBlobStore,
     IDirectory,
-    IEventBus,
     IEventDeadLetters,
     IMailDelivery,
     IMailStore,
@@ -45,11 +46,10 @@ from jmap_twisted.mail.service import delivery_services
 from jmap_twisted.mail.smarthost import Smarthost
 from jmap_twisted.mail.vacation import VacationResponder
 from jmap_twisted.methods import build_registry
+from jmap_twisted.push import pushstate
+from jmap_twisted.push.listener import PushListener, current_states
 from jmap_twisted.push.tickets import TicketChecker, Tickets
-from jmap_twisted.store.sqlite import SQLiteBlobStore, SQLiteDirectory
-from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
-from jmap_twisted.store.sqlite_deadletters import SQLiteDeadLetters
-from jmap_twisted.store.sqlite_mail import SQLiteMailStore
+from jmap_twisted.store.backends import StoreSettings, open_stores
 from jmap_twisted.ws.protocol import JMAPWebSocketFactory
 from jmap_twisted.ws.resource import WebSocketUpgradeResource
 
@@ -84,6 +84,7 @@ class JMAPService(MultiService):
         delivery: IMailDelivery | None = None,
         smarthost: Smarthost | None = None,
         dead_letters: IEventDeadLetters | None = None,
+        connector: AMQPConnector | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -133,10 +134,23 @@ class JMAPService(MultiService):
         root.children[b"jmap"].putChild(b"eventsource", EventSourceResource(self))
         self.site = JMAPSite(root, self.body_limit)
         self.dead_letters = dead_letters or MemoryDeadLetters()
+        self.connector = connector
         #: Store commits, for group listeners (change computation).
-        self.mailbox_bus: IEventBus = InMemoryEventBus(reactor, self.dead_letters)
+        self.mailbox_bus: InMemoryEventBus | AMQPEventBus
         #: StateChange events keyed by account, for connections.
-        self.jmap_bus: IEventBus = InMemoryEventBus(reactor, self.dead_letters)
+        self.jmap_bus: InMemoryEventBus | AMQPEventBus
+        if connector is None:
+            self.mailbox_bus = InMemoryEventBus(reactor, self.dead_letters)
+            self.jmap_bus = InMemoryEventBus(reactor, self.dead_letters)
+        else:
+            node_id = config.node_id or new_node_id()
+            self.mailbox_bus = AMQPEventBus(
+                connector, "mailbox", reactor, self.dead_letters, node_id=node_id
+            )
+            self.jmap_bus = AMQPEventBus(
+                connector, "jmap", reactor, self.dead_letters, node_id=node_id
+            )
+            connector.on_reconnect(self.catch_up_later)
         self._publisher = StorePublisher(mail, self.mailbox_bus)
         self._redelivery = LoopingCall(self._redeliver_requested)
         self._redelivery.clock = reactor
@@ -182,6 +196,45 @@ class JMAPService(MultiService):
                 # re-checked is ended (its client reconnects and logs in).
                 log.failure("Could not apply an access change to a connection")
                 connection.close(1011, "Could not re-check this connection's access.")
+
+    def catch_up_later(self) -> None:
+        """
+        Run :meth:`catch_up` (after a reconnection to the broker).
+        """
+        Deferred.fromCoroutine(self.catch_up()).addErrback(
+            lambda f: log.failure("Could not catch push connections up", f)
+        )
+
+    async def catch_up(self) -> int:
+        """
+        Tell every push connection of this node about what changed while
+        it may have missed events (the broker was unreachable): one
+        StateChange per connection with the states that moved since it
+        last heard, read once per account.  Returns how many connections
+        were sent one.
+        """
+        listeners = [
+            listener
+            for listener in self.jmap_bus.local_listeners()
+            if isinstance(listener, PushListener)
+        ]
+        accounts = sorted({a for listener in listeners for a in listener.accounts})
+        current = await current_states(self.mail, accounts)
+        caught_up = 0
+        for listener in listeners:
+            mine = {a: s for a, s in current.items() if a in listener.accounts}
+            # As in a pushState replay, states cannot tell a delivery from
+            # a flag change, so EmailDelivery is left out.
+            moved = {
+                account: kept
+                for account, states in pushstate.changed_since(mine, listener.known).items()
+                if (kept := {t: s for t, s in states.items() if t != "EmailDelivery"})
+            }
+            if moved:
+                listener.merge(moved)
+                caught_up += 1
+        log.info("Caught {count} push connections up", count=caught_up)
+        return caught_up
 
     def startService(self) -> None:
         super().startService()
@@ -250,7 +303,7 @@ class _DatabaseService(MultiService):
     stop.
     """
 
-    def __init__(self, database: SQLiteDatabase, reactor: IReactorCore) -> None:
+    def __init__(self, database: Any, reactor: IReactorCore) -> None:
         super().__init__()
         self.database = database
         self._reactor = reactor
@@ -328,13 +381,14 @@ class ChangeLogPruner(Service):
 
 def make_service(config: ServerConfig, reactor: Any) -> MultiService:
     """
-    The embedded default: SQLite in the data directory, listening on every
-    configured endpoint, delivering by LMTP (and SMTP when configured).
+    A whole server: its stores (SQLite in the data directory, or the shared
+    PostgreSQL database), its buses (in memory, or through the broker),
+    listening on every configured endpoint, delivering by LMTP (and SMTP
+    when configured).
     """
-    database = SQLiteDatabase(database_path(str(config.data_dir)), reactor)
-    top = _DatabaseService(database, reactor)
-    directory = SQLiteDirectory(database, reactor)
-    mail = SQLiteMailStore(database, reactor)
+    stores = open_stores(config.store or StoreSettings(config.data_dir), reactor)
+    top = _DatabaseService(stores.database, reactor)
+    directory, mail = stores.directory, stores.mail
     delivery = LocalDelivery(directory, mail, config.domains, reactor)
     smarthost = None
     if config.smarthost:
@@ -345,15 +399,17 @@ def make_service(config: ServerConfig, reactor: Any) -> MultiService:
             config.smarthost_credentials,
             config.smarthost_require_tls,
         )
+    connector = AMQPConnector(reactor, config.bus) if config.bus is not None else None
     jmap = JMAPService(
         config,
         directory,
-        SQLiteBlobStore(database, reactor),
+        stores.blobs,
         mail,
         reactor,
         delivery,
         smarthost,
-        SQLiteDeadLetters(database, reactor),
+        stores.dead_letters,
+        connector,
     )
     jmap.add_listeners(reactor)
     for service in delivery_services(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from twisted.application.service import IService
@@ -17,7 +17,11 @@ from twisted.python import usage
 
 from jmap_twisted.config import DEFAULT_DATA, DEFAULT_LISTEN, DEFAULT_LMTP, ServerConfig
 from jmap_twisted.core.limits import CoreLimits
+from jmap_twisted.store.backends import StoreConfigurationError, StoreSettings, read_secret
 from jmap_twisted.ws.options import WebSocketOptions
+
+if TYPE_CHECKING:
+    from jmap_twisted.bus.amqp_node import AMQPSettings
 
 
 def _positive(name: str) -> Any:
@@ -47,6 +51,28 @@ class Options(usage.Options):
 
     optParameters = [
         ["data", "d", DEFAULT_DATA, "Data directory of the embedded store."],
+        [
+            "store",
+            None,
+            None,
+            "postgresql://user@host:port/database of a store shared by several nodes"
+            " (default: SQLite in the data directory).  No password here: use"
+            " --store-password-file, $PGPASSWORD or ~/.pgpass.",
+        ],
+        ["store-password-file", None, None, "File whose first line is the database password."],
+        ["store-pool-size", None, 8, "Database connections (and threads).", _positive("store-pool-size")],
+        [
+            "bus",
+            None,
+            None,
+            "amqp://user@host:port/vhost (or amqps://) of the RabbitMQ broker joining"
+            " several nodes (default: one node, in-memory).  No password here: use"
+            " --bus-password-file or $JMAP_AMQP_PASSWORD.",
+        ],
+        ["bus-password-file", None, None, "File whose first line is the broker password."],
+        ["bus-prefix", None, "jmap", "Start of the broker's exchange and queue names."],
+        ["bus-heartbeat", None, 5, "Seconds between broker heartbeats.", _positive("bus-heartbeat")],
+        ["node-id", None, None, "This node's name in the broker (default: random)."],
         [
             "public-url",
             None,
@@ -219,6 +245,7 @@ class Options(usage.Options):
             raise usage.UsageError("--ws-window-bits must be from 9 to 15")
         if self["ws-ping-interval"] < 0 or self["ws-ping-timeout"] < 1:
             raise usage.UsageError("--ws-ping-interval must be >= 0 and --ws-ping-timeout >= 1")
+        store, bus = self._cluster()
         hostname = self["hostname"] or socket.getfqdn()
         self.config = ServerConfig(
             listen=tuple(listen),
@@ -243,7 +270,50 @@ class Options(usage.Options):
                 no_context_takeover=not self["ws-context-takeover"],
                 bind_tickets=bool(self["bind-tickets"]),
             ),
+            store=store,
+            bus=bus,
+            node_id=self["node-id"],
         )
+
+    def _cluster(self) -> tuple[StoreSettings | None, AMQPSettings | None]:
+        """
+        The shared store and broker, if any, with passwords read from
+        their files.
+        """
+        store = None
+        if self["store"] or self["store-password-file"]:
+            if not self["store"]:
+                raise usage.UsageError("--store-password-file needs --store")
+            try:
+                password = (
+                    read_secret(self["store-password-file"])
+                    if self["store-password-file"]
+                    else None
+                )
+                store = StoreSettings.checked(
+                    Path(self["data"]), self["store"], password, self["store-pool-size"]
+                )
+            except StoreConfigurationError as e:
+                raise usage.UsageError(f"--store: {e}") from None
+        bus = None
+        if self["bus"] or self["bus-password-file"]:
+            if not self["bus"]:
+                raise usage.UsageError("--bus-password-file needs --bus")
+            from twisted.internet import reactor
+
+            from jmap_twisted.bus.amqp_node import AMQPSettings, ConfigurationError
+
+            try:
+                password = (
+                    read_secret(self["bus-password-file"]) if self["bus-password-file"] else None
+                )
+                bus = AMQPSettings.from_url(
+                    self["bus"], password, self["bus-prefix"], self["bus-heartbeat"]
+                )
+                clientFromString(reactor, bus.endpoint)
+            except (StoreConfigurationError, ConfigurationError, ValueError) as e:
+                raise usage.UsageError(f"--bus: {e}") from None
+        return store, bus
 
 
 def _read_credentials(path: str) -> tuple[str, str]:

@@ -170,3 +170,73 @@ def test_change_retention() -> None:
     assert parse("--change-retention-days", "7").config.change_retention_days == 7
     with pytest.raises(usage.UsageError):
         parse("--change-retention-days", "0")
+
+
+def test_cluster_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    --store and --bus name a shared database and broker; their passwords
+    come from files (or the environment), never from the command line,
+    and are never shown.
+    """
+    db_secret = tmp_path / "db"
+    db_secret.write_text("db-pw\nignored\n")
+    bus_secret = tmp_path / "bus"
+    bus_secret.write_text("bus-pw\n")
+    config = parse(
+        "--store",
+        "postgresql://jmap@db.example:5433/mail",
+        "--store-password-file",
+        str(db_secret),
+        "--store-pool-size",
+        "4",
+        "--bus",
+        "amqp://jmap@mq.example/cluster",
+        "--bus-password-file",
+        str(bus_secret),
+        "--bus-prefix",
+        "prod",
+        "--node-id",
+        "node-1",
+    ).config
+    assert config.store is not None and config.bus is not None
+    assert (config.store.url, config.store.password, config.store.pool_size) == (
+        "postgresql://jmap@db.example:5433/mail",
+        "db-pw",
+        4,
+    )
+    assert (config.bus.endpoint, config.bus.username, config.bus.vhost) == (
+        "tcp:mq.example:5672",
+        "jmap",
+        "cluster",
+    )
+    assert (config.bus.password, config.bus.prefix, config.node_id) == ("bus-pw", "prod", "node-1")
+    assert "db-pw" not in repr(config) and "bus-pw" not in repr(config)
+    monkeypatch.setenv("JMAP_AMQP_PASSWORD", "env-pw")
+    from_env = parse("--bus", "amqps://mq.example").config
+    assert from_env.bus is not None and from_env.bus.password == "env-pw"
+    assert from_env.bus.endpoint == "tls:mq.example:5671"
+    assert parse().config.store is None and parse().config.bus is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--store", "postgresql://jmap:secret@db/mail"],
+        ["--store", "postgresql://db/mail?password=secret"],
+        ["--store", "mysql://db/mail"],
+        ["--store-password-file", "/nonexistent"],
+        ["--store", "postgresql://db/mail", "--store-password-file", "/nonexistent"],
+        ["--bus", "amqp://jmap:secret@mq/"],
+        ["--bus", "redis://mq/"],
+        ["--bus-password-file", "/nonexistent"],
+        ["--store-pool-size", "0"],
+    ],
+)
+def test_bad_cluster_options(args: list[str]) -> None:
+    """
+    Passwords on the command line, unknown schemes and unreadable password
+    files are usage errors that do not echo the password.
+    """
+    with pytest.raises(usage.UsageError) as raised:
+        parse(*args)
+    assert "secret" not in str(raised.value)

@@ -21,7 +21,7 @@ from attrs import field, frozen
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -133,6 +133,7 @@ class AMQPConnector:
         )
         self._starts = 0
         self._running = False
+        self._waiting: list[tuple[Deferred[None], IDelayedCall]] = []
 
     def attach(self, bus: AttachedBus) -> None:
         """
@@ -161,16 +162,13 @@ class AMQPConnector:
         if not self._running:
             self._running = True
             self._service.startService()
-        ready = self._service.whenConnected()
+        if self.client is not None:
+            return succeed(None)
         waited: Deferred[None] = Deferred()
-
-        def connected(_: object) -> None:
-            if not waited.called:
-                call.cancel()
-                waited.callback(None)
 
         def gave_up() -> None:
             if not waited.called:
+                self._waiting.remove((waited, call))
                 log.warn(
                     "No connection to the message broker at {endpoint} yet; still trying",
                     endpoint=self.settings.endpoint,
@@ -178,7 +176,7 @@ class AMQPConnector:
                 waited.callback(None)
 
         call = self._clock.callLater(timeout, gave_up)
-        ready.addCallbacks(connected, lambda _: None)
+        self._waiting.append((waited, call))
         return waited
 
     def stop(self) -> Deferred[None]:
@@ -222,6 +220,10 @@ class AMQPConnector:
             endpoint=self.settings.endpoint,
             count=self._connections,
         )
+        waiting, self._waiting = self._waiting, []
+        for waited, call in waiting:
+            call.cancel()
+            waited.callback(None)
         if self._connections > 1:
             for callback in self._reconnect_callbacks:
                 try:

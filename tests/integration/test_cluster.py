@@ -1,0 +1,391 @@
+"""
+Several ``twistd jmap`` nodes sharing a throwaway PostgreSQL database and a
+throwaway RabbitMQ broker, driven as real clients drive them: LMTP into one
+node, WebSockets on another.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import smtplib
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from websockets.sync.client import ClientConnection, connect
+
+from tests.integration.test_twistd import command, free_port, wait_for_port
+from tests.integration.test_websocket import USING, basic
+from tests.mailfactory import message
+from tests.services.postgres import TEST_ROLE, shared_cluster
+from tests.services.rabbitmq import Broker, BrokerUnavailable, _unavailable
+
+pytestmark = pytest.mark.integration
+
+
+class Cluster:
+    """
+    The shared services and the nodes started on them.
+    """
+
+    def __init__(self, tmp: Path, broker: Broker) -> None:
+        self.tmp = tmp
+        self.broker = broker
+        postgres = shared_cluster()
+        name = postgres.create_database().split("dbname=")[1].split()[0]
+        self.store = f"postgresql://{TEST_ROLE}@127.0.0.1:{postgres.port}/{name}"
+        self.password_file = tmp / "db-password"
+        self.password_file.write_text(postgres.password + "\n")
+        self.prefix = f"c{int(time.time() * 1000) % 10**8}"
+        self.nodes: list[Node] = []
+
+    def admin(self, *args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [
+                command("jmap-admin"),
+                "--store",
+                self.store,
+                "--store-password-file",
+                str(self.password_file),
+                *args,
+            ],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def node(self, name: str) -> Node:
+        node = Node(self, name)
+        self.nodes.append(node)
+        return node
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class Node:
+    """
+    One ``twistd jmap`` process of the cluster.
+    """
+
+    def __init__(self, cluster: Cluster, name: str) -> None:
+        self.name = name
+        self.port = free_port()
+        self.lmtp_port = free_port()
+        directory = cluster.tmp / name
+        directory.mkdir()
+        self.log = directory / "twistd.log"
+        self.process = subprocess.Popen(
+            [
+                command("twistd"),
+                "-n",
+                "--pidfile=",
+                "--logfile",
+                str(self.log),
+                "jmap",
+                "--listen",
+                f"tcp:{self.port}:interface=127.0.0.1",
+                "--lmtp",
+                f"tcp:{self.lmtp_port}:interface=127.0.0.1",
+                "--domain",
+                "example.com",
+                "--data",
+                str(directory / "data"),
+                "--store",
+                cluster.store,
+                "--store-password-file",
+                str(cluster.password_file),
+                "--bus",
+                cluster.broker.url,
+                "--bus-prefix",
+                cluster.prefix,
+                "--bus-heartbeat",
+                "2",
+                "--node-id",
+                name,
+            ],
+            cwd=directory,
+            env={"JMAP_AMQP_PASSWORD": "guest", "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, self.process)
+        self.wait_for_log("Connected to the message broker")
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_for_log(self, text: str, count: int = 1, seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.log.exists() and self.log.read_text().count(text) >= count:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name} did not log {text!r}: {self.log.read_text()[-3000:]}")
+
+    def deliver(self, subject: str) -> None:
+        with smtplib.LMTP("127.0.0.1", self.lmtp_port) as client:
+            client.sendmail(
+                "s@elsewhere.test",
+                ["alice@example.com"],
+                message(subject=subject, to="alice@example.com"),
+            )
+
+    def socket(self, user: str = "alice") -> ClientConnection:
+        return connect(
+            f"ws://127.0.0.1:{self.port}/jmap/ws",
+            subprotocols=["jmap"],
+            additional_headers=basic(user, "pw"),
+            compression="deflate",
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def request(ws: ClientConnection, *calls: list[Any]) -> list[list[Any]]:
+    """
+    One JMAP request over the socket; its method responses.
+    """
+    ws.send(json.dumps({"@type": "Request", "id": "r", "using": USING, "methodCalls": calls}))
+    while True:
+        value = json.loads(ws.recv(timeout=10))
+        if value.get("@type") == "Response":
+            responses: list[list[Any]] = value["methodResponses"]
+            return responses
+
+
+def next_change(ws: ClientConnection, timeout: float = 10) -> dict[str, Any] | None:
+    """
+    The next StateChange, or ``None`` if none comes within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            value = json.loads(ws.recv(timeout=left))
+        except TimeoutError:
+            return None
+        if value.get("@type") == "StateChange":
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+def account_id(node: Node, user: str = "alice") -> str:
+    session = requests.get(node.http + "/.well-known/jmap", auth=(user, "pw"), timeout=10).json()
+    return str(session["primaryAccounts"]["urn:ietf:params:jmap:mail"])
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[Broker]:
+    """
+    A broker for this module alone (its tests restart it).
+    """
+    directory = Path(tempfile.mkdtemp(prefix="jmap-rabbit-"))
+    made = Broker(directory)
+    try:
+        made.start()
+    except BrokerUnavailable as error:
+        _unavailable(str(error))
+    try:
+        yield made
+    finally:
+        made.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, broker: Broker) -> Iterator[Cluster]:
+    made = Cluster(tmp_path, broker)
+    made.admin("user", "add", "alice", "--password-stdin", stdin="pw\n")
+    made.admin("user", "add", "bob", "--password-stdin", stdin="pw\n")
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+def bindings(cluster: Cluster, node: str) -> set[str]:
+    """
+    The routing keys binding the JMAP bus's key exchange to a node's queue.
+    """
+    rows = cluster.broker.ctl("list_bindings", "source_name", "destination_name", "routing_key")
+    wanted = (f"{cluster.prefix}.jmap.keys", f"{cluster.prefix}.jmap.node.{node}")
+    return {
+        fields[2]
+        for fields in (line.split("\t") for line in rows.splitlines())
+        if len(fields) == 3 and (fields[0], fields[1]) == wanted
+    }
+
+
+def test_push_crosses_nodes_and_only_to_nodes_with_listeners(cluster: Cluster) -> None:
+    """
+    A socket on node B receives the StateChange for an LMTP delivery
+    accepted by node A and resyncs on the same socket; node C, with a
+    listener for bob only, is bound (and so sent) nothing about alice; the
+    change listener (a group) runs once per delivery across the nodes.
+    """
+    a, b, c = cluster.node("a"), cluster.node("b"), cluster.node("c")
+    account, bob = account_id(b), account_id(c, "bob")
+    with b.socket() as ws, c.socket("bob") as bob_ws:
+        (get,) = request(ws, ["Email/get", {"accountId": account, "ids": []}, "0"])
+        since = get[1]["state"]
+        ws.send(json.dumps({"@type": "WebSocketPushEnable", "dataTypes": None}))
+        bob_ws.send(json.dumps({"@type": "WebSocketPushEnable", "dataTypes": None}))
+        time.sleep(0.5)
+        assert bindings(cluster, "c") == {f"account:{bob}"}
+        assert bindings(cluster, "b") == {f"account:{account}"}
+        assert bindings(cluster, "a") == set()
+
+        started = time.monotonic()
+        a.deliver("Across nodes")
+        change = next_change(ws)
+        assert change is not None, "no StateChange reached node B"
+        elapsed = time.monotonic() - started
+        assert "EmailDelivery" in change["changed"][account]
+        assert next_change(ws, timeout=1.0) is None  # once per delivery: one group run
+        assert next_change(bob_ws, timeout=0.2) is None
+        changes, got = request(
+            ws,
+            ["Email/changes", {"accountId": account, "sinceState": since}, "c"],
+            [
+                "Email/get",
+                {
+                    "accountId": account,
+                    "#ids": {"resultOf": "c", "name": "Email/changes", "path": "/created"},
+                    "properties": ["subject"],
+                },
+                "g",
+            ],
+        )
+        assert len(changes[1]["created"]) == 1
+        assert [e["subject"] for e in got[1]["list"]] == ["Across nodes"]
+        assert elapsed < 5
+
+
+def test_killing_a_node_mid_stream_loses_no_accepted_mail(cluster: Cluster) -> None:
+    """
+    Node A is killed (SIGKILL) while LMTP deliveries stream into it: every
+    mail it answered 250 for is in the shared store, as node B shows.
+    """
+    a, b = cluster.node("a"), cluster.node("b")
+    accepted: list[str] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        try:
+            with smtplib.LMTP("127.0.0.1", a.lmtp_port) as client:
+                for n in range(10_000):
+                    if stop.is_set():
+                        return
+                    subject = f"Stream {n}"
+                    client.sendmail(
+                        "s@elsewhere.test",
+                        ["alice@example.com"],
+                        message(subject=subject, to="alice@example.com"),
+                    )
+                    accepted.append(subject)
+        except (OSError, smtplib.SMTPException):
+            return  # the node died mid-way
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    deadline = time.monotonic() + 30
+    while len(accepted) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    a.kill()
+    stop.set()
+    sender.join(timeout=30)
+    assert len(accepted) >= 20
+    account = account_id(b)
+    with b.socket() as ws:
+        _query, got = request(
+            ws,
+            ["Email/query", {"accountId": account, "limit": 10_000}, "q"],
+            [
+                "Email/get",
+                {
+                    "accountId": account,
+                    "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+                    "properties": ["subject"],
+                },
+                "g",
+            ],
+        )
+    stored = {e["subject"] for e in got[1]["list"]}
+    assert set(accepted) <= stored
+
+
+def test_broker_restart_resumes_push_and_replay_shows_every_change(cluster: Cluster) -> None:
+    """
+    With sockets open on node B, the broker restarts while mail arrives on
+    node A: B's socket gets a catch-up StateChange once the nodes are back,
+    pushes resume within seconds, and a client reconnecting with its old
+    pushState is told of every change, which Email/changes lists.
+    """
+    a, b = cluster.node("a"), cluster.node("b")
+    account = account_id(b)
+    with b.socket() as ws:
+        (get,) = request(ws, ["Email/get", {"accountId": account, "ids": []}, "0"])
+        since = get[1]["state"]
+        ws.send(json.dumps({"@type": "WebSocketPushEnable", "dataTypes": ["Email"]}))
+        time.sleep(0.3)
+        a.deliver("Before the restart")
+        before = next_change(ws)
+        assert before is not None
+        old_push_state = before["pushState"]
+
+        cluster.broker.stop()
+        a.deliver("During the outage")  # committed; its events cannot cross
+        cluster.broker.start()
+        for node in (a, b):
+            node.wait_for_log("Connected to the message broker", count=2, seconds=60)
+        caught_up = next_change(ws, timeout=15)
+        assert caught_up is not None, "no catch-up StateChange after the broker came back"
+
+        started = time.monotonic()
+        a.deliver("After the restart")
+        after = next_change(ws, timeout=10)
+        assert after is not None, "pushes did not resume"
+        resumed = time.monotonic() - started
+        assert resumed < 10
+
+    with b.socket() as ws:
+        ws.send(
+            json.dumps(
+                {
+                    "@type": "WebSocketPushEnable",
+                    "dataTypes": ["Email"],
+                    "pushState": old_push_state,
+                }
+            )
+        )
+        replay = next_change(ws)
+        assert replay is not None and "Email" in replay["changed"][account]
+        (changes,) = request(
+            ws, ["Email/changes", {"accountId": account, "sinceState": since}, "c"]
+        )
+        assert len(changes[1]["created"]) == 3

@@ -23,6 +23,11 @@ it again after each connection):
 
 Key listeners on the emitting node get the event in process, without a
 broker round trip, and skip the broker's copy (by the ``app-id`` property).
+
+Every node of a cluster registers the same groups (they run the same
+service).  A node publishes group events only on a bus where it has groups
+itself, so a bus without groups (the JMAP bus) costs no group traffic at
+all; whichever node's consumer takes a group event, it is handled once.
 Group events dispatched while the connection is down wait in a bounded
 outbox and are published on reconnection; what does not fit, or what the
 broker refuses, is dead-lettered, never dropped.
@@ -283,13 +288,13 @@ class AMQPEventBus:
         waits = deliver_to_keys(self.groups, self._local.listeners_named(names), event)
         if names and self._keys_out is not None:
             self._publish_key_event(event, names)
-        # Published even with no local group: groups run once per cluster,
-        # wherever they are registered.
-        published = self._publish_group_event(event)
-        if any(
-            listener.execution_mode != ASYNCHRONOUS for listener in self._group_listeners.values()
-        ):
-            waits.append(published)
+        if self._group_listeners:
+            published = self._publish_group_event(event)
+            if any(
+                listener.execution_mode != ASYNCHRONOUS
+                for listener in self._group_listeners.values()
+            ):
+                waits.append(published)
         if not waits:
             return succeed(None)
         done: Deferred[None] = DeferredList(waits, consumeErrors=True).addCallback(

@@ -152,15 +152,21 @@ class LocalDelivery:
 
     async def _deliver(self, account_id: str, message: bytes) -> None:
         received_at = self._clock.seconds()
-        await self._store.setup_account(account_id)
 
-        def add(writer: IMailWriter) -> EmailRecord:
+        def add(writer: IMailWriter) -> EmailRecord | None:
             for mailbox in writer.mailboxes():
                 if mailbox.role == "inbox":
                     return writer.add_email(message, [mailbox.id], [], received_at)
-            raise NoInbox(account_id)
+            return None
 
+        # The inbox is nearly always there: look for it in the delivery's
+        # own transaction, and set the account up only when it is missing.
         record = await self._store.write(account_id, add, delivery=True)
+        if record is None:
+            await self._store.setup_account(account_id)
+            record = await self._store.write(account_id, add, delivery=True)
+        if record is None:
+            raise NoInbox(account_id)
         message_ids = record.summary.message_ids
         log.info(
             "Stored delivered email {email_id} ({size} octets, Message-ID {message_id}) "

@@ -112,6 +112,11 @@ class VacationResponder:
         active and its sender has not been answered within the period.
         """
         now = float(self.clock.seconds())
+        # Most accounts have no active vacation response: find that out in
+        # a read, and take the write transaction (which records replies)
+        # only when a reply may be due.
+        if not await self.store.read(account_id, lambda r: is_active(current(r), now)):
+            return
 
         def decide(writer: IMailWriter) -> tuple[bytes, str, str] | None:
             vacation = current(writer)

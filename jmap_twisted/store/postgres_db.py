@@ -21,6 +21,10 @@ nodes: :class:`PostgresDatabase`.
   ``COMMIT`` leaves the outcome unknown, so that failure is reported, not
   retried.  The function given to ``run`` or ``read`` may therefore be
   called more than once; it must not have effects outside the transaction.
+- Transactions other than migrations run in psycopg's pipeline mode:
+  ``BEGIN`` and the statements whose results are not read go out without
+  waiting for each other's replies, so a delivery costs a few round trips
+  rather than one per statement.
 - Functions receive a :class:`Statements`: it takes SQL with ``?``
   placeholders, as SQLite does, so the SQL both backends share reads the
   same; :attr:`Statements.connection` is the psycopg connection itself.
@@ -106,14 +110,22 @@ class Statements:
         placeholders.
     """
 
-    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+    def __init__(
+        self, connection: psycopg.Connection[Any], pipeline: psycopg.Pipeline | None = None
+    ) -> None:
         self.connection = connection
+        self._pipeline = pipeline
 
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
         """
         Run one statement; its rows are read from the returned cursor.
+        In pipeline mode the statement is sent without waiting for its
+        result; reading rows or ``rowcount`` waits.
         """
-        return self.connection.execute(to_psycopg(sql), parameters)
+        cursor = self.connection.execute(to_psycopg(sql), parameters)
+        if self._pipeline is None:
+            return cursor
+        return _PipelinedCursor(cursor, self._pipeline)
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> None:
         """
@@ -123,6 +135,28 @@ class Statements:
         if rows:
             with self.connection.cursor() as cursor:
                 cursor.executemany(to_psycopg(sql), rows)
+
+
+class _PipelinedCursor:
+    """
+    A cursor of a pipelined statement: ``fetch*`` and iteration wait for
+    its result already (psycopg syncs); ``rowcount`` is made to wait too.
+    """
+
+    def __init__(self, cursor: psycopg.Cursor[Any], pipeline: psycopg.Pipeline) -> None:
+        self._cursor = cursor
+        self._pipeline = pipeline
+
+    @property
+    def rowcount(self) -> int:
+        self._pipeline.sync()
+        return self._cursor.rowcount
+
+    def __iter__(self) -> Any:
+        return iter(self._cursor)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
 
 
 class _CommitInDoubt(DatabaseError):
@@ -198,7 +232,9 @@ class PostgresDatabase(ThreadedDatabase):
             ``statements`` beyond the call.
         :return: fires with ``fn``'s result after ``COMMIT`` returned.
         """
-        return self._submit(self._threads, lambda: self._transaction("BEGIN", fn, args))
+        return self._submit(
+            self._threads, lambda: self._transaction("BEGIN", fn, args, pipelined=True)
+        )
 
     def read(self, fn: Callable[[Statements, *_Ts], _T], *args: *_Ts) -> Deferred[_T]:
         """
@@ -209,7 +245,9 @@ class PostgresDatabase(ThreadedDatabase):
         """
         return self._submit(
             self._threads,
-            lambda: self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", fn, args),
+            lambda: self._transaction(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", fn, args, pipelined=True
+            ),
         )
 
     # Everything below runs in the worker threads.
@@ -277,12 +315,13 @@ class PostgresDatabase(ThreadedDatabase):
         begin: str,
         fn: Callable[[Statements, *_Ts], _T],
         args: tuple[*_Ts],
+        pipelined: bool = False,
     ) -> _T:
         retried = 0
         reconnected = 0
         while True:
             try:
-                return self._attempt(begin, fn, args)
+                return self._attempt(begin, fn, args, pipelined)
             except _CommitInDoubt as e:
                 raise e.__cause__ or e from None
             except _RETRYABLE as e:
@@ -312,11 +351,20 @@ class PostgresDatabase(ThreadedDatabase):
         begin: str,
         fn: Callable[[Statements, *_Ts], _T],
         args: tuple[*_Ts],
+        pipelined: bool,
     ) -> _T:
         with self._pool().connection() as connection:
             try:
-                connection.execute(begin)
-                result = fn(Statements(connection), *args)
+                if pipelined:
+                    # One round trip for BEGIN and every statement whose
+                    # result nobody reads (migrations, with several
+                    # statements per script, cannot be pipelined).
+                    with connection.pipeline() as pipeline:
+                        connection.execute(begin)
+                        result = fn(Statements(connection, pipeline), *args)
+                else:
+                    connection.execute(begin)
+                    result = fn(Statements(connection), *args)
             except BaseException as e:
                 if connection.broken:
                     _mark_broken(e)

@@ -8,8 +8,9 @@ Two backends:
     delivered in process, group events through the broker);
 ``amqp-two-nodes``
     two nodes sharing a broker: events are dispatched on node A and every
-    listener is registered on node B, so each key event crosses the broker
-    through B's node queue and its bindings.
+    key listener is registered on node B, so each key event crosses the
+    broker through B's node queue and its bindings; groups are registered
+    on both nodes, as a cluster does, and either node may handle an event.
 
 Each test gets its own name prefix, so durable group queues left by one
 test are not seen by the next.
@@ -70,6 +71,21 @@ async def _one_node(tmp_path: Path) -> AsyncIterator[tuple[IEventBus, IEventDead
         await bus.stop()
 
 
+@implementer(IRegistration)
+class _Both:
+    def __init__(self, *registrations: IRegistration) -> None:
+        self.registrations = registrations
+
+    def cancel(self) -> Deferred[None]:
+        for registration in self.registrations:
+            registration.cancel()
+        return Deferred.fromCoroutine(_none())
+
+
+async def _none() -> None:
+    return None
+
+
 @implementer(IEventBus)
 class TwoNodes:
     """
@@ -86,7 +102,12 @@ class TwoNodes:
         return self.receiver.register(listener, keys)
 
     def register_group(self, listener: IEventListener, group: str) -> Deferred[IRegistration]:
-        return self.receiver.register_group(listener, group)
+        # Nodes register the same groups; either may handle an event.
+        return self.sender.register_group(listener, group).addCallback(
+            lambda first: self.receiver.register_group(listener, group).addCallback(
+                lambda second: _Both(first, second)
+            )
+        )
 
     def dispatch(self, event: IEvent, keys: Collection[IRegistrationKey]) -> Deferred[None]:
         return self.sender.dispatch(event, keys)

@@ -261,6 +261,7 @@ async def test_unreadable_messages_are_dropped_and_others_still_flow(
     a, b = await buses.node(), await buses.node()
     keyed, grouped = Recorder(), Recorder()
     await b.register(keyed, [ALICE])
+    await a.register_group(grouped, "g")  # every node registers the groups
     await b.register_group(grouped, "g")
     publisher = a._publisher
     assert publisher is not None
@@ -334,6 +335,7 @@ async def test_broker_restart_restores_bindings_and_delivers_the_outbox(
         a, b = await made.node(retry=slow), await made.node(retry=slow)
         keyed, grouped = Recorder(), Recorder()
         await b.register(keyed, [ALICE])
+        await a.register_group(grouped, "g")  # every node registers the groups
         await b.register_group(grouped, "g")
         reconnected: list[str] = []
         a.connector.on_reconnect(lambda: reconnected.append("a"))

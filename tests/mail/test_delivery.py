@@ -214,14 +214,32 @@ def test_deliver_stores_in_the_inbox_as_a_delivery(
     directory: MemoryDirectory, clock: Clock
 ) -> None:
     """
-    ``deliver`` sets the account up, then in one write adds the octets
-    unchanged to the inbox, without keywords, at the clock's time, flagged
-    as a delivery.
+    ``deliver`` adds the octets unchanged to the inbox in one write,
+    without keywords, at the clock's time, flagged as a delivery; an
+    account that has its inbox is not set up again.
     """
     store = FakeMailStore()
     assert result(local(directory, clock, store).deliver("A1", RAW)) is None
-    assert store.calls == [("setup_account", "A1"), ("write", "A1", True)]
+    assert store.calls == [("write", "A1", True)]
     assert store.writer.added == [(RAW, ["mb-inbox"], [], NOW)]
+
+
+def test_deliver_sets_up_an_account_without_inbox(tmp_path: object, clock: Clock) -> None:
+    """
+    Delivery into an account never set up (no mailboxes yet) creates the
+    standard mailboxes and stores the mail in the new inbox.
+    """
+    from jmap_twisted.store.memory_mail import MemoryMailStore
+
+    store = MemoryMailStore(clock)
+    directory = MemoryDirectory(clock)
+    assert result(local(directory, clock, store).deliver("A9", RAW)) is None
+
+    def inbox_count(reader: Any) -> int:
+        (inbox,) = [m for m in reader.mailboxes() if m.role == "inbox"]
+        return reader.mailbox_counts([inbox.id])[inbox.id].total_emails
+
+    assert result(store.read("A9", inbox_count)) == 1
 
 
 def test_deliver_fails_without_an_inbox(directory: MemoryDirectory, clock: Clock) -> None:

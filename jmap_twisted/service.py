@@ -179,6 +179,9 @@ class JMAPService(MultiService):
         if self._access_version is None or version == self._access_version:
             self._access_version = version
             return
+        forget = getattr(self.delivery, "forget", None)
+        if forget is not None:
+            forget()  # users or accounts may be gone
         try:
             changed = await self.directory.access_changes_since(self._access_version)
         except Exception:

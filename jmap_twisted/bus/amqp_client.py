@@ -401,6 +401,15 @@ class AMQPClient(AMQClient):
         self.lost: Deferred[None] = Deferred()
         self.lost_reason: Failure | None = None
 
+    def connectionMade(self) -> None:
+        # Small frames must leave at once: Nagle's algorithm would hold a
+        # publish back until the broker acknowledges the previous segment
+        # (up to its delayed-ACK timeout, about 40 ms).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        super().connectionMade()
+
     def send_init_string(self) -> None:
         self.transport.write(b"AMQP" + struct.pack("!4B", 0, 0, 9, 1))
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.mail.interfaces import IMessageDelivery, IMessageSMTP
@@ -111,9 +112,33 @@ class LocalDelivery:
         self._store = store
         self._domains = frozenset(normalise_domain(d) for d in domains)
         self._clock = clock
+        #: address → account id of recent resolutions (never misses, so a
+        #: new user receives mail at once); emptied by :meth:`forget`.
+        self._resolved: OrderedDict[str, str] = OrderedDict()
 
     def resolve(self, address: str) -> Deferred[str | None]:
-        return Deferred.fromCoroutine(self._resolve(address))
+        known = self._resolved.get(address)
+        if known is not None:
+            self._resolved.move_to_end(address)
+            return succeed(known)
+        resolving = Deferred.fromCoroutine(self._resolve(address))
+
+        def remember(account_id: str | None) -> str | None:
+            if account_id is not None:
+                self._resolved[address] = account_id
+                if len(self._resolved) > RESOLVED_CACHE:
+                    self._resolved.popitem(last=False)
+            return account_id
+
+        return resolving.addCallback(remember)
+
+    def forget(self) -> None:
+        """
+        Drop remembered resolutions: users or accounts changed (the server
+        calls this when the directory's access version moves, which user
+        deletion does).
+        """
+        self._resolved.clear()
 
     async def _resolve(self, address: str) -> str | None:
         parts = split_address(address)
@@ -176,6 +201,10 @@ class LocalDelivery:
             message_id=message_ids[0] if message_ids else None,
             account_id=account_id,
         )
+
+
+#: Resolutions remembered by :class:`LocalDelivery`.
+RESOLVED_CACHE = 10_000
 
 
 def _date(when: float) -> str:

@@ -365,3 +365,34 @@ def test_message_delivery_validates_senders_and_recipients(clock: Clock) -> None
     with pytest.raises(SMTPServerError) as error:
         result(broken.validateTo(_user(b"<alice@example.com>")))
     assert error.value.code == 451
+
+
+def test_resolutions_are_remembered_until_forgotten(clock: Clock) -> None:
+    """
+    A resolved address is answered from memory the next time (no directory
+    lookup); an unknown one is looked up every time (a user created since
+    receives mail at once); after ``forget`` (an access change, such as a
+    deleted user) addresses are looked up again.
+    """
+    directory = MemoryDirectory(clock)
+    delivery = local(directory, clock, FakeMailStore())
+    user = result(directory.create_user("carol", None))
+    (account,) = result(directory.accounts_for_user(user.id))
+    lookups: list[str] = []
+    original = directory.get_user
+
+    def counting(username: str) -> Any:
+        lookups.append(username)
+        return original(username)
+
+    directory.get_user = counting  # type: ignore[method-assign]
+    assert result(delivery.resolve("carol@example.com")) == account.id
+    first = len(lookups)
+    assert result(delivery.resolve("carol@example.com")) == account.id
+    assert len(lookups) == first
+    assert result(delivery.resolve("dave@example.com")) is None
+    result(directory.create_user("dave", None))
+    assert result(delivery.resolve("dave@example.com")) is not None
+    result(directory.delete_user("carol"))
+    delivery.forget()
+    assert result(delivery.resolve("carol@example.com")) is None

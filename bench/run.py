@@ -31,6 +31,7 @@ SIZES = {
         "store_query": ["--messages", "500", "--runs", "5", "--writes", "20"],
         "store_delivery": ["--size", "tiny"],
         "bus_dispatch": ["--listeners", "1000", "--repeat", "20"],
+        "multinode": ["--deliveries", "5", "--messages", "40", "--events", "500", "--rate", "500"],
     },
     "full": {
         "push": ["--idle", "1000,10000", "--fanout", "100,1000", "--deliveries", "50"],
@@ -42,6 +43,7 @@ SIZES = {
         "store_query": ["--messages", "100000"],
         "store_delivery": ["--size", "full"],
         "bus_dispatch": ["--listeners", "10000"],
+        "multinode": ["--deliveries", "200", "--messages", "1000", "--events", "20000"],
     },
 }
 

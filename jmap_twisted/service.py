@@ -144,8 +144,11 @@ class JMAPService(MultiService):
             self.jmap_bus = InMemoryEventBus(reactor, self.dead_letters)
         else:
             node_id = config.node_id or new_node_id()
+            # Only groups listen on the mailbox bus across nodes (the change
+            # listener); its key events stay on their node, saving a publish
+            # per commit.
             self.mailbox_bus = AMQPEventBus(
-                connector, "mailbox", reactor, self.dead_letters, node_id=node_id
+                connector, "mailbox", reactor, self.dead_letters, node_id=node_id, remote_keys=False
             )
             self.jmap_bus = AMQPEventBus(
                 connector, "jmap", reactor, self.dead_letters, node_id=node_id

@@ -50,6 +50,7 @@ def test_benchmarks_run_at_tiny_size(tmp_path: Path) -> None:
         "store_query",
         "store_delivery",
         "bus_dispatch",
+        "multinode",
     }
     for path in (tmp_path / "results").glob("*.json"):
         assert json.loads(path.read_text())

@@ -100,6 +100,9 @@ class AMQPEventBus:
     :param connector: the node's broker connection (shared by its buses).
     :param name: the bus's name in the broker (``mailbox``, ``jmap``).
     :param node_id: this process's identity, unique in the cluster.
+    :param remote_keys: whether key events cross to other nodes; without,
+        key listeners hear only their own node's events (and no node queue
+        is bound), while groups still span the cluster.
     """
 
     def __init__(
@@ -112,8 +115,10 @@ class AMQPEventBus:
         execution_timeout: float | None = None,
         random: Callable[[], float] = _random.random,
         node_id: str | None = None,
+        remote_keys: bool = True,
     ) -> None:
         self.connector = connector
+        self.remote_keys = remote_keys
         self.name = name
         self.node_id = node_id or new_node_id()
         self._local = InMemoryEventBus(clock, dead_letters, retry, execution_timeout, random)
@@ -243,6 +248,8 @@ class AMQPEventBus:
         Bind the node queue to every key with a local listener and unbind
         the rest, one change at a time, until they agree.
         """
+        if not self.remote_keys:
+            return
         await self._binding.acquire()
         try:
             while True:
@@ -286,7 +293,7 @@ class AMQPEventBus:
     def dispatch(self, event: IEvent, keys: Collection[IRegistrationKey]) -> Deferred[None]:
         names = [key.as_string() for key in keys]
         waits = deliver_to_keys(self.groups, self._local.listeners_named(names), event)
-        if names and self._keys_out is not None:
+        if names and self.remote_keys and self._keys_out is not None:
             self._publish_key_event(event, names)
         if self._group_listeners:
             published = self._publish_group_event(event)

@@ -50,12 +50,13 @@ def amqp_bus(
     dead: IEventDeadLetters,
     name: str = "test",
     retry: RetryPolicy = FAST,
+    remote_keys: bool = True,
 ) -> AMQPEventBus:
     """
     A bus on its own connection (one node).
     """
     connector = AMQPConnector(reactor, AMQPSettings.from_url(url, "guest", prefix=prefix))
-    return AMQPEventBus(connector, name, reactor, dead, retry)
+    return AMQPEventBus(connector, name, reactor, dead, retry, remote_keys=remote_keys)
 
 
 async def _one_node(tmp_path: Path) -> AsyncIterator[tuple[IEventBus, IEventDeadLetters]]:

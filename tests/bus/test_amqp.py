@@ -360,3 +360,27 @@ async def test_broker_restart_restores_bindings_and_delivers_the_outbox(
         assert reactor.running
     finally:
         await made.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bus_without_remote_keys_keeps_key_events_local(
+    buses: Buses, rabbitmq: Broker
+) -> None:
+    """
+    With ``remote_keys=False`` (the mailbox bus: only its groups span the
+    cluster) key listeners hear their own node's events, nothing crosses
+    the broker for keys and no binding is made; groups still work.
+    """
+    a = await buses.node(remote_keys=False)
+    b = await buses.node(remote_keys=False)
+    here, there, grouped = Recorder(), Recorder(), Recorder()
+    await a.register(here, [ALICE])
+    await b.register(there, [ALICE])
+    await a.register_group(grouped, "g")
+    await b.register_group(grouped, "g")
+    await a.dispatch(change(), [ALICE])
+    await eventually(lambda: len(here.received) == 1 and len(grouped.received) == 1)
+    await settle()
+    assert there.received == []
+    rows = rabbitmq.ctl("list_bindings", "source_name", "destination_name")
+    assert not any(line.startswith(a.keys_exchange + "\t") for line in rows.splitlines())

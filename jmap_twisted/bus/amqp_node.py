@@ -29,6 +29,9 @@ from jmap_twisted.bus.amqp_client import AMQPClient, AMQPClientFactory
 
 log = Logger()
 
+#: Seconds a new connection has to log in and set the topology up.
+SETUP_TIMEOUT = 15.0
+
 #: The environment variable read for the broker password when no file is named.
 PASSWORD_VARIABLE = "JMAP_AMQP_PASSWORD"  # noqa: S105 - a variable name
 
@@ -209,8 +212,29 @@ class AMQPConnector:
         return prepared.addErrback(failed)
 
     async def _prepare(self, client: AMQPClient) -> None:
-        await client.login(self.settings.username, self.settings.password)
+        # A broker that accepts the connection but does not answer (hung,
+        # stopped) must not hold the node: heartbeats only start once
+        # logged in, so setting up has a deadline of its own.
         client.lost.addCallback(lambda _: self._lost(client))
+        setting_up = Deferred.fromCoroutine(self._set_up(client))
+        setting_up.addTimeout(SETUP_TIMEOUT, self._clock, self._setup_timed_out(client))
+        await setting_up
+
+    def _setup_timed_out(self, client: AMQPClient) -> Callable[..., object]:
+        def timed_out(result: object, timeout: float) -> object:
+            log.warn(
+                "The message broker at {endpoint} did not answer within {timeout} s",
+                endpoint=self.settings.endpoint,
+                timeout=timeout,
+            )
+            if client.transport is not None:
+                client.transport.abortConnection()
+            return result
+
+        return timed_out
+
+    async def _set_up(self, client: AMQPClient) -> None:
+        await client.login(self.settings.username, self.settings.password)
         for bus in self._buses:
             await bus.attach(client)
         self.client = client

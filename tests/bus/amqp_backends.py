@@ -51,11 +51,14 @@ def amqp_bus(
     name: str = "test",
     retry: RetryPolicy = FAST,
     remote_keys: bool = True,
+    heartbeat: int = 5,
 ) -> AMQPEventBus:
     """
     A bus on its own connection (one node).
     """
-    connector = AMQPConnector(reactor, AMQPSettings.from_url(url, "guest", prefix=prefix))
+    connector = AMQPConnector(
+        reactor, AMQPSettings.from_url(url, "guest", prefix=prefix, heartbeat=heartbeat)
+    )
     return AMQPEventBus(connector, name, reactor, dead, retry, remote_keys=remote_keys)
 
 

@@ -384,3 +384,29 @@ async def test_a_bus_without_remote_keys_keeps_key_events_local(
     assert there.received == []
     rows = rabbitmq.ctl("list_bindings", "source_name", "destination_name")
     assert not any(line.startswith(a.keys_exchange + "\t") for line in rows.splitlines())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hung_broker_is_noticed_and_left(private_broker: Broker) -> None:
+    """
+    A broker that stops answering without closing its sockets (here:
+    SIGSTOP) is noticed by missed heartbeats; the nodes drop the connection,
+    and once it answers again they reconnect and events flow.
+    """
+    made = Buses(private_broker.url)
+    try:
+        a, b = await made.node(heartbeat=1), await made.node(heartbeat=1)
+        keyed = Recorder()
+        await b.register(keyed, [ALICE])
+        private_broker.pause()
+        try:
+            await eventually(
+                lambda: not a.connector.connected and not b.connector.connected, seconds=10
+            )
+        finally:
+            private_broker.resume()
+        await eventually(lambda: a.connector.connected and b.connector.connected, seconds=40)
+        await a.dispatch(change(), [ALICE])
+        await eventually(lambda: len(keyed.received) == 1, seconds=10)
+    finally:
+        await made.stop()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -173,6 +174,30 @@ class Broker:
         finally:
             self.process = None
             self._output.close()
+
+    def _beam(self) -> int:
+        assert self.process is not None, "the broker is not running"
+        found = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid), "beam.smp"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        (pid,) = [int(p) for p in found.stdout.split()]
+        return pid
+
+    def pause(self) -> None:
+        """
+        Freeze the node (SIGSTOP): its sockets stay open but nothing answers,
+        as with a hung broker.
+        """
+        os.kill(self._beam(), signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """
+        Let a paused node run again.
+        """
+        os.kill(self._beam(), signal.SIGCONT)
 
     def restart(self) -> None:
         """

@@ -24,7 +24,7 @@ SIZES = {
     "tiny": {
         "push": ["--idle", "10,20", "--fanout", "3,5", "--deliveries", "5"],
         "eventsource": ["--deliveries", "5"],
-        "throughput": ["--requests", "100"],
+        "throughput": ["--requests", "100", "--rounds", "1"],
         "compression": ["--messages", "5"],
         "resync": ["--messages", "50"],
         "lmtp_delivery": ["--messages", "40", "--connections", "2"],

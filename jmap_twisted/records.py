@@ -8,7 +8,7 @@ from __future__ import annotations
 from attrs import frozen
 
 
-@frozen
+@frozen(cache_hash=True)
 class User:
     """
     A person who can log in.
@@ -21,7 +21,7 @@ class User:
     username: str
 
 
-@frozen
+@frozen(cache_hash=True)
 class Account:
     """
     A JMAP account (RFC 8620 §1.6.2): a collection of data a user may access.

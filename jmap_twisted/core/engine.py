@@ -95,6 +95,16 @@ class Engine:
     def __init__(self, registry: Registry, limits: CoreLimits) -> None:
         self.registry = registry
         self.limits = limits
+        #: The last principal seen and its session state: a WebSocket
+        #: keeps one principal for request after request.
+        self._last_state: tuple[IPrincipal | None, str] = (None, "")
+
+    def _session_state(self, principal: IPrincipal) -> str:
+        last, state = self._last_state
+        if last is not principal:
+            state = session_state(principal, self.registry)
+            self._last_state = (principal, state)
+        return state
 
     async def execute(self, principal: IPrincipal, request: Request) -> dict[str, Any]:
         """
@@ -134,7 +144,7 @@ class Engine:
                 responses.append((name, extra, call.call_id))
         response: dict[str, Any] = {
             "methodResponses": [list(r) for r in responses],
-            "sessionState": session_state(principal, self.registry),
+            "sessionState": self._session_state(principal),
         }
         if request.created_ids is not None:
             response["createdIds"] = created_ids

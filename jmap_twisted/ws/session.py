@@ -13,7 +13,7 @@ from twisted.logger import Logger
 
 from jmap_twisted.auth.realm import Principal
 from jmap_twisted.bus.events import AccountKey
-from jmap_twisted.core import jsonio
+from jmap_twisted.core import eager, jsonio
 from jmap_twisted.core.request import parse_request
 from jmap_twisted.errors import LimitExceeded, NotRequest, RequestLevelError
 from jmap_twisted.interfaces import IPrincipal, IRegistration
@@ -104,7 +104,8 @@ class WebSocketSession:
             return
         kind = value.get("@type")
         if kind == "Request":
-            handling = Deferred.fromCoroutine(self._request(value, request_id, len(payload)))
+            # Most requests finish without waiting: run them on the spot.
+            handling = eager.start(self._request(value, request_id, len(payload)))
         elif kind == "WebSocketPushEnable":
             handling = Deferred.fromCoroutine(self._push_enable(value, request_id))
         elif kind == "WebSocketPushDisable":
@@ -118,9 +119,10 @@ class WebSocketSession:
             )
             self._request_error(NotRequest(detail), request_id)
             return
-        self._in_flight.add(handling)
         handling.addErrback(self._unexpected, request_id)
-        handling.addBoth(lambda _: self._in_flight.discard(handling))
+        if not handling.called:  # still running (most requests finish at once)
+            self._in_flight.add(handling)
+            handling.addBoth(lambda _: self._in_flight.discard(handling))
 
     def _unexpected(self, failure: Any, request_id: object) -> None:
         if failure.check(CancelledError):
@@ -161,17 +163,19 @@ class WebSocketSession:
             )
             limiter = self.service.request_limiter
             user_id = self.principal.user.id
-            waits = limiter.in_use(user_id) >= limiter.limit
-            if waits and self._queued_bytes + size > QUEUED_BYTES_FACTOR * self._max_size:
-                raise LimitExceeded(
-                    "maxConcurrentRequests",
-                    "Too many requests are waiting on this connection; wait for responses.",
-                )
-            self._queued_bytes += size if waits else 0
-            try:
-                release = await limiter.acquire(user_id)
-            finally:
-                self._queued_bytes -= size if waits else 0
+            if limiter.in_use(user_id) < limiter.limit:
+                release = limiter.try_acquire(user_id)  # no wait, no Deferred
+            else:
+                if self._queued_bytes + size > QUEUED_BYTES_FACTOR * self._max_size:
+                    raise LimitExceeded(
+                        "maxConcurrentRequests",
+                        "Too many requests are waiting on this connection; wait for responses.",
+                    )
+                self._queued_bytes += size
+                try:
+                    release = await limiter.acquire(user_id)
+                finally:
+                    self._queued_bytes -= size
         except RequestLevelError as error:
             self._request_error(error, request_id)
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
+from functools import lru_cache
 
 #: Positions a connection knows: account id → type → state.
 States = dict[str, dict[str, str]]
@@ -18,11 +19,15 @@ _PREFIX = "1."
 
 def encode(states: Mapping[str, Mapping[str, str]]) -> str:
     """
-    The pushState string for some states.
+    The pushState string for some states.  Remembered for recent states:
+    every socket of an account encodes the same states after a change.
     """
-    compact = json.dumps(
-        {a: dict(sorted(t.items())) for a, t in sorted(states.items())}, separators=(",", ":")
-    )
+    return _encode(tuple((a, tuple(sorted(t.items()))) for a, t in sorted(states.items())))
+
+
+@lru_cache(maxsize=1024)
+def _encode(states: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]) -> str:
+    compact = json.dumps({a: dict(t) for a, t in states}, separators=(",", ":"))
     return _PREFIX + base64.urlsafe_b64encode(compact.encode()).decode().rstrip("=")
 
 

@@ -5,6 +5,8 @@ The Autobahn protocol and factory for RFC 8887: frames in, calls into
 
 from __future__ import annotations
 
+import zlib
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -56,18 +58,82 @@ class _ClockTimer:
         return _SafeCall(self._clock.callLater(delay, function, *args, **kwargs))
 
 
+#: Messages compressed without context takeover, by window bits, memory
+#: level and content: one StateChange pushed to many sockets of one account
+#: is compressed once.  Bounded in entries and in the size of what is kept.
+_DEFLATED: OrderedDict[tuple[int, int, bytes], bytes] = OrderedDict()
+DEFLATE_CACHE_ENTRIES = 128
+DEFLATE_CACHE_MAX_OCTETS = 8192
+
+
 class LeanPerMessageDeflate(PerMessageDeflate):
     """
     permessage-deflate that frees its zlib state between messages in each
     direction where no context is taken over, instead of keeping it (as
     Autobahn does) until the next message.  An idle socket then holds no
     zlib state at all; each message is still compressed on its own.
+
+    Without context takeover a message's compressed form depends only on
+    its content and the negotiated parameters, so small messages sent in
+    one piece (as ``sendMessage`` does) are compressed once for every
+    socket that sends the same octets (:data:`_DEFLATED`).
     """
 
+    _cached: bytes | None = None
+    _first: bytes | None = None
+    _key: tuple[int, int, bytes] | None = None
+    _chunks = 0
+
+    def _fresh_each_message(self) -> bool:
+        return bool(
+            self.server_no_context_takeover if self._is_server else self.client_no_context_takeover
+        )
+
+    def start_compress_message(self) -> None:
+        self._cached = self._first = self._key = None
+        self._chunks = 0
+        if not self._fresh_each_message():
+            super().start_compress_message()
+
+    def compress_message_data(self, data: bytes) -> bytes:
+        self._chunks += 1
+        if not self._fresh_each_message():
+            compressed: bytes = super().compress_message_data(data)
+            return compressed
+        if self._cached is not None:
+            raise RuntimeError("a message answered from the cache cannot take more data")
+        if self._chunks == 1 and len(data) <= DEFLATE_CACHE_MAX_OCTETS:
+            bits = self.server_max_window_bits if self._is_server else self.client_max_window_bits
+            key = (bits, self.mem_level, bytes(data))
+            cached = _DEFLATED.get(key)
+            if cached is not None:
+                _DEFLATED.move_to_end(key)
+                self._cached = cached
+                return cached
+            self._key = key
+        else:
+            self._key = None
+        if self._compressor is None:
+            bits = self.server_max_window_bits if self._is_server else self.client_max_window_bits
+            self._compressor = zlib.compressobj(
+                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits, self.mem_level
+            )
+        first: bytes = super().compress_message_data(data)
+        self._first = first if self._chunks == 1 else None
+        return first
+
     def end_compress_message(self) -> bytes:
+        if self._cached is not None:
+            self._cached = None
+            return b""  # the whole message went out with its data
         data: bytes = super().end_compress_message()
-        if self.server_no_context_takeover if self._is_server else self.client_no_context_takeover:
+        if self._fresh_each_message():
             self._compressor = None
+            if self._chunks == 1 and self._key is not None and self._first is not None:
+                _DEFLATED[self._key] = self._first + data
+                if len(_DEFLATED) > DEFLATE_CACHE_ENTRIES:
+                    _DEFLATED.popitem(last=False)
+        self._first = self._key = None
         return data
 
     def end_decompress_message(self) -> None:

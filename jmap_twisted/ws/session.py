@@ -5,6 +5,7 @@ responses out (possibly out of order), and push.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,21 @@ class WebSocketSession:
     def send(self, value: dict[str, Any]) -> None:
         if not self._closed:
             self._send_bytes(jsonio.dumps(value))
+
+    def send_state_change(self, value: dict[str, Any]) -> None:
+        """
+        Send a StateChange; its serialised form is shared by every socket
+        sending the same one (all the sockets of an account, after a
+        change).
+        """
+        if not self._closed:
+            key = (
+                value["pushState"],
+                tuple(
+                    (a, tuple(sorted(t.items()))) for a, t in sorted(value["changed"].items())
+                ),
+            )
+            self._send_bytes(_serialised_state_change(key, value))
 
     def _request_error(self, error: RequestLevelError, request_id: object) -> None:
         problem = error.to_problem()
@@ -206,7 +222,7 @@ class WebSocketSession:
         await self._unregister()
         principal = await self._fresh_principal()
         accounts = [a.id for a in principal.accounts]
-        listener = PushListener(self.send, wanted, accounts)
+        listener = PushListener(self.send_state_change, wanted, accounts)
         registration = await self.service.jmap_bus.register(
             listener, [AccountKey(a) for a in accounts]
         )
@@ -292,3 +308,17 @@ class WebSocketSession:
             await old.cancel()
         if added:
             listener.merge(await current_states(self.service.mail, sorted(added)))
+
+
+#: Serialised StateChanges by content, shared by sockets.
+_STATE_CHANGES: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+STATE_CHANGE_CACHE = 256
+
+
+def _serialised_state_change(key: tuple[Any, ...], value: dict[str, Any]) -> bytes:
+    found = _STATE_CHANGES.get(key)
+    if found is None:
+        found = _STATE_CHANGES[key] = jsonio.dumps(value)
+        if len(_STATE_CHANGES) > STATE_CHANGE_CACHE:
+            _STATE_CHANGES.popitem(last=False)
+    return found

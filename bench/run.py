@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--report", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
     parser.add_argument("--only", action="append", help="run only these benchmarks")
+    parser.add_argument(
+        "--pause", type=float, default=5.0, help="seconds between benchmarks (default 5)"
+    )
     args, target = parser.parse_known_args()
     args.out.mkdir(parents=True, exist_ok=True)
     failed = []
@@ -83,6 +86,9 @@ def main() -> None:
         )
         if result.returncode:
             failed.append(name)
+        # Let the previous benchmark's processes and sockets wind down (a
+        # server closing 10,000 sockets still takes CPU for a while).
+        time.sleep(args.pause)
     subprocess.run(
         [
             sys.executable,

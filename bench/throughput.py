@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import smtplib
 import statistics
 import subprocess
@@ -127,6 +128,23 @@ def ws_rate(
         return count / (time.perf_counter() - started)
 
 
+def pin(server: int | None, floor: int) -> None:
+    """
+    Put the server and the floor on the same core and this client on
+    another (when the server runs here and there are two cores or more),
+    so that both are measured under the same conditions; unpinned, the
+    floor's rate here varied between runs by a third, with the scheduler's
+    placement.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    if server is None or len(cores) < 2:
+        return
+    for pid in (server, floor):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(task), {cores[1]})
+    os.sched_setaffinity(0, {cores[0]})
+
+
 def run(args: argparse.Namespace) -> dict[str, float]:
     n = args.requests
     floor_port = free_port()
@@ -134,6 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     try:
         time.sleep(1.0)
         with open_target(args) as server:
+            pin(server.pid, floor.pid)
             headers = {"Authorization": server.auth}
             http_rate(server.api_url, server.auth, 50)  # warm up (and the password cache)
             with smtplib.LMTP(server.lmtp_host, server.lmtp_port) as client:

@@ -28,6 +28,8 @@ def test_benchmarks_run_at_tiny_size(tmp_path: Path) -> None:
             str(ROOT / "bench" / "run.py"),
             "--size",
             "tiny",
+            "--pause",
+            "0",
             "--out",
             str(tmp_path / "results"),
             "--report",

@@ -129,6 +129,8 @@ class AMQPEventBus:
         self.node_queue = f"{prefix}.node.{self.node_id}"
         self._group_queue_prefix = f"{prefix}.group."
         self._group_listeners: dict[str, IEventListener] = {}
+        #: group → (channel, consumer tag) on the current connection.
+        self._group_consumers: dict[str, tuple[Channel, str]] = {}
         self._client: AMQPClient | None = None
         self._control: Channel | None = None
         self._publisher: Channel | None = None
@@ -198,6 +200,7 @@ class AMQPEventBus:
         self._client = self._control = self._publisher = None
         self._keys_out = self._group_in = None
         self._bound = set()
+        self._group_consumers = {}
 
     # -- registration --------------------------------------------------------
 
@@ -223,6 +226,10 @@ class AMQPEventBus:
         def cancel() -> None:
             if self._group_listeners.get(group) is listener:
                 del self._group_listeners[group]
+                consumer = self._group_consumers.pop(group, None)
+                if consumer is not None:
+                    channel, tag = consumer
+                    channel.cancel(tag).addErrback(lambda _: None)
 
         registration: IRegistration = Registration(cancel)
         consuming = (
@@ -261,11 +268,16 @@ class AMQPEventBus:
                 remove = self._bound - wanted
                 if not add and not remove:
                     return
-                for name in add:
-                    await control.bind(self.node_queue, self.keys_exchange, name)
-                    if self._control is not control:
-                        break
-                    self._bound.add(name)
+                # Many keys (a reconnection re-binds them all) go out without
+                # waiting for answers, but the last: the broker answers it
+                # after every binding before it.
+                names = sorted(add)
+                for index, name in enumerate(names):
+                    last = index == len(names) - 1
+                    await control.bind(self.node_queue, self.keys_exchange, name, wait=last)
+                if self._control is not control:
+                    continue
+                self._bound.update(names)
                 for name in remove:
                     if self._control is not control:
                         break
@@ -284,9 +296,10 @@ class AMQPEventBus:
         queue = self.group_queue(group)
         await control.declare_queue(queue, durable=True)
         await control.bind(queue, self.groups_exchange, "")
-        await group_in.consume(
+        tag = await group_in.consume(
             queue, lambda delivery: self._group_message(group, group_in, delivery)
         )
+        self._group_consumers[group] = (group_in, tag)
 
     # -- dispatch ------------------------------------------------------------
 

@@ -236,9 +236,18 @@ class Channel:
     def delete_queue(self, name: str) -> Deferred[None]:
         return self._call(self._raw.queue_delete(queue=name))
 
-    def bind(self, queue: str, exchange: str, routing_key: str) -> Deferred[None]:
+    def bind(
+        self, queue: str, exchange: str, routing_key: str, wait: bool = True
+    ) -> Deferred[None]:
+        """
+        Bind ``queue``; with ``wait=False`` the broker sends no answer (a
+        refusal closes the channel), so many bindings go out at once: wait
+        on the last one, which the broker answers after all before it.
+        """
         return self._call(
-            self._raw.queue_bind(queue=queue, exchange=exchange, routing_key=routing_key)
+            self._raw.queue_bind(
+                queue=queue, exchange=exchange, routing_key=routing_key, nowait=not wait
+            )
         )
 
     def unbind(self, queue: str, exchange: str, routing_key: str) -> Deferred[None]:
@@ -251,14 +260,26 @@ class Channel:
 
     def consume(
         self, queue: str, on_message: Callable[[Delivery], object], no_ack: bool = False
-    ) -> Deferred[None]:
+    ) -> Deferred[str]:
         """
         Start a consumer; ``on_message`` is called on the reactor thread with
-        each :class:`Delivery`.
+        each :class:`Delivery`.  The result is the consumer's tag.
         """
-        tag = f"c{len(self._client._consumers) + 1}-{queue}"[:255]
+        self._client._consumer_count += 1
+        tag = f"c{self._client._consumer_count}-{queue}"[:255]
         self._client._consumers[tag] = on_message
-        return self._call(self._raw.basic_consume(queue=queue, consumer_tag=tag, no_ack=no_ack))
+        started = self._call(self._raw.basic_consume(queue=queue, consumer_tag=tag, no_ack=no_ack))
+        return started.addCallback(lambda _: tag)
+
+    def cancel(self, tag: str) -> Deferred[None]:
+        """
+        Stop a consumer: the broker gives its unacknowledged messages to
+        other consumers.
+        """
+        self._client._consumers.pop(tag, None)
+        if self._raw.closed:
+            return succeed(None)
+        return self._call(self._raw.basic_cancel(consumer_tag=tag))
 
     def ack(self, delivery_tag: int) -> None:
         """
@@ -396,6 +417,7 @@ class AMQPClient(AMQClient):
     def __init__(self, delegate: _Delegate, vhost: str, heartbeat: int, clock: IReactorTime) -> None:
         super().__init__(delegate, vhost, SPEC, heartbeat=heartbeat, clock=clock)
         self._consumers: dict[str, Callable[[Delivery], object]] = {}
+        self._consumer_count = 0
         self._confirm_channels: dict[int, Channel] = {}
         self._channel_ids = 0
         self.lost: Deferred[None] = Deferred()

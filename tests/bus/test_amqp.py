@@ -410,3 +410,44 @@ async def test_a_hung_broker_is_noticed_and_left(private_broker: Broker) -> None
         await eventually(lambda: len(keyed.received) == 1, seconds=10)
     finally:
         await made.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_group_stops_consuming(buses: Buses) -> None:
+    """
+    When a node cancels its group registration, its consumer goes: the
+    group's events go to the nodes still registered, none to it.
+    """
+    a, b = await buses.node(), await buses.node()
+    on_a, on_b = Recorder(), Recorder()
+    registration = await a.register_group(on_a, "g")
+    await b.register_group(on_b, "g")
+    await registration.cancel()
+    await settle()
+    for _ in range(6):
+        await b.dispatch(change(), [])
+    await eventually(lambda: len(on_b.received) == 6)
+    await settle()
+    assert on_a.received == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_keys_are_bound_at_once(buses: Buses, rabbitmq: Broker) -> None:
+    """
+    Registering a listener under many keys binds them all (sent without
+    waiting for each answer) before the registration completes, and a key
+    event for any of them crosses nodes.
+    """
+    a, b = await buses.node(), await buses.node()
+    keys = [AccountKey(f"user{n}") for n in range(300)]
+    listener = Recorder()
+    await b.register(listener, keys)
+    rows = rabbitmq.ctl("list_bindings", "source_name", "destination_name", "routing_key")
+    bound = [
+        line
+        for line in rows.splitlines()
+        if line.startswith(f"{b.keys_exchange}\t{b.node_queue}\t")
+    ]
+    assert len(bound) == 300
+    await a.dispatch(StateChange("user299", {"Email": "1"}), [keys[-1]])
+    await eventually(lambda: len(listener.received) == 1)

@@ -248,12 +248,15 @@ class JMAPService(MultiService):
         self._starting.addErrback(lambda f: log.failure("Could not start the event buses", f))
 
     async def _start_buses(self) -> None:
-        await self.mailbox_bus.start()
-        await self.jmap_bus.start()
-        await register_change_listener(self.mailbox_bus, self.jmap_bus)
+        # Everything that must run whatever the broker does starts first:
+        # publishing commits (kept in the bus's outbox until a connection),
+        # the change listener (consumed once connected), the access watch.
         self._publisher.start()
         self._redelivery.start(REDELIVERY_INTERVAL, now=False)
         self._access_watch.start(ACCESS_POLL_INTERVAL, now=True)
+        await register_change_listener(self.mailbox_bus, self.jmap_bus)
+        await self.mailbox_bus.start()
+        await self.jmap_bus.start()
 
     async def _redeliver_requested(self) -> None:
         for bus in (self.mailbox_bus, self.jmap_bus):

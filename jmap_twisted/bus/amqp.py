@@ -52,7 +52,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from jmap_twisted.bus.amqp_client import AMQPClient, AMQPError, Channel, Delivery
+from jmap_twisted.bus.amqp_client import AMQPClient, AMQPError, BrokerRefused, Channel, Delivery
 from jmap_twisted.bus.amqp_node import AMQPConnector
 from jmap_twisted.bus.events import (
     ASYNCHRONOUS,
@@ -181,12 +181,17 @@ class AMQPEventBus:
         await group_in.prefetch(GROUP_PREFETCH)
         keys_in = await client.open_channel()
         await keys_in.consume(self.node_queue, self._key_message, no_ack=True)
-        self._client, self._control = client, control
-        self._publisher, self._keys_out, self._group_in = publisher, keys_out, group_in
+        self._control, self._group_in = control, group_in
         self._bound = set()
         await self._sync_bindings()
+        # Group queues exist before anything is published to their exchange
+        # (a fanout exchange without queues drops what it is sent).
         for group in list(self._group_listeners):
             await self._consume_group(group)
+        self._client, self._publisher, self._keys_out = client, publisher, keys_out
+        for group in list(self._group_listeners):
+            if group not in self._group_consumers:  # registered meanwhile
+                await self._consume_group(group)
         waiting, self._outbox = self._outbox, []
         for event in waiting:
             self._publish_group_event(event)
@@ -194,9 +199,10 @@ class AMQPEventBus:
     def detach(self) -> None:
         """
         The connection is gone: keep group events in the outbox until the
-        next one.  Retries in progress are left to the broker, which gives
-        their unacknowledged messages out again.
+        next one.  Retries in progress are dropped: the broker gives their
+        unacknowledged messages out again.
         """
+        self.groups.abandon()
         self._client = self._control = self._publisher = None
         self._keys_out = self._group_in = None
         self._bound = set()
@@ -235,7 +241,7 @@ class AMQPEventBus:
         consuming = (
             Deferred.fromCoroutine(self._consume_group(group))
             if self._client is not None
-            else succeed(None)
+            else succeed(None)  # the next connection consumes it
         )
         return consuming.addCallback(lambda _: registration)
 
@@ -290,15 +296,33 @@ class AMQPEventBus:
             self._binding.release()
 
     async def _consume_group(self, group: str) -> None:
+        """
+        Declare the group's queue and consume it (once per connection).  A
+        connection lost meanwhile is left to the next one, which consumes
+        every registered group.
+        """
         control, group_in = self._control, self._group_in
-        if control is None or group_in is None:
+        if control is None or group_in is None or group in self._group_consumers:
             return
         queue = self.group_queue(group)
-        await control.declare_queue(queue, durable=True)
-        await control.bind(queue, self.groups_exchange, "")
-        tag = await group_in.consume(
-            queue, lambda delivery: self._group_message(group, group_in, delivery)
-        )
+        try:
+            await control.declare_queue(queue, durable=True)
+            await control.bind(queue, self.groups_exchange, "")
+            tag = await group_in.consume(
+                queue, lambda delivery: self._group_message(group, group_in, delivery)
+            )
+        except AMQPError as error:
+            log.info("Consuming group {group} interrupted: {error}", group=group, error=error)
+            return
+        if (
+            self._group_in is not group_in
+            or group not in self._group_listeners
+            or group in self._group_consumers
+        ):
+            # Cancelled, consumed by another call, or the connection changed
+            # while this one waited: one consumer per group and connection.
+            group_in.cancel(tag).addErrback(lambda _: None)
+            return
         self._group_consumers[group] = (group_in, tag)
 
     # -- dispatch ------------------------------------------------------------
@@ -351,6 +375,14 @@ class AMQPEventBus:
         )
 
         def refused(failure: Any) -> Deferred[None]:
+            if not failure.check(BrokerRefused) and len(self._outbox) < OUTBOX_LIMIT:
+                # The connection went before the broker confirmed: publish
+                # again on the next one (groups may see it twice, never
+                # not at all).
+                self._outbox.append(event)
+                if self._publisher is not None and self._publisher is not publisher:
+                    self._publish_group_event(self._outbox.pop())
+                return succeed(None)
             log.warn(
                 "The broker did not take event {event_id}: {error}",
                 event_id=event.event_id,

@@ -165,6 +165,12 @@ class AMQPError(Exception):
     """
 
 
+class BrokerRefused(AMQPError):
+    """
+    The broker answered a published message with ``basic.nack``.
+    """
+
+
 class Delivery:
     """
     One message handed to a consumer.
@@ -276,10 +282,13 @@ class Channel:
         Stop a consumer: the broker gives its unacknowledged messages to
         other consumers.
         """
-        self._client._consumers.pop(tag, None)
         if self._raw.closed:
+            self._client._consumers.pop(tag, None)
             return succeed(None)
-        return self._call(self._raw.basic_cancel(consumer_tag=tag))
+        # Deliveries may still arrive until cancel-ok: the consumer keeps
+        # handling them (a group without listener gives them back).
+        cancelled = self._call(self._raw.basic_cancel(consumer_tag=tag))
+        return cancelled.addBoth(lambda result: (self._client._consumers.pop(tag, None), result)[1])
 
     def ack(self, delivery_tag: int) -> None:
         """
@@ -354,7 +363,7 @@ class Channel:
             if ok:
                 waiting.callback(None)
             else:
-                waiting.errback(AMQPError("the broker refused a message (basic.nack)"))
+                waiting.errback(BrokerRefused("the broker refused a message (basic.nack)"))
 
     def _lost(self, reason: Failure) -> None:
         pending, self._unconfirmed = self._unconfirmed, {}

@@ -5,7 +5,7 @@ One node's connection to RabbitMQ, kept up for the buses that share it.
 (reconnect with backoff).  After every connection, before anything else
 uses it, it logs in and lets each attached bus set its topology up again
 (exchanges, queues, every live key binding, consumers); a bus learns of a
-lost connection at once.  After a *re*connection it calls the
+lost connection at once.  After each connection it calls the
 ``on_reconnect`` callbacks, so that push connections can send a catch-up
 StateChange for whatever they may have missed meanwhile.
 """
@@ -137,6 +137,7 @@ class AMQPConnector:
         self._starts = 0
         self._running = False
         self._waiting: list[tuple[Deferred[None], IDelayedCall]] = []
+        self._setting_up: AMQPClient | None = None
 
     def attach(self, bus: AttachedBus) -> None:
         """
@@ -146,7 +147,8 @@ class AMQPConnector:
 
     def on_reconnect(self, callback: Callable[[], object]) -> None:
         """
-        Call ``callback`` after each reconnection (not the first connection).
+        Call ``callback`` after each connection made from now on (in
+        practice reconnections: the server registers before it starts).
         """
         self._reconnect_callbacks.append(callback)
 
@@ -207,6 +209,10 @@ class AMQPConnector:
                 endpoint=self.settings.endpoint,
                 error=failure.value,
             )
+            # ClientService does not close a connection it could not prepare.
+            transport = getattr(client, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
             return failure
 
         return prepared.addErrback(failed)
@@ -215,6 +221,7 @@ class AMQPConnector:
         # A broker that accepts the connection but does not answer (hung,
         # stopped) must not hold the node: heartbeats only start once
         # logged in, so setting up has a deadline of its own.
+        self._setting_up = client
         client.lost.addCallback(lambda _: self._lost(client))
         setting_up = Deferred.fromCoroutine(self._set_up(client))
         setting_up.addTimeout(SETUP_TIMEOUT, self._clock, self._setup_timed_out(client))
@@ -248,14 +255,17 @@ class AMQPConnector:
         for waited, call in waiting:
             call.cancel()
             waited.callback(None)
-        if self._connections > 1:
-            for callback in self._reconnect_callbacks:
-                try:
-                    callback()
-                except Exception:
-                    log.failure("A reconnection callback failed")
+        # Also after the first connection: a node that started while the
+        # broker was away has push connections that missed events.
+        for callback in self._reconnect_callbacks:
+            try:
+                callback()
+            except Exception:
+                log.failure("A reconnection callback failed")
 
     def _lost(self, client: AMQPClient) -> None:
+        if client is not self.client and client is not self._setting_up:
+            return  # an earlier connection, already replaced
         if self.client is client:
             self.client = None
         for bus in self._buses:

@@ -115,6 +115,7 @@ class LocalDelivery:
         #: address → account id of recent resolutions (never misses, so a
         #: new user receives mail at once); emptied by :meth:`forget`.
         self._resolved: OrderedDict[str, str] = OrderedDict()
+        self._generation = 0
 
     def resolve(self, address: str) -> Deferred[str | None]:
         known = self._resolved.get(address)
@@ -122,9 +123,11 @@ class LocalDelivery:
             self._resolved.move_to_end(address)
             return succeed(known)
         resolving = Deferred.fromCoroutine(self._resolve(address))
+        generation = self._generation
 
         def remember(account_id: str | None) -> str | None:
-            if account_id is not None:
+            # Not if forgotten meanwhile: the answer may predate the change.
+            if account_id is not None and generation == self._generation:
                 self._resolved[address] = account_id
                 if len(self._resolved) > RESOLVED_CACHE:
                     self._resolved.popitem(last=False)
@@ -139,6 +142,7 @@ class LocalDelivery:
         deletion does).
         """
         self._resolved.clear()
+        self._generation += 1
 
     async def _resolve(self, address: str) -> str | None:
         parts = split_address(address)

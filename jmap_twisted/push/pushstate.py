@@ -22,7 +22,14 @@ def encode(states: Mapping[str, Mapping[str, str]]) -> str:
     The pushState string for some states.  Remembered for recent states:
     every socket of an account encodes the same states after a change.
     """
-    return _encode(tuple((a, tuple(sorted(t.items()))) for a, t in sorted(states.items())))
+    key = tuple((a, tuple(sorted(t.items()))) for a, t in sorted(states.items()))
+    if len(states) > CACHED_ACCOUNTS:
+        return _encode.__wrapped__(key)  # large: not worth keeping
+    return _encode(key)
+
+
+#: Connections seeing more accounts than this are not remembered.
+CACHED_ACCOUNTS = 16
 
 
 @lru_cache(maxsize=1024)

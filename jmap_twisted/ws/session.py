@@ -313,9 +313,13 @@ class WebSocketSession:
 #: Serialised StateChanges by content, shared by sockets.
 _STATE_CHANGES: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
 STATE_CHANGE_CACHE = 256
+#: StateChanges whose pushState is longer are not kept.
+STATE_CHANGE_CACHED_OCTETS = 2048
 
 
 def _serialised_state_change(key: tuple[Any, ...], value: dict[str, Any]) -> bytes:
+    if len(key[0]) > STATE_CHANGE_CACHED_OCTETS:
+        return jsonio.dumps(value)  # many accounts: not worth keeping
     found = _STATE_CHANGES.get(key)
     if found is None:
         found = _STATE_CHANGES[key] = jsonio.dumps(value)

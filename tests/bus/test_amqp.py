@@ -451,3 +451,79 @@ async def test_many_keys_are_bound_at_once(buses: Buses, rabbitmq: Broker) -> No
     assert len(bound) == 300
     await a.dispatch(StateChange("user299", {"Email": "1"}), [keys[-1]])
     await eventually(lambda: len(listener.received) == 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_unconfirmed_events_of_a_lost_connection_are_published_again(
+    buses: Buses,
+) -> None:
+    """
+    A group event whose confirmation is lost with the connection goes back
+    to the outbox (published again on the next connection), not to the
+    dead letters; an event the broker refuses (nack) is dead-lettered.
+    """
+    from twisted.internet.defer import fail as failed
+
+    from jmap_twisted.bus.amqp_client import AMQPError, BrokerRefused
+
+    dead = MemoryDeadLetters()
+    bus = await buses.node(dead)
+    await bus.register_group(Recorder(), "g")
+    publisher = bus._publisher
+    assert publisher is not None
+    lost, refused = change(), change()
+    outcomes = iter([AMQPError("connection lost before confirmation"), BrokerRefused("nack")])
+    original = publisher.publish
+    publisher.publish = lambda *a, **k: failed(next(outcomes))  # type: ignore[method-assign]
+    await bus.dispatch(lost, [])
+    await bus.dispatch(refused, [])
+    publisher.publish = original  # type: ignore[method-assign]
+    assert [e.event_id for e in bus._outbox] == [lost.event_id]
+    (insertion,) = await dead.ids("g")
+    kept = await dead.fetch("g", insertion)
+    assert kept is not None and kept.event_id == refused.event_id
+
+
+def test_a_node_starts_its_publisher_and_access_watch_without_a_broker() -> None:
+    """
+    With the broker unreachable, the server still publishes commits (into
+    the bus's outbox) and watches access changes: nothing waits for the
+    first connection.
+    """
+    from twisted.internet.task import Clock
+
+    from jmap_twisted.bus.amqp_node import AMQPConnector, AMQPSettings
+    from jmap_twisted.config import ServerConfig
+    from jmap_twisted.service import JMAPService
+    from jmap_twisted.store.memory import MemoryBlobStore, MemoryDirectory
+    from jmap_twisted.store.memory_mail import MemoryMailStore
+    from tests.support import ImmediateReactor
+
+    reactor = ImmediateReactor()
+    clock = Clock()
+    unreachable = AMQPSettings.from_url("amqp://guest@127.0.0.1:1/", "guest")
+    connector = AMQPConnector(clock, unreachable, endpoint=_NeverConnects())
+    service = JMAPService(
+        ServerConfig(password_cost=2**4),
+        MemoryDirectory(reactor),
+        MemoryBlobStore(reactor),
+        MemoryMailStore(reactor),
+        reactor,
+        connector=connector,
+    )
+    service.startService()
+    assert service._publisher._unsubscribe is not None
+    assert service._access_watch.running
+    assert service.mailbox_bus._group_listeners  # the change listener, consumed once connected
+    service.stopService()
+
+
+class _NeverConnects:
+    """
+    A client endpoint whose connection attempts never finish.
+    """
+
+    def connect(self, factory: Any) -> Any:
+        from twisted.internet.defer import Deferred
+
+        return Deferred()

@@ -396,3 +396,30 @@ def test_resolutions_are_remembered_until_forgotten(clock: Clock) -> None:
     result(directory.delete_user("carol"))
     delivery.forget()
     assert result(delivery.resolve("carol@example.com")) is None
+
+
+def test_a_resolution_answered_across_forget_is_not_remembered(clock: Clock) -> None:
+    """
+    A lookup still running when the directory changes (``forget``) is not
+    remembered: its answer may predate the change.
+    """
+    directory = MemoryDirectory(clock)
+    user = result(directory.create_user("erin", None))
+    delivery = local(directory, clock, FakeMailStore())
+    waiting: list[tuple[Deferred[Any], str]] = []
+    original = directory.get_user
+
+    def slow(username: str) -> Any:
+        d: Deferred[Any] = Deferred()
+        waiting.append((d, username))
+        return d
+
+    directory.get_user = slow  # type: ignore[method-assign]
+    resolving = delivery.resolve("erin@example.com")
+    delivery.forget()
+    while not resolving.called:
+        d, username = waiting.pop(0)
+        d.callback(original(username).result)
+    assert result(resolving) is not None
+    assert delivery._resolved == {}
+    assert user.id

@@ -76,6 +76,9 @@ log = Logger()
 
 #: Group events kept while the broker is unreachable.
 OUTBOX_LIMIT = 10_000
+#: Group events published and not yet confirmed, beyond which new ones
+#: wait in the outbox (the broker is slow or has stopped reading).
+UNCONFIRMED_LIMIT = 10_000
 #: Unacknowledged group messages one node takes at a time.
 GROUP_PREFETCH = 64
 #: Key messages a node queue holds before the oldest are dropped.
@@ -192,6 +195,12 @@ class AMQPEventBus:
         for group in list(self._group_listeners):
             if group not in self._group_consumers:  # registered meanwhile
                 await self._consume_group(group)
+        self.flush_outbox()
+
+    def flush_outbox(self) -> None:
+        """
+        Publish the group events kept while the broker could not take them.
+        """
         waiting, self._outbox = self._outbox, []
         for event in waiting:
             self._publish_group_event(event)
@@ -330,7 +339,12 @@ class AMQPEventBus:
     def dispatch(self, event: IEvent, keys: Collection[IRegistrationKey]) -> Deferred[None]:
         names = [key.as_string() for key in keys]
         waits = deliver_to_keys(self.groups, self._local.listeners_named(names), event)
-        if names and self.remote_keys and self._keys_out is not None:
+        client = self._client
+        if names and self.remote_keys and self._keys_out is not None and not (
+            client is not None and client.blocked
+        ):
+            # While the broker blocks publishers, key events are not queued
+            # up here: the catch-up after the alarm covers them.
             self._publish_key_event(event, names)
         if self._group_listeners:
             published = self._publish_group_event(event)
@@ -364,6 +378,11 @@ class AMQPEventBus:
         The result fires once the broker confirmed or the event is kept.
         """
         publisher = self._publisher
+        client = self._client
+        if publisher is not None and (
+            (client is not None and client.blocked) or publisher.unconfirmed >= UNCONFIRMED_LIMIT
+        ):
+            publisher = None  # the broker takes nothing now: keep it here
         if publisher is None:
             if len(self._outbox) < OUTBOX_LIMIT:
                 self._outbox.append(event)

@@ -354,6 +354,13 @@ class Channel:
         self._unconfirmed[self._published] = confirmed
         return confirmed
 
+    @property
+    def unconfirmed(self) -> int:
+        """
+        Publishes the broker has not confirmed yet.
+        """
+        return len(self._unconfirmed)
+
     def _confirmed(self, tag: int, multiple: bool, ok: bool) -> None:
         tags = [t for t in self._unconfirmed if t <= tag] if multiple else [tag]
         for t in sorted(tags):
@@ -378,6 +385,17 @@ class Channel:
 
         invoked.addCallbacks(lambda _: done.callback(None), failed)
         return done
+
+
+#: What this client tells the broker about itself.
+CLIENT_PROPERTIES: dict[str, Any] = {
+    "product": "jmap-twisted",
+    "capabilities": {
+        "connection.blocked": True,
+        "publisher_confirms": True,
+        "basic.nack": True,
+    },
+}
 
 
 class _Delegate(TwistedDelegate):
@@ -407,11 +425,25 @@ class _Delegate(TwistedDelegate):
     def basic_nack(self, ch: Any, msg: Any) -> None:
         self.client._confirm(ch.id, msg.delivery_tag, msg.multiple, False)
 
+    def connection_start(self, ch: Any, msg: Any) -> None:
+        # Announce the extensions handled here: without "connection.blocked"
+        # the broker never says it stopped reading publishes.
+        ch.connection_start_ok(
+            client_properties=CLIENT_PROPERTIES,
+            mechanism=self.client.mechanism,
+            response=self.client.response,
+            locale=self.client.locale,
+        )
+
     def connection_blocked(self, ch: Any, msg: Any) -> None:
         log.warn("The broker blocked publishing: {reason}", reason=msg.reason)
+        self.client.blocked = True
 
     def connection_unblocked(self, ch: Any, msg: Any) -> None:
         log.info("The broker unblocked publishing")
+        self.client.blocked = False
+        if self.client.on_unblocked is not None:
+            self.client.on_unblocked()
 
 
 class AMQPClient(AMQClient):
@@ -427,6 +459,10 @@ class AMQPClient(AMQClient):
         super().__init__(delegate, vhost, SPEC, heartbeat=heartbeat, clock=clock)
         self._consumers: dict[str, Callable[[Delivery], object]] = {}
         self._consumer_count = 0
+        #: Whether the broker stopped taking publishes (resource alarm).
+        self.blocked = False
+        #: Called when the broker takes publishes again.
+        self.on_unblocked: Callable[[], object] | None = None
         self._confirm_channels: dict[int, Channel] = {}
         self._channel_ids = 0
         self.lost: Deferred[None] = Deferred()
@@ -440,6 +476,13 @@ class AMQPClient(AMQClient):
         if set_no_delay is not None:
             set_no_delay(True)
         super().connectionMade()
+
+    def when_unblocked(self, callback: Callable[[], object]) -> None:
+        """
+        Call ``callback`` each time the broker takes publishes again after
+        blocking them.
+        """
+        self.on_unblocked = callback
 
     def send_init_string(self) -> None:
         self.transport.write(b"AMQP" + struct.pack("!4B", 0, 0, 9, 1))

@@ -112,6 +112,11 @@ class AttachedBus(Protocol):
         The connection is gone.
         """
 
+    def flush_outbox(self) -> None:
+        """
+        Publish what was kept while the broker could not take it.
+        """
+
 
 class AMQPConnector:
     """
@@ -241,6 +246,7 @@ class AMQPConnector:
         return timed_out
 
     async def _set_up(self, client: AMQPClient) -> None:
+        client.when_unblocked(self._unblocked)  # a method: ``client`` is a proxy
         await client.login(self.settings.username, self.settings.password)
         for bus in self._buses:
             await bus.attach(client)
@@ -257,6 +263,20 @@ class AMQPConnector:
             waited.callback(None)
         # Also after the first connection: a node that started while the
         # broker was away has push connections that missed events.
+        for callback in self._reconnect_callbacks:
+            try:
+                callback()
+            except Exception:
+                log.failure("A reconnection callback failed")
+
+    def _unblocked(self) -> None:
+        """
+        The broker takes publishes again after a resource alarm: publish
+        what waited, and catch push connections up on the key events not
+        sent meanwhile.
+        """
+        for bus in self._buses:
+            bus.flush_outbox()
         for callback in self._reconnect_callbacks:
             try:
                 callback()

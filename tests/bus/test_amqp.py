@@ -527,3 +527,49 @@ class _NeverConnects:
         from twisted.internet.defer import Deferred
 
         return Deferred()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_broker_alarm_holds_group_events_here_until_it_clears(
+    private_broker: Broker,
+) -> None:
+    """
+    When the broker blocks publishers (a memory alarm), the node learns it
+    (``connection.blocked``), keeps further group events in its bounded
+    outbox instead of its connection's buffers, and publishes them when the
+    broker unblocks; nothing is lost.
+    """
+    from twisted.internet import threads
+
+    made = Buses(private_broker.url)
+    try:
+        a, b = await made.node(), await made.node()
+        seen = Recorder()
+        await a.register_group(seen, "g")
+        await b.register_group(seen, "g")
+        await threads.deferToThread(
+            private_broker.ctl, "set_vm_memory_high_watermark", "0.0000001"
+        )
+        try:
+            first = change()
+            held = a.dispatch(first, [])  # held by the broker, which tells the node
+            client = a.connector.client
+            assert client is not None
+            await eventually(lambda: client.blocked, seconds=10)
+            later = [change() for _ in range(3)]
+            for event in later:
+                await a.dispatch(event, [])
+            assert [e.event_id for e in a._outbox] == [e.event_id for e in later]
+        finally:
+            await threads.deferToThread(
+                private_broker.ctl, "set_vm_memory_high_watermark", "0.4"
+            )
+        await eventually(lambda: not client.blocked, seconds=10)
+        await held
+        await eventually(lambda: len(seen.received) == 4, seconds=10)
+        assert {e.event_id for e in seen.received} == {first.event_id} | {
+            e.event_id for e in later
+        }
+        assert a._outbox == []
+    finally:
+        await made.stop()

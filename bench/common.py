@@ -24,7 +24,7 @@ import tempfile
 import time
 import urllib.request
 from base64 import b64encode
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -272,3 +272,23 @@ def message(index: int, size: int = 2000) -> bytes:
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
         f"{body}\r\n"
     ).encode()
+
+
+def react_and_report(
+    run: Callable[[Any, argparse.Namespace], Awaitable[dict[str, Any]]],
+    args: argparse.Namespace,
+    report: Callable[[dict[str, Any]], None],
+) -> None:
+    """
+    Run a benchmark's ``run(reactor, args)`` under the reactor, print its
+    table with ``report`` and write its JSON to ``args.json`` if given.
+    """
+    from twisted.internet import defer, task
+
+    async def body(reactor: Any) -> None:
+        results = await run(reactor, args)
+        report(results)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+
+    task.react(lambda reactor: defer.ensureDeferred(body(reactor)))

@@ -8,7 +8,6 @@ Push latency over EventSource (RFC 8620 §7.3): end of LMTP DATA → the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import treq
-from common import add_target_arguments, open_target, summary
+from common import add_target_arguments, open_target, react_and_report, summary
 from push import lmtp_deliver
 from twisted.internet import defer, task, threads
 
@@ -73,16 +72,13 @@ def main() -> None:
     add_target_arguments(parser)
     args = parser.parse_args()
 
-    async def body(reactor: Any) -> None:
-        results = await run(reactor, args)
+    def report(results: dict[str, Any]) -> None:
         lat = results["eventsource_one_stream"]["end_of_data_to_frame_ms"]
         print(
             f"EventSource, 1 stream: p50 {lat['median']:.2f} ms, p99 {lat['p99']:.2f} ms, max {lat['max']:.2f} ms"
         )
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=2))
 
-    task.react(lambda reactor: defer.ensureDeferred(body(reactor)))
+    react_and_report(run, args, report)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from common import Target, add_target_arguments, free_port, message, summary, tool
+from common import (
+    Target,
+    add_target_arguments,
+    free_port,
+    message,
+    react_and_report,
+    summary,
+    tool,
+)
 from push import Factory, delivery_rate, latencies, open_sockets
 from twisted.internet import defer, task, threads
 
@@ -392,15 +400,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     add_target_arguments(parser)
     args = parser.parse_args()
-    results: dict[str, Any] = {}
-
-    async def body(reactor: Any) -> None:
-        results.update(await run(reactor, args))
-        report(results)
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=2))
-
-    task.react(lambda reactor: defer.ensureDeferred(body(reactor)))
+    react_and_report(run, args, report)
 
 
 if __name__ == "__main__":

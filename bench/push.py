@@ -37,6 +37,7 @@ from common import (
     basic,
     message,
     open_target,
+    react_and_report,
     running_server,
     summary,
 )
@@ -264,15 +265,7 @@ def main() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     os.environ.setdefault("JMAP_BENCH", "1")
-    results: dict[str, Any] = {}
-
-    async def body(reactor: Any) -> None:
-        results.update(await run(reactor, args))
-        report(results)
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=2))
-
-    task.react(lambda reactor: defer.ensureDeferred(body(reactor)))
+    react_and_report(run, args, report)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from attrs import frozen
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import react
 
@@ -36,32 +35,17 @@ from jmap_twisted.auth.passwords import PasswordHasher, new_token, token_hash
 from jmap_twisted.errors import NoSuchUser, UserExists
 from jmap_twisted.store.backends import (
     StoreConfigurationError,
+    Stores,
     StoreSettings,
     open_stores,
     read_secret,
 )
-from jmap_twisted.store.sqlite import SQLiteDirectory
-from jmap_twisted.store.sqlite_deadletters import SQLiteDeadLetters
 from jmap_twisted.store.threaded_db import DatabaseError
 
 DEFAULT_DATA = "jmap-data"
 """
 The data directory used without ``--data``: the server's default too.
 """
-
-
-@frozen
-class Stores:
-    """
-    What a command works on, over the server's database (the PostgreSQL
-    classes have the same methods as these).
-
-    :ivar directory: users, tokens, accounts and delegations.
-    :ivar dead_letters: the event bus's dead letters.
-    """
-
-    directory: SQLiteDirectory
-    dead_letters: SQLiteDeadLetters
 
 
 _Command = Callable[[Stores, argparse.Namespace, "str | None"], Awaitable[None]]
@@ -357,8 +341,7 @@ async def _run(
         _fail(f"cannot open {settings.description}: {error}")
     try:
         command: _Command = args.command
-        stores = Stores(opened.directory, opened.dead_letters)  # type: ignore[arg-type]
-        await command(stores, args, password_hash)
+        await command(opened, args, password_hash)
     except UserExists as error:
         _fail(f"user already exists: {error}")
     except NoSuchUser as error:

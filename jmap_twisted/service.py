@@ -229,13 +229,7 @@ class JMAPService(MultiService):
         caught_up = 0
         for listener in listeners:
             mine = {a: s for a, s in current.items() if a in listener.accounts}
-            # As in a pushState replay, states cannot tell a delivery from
-            # a flag change, so EmailDelivery is left out.
-            moved = {
-                account: kept
-                for account, states in pushstate.changed_since(mine, listener.known).items()
-                if (kept := {t: s for t, s in states.items() if t != "EmailDelivery"})
-            }
+            moved = pushstate.catch_up(mine, listener.known)
             if moved:
                 listener.merge(moved)
                 caught_up += 1

@@ -275,6 +275,12 @@ class Options(usage.Options):
             node_id=self["node-id"],
         )
 
+    def _secret(self, option: str) -> str | None:
+        """
+        The password in the file an option names, if it names one.
+        """
+        return read_secret(self[option]) if self[option] else None
+
     def _cluster(self) -> tuple[StoreSettings | None, AMQPSettings | None]:
         """
         The shared store and broker, if any, with passwords read from
@@ -285,13 +291,11 @@ class Options(usage.Options):
             if not self["store"]:
                 raise usage.UsageError("--store-password-file needs --store")
             try:
-                password = (
-                    read_secret(self["store-password-file"])
-                    if self["store-password-file"]
-                    else None
-                )
                 store = StoreSettings.checked(
-                    Path(self["data"]), self["store"], password, self["store-pool-size"]
+                    Path(self["data"]),
+                    self["store"],
+                    self._secret("store-password-file"),
+                    self["store-pool-size"],
                 )
             except StoreConfigurationError as e:
                 raise usage.UsageError(f"--store: {e}") from None
@@ -304,11 +308,11 @@ class Options(usage.Options):
             from jmap_twisted.bus.amqp_node import AMQPSettings, ConfigurationError
 
             try:
-                password = (
-                    read_secret(self["bus-password-file"]) if self["bus-password-file"] else None
-                )
                 bus = AMQPSettings.from_url(
-                    self["bus"], password, self["bus-prefix"], self["bus-heartbeat"]
+                    self["bus"],
+                    self._secret("bus-password-file"),
+                    self["bus-prefix"],
+                    self["bus-heartbeat"],
                 )
                 clientFromString(reactor, bus.endpoint)
             except (StoreConfigurationError, ConfigurationError, ValueError) as e:

@@ -90,12 +90,20 @@ def replay(current: Mapping[str, Mapping[str, str]], old_push_state: object) -> 
     """
     What to push at once to a client reconnecting with a pushState: every
     type whose state changed since it (everything when it cannot be
-    decoded), but never ``EmailDelivery``: states alone cannot tell a
-    delivery from a flag change, and clients announce new mail on it.
+    decoded); see :func:`catch_up`.
     """
-    changed = changed_since(current, decode(old_push_state))
+    return catch_up(current, decode(old_push_state))
+
+
+def catch_up(current: Mapping[str, Mapping[str, str]], known: States | None) -> States:
+    """
+    What to push to a connection that may have missed changes since the
+    states it ``known``: every type whose state differs, but never
+    ``EmailDelivery``: states alone cannot tell a delivery from a flag
+    change, and clients announce new mail on it.
+    """
     result: States = {}
-    for account, states in changed.items():
+    for account, states in changed_since(current, known).items():
         kept = {t: s for t, s in states.items() if t != "EmailDelivery"}
         if kept:
             result[account] = kept

@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
-from jmap_twisted.interfaces import IBlobStore, IDirectory, IEventDeadLetters, IMailStore
+from jmap_twisted.store.sql_deadletters import SQLDeadLetters
+from jmap_twisted.store.sql_directory import SQLBlobStore, SQLDirectory
+from jmap_twisted.store.sql_mail import SQLMailStore
 
 
 class StoreConfigurationError(ValueError):
@@ -79,16 +81,17 @@ class StoreSettings:
 @frozen
 class Stores:
     """
-    One database and the stores over it.
+    One database and the stores over it (both backends share the SQL
+    classes, with their methods beyond the interfaces).
 
     :ivar database: has ``start()`` and ``stop()``; start it before use.
     """
 
     database: Any
-    directory: IDirectory
-    blobs: IBlobStore
-    mail: IMailStore
-    dead_letters: IEventDeadLetters
+    directory: SQLDirectory
+    blobs: SQLBlobStore
+    mail: SQLMailStore
+    dead_letters: SQLDeadLetters
 
 
 def open_stores(settings: StoreSettings, reactor: Any) -> Stores:

@@ -11,11 +11,15 @@ operation, and still hand out an exact intermediate state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from twisted.logger import Logger
+
 from jmap_twisted.errors import CannotCalculateChanges
-from jmap_twisted.records import ChangeBatch, MailboxEvent
+from jmap_twisted.records import ChangeBatch, MailboxEvent, StoreCommit
+
+log = Logger()
 
 CREATED = "created"
 UPDATED = "updated"
@@ -180,3 +184,37 @@ def merge_changes(
         destroyed=tuple(destroyed),
         counts_only=counts_only and bool(updated) and not created and not destroyed,
     )
+
+
+class CommitListeners:
+    """
+    The listeners of a mail store's commits (``IMailStore.subscribe``),
+    shared by every implementation.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[StoreCommit], object]] = []
+
+    def subscribe(self, listener: Callable[[StoreCommit], object]) -> Callable[[], None]:
+        """
+        Call ``listener`` with each commit; returns the unsubscribing function.
+        """
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def publish(self, commit: StoreCommit) -> None:
+        """
+        Tell every listener; one failing is logged and spoils nothing else.
+        """
+        for listener in list(self._listeners):
+            try:
+                listener(commit)
+            except Exception:
+                log.failure(
+                    "Store listener failed for account {account_id}", account_id=commit.account_id
+                )

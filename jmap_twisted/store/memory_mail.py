@@ -33,6 +33,7 @@ from jmap_twisted.store import ids, mailquery
 from jmap_twisted.store.changelog import (
     MAIL_TYPES,
     ChangeRecorder,
+    CommitListeners,
     LogEntry,
     decode_state,
     encode_state,
@@ -302,7 +303,7 @@ class MemoryMailStore:
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
         self._accounts: dict[str, _AccountData] = {}
-        self._listeners: list[Callable[[StoreCommit], object]] = []
+        self._commits = CommitListeners()
 
     def _account(self, account_id: str) -> _AccountData:
         return self._accounts.setdefault(account_id, _AccountData())
@@ -334,7 +335,7 @@ class MemoryMailStore:
         commit = self._commit(account_id, data, recorder, delivery)
         self._accounts[account_id] = data
         if commit is not None:
-            self._publish(commit)
+            self._commits.publish(commit)
         return succeed(result)
 
     def _commit(
@@ -354,22 +355,7 @@ class MemoryMailStore:
         return StoreCommit(account_id, data.modseq, tuple(recorder.events), changed, delivery)
 
     def subscribe(self, listener: Callable[[StoreCommit], object]) -> Callable[[], None]:
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
-
-    def _publish(self, commit: StoreCommit) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(commit)
-            except Exception:
-                log.failure(
-                    "Store listener failed for account {account_id}", account_id=commit.account_id
-                )
+        return self._commits.subscribe(listener)
 
     def prune(self, keep_after_seq: int, account_id: str) -> None:
         """

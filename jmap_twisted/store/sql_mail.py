@@ -62,6 +62,7 @@ from jmap_twisted.records import (
 from jmap_twisted.store import ids
 from jmap_twisted.store.changelog import (
     ChangeRecorder,
+    CommitListeners,
     LogEntry,
     decode_state,
     encode_state,
@@ -760,7 +761,7 @@ class SQLMailStore:
     def __init__(self, db: Database, clock: IReactorTime) -> None:
         self._db = db
         self._clock = clock
-        self._listeners: list[Callable[[StoreCommit], object]] = []
+        self._commits = CommitListeners()
 
     def setup_account(self, account_id: str) -> Deferred[None]:
         """
@@ -804,26 +805,11 @@ class SQLMailStore:
     def _published(self, outcome: tuple[T, StoreCommit | None]) -> T:
         result, commit = outcome
         if commit is not None:
-            self._publish(commit)
+            self._commits.publish(commit)
         return result
 
     def subscribe(self, listener: Callable[[StoreCommit], object]) -> Callable[[], None]:
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
-
-    def _publish(self, commit: StoreCommit) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(commit)
-            except Exception:
-                log.failure(
-                    "Store listener failed for account {account_id}", account_id=commit.account_id
-                )
+        return self._commits.subscribe(listener)
 
     def prune_changes(self, older_than: float) -> Deferred[int]:
         """

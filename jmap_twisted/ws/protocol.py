@@ -5,7 +5,6 @@ The Autobahn protocol and factory for RFC 8887: frames in, calls into
 
 from __future__ import annotations
 
-import zlib
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -114,10 +113,7 @@ class LeanPerMessageDeflate(PerMessageDeflate):
         else:
             self._key = None
         if self._compressor is None:
-            bits = self.server_max_window_bits if self._is_server else self.client_max_window_bits
-            self._compressor = zlib.compressobj(
-                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -bits, self.mem_level
-            )
+            super().start_compress_message()  # deferred until a message needs one
         first: bytes = super().compress_message_data(data)
         self._first = first if self._chunks == 1 else None
         return first

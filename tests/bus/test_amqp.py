@@ -7,11 +7,8 @@ a broker restart.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,7 +24,7 @@ from jmap_twisted.bus.retry import RetryPolicy
 from tests.bus.amqp_backends import amqp_bus
 from tests.bus.recorders import Recorder, Stalled
 from tests.bus.test_bus_contract import eventually, settle
-from tests.services.rabbitmq import Broker, BrokerUnavailable, _unavailable
+from tests.services.rabbitmq import Broker
 
 ALICE, BOB = AccountKey("alice"), AccountKey("bob")
 
@@ -38,24 +35,6 @@ def prefix() -> str:
 
 def change(account: str = "alice") -> StateChange:
     return StateChange(account, {"Email": "1"})
-
-
-@pytest.fixture(scope="module")
-def private_broker() -> Iterator[Broker]:
-    """
-    A broker of this module's own, which its tests may restart.
-    """
-    directory = Path(tempfile.mkdtemp(prefix="jmap-rabbit-"))
-    broker = Broker(directory)
-    try:
-        broker.start()
-    except BrokerUnavailable as error:
-        _unavailable(str(error))
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 class Buses:

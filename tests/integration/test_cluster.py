@@ -7,11 +7,8 @@ node, WebSockets on another.
 from __future__ import annotations
 
 import json
-import shutil
-import signal
 import smtplib
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,11 +19,11 @@ import pytest
 import requests
 from websockets.sync.client import ClientConnection, connect
 
-from tests.integration.test_twistd import command, free_port, wait_for_port
+from tests.integration.test_twistd import Twistd, command, free_port
 from tests.integration.test_websocket import USING, basic
 from tests.mailfactory import message
 from tests.services.postgres import TEST_ROLE, shared_cluster
-from tests.services.rabbitmq import Broker, BrokerUnavailable, _unavailable
+from tests.services.rabbitmq import Broker
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +73,7 @@ class Cluster:
             node.stop()
 
 
-class Node:
+class Node(Twistd):
     """
     One ``twistd jmap`` process of the cluster.
     """
@@ -87,23 +84,12 @@ class Node:
         self.lmtp_port = free_port()
         directory = cluster.tmp / name
         directory.mkdir()
-        self.log = directory / "twistd.log"
-        self.process = subprocess.Popen(
-            [
-                command("twistd"),
-                "-n",
-                "--pidfile=",
-                "--logfile",
-                str(self.log),
-                "jmap",
-                "--listen",
-                f"tcp:{self.port}:interface=127.0.0.1",
-                "--lmtp",
-                f"tcp:{self.lmtp_port}:interface=127.0.0.1",
-                "--domain",
-                "example.com",
-                "--data",
-                str(directory / "data"),
+        super().__init__(
+            directory,
+            f"tcp:{self.port}:interface=127.0.0.1",
+            self.port,
+            self.lmtp_port,
+            extra=[
                 "--store",
                 cluster.store,
                 "--store-password-file",
@@ -117,12 +103,8 @@ class Node:
                 "--node-id",
                 name,
             ],
-            cwd=directory,
             env={"JMAP_AMQP_PASSWORD": "guest", "PATH": "/usr/bin:/bin"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
         )
-        wait_for_port(self.port, self.process)
         self.wait_for_log("Connected to the message broker")
 
     @property
@@ -153,14 +135,13 @@ class Node:
             compression="deflate",
         )
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self) -> bool:
+        try:
+            return super().stop()
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return False
 
     def kill(self) -> None:
         self.process.kill()
@@ -199,27 +180,9 @@ def account_id(node: Node, user: str = "alice") -> str:
     return str(session["primaryAccounts"]["urn:ietf:params:jmap:mail"])
 
 
-@pytest.fixture(scope="module")
-def broker() -> Iterator[Broker]:
-    """
-    A broker for this module alone (its tests restart it).
-    """
-    directory = Path(tempfile.mkdtemp(prefix="jmap-rabbit-"))
-    made = Broker(directory)
-    try:
-        made.start()
-    except BrokerUnavailable as error:
-        _unavailable(str(error))
-    try:
-        yield made
-    finally:
-        made.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 @pytest.fixture
-def cluster(tmp_path: Path, broker: Broker) -> Iterator[Cluster]:
-    made = Cluster(tmp_path, broker)
+def cluster(tmp_path: Path, private_broker: Broker) -> Iterator[Cluster]:
+    made = Cluster(tmp_path, private_broker)
     made.admin("user", "add", "alice", "--password-stdin", stdin="pw\n")
     made.admin("user", "add", "bob", "--password-stdin", stdin="pw\n")
     try:

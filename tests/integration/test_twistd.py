@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -67,7 +67,21 @@ def admin(data: Path, *args: str, stdin: str | None = None) -> subprocess.Comple
 
 
 class Twistd:
-    def __init__(self, tmp: Path, listen: str, port: int, lmtp_port: int | None = None) -> None:
+    """
+    ``twistd jmap`` in ``tmp`` (its data and log there), for the domain
+    example.com; ``extra`` options are appended, ``env`` replaces the
+    environment when given.
+    """
+
+    def __init__(
+        self,
+        tmp: Path,
+        listen: str,
+        port: int,
+        lmtp_port: int | None = None,
+        extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data = tmp / "data"
         self.log = tmp / "twistd.log"
         self.process = subprocess.Popen(
@@ -86,8 +100,10 @@ class Twistd:
                 f"tcp:{lmtp_port or free_port()}:interface=127.0.0.1",
                 "--domain",
                 "example.com",
+                *extra,
             ],
             cwd=tmp,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )

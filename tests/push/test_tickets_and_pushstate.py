@@ -83,3 +83,21 @@ def test_replay_leaves_out_email_delivery() -> None:
     old = pushstate.encode({"a1": {"Email": "5", "EmailDelivery": "5", "Mailbox": "3"}})
     assert pushstate.replay(current, old) == {"a1": {"Email": "7"}}
     assert pushstate.replay(current, "garbage") == {"a1": {"Email": "7", "Mailbox": "3"}}
+
+
+def test_catch_up_names_what_moved_but_not_email_delivery() -> None:
+    """
+    After missed events (a broker outage), a connection is told the types
+    that moved since what it knows, never EmailDelivery, and nothing for
+    accounts that did not move.
+    """
+    current = {
+        "a1": {"Email": "7", "EmailDelivery": "7", "Mailbox": "3"},
+        "a2": {"Email": "2", "EmailDelivery": "2"},
+    }
+    known = {"a1": {"Email": "5", "EmailDelivery": "5", "Mailbox": "3"}, "a2": dict(current["a2"])}
+    assert pushstate.catch_up(current, known) == {"a1": {"Email": "7"}}
+    assert pushstate.catch_up(current, {}) == {
+        "a1": {"Email": "7", "Mailbox": "3"},
+        "a2": {"Email": "2"},
+    }

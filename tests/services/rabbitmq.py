@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -262,3 +263,23 @@ def rabbitmq() -> Broker:
     The test session's broker (see :func:`shared_broker`).
     """
     return shared_broker()
+
+
+@pytest.fixture(scope="module")
+def private_broker() -> Iterator[Broker]:
+    """
+    A broker of the test module's own, which its tests may stop, restart or
+    freeze without disturbing other modules.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="jmap-rabbit-"))
+    broker = Broker(directory)
+    try:
+        broker.start()
+    except BrokerUnavailable as error:
+        shutil.rmtree(directory, ignore_errors=True)
+        _unavailable(str(error))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(directory, ignore_errors=True)

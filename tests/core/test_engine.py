@@ -180,3 +180,25 @@ async def test_implicit_responses_follow_the_call() -> None:
         ["Test/ids", {"implicit": True}, "a"],
         ["Core/echo", {}, "b"],
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_session_state_follows_the_principal_from_request_to_request() -> None:
+    """
+    A connection keeps one principal for many requests; when its accounts
+    change (a new principal), the next response carries the new state.
+    """
+    engine = make_engine()
+    request = parse_request(
+        {"using": [CORE], "methodCalls": [["Core/echo", {}, "0"]]},
+        engine.registry.capabilities,
+        10,
+    )
+    first = await engine.execute(ALICE, request)
+    again = await engine.execute(ALICE, request)
+    fewer = Principal(ALICE.user, ALICE.accounts[:1])
+    changed = await engine.execute(fewer, request)
+    back = await engine.execute(ALICE, request)
+    assert first["sessionState"] == again["sessionState"] == back["sessionState"]
+    assert changed["sessionState"] == session_state(fewer, engine.registry)
+    assert changed["sessionState"] != first["sessionState"]

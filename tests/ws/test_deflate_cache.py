@@ -55,3 +55,32 @@ def test_the_cache_is_bounded() -> None:
     for n in range(protocol.DEFLATE_CACHE_ENTRIES + 10):
         send(extension, b"message %d" % n)
     assert len(protocol._DEFLATED) == protocol.DEFLATE_CACHE_ENTRIES
+
+
+def test_state_changes_are_serialised_once_per_content() -> None:
+    """
+    Sockets sending the same StateChange share its serialised form; a
+    different pushState or change is serialised on its own; the cache is
+    bounded and skips very large pushStates.
+    """
+    import json
+
+    from jmap_twisted.ws import session
+
+    session._STATE_CHANGES.clear()
+
+    def serialise(push_state: str, changed: dict[str, dict[str, str]]) -> bytes:
+        value = {"@type": "StateChange", "changed": changed, "pushState": push_state}
+        key = (push_state, tuple((a, tuple(sorted(t.items()))) for a, t in sorted(changed.items())))
+        return session._serialised_state_change(key, value)
+
+    one = serialise("1.a", {"A": {"Email": "2"}})
+    assert serialise("1.a", {"A": {"Email": "2"}}) is one
+    other = serialise("1.b", {"A": {"Email": "2"}})
+    assert json.loads(other)["pushState"] == "1.b"
+    assert json.loads(serialise("1.a", {"A": {"Email": "3"}}))["changed"] == {"A": {"Email": "3"}}
+    serialise("x" * (session.STATE_CHANGE_CACHED_OCTETS + 1), {"A": {"Email": "2"}})
+    assert len(session._STATE_CHANGES) == 3
+    for n in range(session.STATE_CHANGE_CACHE + 5):
+        serialise(f"1.{n}", {"A": {"Email": "1"}})
+    assert len(session._STATE_CHANGES) == session.STATE_CHANGE_CACHE

@@ -134,15 +134,17 @@ class Target:
 class LocalServer:
     """
     ``twistd jmap`` in a temporary directory, with users ``bench`` and
-    ``other``.
+    ``other`` (and any of ``more_users``, password ``<name>-pw``).
     """
 
-    def __init__(self, root: Path, extra: list[str] | None = None) -> None:
+    def __init__(
+        self, root: Path, extra: list[str] | None = None, more_users: tuple[str, ...] = ()
+    ) -> None:
         self.root = root
         self.http_port = free_port()
         self.lmtp_port = free_port()
         self.data = root / "data"
-        for user in ("bench", "other"):
+        for user in ("bench", "other", *more_users):
             subprocess.run(
                 [
                     tool("jmap-admin"),

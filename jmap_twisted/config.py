@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING
 
 from attrs import field, frozen
 
+from jmap_twisted.auth.throttle import LoginLimits
 from jmap_twisted.core.limits import CoreLimits
+from jmap_twisted.http.admission import ConnectionLimits
+from jmap_twisted.mail.sendlimits import SendLimits
 from jmap_twisted.ws.options import WebSocketOptions
 
 if TYPE_CHECKING:
@@ -32,7 +35,11 @@ class ServerConfig:
     :ivar public_url: scheme and authority put in the session's URLs, or
         ``None`` to follow each request's scheme and ``Host``.
     :ivar limits: the core capability's limits.
+    :ivar connections: how many HTTP connections are kept, anonymous ones
+        per client address, and for how long.
     :ivar password_cost: scrypt's ``n`` for new password hashes.
+    :ivar login: bounds on password checks (hashes at once, failures per
+        address and username).
     :ivar hostname: this server's name, in Message-IDs and trace headers.
     :ivar domains: the mail domains whose users are local.
     :ivar lmtp_listen: endpoint of the LMTP listener, or ``None``.
@@ -41,11 +48,18 @@ class ServerConfig:
     :ivar smarthost: client endpoint of the relay for outgoing mail.
     :ivar smarthost_credentials: username and password for the relay.
     :ivar smarthost_require_tls: refuse to relay without STARTTLS.
+    :ivar send_limits: recipients per submission and per user per hour.
     :ivar websocket: the WebSocket endpoint's settings.
+    :ivar max_push_connections: WebSockets and EventSource streams one user
+        may hold open at once (more are refused with 429).
+    :ivar push_stall_timeout: seconds an EventSource stream may stay unable
+        to take more data (its client not reading) before it is dropped.
     :ivar change_retention_days: how long change-log entries are kept;
         ``*/changes`` from older states answers ``cannotCalculateChanges``.
     :ivar store: a shared (PostgreSQL) store, or ``None`` for SQLite in
         ``data_dir``.
+    :ivar query_timeout: seconds one read of an account's data (a query)
+        may run before it is stopped and answered ``serverFail``.
     :ivar bus: the RabbitMQ broker joining several nodes, or ``None`` for
         one node with in-memory buses.
     :ivar node_id: this node's name in the broker, unique in the cluster
@@ -56,7 +70,9 @@ class ServerConfig:
     data_dir: Path = Path(DEFAULT_DATA)
     public_url: str | None = None
     limits: CoreLimits = field(factory=CoreLimits)
+    connections: ConnectionLimits = field(factory=ConnectionLimits)
     password_cost: int = 2**15
+    login: LoginLimits = field(factory=LoginLimits)
     hostname: str = "localhost"
     domains: tuple[str, ...] = ("localhost",)
     lmtp_listen: str | None = None
@@ -65,8 +81,12 @@ class ServerConfig:
     smarthost: str | None = None
     smarthost_credentials: tuple[str, str] | None = None
     smarthost_require_tls: bool = False
+    send_limits: SendLimits = field(factory=SendLimits)
     websocket: WebSocketOptions = field(factory=WebSocketOptions)
+    max_push_connections: int = 50
+    push_stall_timeout: float = 60.0
     change_retention_days: float = 30.0
     store: StoreSettings | None = None
+    query_timeout: float = 20.0
     bus: AMQPSettings | None = None
     node_id: str | None = None

@@ -16,8 +16,8 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IReactorCore,
 )
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.web.server import Request
 
 from jmap_twisted.auth.checkers import PasswordChecker, TokenChecker
 from jmap_twisted.auth.passwords import PasswordHasher
@@ -30,6 +30,8 @@ from jmap_twisted.bus.memory import InMemoryEventBus
 from jmap_twisted.config import ServerConfig
 from jmap_twisted.core.engine import Engine
 from jmap_twisted.core.limits import ConcurrencyLimiter
+from jmap_twisted.http.admission import ConnectionGuard
+from jmap_twisted.http.auth import login
 from jmap_twisted.http.eventsource import EventSourceResource
 from jmap_twisted.http.resources import build_root
 from jmap_twisted.http.site import JMAPSite
@@ -41,12 +43,14 @@ from jmap_twisted.interfaces import (
     IMailStore,
 )
 from jmap_twisted.listening import ListeningService
+from jmap_twisted.loops import SupervisedLoop
 from jmap_twisted.mail.delivery import LocalDelivery
 from jmap_twisted.mail.service import delivery_services
 from jmap_twisted.mail.smarthost import Smarthost
 from jmap_twisted.mail.vacation import VacationResponder
 from jmap_twisted.methods import build_registry
 from jmap_twisted.push import pushstate
+from jmap_twisted.push.connections import PushConnections
 from jmap_twisted.push.listener import PushListener, current_states
 from jmap_twisted.push.tickets import TicketChecker, Tickets
 from jmap_twisted.store.backends import StoreSettings, open_stores
@@ -102,6 +106,7 @@ class JMAPService(MultiService):
             config.domains,
             delivery,
             smarthost,
+            config.send_limits,
         )
         self.registry = methods.registry
         self.blob_resolver = methods.blob_resolver
@@ -114,6 +119,7 @@ class JMAPService(MultiService):
                     PasswordHasher(n=config.password_cost),
                     reactor,
                     reactor,
+                    config.login,
                 ),
                 TokenChecker(directory),
             ],
@@ -132,7 +138,15 @@ class JMAPService(MultiService):
         root = build_root(self)
         root.children[b"jmap"].putChild(b"ws", WebSocketUpgradeResource(self, self.websockets))
         root.children[b"jmap"].putChild(b"eventsource", EventSourceResource(self))
-        self.site = JMAPSite(root, self.body_limit)
+        self.site = JMAPSite(
+            root,
+            self.body_limit,
+            admit_body=self.admit_body,
+            timeout=config.connections.idle_timeout,
+        )
+        #: What the HTTP ports listen with: the site behind connection
+        #: admission.
+        self.front = ConnectionGuard(self.site, config.connections, reactor)
         self.dead_letters = dead_letters or MemoryDeadLetters()
         self.connector = connector
         #: Store commits, for group listeners (change computation).
@@ -155,14 +169,16 @@ class JMAPService(MultiService):
             )
             connector.on_reconnect(self.catch_up_later)
         self._publisher = StorePublisher(mail, self.mailbox_bus)
-        self._redelivery = LoopingCall(self._redeliver_requested)
-        self._redelivery.clock = reactor
+        self._redelivery = SupervisedLoop(
+            self._redeliver_requested, reactor, REDELIVERY_INTERVAL, "dead-letter redelivery"
+        )
         #: Open push connections (WebSocket sessions, EventSource streams),
         #: told when access or credentials change.
-        self.push_connections: set[Any] = set()
+        self.push_connections = PushConnections(config.max_push_connections)
         self._access_version: int | None = None
-        self._access_watch = LoopingCall(self._watch_access)
-        self._access_watch.clock = reactor
+        self._access_watch = SupervisedLoop(
+            self._watch_access, reactor, ACCESS_POLL_INTERVAL, "the access watch"
+        )
 
     @property
     def access_version_seen(self) -> int | None:
@@ -201,7 +217,11 @@ class JMAPService(MultiService):
                 # Fail closed: a connection whose credentials could not be
                 # re-checked is ended (its client reconnects and logs in).
                 log.failure("Could not apply an access change to a connection")
-                connection.close(1011, "Could not re-check this connection's access.")
+                try:
+                    connection.close(1011, "Could not re-check this connection's access.")
+                except Exception:
+                    log.failure("Could not close a connection after a failed re-check")
+                    self.push_connections.discard(connection)
 
     def catch_up_later(self) -> None:
         """
@@ -246,8 +266,8 @@ class JMAPService(MultiService):
         # publishing commits (kept in the bus's outbox until a connection),
         # the change listener (consumed once connected), the access watch.
         self._publisher.start()
-        self._redelivery.start(REDELIVERY_INTERVAL, now=False)
-        self._access_watch.start(ACCESS_POLL_INTERVAL, now=True)
+        self._redelivery.start(now=False)
+        self._access_watch.start(now=True)
         await register_change_listener(self.mailbox_bus, self.jmap_bus)
         await self.mailbox_bus.start()
         await self.jmap_bus.start()
@@ -281,13 +301,29 @@ class JMAPService(MultiService):
             return self.config.limits.max_size_upload, "maxSizeUpload"
         return self.config.limits.max_size_request, "maxSizeRequest"
 
+    def admit_body(self, request: Request, path: bytes) -> Deferred[None]:
+        """
+        Log a request with a body in on its headers, before the body is
+        read; an upload also takes one of the user's upload slots, held
+        until the request ends.
+        """
+        return Deferred.fromCoroutine(self._admit_body(request, path))
+
+    async def _admit_body(self, request: Request, path: bytes) -> None:
+        principal = await login(self.portal, request)
+        if path.startswith(b"/jmap/upload/"):
+            release = self.upload_limiter.try_acquire(principal.user.id)
+            request.notifyFinish().addBoth(lambda _: release())
+            request.upload_slot = release  # type: ignore[attr-defined]
+        request.admitted_principal = principal  # type: ignore[attr-defined]
+
     def add_listeners(self, reactor: IReactorCore) -> None:
         """
         Listen on every configured endpoint once the service starts.
         """
         for description in self.config.listen:
             endpoint = serverFromString(reactor, description)
-            ListeningService(endpoint, self.site).setServiceParent(self)
+            ListeningService(endpoint, self.front).setServiceParent(self)
 
     def listening_ports(self) -> list[IListeningPort]:
         """
@@ -359,9 +395,7 @@ class ChangeLogPruner(Service):
         self._store = store
         self._clock = clock
         self._retention = retention_days * 86400
-        self._loop = LoopingCall(self.prune)
-        self._loop.clock = clock
-        self._interval = interval
+        self._loop = SupervisedLoop(self.prune, clock, interval, "change-log pruning")
 
     async def prune(self) -> None:
         try:
@@ -374,7 +408,7 @@ class ChangeLogPruner(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._loop.start(self._interval, now=True)
+        self._loop.start(now=True)
 
     def stopService(self) -> None:
         super().stopService()
@@ -389,7 +423,9 @@ def make_service(config: ServerConfig, reactor: Any) -> MultiService:
     listening on every configured endpoint, delivering by LMTP (and SMTP
     when configured).
     """
-    stores = open_stores(config.store or StoreSettings(config.data_dir), reactor)
+    stores = open_stores(
+        config.store or StoreSettings(config.data_dir), reactor, config.query_timeout
+    )
     top = _DatabaseService(stores.database, reactor)
     directory, mail = stores.directory, stores.mail
     delivery = LocalDelivery(directory, mail, config.domains, reactor)

@@ -6,6 +6,7 @@ This is the only module that touches the global reactor.
 
 from __future__ import annotations
 
+import resource
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,8 +16,11 @@ from twisted.application.service import IService
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.python import usage
 
+from jmap_twisted.auth.throttle import LoginLimits
 from jmap_twisted.config import DEFAULT_DATA, DEFAULT_LISTEN, DEFAULT_LMTP, ServerConfig
 from jmap_twisted.core.limits import CoreLimits
+from jmap_twisted.http.admission import ConnectionLimits
+from jmap_twisted.mail.sendlimits import SendLimits
 from jmap_twisted.store.backends import StoreConfigurationError, StoreSettings, read_secret
 from jmap_twisted.ws.options import WebSocketOptions
 
@@ -35,6 +39,12 @@ def _positive(name: str) -> Any:
         return number
 
     return parse
+
+
+#: The connection limits' defaults, shown in the options' help.
+_CONNECTIONS = ConnectionLimits()
+#: The password checks' defaults, likewise.
+_LOGIN = LoginLimits()
 
 
 class Options(usage.Options):
@@ -61,6 +71,14 @@ class Options(usage.Options):
         ],
         ["store-password-file", None, None, "File whose first line is the database password."],
         ["store-pool-size", None, 8, "Database connections (and threads).", _positive("store-pool-size")],
+        [
+            "query-timeout",
+            None,
+            20,
+            "Seconds one read of an account's data (a query) may run before it is"
+            " stopped and answered serverFail.",
+            _positive("query-timeout"),
+        ],
         [
             "bus",
             None,
@@ -103,6 +121,49 @@ class Options(usage.Options):
             _positive("max-calls-in-request"),
         ],
         [
+            "max-connections",
+            None,
+            _CONNECTIONS.max_connections,
+            "HTTP connections kept at once; past it the oldest not logged in is closed.",
+            _positive("max-connections"),
+        ],
+        [
+            "max-anonymous-per-address",
+            None,
+            _CONNECTIONS.max_anonymous_per_address,
+            "Connections not (yet) logged in, per client address.",
+            _positive("max-anonymous-per-address"),
+        ],
+        [
+            "login-timeout",
+            None,
+            int(_CONNECTIONS.login_timeout),
+            "Seconds a connection may stay open without logging in.",
+            _positive("login-timeout"),
+        ],
+        [
+            "http-idle-timeout",
+            None,
+            int(_CONNECTIONS.idle_timeout),
+            "Seconds an HTTP connection may wait between requests, or between reads of one.",
+            _positive("http-idle-timeout"),
+        ],
+        [
+            "password-threads",
+            None,
+            _LOGIN.threads,
+            "Password hashes at once (32 MiB each); as many more may wait, then logins get 503.",
+            _positive("password-threads"),
+        ],
+        [
+            "login-failures-per-address",
+            None,
+            _LOGIN.address_burst,
+            "Failed logins a client address may make in a row before its password logins"
+            " get 429 for a while; 0 turns the per-address limits off (behind a reverse proxy).",
+            int,
+        ],
+        [
             "lmtp",
             None,
             DEFAULT_LMTP,
@@ -122,6 +183,20 @@ class Options(usage.Options):
             50_000_000,
             "Largest message accepted by LMTP/SMTP, octets.",
             _positive("max-message-size"),
+        ],
+        [
+            "max-recipients-per-submission",
+            None,
+            100,
+            "Distinct envelope recipients of one EmailSubmission (more: tooManyRecipients).",
+            _positive("max-recipients-per-submission"),
+        ],
+        [
+            "max-recipients-per-hour",
+            None,
+            1000,
+            "Recipients, local or remote, one user may send to in any hour (more: rateLimit).",
+            _positive("max-recipients-per-hour"),
         ],
         [
             "smarthost",
@@ -150,6 +225,20 @@ class Options(usage.Options):
             11,
             "permessage-deflate window of the server (9-15; smaller uses less memory).",
             int,
+        ],
+        [
+            "max-push-connections-per-user",
+            None,
+            50,
+            "WebSockets and EventSource streams one user may hold open (more get 429).",
+            _positive("max-push-connections-per-user"),
+        ],
+        [
+            "push-stall-timeout",
+            None,
+            60,
+            "Seconds an EventSource stream whose client does not read is kept.",
+            _positive("push-stall-timeout"),
         ],
         [
             "smarthost-credentials",
@@ -241,10 +330,16 @@ class Options(usage.Options):
             credentials = _read_credentials(self["smarthost-credentials"])
         if self["change-retention-days"] <= 0:
             raise usage.UsageError("--change-retention-days must be positive")
+        if self["max-recipients-per-submission"] > self["max-recipients-per-hour"]:
+            raise usage.UsageError(
+                "--max-recipients-per-submission cannot exceed --max-recipients-per-hour"
+            )
         if not 9 <= self["ws-window-bits"] <= 15:
             raise usage.UsageError("--ws-window-bits must be from 9 to 15")
         if self["ws-ping-interval"] < 0 or self["ws-ping-timeout"] < 1:
             raise usage.UsageError("--ws-ping-interval must be >= 0 and --ws-ping-timeout >= 1")
+        if self["login-failures-per-address"] < 0:
+            raise usage.UsageError("--login-failures-per-address must be at least 0")
         store, bus = self._cluster()
         hostname = self["hostname"] or socket.getfqdn()
         self.config = ServerConfig(
@@ -252,6 +347,17 @@ class Options(usage.Options):
             data_dir=Path(self["data"]),
             public_url=public_url,
             limits=CoreLimits(**limits),
+            connections=ConnectionLimits(
+                max_connections=self["max-connections"],
+                max_anonymous_per_address=self["max-anonymous-per-address"],
+                login_timeout=float(self["login-timeout"]),
+                idle_timeout=float(self["http-idle-timeout"]),
+            ),
+            login=LoginLimits(
+                threads=self["password-threads"],
+                per_client=self["password-threads"],
+                address_burst=self["login-failures-per-address"],
+            ),
             hostname=hostname,
             domains=tuple(self["domain"]) or (hostname.lower(),),
             lmtp_listen=None if self["no-lmtp"] else self["lmtp"],
@@ -260,7 +366,13 @@ class Options(usage.Options):
             smarthost=self["smarthost"],
             smarthost_credentials=credentials,
             smarthost_require_tls=bool(self["smarthost-require-tls"]),
+            send_limits=SendLimits(
+                max_recipients_per_submission=self["max-recipients-per-submission"],
+                max_recipients_per_hour=self["max-recipients-per-hour"],
+            ),
             change_retention_days=self["change-retention-days"],
+            max_push_connections=self["max-push-connections-per-user"],
+            push_stall_timeout=float(self["push-stall-timeout"]),
             websocket=WebSocketOptions(
                 ping_interval=float(self["ws-ping-interval"]),
                 ping_timeout=float(self["ws-ping-timeout"]),
@@ -271,6 +383,7 @@ class Options(usage.Options):
                 bind_tickets=bool(self["bind-tickets"]),
             ),
             store=store,
+            query_timeout=float(self["query-timeout"]),
             bus=bus,
             node_id=self["node-id"],
         )
@@ -331,11 +444,26 @@ def _read_credentials(path: str) -> tuple[str, str]:
     return username, password
 
 
+def _raise_descriptor_limit() -> None:
+    """
+    Let the process open as many descriptors as its hard limit allows:
+    connections are bounded below it (see :mod:`jmap_twisted.http.admission`).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass  # keep the soft limit; capacity follows it
+
+
 def makeService(options: Options) -> IService:
     """
     The service ``twistd jmap`` runs.
     """
     from twisted.internet import reactor
+
+    _raise_descriptor_limit()
 
     from jmap_twisted.service import make_service
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.auth.test_checkers -*-
 """
 twisted.cred checkers for HTTP Basic passwords and bearer tokens.
 
@@ -13,15 +14,25 @@ from collections import OrderedDict
 from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.credentials import ICredentials, IUsernamePassword
+from twisted.cred.credentials import ICredentials, IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from jmap_twisted.auth.passwords import PasswordHasher, token_hash
+from jmap_twisted.auth.throttle import (
+    FailureLimiter,
+    HashingQueue,
+    InFlight,
+    LoginLimits,
+    LoginThrottled,
+    client_key,
+)
 from jmap_twisted.interfaces import IBearerToken, IDirectory
+
+log = Logger()
 
 
 @implementer(IBearerToken)
@@ -38,14 +49,32 @@ class BearerToken:
         return "<BearerToken (redacted)>"
 
 
+class PasswordCredentials(UsernamePassword):
+    """
+    ``Authorization: Basic`` credentials, with the address of the client
+    that sent them (which failed logins are counted by).
+
+    :ivar client: the client's IP address, or ``None`` when unknown.
+    """
+
+    def __init__(self, username: bytes, password: bytes, client: str | None) -> None:
+        super().__init__(username, password)
+        self.client = client
+
+    def __repr__(self) -> str:
+        return "<PasswordCredentials (redacted)>"
+
+
 class _VerifiedPasswords:
     """
     Remembers recent successful password checks so that clients which send
-    Basic credentials with every request do not pay for scrypt each time.
+    Basic credentials with every request do not pay for scrypt each time,
+    and never wait behind other clients' checks.
 
-    An entry is a keyed hash of (stored hash, password) under a per-process
-    secret, so it proves nothing to anyone who reads memory, and it stops
-    matching the moment the stored hash changes (a new password).
+    An entry holds keyed hashes, under a per-process secret, of the
+    username with the password and of the stored hash: it proves nothing
+    to anyone who reads memory, a wrong password never matches it, and it
+    stops counting the moment the stored hash changes (a new password).
     """
 
     def __init__(self, clock: IReactorTime, ttl: float, size: int) -> None:
@@ -53,26 +82,58 @@ class _VerifiedPasswords:
         self._ttl = ttl
         self._size = size
         self._secret = secrets.token_bytes(32)
-        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        #: username -> (password MAC, stored hash MAC, user id, expiry)
+        self._entries: OrderedDict[str, tuple[bytes, bytes, str, float]] = OrderedDict()
 
-    def _fingerprint(self, stored: str, password: str) -> bytes:
-        message = stored.encode() + b"\0" + password.encode("utf-8", "surrogatepass")
+    def _mac(self, *parts: str) -> bytes:
+        message = b"\0".join(part.encode("utf-8", "surrogatepass") for part in parts)
         return hmac.new(self._secret, message, hashlib.sha256).digest()
 
-    def known(self, user_id: str, stored: str, password: str) -> bool:
-        entry = self._entries.get(user_id)
-        if entry is None or entry[1] < self._clock.seconds():
-            return False
-        return hmac.compare_digest(entry[0], self._fingerprint(stored, password))
+    def fingerprint(self, username: str, password: str, stored: str) -> bytes:
+        """
+        A keyed hash naming one check of these credentials against this
+        stored hash, safe to keep as a dictionary key.
+        """
+        return self._mac(username, password, stored)
 
-    def remember(self, user_id: str, stored: str, password: str) -> None:
-        self._entries[user_id] = (
-            self._fingerprint(stored, password),
+    def known(self, username: str, password: str) -> tuple[str, bytes] | None:
+        """
+        The user id and stored hash MAC a live entry for these credentials
+        holds, or ``None``; the caller checks the stored hash still is the
+        one verified, with :meth:`still_valid`.
+        """
+        entry = self._entries.get(username)
+        if entry is None:
+            return None
+        if entry[3] < self._clock.seconds():
+            del self._entries[username]
+            return None
+        if not hmac.compare_digest(entry[0], self._mac(username, password)):
+            return None
+        return entry[2], entry[1]
+
+    def still_valid(self, known: tuple[str, bytes], user_id: str, stored: str) -> bool:
+        """
+        Whether what :meth:`known` returned was for this user and hash.
+        """
+        return known[0] == user_id and hmac.compare_digest(known[1], self._mac(stored))
+
+    def remember(self, username: str, password: str, user_id: str, stored: str) -> None:
+        self._entries[username] = (
+            self._mac(username, password),
+            self._mac(stored),
+            user_id,
             self._clock.seconds() + self._ttl,
         )
-        self._entries.move_to_end(user_id)
+        self._entries.move_to_end(username)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)
+
+    def forget(self, username: str) -> None:
+        self._entries.pop(username, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 @implementer(ICredentialsChecker)
@@ -80,10 +141,18 @@ class PasswordChecker:
     """
     Checks usernames and passwords against the directory's scrypt hashes.
 
-    Hashing runs in the reactor's thread pool.  Unknown users cost the same
-    hash as known ones, so response times do not reveal which names exist.
+    Credentials that passed a check in the last few minutes (and whose
+    stored hash has not changed) pass again at once, without hashing and
+    whatever other clients do.  Others are refused with
+    :class:`~jmap_twisted.auth.throttle.LoginThrottled` while their
+    address or username has failed too often, and hashed in the
+    :class:`~jmap_twisted.auth.throttle.HashingQueue`, which refuses
+    them when full.  Unknown users cost the same hash as known ones, so
+    response times do not reveal which names exist.
 
-    :param cache_ttl: seconds a successful check is remembered.
+    :param reactor: the reactor whose thread pool hashes.
+    :param clock: the time source of the limits and the cache.
+    :param limits: the bounds; the defaults suit a small server.
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -94,40 +163,72 @@ class PasswordChecker:
         hasher: PasswordHasher,
         reactor: Any,
         clock: IReactorTime,
-        cache_ttl: float = 300.0,
-        cache_size: int = 10_000,
+        limits: LoginLimits | None = None,
     ) -> None:
+        limits = limits or LoginLimits()
         self._directory = directory
         self._hasher = hasher
-        self._reactor = reactor
-        self._verified = _VerifiedPasswords(clock, cache_ttl, cache_size)
+        self._verified = _VerifiedPasswords(clock, limits.cache_ttl, limits.cache_size)
+        self._queue = HashingQueue(reactor, limits.threads, per_client=limits.per_client)
+        self._addresses = (
+            FailureLimiter(clock, limits.address_burst, limits.refill, limits.remembered)
+            if limits.address_burst
+            else None
+        )
+        self._users = FailureLimiter(clock, limits.user_burst, limits.refill, limits.remembered)
+        self._checking = InFlight()
         self._decoy = hasher.hash(secrets.token_urlsafe(16))
 
     def requestAvatarId(self, credentials: ICredentials) -> Deferred[Any]:
-        return Deferred.fromCoroutine(self._check(IUsernamePassword(credentials)))
+        client = None
+        if (
+            self._addresses is not None
+            and isinstance(credentials, PasswordCredentials)
+            and credentials.client is not None
+        ):
+            client = client_key(credentials.client)
+        return Deferred.fromCoroutine(self._check(IUsernamePassword(credentials), client))
 
-    async def _verify(self, password: str, stored: str) -> bool:
-        return await deferToThreadPool(
-            self._reactor,
-            self._reactor.getThreadPool(),
-            self._hasher.verify,
-            password,
-            stored,
-        )
+    def _throttle(self, client: str | None, username: str) -> None:
+        wait = self._users.retry_after(username)
+        if client is not None and self._addresses is not None:
+            wait = max(wait, self._addresses.retry_after(client))
+        if wait:
+            raise LoginThrottled(wait)
 
-    async def _check(self, credentials: IUsernamePassword) -> str:
+    def _failed(self, client: str | None, username: str, known_user: bool) -> None:
+        if client is not None and self._addresses is not None and self._addresses.failed(client):
+            log.warn("Too many failed logins from {client}: throttling them", client=client)
+        if self._users.failed(username) and known_user:
+            log.warn("Too many failed logins as {username}: throttling them", username=username)
+
+    async def _check(self, credentials: IUsernamePassword, client: str | None) -> str:
         username = _text(credentials.username)
         password = _text(credentials.password)
+        known = self._verified.known(username, password)
+        if known is None:
+            # Refused before anything is read or hashed.
+            self._throttle(client, username)
         found = await self._directory.get_password_hash(username)
         user, stored = found if found is not None else (None, None)
-        if user is None or stored is None:
-            await self._verify(password, self._decoy)
+        if known is not None:
+            if user is not None and stored is not None:
+                if self._verified.still_valid(known, user.id, stored):
+                    return user.id
+            self._verified.forget(username)
+            self._throttle(client, username)
+        # Without an address (or with address limits off), no client
+        # shares its place with another.
+        share: object = client if client is not None else object()
+        encoded = stored or self._decoy
+        valid = await self._checking.join(
+            self._verified.fingerprint(username, password, encoded),
+            lambda: self._queue.run(share, self._hasher.verify, password, encoded),
+        )
+        if not valid or user is None or stored is None:
+            self._failed(client, username, user is not None)
             raise UnauthorizedLogin()
-        if self._verified.known(user.id, stored, password):
-            return user.id
-        if not await self._verify(password, stored):
-            raise UnauthorizedLogin()
-        self._verified.remember(user.id, stored, password)
+        self._verified.remember(username, password, user.id, stored)
         return user.id
 
 

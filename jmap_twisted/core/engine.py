@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 
 from jmap_twisted.core.limits import CoreLimits
@@ -20,10 +21,13 @@ from jmap_twisted.errors import (
     InvalidArguments,
     MethodError,
     ServerFail,
+    ServerUnavailable,
     UnknownMethod,
 )
 from jmap_twisted.interfaces import IPrincipal
 from jmap_twisted.records import Account
+from jmap_twisted.store.fair_reads import QueryTimeout
+from jmap_twisted.store.threaded_db import DiskFull
 
 log = Logger()
 
@@ -112,7 +116,13 @@ class Engine:
 
         Method-level errors become ``error`` responses; an unexpected
         exception in a method is logged and becomes ``serverFail``, and later
-        calls still run.
+        calls still run.  A read stopped for running past its time budget
+        is ``serverFail`` too (RFC 8620 §3.6.2: the same call is expected
+        to fail again, and nothing was changed), with a description and no
+        traceback in the log; a write refused because the disk is full is
+        ``serverUnavailable`` (it works again once there is room).
+        Cancellation (the client went away) stops the request: no later
+        call runs.
         """
         created_ids = dict(request.created_ids or {})
         responses: list[Response] = []
@@ -130,6 +140,28 @@ class Engine:
                 result = await method.handler(context, arguments)
             except MethodError as error:
                 responses.append(("error", error.to_arguments(), call.call_id))
+                continue
+            except CancelledError:
+                raise  # nobody waits for the response: run no further call
+            except QueryTimeout as error:
+                log.warn(
+                    "Method {method} of user {user_id} stopped: {error}",
+                    method=call.name,
+                    user_id=principal.user.id,
+                    error=str(error),
+                )
+                failed = ServerFail(
+                    f"The call ran longer than the server allows ({error.budget:g} s) and"
+                    " was stopped; nothing was changed.  Narrow its filter."
+                )
+                responses.append(("error", failed.to_arguments(), call.call_id))
+                continue
+            except DiskFull:
+                log.warn("Method {method} failed: the disk is full", method=call.name)
+                unavailable = ServerUnavailable(
+                    "The server's disk is full; nothing was changed.  Destroying mail still works."
+                )
+                responses.append(("error", unavailable.to_arguments(), call.call_id))
                 continue
             except Exception:
                 log.failure(

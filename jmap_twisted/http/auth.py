@@ -9,13 +9,15 @@ from base64 import b64decode
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-from twisted.cred.credentials import ICredentials, IUsernamePassword, UsernamePassword
+from twisted.cred.credentials import ICredentials, IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.web.iweb import IRequest
 
-from jmap_twisted.auth.checkers import BearerToken
+from jmap_twisted.auth.checkers import BearerToken, PasswordCredentials
 from jmap_twisted.auth.passwords import token_hash
+from jmap_twisted.auth.throttle import LoginRefused
+from jmap_twisted.http.admission import mark_authenticated
 from jmap_twisted.http.problem import write_status
 from jmap_twisted.interfaces import IBearerToken, IDirectory, IPrincipal
 from jmap_twisted.push.tickets import ITicket, TicketCredentials
@@ -46,7 +48,7 @@ def credentials_from_request(request: IRequest, allow_query_token: bool = False)
             username, sep, password = decoded.partition(b":")
             if not sep:
                 raise UnauthorizedLogin("malformed Basic credentials")
-            return UsernamePassword(username, password)
+            return PasswordCredentials(username, password, _client(request))
         if scheme == b"bearer" and value:
             try:
                 return BearerToken(value.decode("ascii"))
@@ -56,9 +58,7 @@ def credentials_from_request(request: IRequest, allow_query_token: bool = False)
     if allow_query_token:
         tickets = request.args.get(b"ticket")
         if tickets:
-            address = request.getClientAddress()
-            client = getattr(address, "host", None)
-            return TicketCredentials(tickets[0].decode("ascii", "replace"), client)
+            return TicketCredentials(tickets[0].decode("ascii", "replace"), _client(request))
         tokens = request.args.get(b"access_token")
         if tokens:
             try:
@@ -68,14 +68,25 @@ def credentials_from_request(request: IRequest, allow_query_token: bool = False)
     raise UnauthorizedLogin("no credentials")
 
 
+def _client(request: IRequest) -> str | None:
+    host = getattr(request.getClientAddress(), "host", None)
+    return host if isinstance(host, str) else None
+
+
 async def login(portal: Portal, request: IRequest, allow_query_token: bool = False) -> IPrincipal:
     """
     Authenticate a request.
 
     :raises UnauthorizedLogin: missing, malformed or wrong credentials.
+    :raises LoginRefused: a password login refused unchecked (too many
+        failures, or too many checks at once).
     """
+    admitted = getattr(request, "admitted_principal", None)
+    if admitted is not None:
+        return cast(IPrincipal, admitted)  # logged in on its headers already
     credentials = credentials_from_request(request, allow_query_token)
     _, avatar, _ = await portal.login(credentials, None, IPrincipal)
+    mark_authenticated(request)
     return cast(IPrincipal, avatar)
 
 
@@ -86,6 +97,19 @@ def write_unauthorized(request: IRequest) -> None:
     for challenge in CHALLENGES:
         request.responseHeaders.addRawHeader(b"WWW-Authenticate", challenge)
     write_status(request, 401, "Authentication is required: use Basic or Bearer credentials.")
+
+
+def write_refused(request: IRequest, refused: LoginRefused) -> None:
+    """
+    Finish with 429 (this client or username failed too often) or 503
+    (the server is checking too many passwords), and ``Retry-After``.
+    """
+    request.setHeader(b"Retry-After", b"%d" % refused.retry_after)
+    if refused.status == 429:
+        detail = "Too many login attempts: retry later."
+    else:
+        detail = "The server is busy checking passwords: retry later."
+    write_status(request, refused.status, detail)
 
 
 #: Tells whether the credentials a long-lived connection authenticated with
@@ -166,4 +190,5 @@ async def login_with_probe(
     probe = credential_probe(directory, origin, principal.user.id)
     if not await probe():
         raise UnauthorizedLogin("the credentials behind this ticket were revoked")
+    mark_authenticated(request)
     return principal, probe

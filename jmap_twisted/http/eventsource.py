@@ -1,27 +1,47 @@
+# -*- test-case-name: tests.http.test_eventsource -*-
 """
 RFC 8620 §7.3 push over EventSource (``text/event-stream``).
+
+Once a stream has begun, only events and comments are written to it: a
+failure ends the stream (the client reconnects with ``Last-Event-ID``)
+rather than putting a problem document in it.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from zope.interface import implementer
 
 from jmap_twisted.bus.events import AccountKey
 from jmap_twisted.core import jsonio
 from jmap_twisted.http.auth import login_with_probe
 from jmap_twisted.http.problem import write_status
 from jmap_twisted.http.resources import JMAPResource
+from jmap_twisted.interfaces import IPrincipal, IRegistration
 from jmap_twisted.push import pushstate
 from jmap_twisted.push.listener import PUSH_TYPES, PushListener, current_states
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from jmap_twisted.service import JMAPService
+
+log = Logger()
 
 #: Bounds of the ping interval, in seconds (a non-zero request is clamped).
 MIN_PING, MAX_PING = 30, 300
+#: A ping interval is a few ASCII digits (``str.isdigit`` would take ``²``).
+_PING = re.compile(r"[0-9]{1,9}")
+#: Seconds between comments on a stream without pings: a stream on which
+#: nothing is ever written cannot notice that its peer is gone.
+KEEP_ALIVE = MAX_PING
 
 
 def _argument(request: IRequest, *names: bytes) -> str | None:
@@ -48,96 +68,225 @@ class EventSourceResource(JMAPResource):
         types_text = _argument(request, b"types") or "*"
         close_after = (_argument(request, b"closeafter", b"closeAfter") or "no").lower()
         ping_text = _argument(request, b"ping") or "0"
-        if close_after not in ("state", "no") or not ping_text.isdigit():
+        if close_after not in ("state", "no") or not _PING.fullmatch(ping_text):
             write_status(request, 400, "closeafter is 'state' or 'no'; ping is whole seconds.")
             return
         ping = int(ping_text)
         if ping:
             ping = min(max(ping, MIN_PING), MAX_PING)
         types = None if types_text == "*" else [t for t in types_text.split(",") if t in PUSH_TYPES]
-        accounts = [a.id for a in principal.accounts]
+        connections = self.service.push_connections
+        if connections.full(principal.user.id):
+            write_status(
+                request,
+                429,
+                f"At most {connections.per_user} push connections may be open at once "
+                "for one user; close one first.",
+            )
+            return
+        stream = EventStream(
+            self.service, request, principal, probe, types, close_after == "state", ping
+        )
+        await stream.run(seen)
 
+
+@implementer(IPushProducer)
+class EventStream:
+    """
+    One open ``text/event-stream`` response.
+
+    It is the request's producer: while the client's connection cannot
+    take more (the transport's buffer is full), StateChanges merge per
+    account and type in the listener instead of being written; a stream
+    that stays full for ``push_stall_timeout`` seconds is dropped.  It is
+    also a push connection: it ends when access or credentials change,
+    and the client reconnects (with ``Last-Event-ID``) under what now
+    holds.
+    """
+
+    def __init__(
+        self,
+        service: JMAPService,
+        request: IRequest,
+        principal: IPrincipal,
+        probe: Callable[[], Awaitable[bool]],
+        types: list[str] | None,
+        close_after_state: bool,
+        ping: int,
+    ) -> None:
+        self._service = service
+        self._request: Any = request
+        self._principal = principal
+        self._probe = probe
+        self._close_after_state = close_after_state
+        self._ping = ping
+        self._accounts = [a.id for a in principal.accounts]
+        self._listener = PushListener(self._send, types, self._accounts)
+        self._registration: IRegistration | None = None
+        self._finished = False
+        self._paused = False
+        self._stall: IDelayedCall | None = None
+        self._ticker = LoopingCall(self._tick)
+        self._ticker.clock = service.reactor
+        self.user_id = principal.user.id
+
+    async def run(self, access_seen: int | None) -> None:
+        """
+        Begin the stream (counted at once among the user's push
+        connections) and start pushing.
+        """
+        request = self._request
+        self._service.push_connections.add(self)
+        request.notifyFinish().addBoth(self._cleanup)
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-cache, no-store")
         request.setHeader(b"X-Accel-Buffering", b"no")
+        request.registerProducer(self, True)
         request.write(b": jmap push\n\n")
-        finished = False
+        try:
+            await self._start(access_seen)
+        except CancelledError:
+            self._cleanup(None)  # the client went away
+        except Exception:
+            log.failure("Could not start an EventSource stream for {user_id}", user_id=self.user_id)
+            self._end()
 
-        def send(change: dict[str, Any]) -> None:
-            nonlocal finished
-            if finished:
-                return
-            request.write(
-                b"event: state\nid: "
-                + change["pushState"].encode()
-                + b"\ndata: "
-                + jsonio.dumps(change)
-                + b"\n\n"
-            )
-            if close_after == "state":
-                finished = True
-                request.finish()
-                cleanup(None)
-
-        listener = PushListener(send, types, accounts)
-        registration = await self.service.jmap_bus.register(
-            listener, [AccountKey(a) for a in accounts]
+    async def _start(self, access_seen: int | None) -> None:
+        registration = await self._service.jmap_bus.register(
+            self._listener, [AccountKey(a) for a in self._accounts]
         )
-        pinger = LoopingCall(
-            lambda: (
-                None
-                if finished
-                else request.write(b'event: ping\ndata: {"interval":%d}\n\n' % ping)
-            )
-        )
-        pinger.clock = self.service.reactor
-
-        service = self.service
-
-        class Stream:
-            """
-            Ends the stream when access or credentials change: the client
-            reconnects (with Last-Event-ID) under what now holds.
-            """
-
-            user_id = principal.user.id
-
-            def close(self, code: int, reason: str) -> None:
-                if not finished:
-                    request.finish()
-
-            async def access_changed(self) -> None:
-                if finished:
-                    return
-                accounts_now = await service.directory.accounts_for_user(principal.user.id)
-                valid = await probe()
-                if finished:
-                    return  # ended while we looked
-                if not valid or {a.id for a in accounts_now} != set(accounts):
-                    request.finish()
-
-        stream = Stream()
-        service.push_connections.add(stream)
-
-        def cleanup(_: object) -> None:
-            nonlocal finished
-            finished = True
-            service.push_connections.discard(stream)
-            if pinger.running:
-                pinger.stop()
-            registration.cancel()
-
-        request.notifyFinish().addBoth(cleanup)  # type: ignore[attr-defined]
-        if service.access_version_seen != seen:
-            await stream.access_changed()  # changed while this stream logged in
-            if finished:
-                return
-        if ping:
-            pinger.start(ping, now=False)
-        current = await current_states(self.service.mail, accounts)
-        if finished:
+        if self._finished:
+            await registration.cancel()
             return
-        last = request.getHeader(b"last-event-id")
+        self._registration = registration
+        if self._service.access_version_seen != access_seen:
+            await self.access_changed()  # changed while this stream logged in
+            if self._finished:
+                return
+        self._ticker.start(self._ping or KEEP_ALIVE, now=False)
+        current = await current_states(self._service.mail, self._accounts)
+        if self._finished:
+            return
+        last = self._request.getHeader(b"last-event-id")
         replay = pushstate.replay(current, last.decode("ascii", "replace")) if last else None
-        listener.start(current, replay)
+        self._listener.start(current, replay)
+
+    # -- output ----------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if not self._finished:
+            self._request.write(data)
+
+    def _send(self, change: dict[str, Any]) -> None:
+        if self._finished:
+            return
+        self._write(
+            b"event: state\nid: "
+            + change["pushState"].encode()
+            + b"\ndata: "
+            + jsonio.dumps(change)
+            + b"\n\n"
+        )
+        if self._close_after_state:
+            self._end()
+
+    def _tick(self) -> None:
+        if self._paused:
+            return  # nothing more into a full buffer; the stall timer decides
+        if self._ping:
+            self._write(b'event: ping\ndata: {"interval":%d}\n\n' % self._ping)
+        else:
+            self._write(b": keep-alive\n\n")
+
+    # -- flow control (IPushProducer, driven by the transport) -----------
+
+    def pauseProducing(self) -> None:
+        if self._paused or self._finished:
+            return
+        self._paused = True
+        self._listener.pause()
+        self._stall = self._service.reactor.callLater(
+            self._service.config.push_stall_timeout, self._stalled
+        )
+
+    def resumeProducing(self) -> None:
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
+        self._stall = None
+        if not self._paused or self._finished:
+            return
+        self._paused = False
+        self._listener.resume()
+
+    def stopProducing(self) -> None:
+        self._cleanup(None)
+
+    def _stalled(self) -> None:
+        self._stall = None
+        if self._finished:
+            return
+        log.info(
+            "Dropping an EventSource stream of {user_id} whose client has not read"
+            " for {seconds} seconds",
+            user_id=self.user_id,
+            seconds=self._service.config.push_stall_timeout,
+        )
+        transport = self._request.transport
+        self._cleanup(None)
+        if transport is not None:
+            # What is buffered for a client that does not read is dropped
+            # with the connection rather than flushed first.
+            abort = getattr(transport, "abortConnection", transport.loseConnection)
+            abort()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def _end(self) -> None:
+        """
+        Finish the response (the client may reconnect).
+        """
+        request = self._request
+        finished = self._finished
+        self._cleanup(None)
+        if not finished and not request.finished and not request._disconnected:
+            request.finish()
+
+    def _cleanup(self, _: object) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._service.push_connections.discard(self)
+        if self._ticker.running:
+            self._ticker.stop()
+        if self._stall is not None and self._stall.active():
+            self._stall.cancel()
+        self._stall = None
+        request = self._request
+        if getattr(request, "producer", None) is self and getattr(request, "channel", None):
+            request.unregisterProducer()
+        registration, self._registration = self._registration, None
+        if registration is not None:
+            registration.cancel().addErrback(
+                lambda f: log.failure("Could not unregister an EventSource stream", f)
+            )
+
+    def close(self, code: int, reason: str) -> None:
+        """
+        End the stream (access or credentials changed, or shutdown).
+        """
+        self._end()
+
+    async def access_changed(self) -> None:
+        """
+        End the stream if its credentials no longer hold or the accounts
+        its user may see changed.
+        """
+        if self._finished:
+            return
+        accounts_now = await self._service.directory.accounts_for_user(self.user_id)
+        valid = await self._probe()
+        if self._finished:
+            return  # ended while we looked
+        if not valid or {a.id for a in accounts_now} != set(self._accounts):
+            self._end()

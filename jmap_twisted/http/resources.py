@@ -16,6 +16,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from jmap_twisted.auth.throttle import LoginRefused
 from jmap_twisted.core import jsonio
 from jmap_twisted.core.request import is_id, parse_request
 from jmap_twisted.core.session import session_object
@@ -24,6 +25,7 @@ from jmap_twisted.http.auth import (
     credential_origin,
     credentials_from_request,
     login,
+    write_refused,
     write_unauthorized,
 )
 from jmap_twisted.http.problem import write_json, write_problem, write_status
@@ -100,6 +102,8 @@ class JMAPResource(Resource):
             return  # the client went away
         except UnauthorizedLogin:
             write_unauthorized(request)
+        except LoginRefused as refused:
+            write_refused(request, refused)
         except RequestLevelError as error:
             write_problem(request, error)
         except Exception:
@@ -138,14 +142,14 @@ class APIResource(JMAPResource):
 
     async def handle(self, request: IRequest) -> None:
         principal = await login(self.service.portal, request)
-        content_type = request.getHeader(b"content-type")
-        if content_type is not None:
-            media = content_type.split(b";")[0].strip().lower()
-            if media != b"application/json":
-                raise NotJSON(
-                    "The request's Content-Type must be application/json, not "
-                    f"{media.decode('latin-1')!r}."
-                )
+        # Only JSON: a cross-site form or a no-CORS fetch can send a body
+        # without a type or of a "simple" type with a browser's cached
+        # credentials, but not application/json.
+        content_type = request.getHeader(b"content-type") or b""
+        media = content_type.split(b";")[0].strip().lower()
+        if media != b"application/json":
+            shown = media.decode("latin-1")[:60] or "missing"
+            raise NotJSON(f"The request's Content-Type must be application/json, not {shown!r}.")
         release = self.service.request_limiter.try_acquire(principal.user.id)
         try:
             body = request.content.read()
@@ -174,11 +178,14 @@ class UploadResource(JMAPResource):
         if not any(a.id == account_id for a in principal.accounts):
             write_status(request, 404, "No such account.")
             return
-        try:
-            release = self.service.upload_limiter.try_acquire(principal.user.id)
-        except LimitExceeded as error:
-            write_problem(request, error, status=429)
-            return
+        # Taken on the headers, before the body was read (see admit_body).
+        release = getattr(request, "upload_slot", None)
+        if release is None:
+            try:
+                release = self.service.upload_limiter.try_acquire(principal.user.id)
+            except LimitExceeded as error:
+                write_problem(request, error, status=429)
+                return
         try:
             media_type = _media_type(request.getHeader(b"content-type"))
             data = request.content.read()

@@ -7,6 +7,8 @@ Mail transport: delivery of incoming mail over LMTP (RFC 2033) and SMTP
   :class:`~jmap_twisted.interfaces.IMailDelivery` over a directory and a
   mail store), the trace headers added on delivery, and the bridge to
   Twisted's ``IMessageDelivery``/``IMessage`` used by both protocols.
+- :mod:`~jmap_twisted.mail.spool`: an arriving message's octets, held
+  once for all its recipients, in a temporary file once large.
 - :mod:`~jmap_twisted.mail.smtp`: the ESMTP base shared by both protocols
   (``SIZE``, ``8BITMIME``, ``PIPELINING``, ``ENHANCEDSTATUSCODES``, replies
   kept in command order) and the inbound SMTP server for local delivery
@@ -16,6 +18,8 @@ Mail transport: delivery of incoming mail over LMTP (RFC 2033) and SMTP
 - :mod:`~jmap_twisted.mail.service`: the listening services for the
   configured LMTP and SMTP endpoints.
 - :mod:`~jmap_twisted.mail.smarthost`: handing outgoing mail to a relay.
+- :mod:`~jmap_twisted.mail.sendlimits`: how many recipients a user may
+  send to, per submission and per hour.
 - :mod:`~jmap_twisted.mail.vacation`: the vacation auto-responder.
 
 :mod:`twisted.mail.smtp`, which the delivery modules import, imports the

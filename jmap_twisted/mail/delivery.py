@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.mail.interfaces import IMessageDelivery, IMessageSMTP
@@ -27,6 +27,7 @@ from twisted.mail.smtp import Address, SMTPBadRcpt, SMTPServerError, User
 from zope.interface import implementer
 
 from jmap_twisted.interfaces import IDirectory, IMailDelivery, IMailStore, IMailWriter
+from jmap_twisted.mail.spool import MessageSpool
 from jmap_twisted.records import EmailRecord
 
 log = Logger()
@@ -209,6 +210,9 @@ class LocalDelivery:
 
 #: Resolutions remembered by :class:`LocalDelivery`.
 RESOLVED_CACHE = 10_000
+#: Messages past the spool's memory limit read back and stored at once,
+#: server-wide (SQLite stores one at a time anyway).
+LARGE_MESSAGES_AT_ONCE = 2
 
 
 def _date(when: float) -> str:
@@ -287,12 +291,19 @@ def envelope_address(address: Address) -> str | None:
 @implementer(IMessageSMTP)
 class IncomingMessage:
     """
-    One recipient's copy of a message arriving over SMTP or LMTP: collects
-    its lines up to a size limit and, at the end of data, delivers it.
+    One recipient's copy of a message arriving over SMTP or LMTP: the
+    message's octets gathered up to a size limit in a
+    :class:`~jmap_twisted.mail.spool.MessageSpool` and, at the end of
+    data, delivered.
 
     Lines arrive without their CRLF and with dot-stuffing undone; the
     message is stored as ``trace`` followed by every line ended by CRLF.
     Only the client's lines count towards ``max_size``.
+
+    The messages of one transaction's recipients share one ``spool``: the
+    first message made for it writes the lines (Twisted gives every
+    recipient's message each line), the others only read it, and they
+    deliver one after another so that one copy at most is in memory.
 
     :param delivery: where the message goes.
     :param account_id: the recipient's account.
@@ -300,6 +311,12 @@ class IncomingMessage:
     :param trace: the trace header fields to put first.
     :param max_size: the largest message accepted, in octets.
     :param delivery_id: identifies this delivery in logs and replies.
+    :param spool: the transaction's spool, shared with its other
+        recipients' messages; a spool of its own when not given.
+    :param large_turns: shared by all the messages of a server, bounds how
+        many large messages (see
+        :attr:`~jmap_twisted.mail.spool.MessageSpool.large`) are read back
+        into memory and stored at once.
     """
 
     def __init__(
@@ -310,6 +327,8 @@ class IncomingMessage:
         trace: bytes,
         max_size: int,
         delivery_id: str,
+        spool: MessageSpool | None = None,
+        large_turns: DeferredSemaphore | None = None,
     ) -> None:
         self._delivery = delivery
         self._account_id = account_id
@@ -317,19 +336,16 @@ class IncomingMessage:
         self._trace = trace
         self._max_size = max_size
         self._delivery_id = delivery_id
-        self._lines: list[bytes] = []
-        self._size = 0
-        self._too_big = False
+        if spool is None:
+            spool = MessageSpool(max_size)
+        #: Whether this message writes the lines (the spool's first user).
+        self._writes = spool.hold()
+        self._spool: MessageSpool | None = spool
+        self._large_turns = large_turns
 
     def lineReceived(self, line: bytes) -> None:
-        if self._too_big:
-            return
-        self._size += len(line) + 2
-        if self._size > self._max_size:
-            self._too_big = True
-            self._lines = []
-        else:
-            self._lines.append(line)
+        if self._writes and self._spool is not None:
+            self._spool.add_line(line)
 
     def eomReceived(self) -> Deferred[str]:
         """
@@ -342,7 +358,16 @@ class IncomingMessage:
         return Deferred.fromCoroutine(self._finish())
 
     async def _finish(self) -> str:
-        if self._too_big:
+        spool, self._spool = self._spool, None
+        if spool is None:
+            raise SMTPServerError(451, "4.3.0 Local delivery failed; try again later")
+        try:
+            return await self._deliver(spool)
+        finally:
+            spool.release()
+
+    async def _deliver(self, spool: MessageSpool) -> str:
+        if spool.too_big:
             log.info(
                 "Refused delivery {delivery_id} to account {account_id}: "
                 "more than {max_size} octets",
@@ -353,27 +378,33 @@ class IncomingMessage:
             raise SMTPServerError(
                 552, f"5.3.4 Message exceeds the maximum size of {self._max_size} octets"
             )
-        lines, self._lines = self._lines, []
-        message = self._trace + b"".join(line + b"\r\n" for line in lines)
-        try:
-            await self._delivery.deliver(self._account_id, message)
-        except Exception:
-            log.failure(
-                "Delivery {delivery_id} to account {account_id} failed",
-                delivery_id=self._delivery_id,
-                account_id=self._account_id,
-            )
-            raise SMTPServerError(451, "4.3.0 Local delivery failed; try again later") from None
+        size = len(self._trace) + spool.size
+        async with spool.turn():
+            try:
+                if self._large_turns is not None and spool.large:
+                    async with self._large_turns:
+                        await self._delivery.deliver(self._account_id, spool.octets(self._trace))
+                else:
+                    await self._delivery.deliver(self._account_id, spool.octets(self._trace))
+            except Exception:
+                log.failure(
+                    "Delivery {delivery_id} to account {account_id} failed",
+                    delivery_id=self._delivery_id,
+                    account_id=self._account_id,
+                )
+                raise SMTPServerError(451, "4.3.0 Local delivery failed; try again later") from None
         log.info(
             "Delivered {delivery_id}: {size} octets to account {account_id}",
             delivery_id=self._delivery_id,
-            size=len(message),
+            size=size,
             account_id=self._account_id,
         )
         return f"2.0.0 <{_path_text(self._recipient)}> Delivered as {self._delivery_id}"
 
     def connectionLost(self) -> None:
-        self._lines = []
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            spool.release()
 
 
 @implementer(IMessageDelivery)
@@ -386,12 +417,19 @@ class LocalMessageDelivery:
 
     The protocol must offer ``received_with`` (the ``with`` keyword of the
     trace header, see :class:`jmap_twisted.mail.smtp.DeliveryESMTP`);
-    ``ESMTP`` is assumed otherwise.
+    ``ESMTP`` is assumed otherwise.  It may offer ``data_spool``, the
+    :class:`~jmap_twisted.mail.spool.MessageSpool` of the transaction whose
+    ``DATA`` begins, for its recipients' messages to share; each message
+    has a spool of its own otherwise.
 
     :param delivery: who is local, and where their mail goes.
     :param hostname: this server's name, for the trace header.
     :param max_size: the largest message accepted, in octets.
     :param clock: gives the time of the trace header.
+
+    At most :data:`LARGE_MESSAGES_AT_ONCE` large messages, over all
+    connections, are read back into memory and stored at once; the others
+    wait on disk.
     """
 
     def __init__(
@@ -401,6 +439,7 @@ class LocalMessageDelivery:
         self._hostname = hostname
         self._max_size = max_size
         self._clock = clock
+        self._large_turns = DeferredSemaphore(LARGE_MESSAGES_AT_ONCE)
 
     def receivedHeader(
         self, helo: tuple[bytes | None, bytes | str], origin: Address, recipients: Sequence[User]
@@ -468,6 +507,14 @@ class LocalMessageDelivery:
             delivery_id=delivery_id,
             when=self._clock.seconds(),
         )
+        spool = getattr(user.protocol, "data_spool", None)
         return IncomingMessage(
-            self._delivery, account_id, recipient, trace, self._max_size, delivery_id
+            self._delivery,
+            account_id,
+            recipient,
+            trace,
+            self._max_size,
+            delivery_id,
+            spool if isinstance(spool, MessageSpool) else None,
+            self._large_turns,
         )

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 
 from jmap_twisted.interfaces import IMailDelivery
 from jmap_twisted.mail.delivery import LocalMessageDelivery
+from jmap_twisted.mail.spool import MessageSpool
 
 log = Logger()
 
@@ -106,6 +107,9 @@ class DeliveryESMTP(ESMTP):
         self._plain_reply = False
         self._closing = False  # no more input is processed
         self._lost = False  # no more replies can be sent
+        #: The spool of the transaction whose ``DATA`` is beginning, shared
+        #: by its recipients' messages (see :meth:`do_DATA`).
+        self.data_spool: MessageSpool | None = None
 
     # -- hooks for subclasses ------------------------------------------------
 
@@ -296,6 +300,15 @@ class DeliveryESMTP(ESMTP):
             else:
                 return 555, b"5.5.4 MAIL FROM parameter not recognised: " + keyword[:32]
         return None
+
+    def do_DATA(self, rest: bytes) -> None:
+        # One spool for all the recipients' messages, which Twisted makes
+        # here: the message is held once, not once per recipient.
+        self.data_spool = MessageSpool(self.max_size)
+        try:
+            ESMTP.do_DATA(self, rest)
+        finally:
+            self.data_spool = None
 
     def do_RCPT(self, rest: bytes) -> None:
         if self._from is not None:

@@ -33,6 +33,7 @@ from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.core.registry import Capability, Registry
 from jmap_twisted.core.session import TICKETS, WEBSOCKET
 from jmap_twisted.interfaces import IBlobStore, IMailDelivery, IMailStore
+from jmap_twisted.mail.sendlimits import SendLimits
 from jmap_twisted.mail.smarthost import Smarthost
 from jmap_twisted.methods import core
 from jmap_twisted.methods.blobs import BlobResolver
@@ -68,6 +69,7 @@ def build_registry(
     domains: Collection[str] = ("localhost",),
     delivery: IMailDelivery | None = None,
     smarthost: Smarthost | None = None,
+    send_limits: SendLimits | None = None,
 ) -> Methods:
     """
     Every capability and method this server offers, over the given stores.
@@ -105,7 +107,13 @@ def build_registry(
     )
     email_set.install(registry)
     SubmissionMethods(
-        store, blobs, clock, delivery=delivery, smarthost=smarthost, email_set=email_set
+        store,
+        blobs,
+        clock,
+        delivery=delivery,
+        smarthost=smarthost,
+        email_set=email_set,
+        limits=send_limits,
     ).install(registry)
     IdentityMethods(store, blobs, clock, domains=domains).install(registry)
     VacationMethods(store, blobs, clock).install(registry)

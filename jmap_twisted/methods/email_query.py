@@ -46,6 +46,12 @@ SORT_PROPERTIES = (
 )
 COLLATIONS = ("i;ascii-casemap", "i;octet", "i;unicode-casemap")
 MAX_FILTER_DEPTH = 16
+#: The most conditions one filter may have: each property of a
+#: FilterCondition, each FilterOperator and each mailbox of
+#: ``inMailboxOtherThan`` counts as one.  Every condition is an SQL
+#: expression evaluated for each candidate email, and SQLite refuses
+#: expressions past a size; real clients send a handful.
+MAX_FILTER_CONDITIONS = 64
 
 
 def normalise_filter(node: Any, depth: int = 0) -> dict[str, Any]:
@@ -54,8 +60,43 @@ def normalise_filter(node: Any, depth: int = 0) -> dict[str, Any]:
     POSIX times, as the stores expect.
 
     :raises InvalidArguments: malformed values.
-    :raises UnsupportedFilter: an unknown condition.
+    :raises UnsupportedFilter: an unknown condition, or more conditions
+        than :data:`MAX_FILTER_CONDITIONS` (RFC 8620 §5.5: valid, but the
+        server cannot process it).
     """
+    size = _filter_size(node, MAX_FILTER_CONDITIONS)
+    if size > MAX_FILTER_CONDITIONS:
+        raise UnsupportedFilter(
+            f"The filter has more than {MAX_FILTER_CONDITIONS} conditions;"
+            " split the query or narrow it."
+        )
+    return _normalise(node, depth)
+
+
+def _filter_size(node: Any, limit: int) -> int:
+    """
+    How many conditions ``node`` has, counting no further than just past
+    ``limit`` (whatever its shape: it is not validated yet).
+    """
+    size = 0
+    stack = [node]
+    while stack and size <= limit:
+        item = stack.pop()
+        if not isinstance(item, dict):
+            size += 1
+        elif "operator" in item:
+            size += 1
+            conditions = item.get("conditions")
+            if isinstance(conditions, list):
+                stack.extend(conditions[: limit + 1])
+        else:
+            for name, value in item.items():
+                many = name == "inMailboxOtherThan" and isinstance(value, list)
+                size += max(1, len(value)) if many else 1
+    return size
+
+
+def _normalise(node: Any, depth: int) -> dict[str, Any]:
     if depth > MAX_FILTER_DEPTH:
         raise InvalidArguments(f"Filters nest at most {MAX_FILTER_DEPTH} deep.")
     if not isinstance(node, dict):
@@ -69,7 +110,7 @@ def normalise_filter(node: Any, depth: int = 0) -> dict[str, Any]:
             raise InvalidArguments("A FilterOperator needs a non-empty conditions array.")
         return {
             "operator": node["operator"],
-            "conditions": [normalise_filter(c, depth + 1) for c in node["conditions"]],
+            "conditions": [_normalise(c, depth + 1) for c in node["conditions"]],
         }
     result: dict[str, Any] = {}
     for name, value in node.items():

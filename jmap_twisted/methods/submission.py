@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.methods.test_submission -*-
 """
 ``EmailSubmission/get``, ``/changes``, ``/query``, ``/queryChanges`` and
 ``/set`` (RFC 8621 §7).
@@ -6,6 +7,14 @@ Sending happens when the submission is created: recipients whose address
 is local are delivered directly; the others are handed to the configured
 smarthost.  Submissions are final at once (no delayed send, so no undo),
 and are stored as documents in the mail store with their delivery status.
+
+Envelope recipients are de-duplicated (the domain compared in lower case,
+the local part exactly, as RFC 5321 §2.4 and local delivery compare them)
+and each local account gets one copy of a submission however many of its
+addresses it lists.  What remains is limited per submission
+(``tooManyRecipients``, RFC 8621 §7.5) and per user per hour (``rateLimit``,
+RFC 8620 §5.3), local recipients counting like remote ones: see
+:mod:`jmap_twisted.mail.sendlimits`.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from jmap_twisted.core.engine import CallContext
 from jmap_twisted.core.registry import Registry
 from jmap_twisted.errors import InvalidArguments, UnsupportedFilter, UnsupportedSort
 from jmap_twisted.interfaces import IMailDelivery, IMailReader, IMailWriter
+from jmap_twisted.mail.sendlimits import RecipientBudget, SendLimits
 from jmap_twisted.mail.smarthost import Smarthost
 from jmap_twisted.methods import querychanges
 from jmap_twisted.methods.email_set import EmailSetMethods
@@ -81,6 +91,31 @@ def strip_bcc(message: bytes) -> bytes:
     return b"\n".join(kept)
 
 
+def recipient_key(address: str) -> str:
+    """
+    What makes two envelope recipients the same: the address with its
+    domain in lower case.  The local part is kept as given: RFC 5321 §2.4
+    lets the receiving host tell its cases apart, and local delivery does.
+    """
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def unique_recipients(rcpt_to: list[Any]) -> list[Any]:
+    """
+    ``rcptTo`` without repeated addresses (by :func:`recipient_key`), the
+    first of each kept with its parameters.
+    """
+    seen: set[str] = set()
+    kept = []
+    for recipient in rcpt_to:
+        key = recipient_key(recipient["email"])
+        if key not in seen:
+            seen.add(key)
+            kept.append(recipient)
+    return kept
+
+
 def _envelope_from_headers(raw: bytes) -> dict[str, Any]:
     headers = BytesHeaderParser(policy=compat32).parsebytes(raw)
     senders = getaddresses(headers.get_all("sender", []) or headers.get_all("from", []))
@@ -108,6 +143,7 @@ class SubmissionMethods(MailMethods):
         server sends only locally.
     :param email_set: performs the implicit ``Email/set`` of
         ``onSuccessUpdateEmail`` / ``onSuccessDestroyEmail``.
+    :param limits: recipients per submission and per user per hour.
     """
 
     def __init__(
@@ -116,12 +152,15 @@ class SubmissionMethods(MailMethods):
         delivery: IMailDelivery | None,
         smarthost: Smarthost | None,
         email_set: EmailSetMethods,
+        limits: SendLimits | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.delivery = delivery
         self.smarthost = smarthost
         self.email_set = email_set
+        self.limits = limits or SendLimits()
+        self.budget = RecipientBudget(self.limits.max_recipients_per_hour, self.clock)
 
     def install(self, registry: Registry) -> None:
         registry.add_method("EmailSubmission/get", SUBMISSION, self.get)
@@ -260,11 +299,21 @@ class SubmissionMethods(MailMethods):
 
         old_state, prepared = await self.store.read(account.id, prepare)
         documents: dict[str, dict[str, Any]] = {}
+        envelope_set: set[str] = set()
         not_created: dict[str, Any] = {}
         for creation_id, item in prepared.items():
             if isinstance(item, SetError):
                 not_created[creation_id] = item.error
                 continue
+            if not self.budget.charge(context.principal.user.id, len(item["envelope"]["rcptTo"])):
+                not_created[creation_id] = SetError(
+                    "rateLimit",
+                    f"At most {self.budget.limit} recipients an hour may be sent to;"
+                    " try again later.",
+                ).error
+                continue
+            if item.pop("_envelope_set"):
+                envelope_set.add(creation_id)
             item["deliveryStatus"] = await self._send(item.pop("_raw"), item["envelope"])
             item["sendAt"] = utc_date(self.clock.seconds())
             documents[creation_id] = item
@@ -301,10 +350,7 @@ class SubmissionMethods(MailMethods):
                 "accountId": account.id,
                 "oldState": old_state,
                 "newState": writer.state(TYPE),
-                "created": {
-                    c: {"id": ids[c], "sendAt": documents[c]["sendAt"], "undoStatus": "final"}
-                    for c in documents
-                }
+                "created": {c: _created(ids[c], documents[c], c in envelope_set) for c in documents}
                 or None,
                 "updated": None,
                 "destroyed": destroyed or None,
@@ -347,6 +393,7 @@ class SubmissionMethods(MailMethods):
         if identity_email not in _from_addresses(raw):
             raise SetError("forbiddenFrom", "The email's From does not match the identity.")
         envelope = obj.get("envelope")
+        server_set = envelope is None
         if envelope is None:
             envelope = _envelope_from_headers(raw)
         elif (
@@ -365,6 +412,17 @@ class SubmissionMethods(MailMethods):
         invalid = [r for r in recipients if not isinstance(r, str) or not _ADDRESS.match(r)]
         if invalid:
             raise SetError("invalidRecipients", invalidRecipients=invalid)
+        unique = unique_recipients([r for r in envelope["rcptTo"] if isinstance(r, dict)])
+        if len(unique) > self.limits.max_recipients_per_submission:
+            raise SetError(
+                "tooManyRecipients",
+                f"A submission may have at most {self.limits.max_recipients_per_submission}"
+                " distinct recipients.",
+                maxRecipients=self.limits.max_recipients_per_submission,
+            )
+        if len(unique) != len(envelope["rcptTo"]):
+            envelope = {**envelope, "rcptTo": unique}
+            server_set = True
         if len(raw) > 50_000_000:
             raise SetError("tooLarge", maxSize=50_000_000)
         return {
@@ -376,32 +434,22 @@ class SubmissionMethods(MailMethods):
             "dsnBlobIds": [],
             "mdnBlobIds": [],
             "_raw": strip_bcc(raw),
+            "_envelope_set": server_set,
         }
 
     async def _send(self, raw: bytes, envelope: Mapping[str, Any]) -> dict[str, Any]:
         status: dict[str, Any] = {}
         remote = []
+        # One copy per local account, however many of its addresses are listed.
+        by_account: dict[str, dict[str, str]] = {}
         for recipient in (r["email"] for r in envelope["rcptTo"]):
             account_id = await self.delivery.resolve(recipient) if self.delivery else None
             if account_id is None:
                 remote.append(recipient)
                 continue
-            try:
-                assert self.delivery is not None
-                await self.delivery.deliver(account_id, raw)
-            except Exception:
-                log.failure("Local delivery of a submission failed")
-                status[recipient] = {
-                    "smtpReply": "451 4.3.0 local delivery failed",
-                    "delivered": "no",
-                    "displayed": "unknown",
-                }
-            else:
-                status[recipient] = {
-                    "smtpReply": "250 2.0.0 delivered",
-                    "delivered": "yes",
-                    "displayed": "unknown",
-                }
+            if account_id not in by_account:
+                by_account[account_id] = await self._deliver(account_id, raw)
+            status[recipient] = dict(by_account[account_id])
         if remote:
             if self.smarthost is None:
                 for recipient in remote:
@@ -421,6 +469,19 @@ class SubmissionMethods(MailMethods):
                         "displayed": "unknown",
                     }
         return status
+
+    async def _deliver(self, account_id: str, raw: bytes) -> dict[str, str]:
+        try:
+            assert self.delivery is not None
+            await self.delivery.deliver(account_id, raw)
+        except Exception:
+            log.failure("Local delivery of a submission failed")
+            return {
+                "smtpReply": "451 4.3.0 local delivery failed",
+                "delivered": "no",
+                "displayed": "unknown",
+            }
+        return {"smtpReply": "250 2.0.0 delivered", "delivered": "yes", "displayed": "unknown"}
 
     async def _on_success(
         self,
@@ -450,4 +511,16 @@ class SubmissionMethods(MailMethods):
             context.add_response("Email/set", result)
 
 
-__all__ = ["SubmissionMethods", "boolean"]
+def _created(submission_id: str, document: dict[str, Any], envelope_set: bool) -> dict[str, Any]:
+    """
+    What a ``created`` entry tells the client (RFC 8620 §5.3): the id, the
+    server-set properties, and the envelope when the server made it or
+    removed repeated recipients from it.
+    """
+    created = {"id": submission_id, "sendAt": document["sendAt"], "undoStatus": "final"}
+    if envelope_set:
+        created["envelope"] = document["envelope"]
+    return created
+
+
+__all__ = ["SubmissionMethods", "boolean", "recipient_key", "unique_recipients"]

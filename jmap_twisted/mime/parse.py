@@ -60,6 +60,8 @@ __all__ = [
 MAX_DEPTH: Final = 64
 #: Most body parts (multipart or not) in the structure of one message.
 MAX_PARTS: Final = 10_000
+#: Most characters of body text indexed for searching per message.
+SEARCH_TEXT_LIMIT: Final = 1024 * 1024
 #: The default ``bodyProperties`` of RFC 8621 §4.2.
 DEFAULT_BODY_PROPERTIES: Final = (
     *("partId", "blobId", "size", "name", "type"),
@@ -656,17 +658,29 @@ class ParsedMessage:
             self._preview = " ".join(chunks)[:_PREVIEW_LENGTH].rstrip()
         return self._preview
 
-    def search_text(self) -> str:
+    def search_text(self, limit: int = SEARCH_TEXT_LIMIT) -> str:
         """
-        Text for full-text indexing: every text part of ``textBody`` (HTML
-        converted to text), then the names of the attachments, one per line.
+        Text for full-text indexing: the text parts of ``textBody`` (HTML
+        converted to text) up to ``limit`` characters, then the names of the
+        attachments, one per line.
+
+        :param limit: the most characters of body text kept (HTML is
+            converted from at most that many characters of markup), so that
+            a huge body costs no more to convert and index than its start.
         """
         texts = []
+        budget = limit
         for part in self._body_lists[0]:
+            if budget <= 0:
+                break
             if part.type == "text/plain":
-                texts.append(self._text(part)[0])
+                text = self._text(part)[0][:budget]
             elif part.type == "text/html":
-                texts.append(html_to_text(self._text(part)[0]))
+                text = html_to_text(self._text(part)[0][:budget])
+            else:
+                continue
+            texts.append(text)
+            budget -= len(text) + 1
         texts.extend(part.name for part in self._body_lists[2] if part.name)
         return "\n".join(texts)
 

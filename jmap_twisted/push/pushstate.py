@@ -7,14 +7,21 @@ changed since.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Mapping
 from functools import lru_cache
+
+from jmap_twisted.core import jsonio
+from jmap_twisted.errors import NotJSON
 
 #: Positions a connection knows: account id → type → state.
 States = dict[str, dict[str, str]]
 
 _PREFIX = "1."
+#: The longest pushState accepted back from a client; longer ones are not
+#: decoded (the client is sent the full current state).
+MAX_LENGTH = 65536
 
 
 def encode(states: Mapping[str, Mapping[str, str]]) -> str:
@@ -41,14 +48,18 @@ def _encode(states: tuple[tuple[str, tuple[tuple[str, str], ...]], ...]) -> str:
 def decode(text: object) -> States | None:
     """
     The states a pushState string holds, or ``None`` when it is not one
-    this server issued.
+    this server issued.  Whatever a client sends back (a WebSocket
+    ``pushState``, an EventSource ``Last-Event-ID``), decoding is bounded
+    in length and nesting and never raises.
     """
-    if not isinstance(text, str) or not text.startswith(_PREFIX) or len(text) > 65536:
+    if not isinstance(text, str) or not text.startswith(_PREFIX) or len(text) > MAX_LENGTH:
         return None
     body = text[len(_PREFIX) :]
     try:
-        value = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    except (ValueError, UnicodeDecodeError):
+        # jsonio bounds the nesting (no RecursionError) and reports any
+        # other problem as NotJSON.
+        value = jsonio.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (NotJSON, ValueError, binascii.Error):
         return None
     if not isinstance(value, dict) or not all(
         isinstance(a, str)

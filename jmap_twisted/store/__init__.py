@@ -22,7 +22,9 @@ interfaces of :mod:`jmap_twisted.interfaces`.
 - :mod:`~jmap_twisted.store.sql_directory`, :mod:`~jmap_twisted.store.sql_mail`,
   :mod:`~jmap_twisted.store.sql_mail_query`, :mod:`~jmap_twisted.store.sql_deadletters`:
   the SQL both backends share; :mod:`~jmap_twisted.store.threaded_db`: the
-  life cycle of a database used from threads.
+  life cycle of a database used from threads;
+  :mod:`~jmap_twisted.store.fair_reads`: accounts' reads shared fairly
+  between the reader threads, with a time budget and cancellation.
 - :mod:`~jmap_twisted.store.ids`: identifiers of users, accounts, tokens and
   blobs.
 """

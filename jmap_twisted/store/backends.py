@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
+from jmap_twisted.store.fair_reads import DEFAULT_READ_BUDGET
 from jmap_twisted.store.sql_deadletters import SQLDeadLetters
 from jmap_twisted.store.sql_directory import SQLBlobStore, SQLDirectory
 from jmap_twisted.store.sql_mail import SQLMailStore
@@ -94,9 +95,14 @@ class Stores:
     dead_letters: SQLDeadLetters
 
 
-def open_stores(settings: StoreSettings, reactor: Any) -> Stores:
+def open_stores(
+    settings: StoreSettings, reactor: Any, query_timeout: float | None = DEFAULT_READ_BUDGET
+) -> Stores:
     """
     The stores of ``settings`` (not started yet).
+
+    :param query_timeout: seconds one read of an account's data may run
+        (see :mod:`~jmap_twisted.store.fair_reads`); ``None`` for no limit.
     """
     if settings.url is None:
         from jmap_twisted.store.sqlite import SQLiteBlobStore, SQLiteDirectory
@@ -104,7 +110,9 @@ def open_stores(settings: StoreSettings, reactor: Any) -> Stores:
         from jmap_twisted.store.sqlite_deadletters import SQLiteDeadLetters
         from jmap_twisted.store.sqlite_mail import SQLiteMailStore
 
-        sqlite = SQLiteDatabase(database_path(str(settings.data_dir)), reactor)
+        sqlite = SQLiteDatabase(
+            database_path(str(settings.data_dir)), reactor, read_budget=query_timeout
+        )
         return Stores(
             sqlite,
             SQLiteDirectory(sqlite, reactor),
@@ -122,7 +130,9 @@ def open_stores(settings: StoreSettings, reactor: Any) -> Stores:
     dsn = settings.url
     if settings.password is not None:
         dsn = make_conninfo(dsn, password=settings.password)
-    postgres = PostgresDatabase(dsn, reactor, pool_size=settings.pool_size)
+    postgres = PostgresDatabase(
+        dsn, reactor, pool_size=settings.pool_size, read_budget=query_timeout
+    )
     return Stores(
         postgres,
         PostgresDirectory(postgres, reactor),

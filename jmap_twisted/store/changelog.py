@@ -100,6 +100,17 @@ class ChangeRecorder:
     def event(self, event: MailboxEvent) -> None:
         self.events.append(event)
 
+    def only_removes(self) -> bool:
+        """
+        Whether the operation so far only removed objects (and updated
+        what removing them changes: threads, mailbox counts): it frees
+        space rather than taking more.
+        """
+        return bool(self._entries) and all(
+            kind == DESTROYED or (kind == UPDATED and (counts_only or type_name == "Thread"))
+            for (type_name, _), (kind, counts_only) in self._entries.items()
+        )
+
     def __bool__(self) -> bool:
         return bool(self._entries) or bool(self.events)
 

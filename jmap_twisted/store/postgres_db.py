@@ -25,6 +25,14 @@ nodes: :class:`PostgresDatabase`.
   ``BEGIN`` and the statements whose results are not read go out without
   waiting for each other's replies, so a delivery costs a few round trips
   rather than one per statement.
+- :meth:`PostgresDatabase.read_for` reads one account's data in the
+  account's share of the threads (half, by default), waiting accounts
+  taking turns, with a time budget: ``statement_timeout`` is set for the
+  transaction and the budget is checked between statements; a cancelled
+  read's running statement is stopped with a cancel request
+  (:mod:`~jmap_twisted.store.fair_reads`).  :meth:`PostgresDatabase.read`
+  (the directory's short reads) runs on a thread and connection of its
+  own, which no account's queries can occupy.
 - Functions receive a :class:`Statements`: it takes SQL with ``?``
   placeholders, as SQLite does, so the SQL both backends share reads the
   same; :attr:`Statements.connection` is the psycopg connection itself.
@@ -37,9 +45,11 @@ nodes: :class:`PostgresDatabase`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, TypeVarTuple
 
@@ -52,6 +62,12 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from jmap_twisted.store.fair_reads import (
+    DEFAULT_READ_BUDGET,
+    FairReads,
+    QueryTimeout,
+    Work,
+)
 from jmap_twisted.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS
 from jmap_twisted.store.threaded_db import DatabaseError, SchemaVersionError, ThreadedDatabase
 
@@ -68,6 +84,8 @@ DEFAULT_POOL_SIZE = 8
 DEFAULT_RETRIES = 3
 
 _RETRYABLE = (errors.SerializationFailure, errors.DeadlockDetected)
+
+_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
 _PLACEHOLDER = re.compile(r"%|\?")
 
@@ -111,17 +129,25 @@ class Statements:
     """
 
     def __init__(
-        self, connection: psycopg.Connection[Any], pipeline: psycopg.Pipeline | None = None
+        self,
+        connection: psycopg.Connection[Any],
+        pipeline: psycopg.Pipeline | None = None,
+        work: Work | None = None,
     ) -> None:
         self.connection = connection
         self._pipeline = pipeline
+        self._work = work
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
         """
         Run one statement; its rows are read from the returned cursor.
         In pipeline mode the statement is sent without waiting for its
         result; reading rows or ``rowcount`` waits.
+
+        :raises QueryTimeout: the read's budget is spent.
         """
+        if self._work is not None:
+            self._work.check()
         cursor = self.connection.execute(to_psycopg(sql), parameters)
         if self._pipeline is None:
             return cursor
@@ -182,6 +208,11 @@ class PostgresDatabase(ThreadedDatabase):
         serialisation failure or a deadlock.
     :param connect_timeout: seconds :meth:`start` waits for the pool's
         first connections, and a transaction waits for a connection.
+    :param reader_share: threads one account's :meth:`read_for` may hold at
+        once; by default half of ``pool_size`` (at least one).
+    :param read_budget: seconds one :meth:`read_for` may run;
+        ``None`` for no limit.
+    :param monotonic: the clock of the budget, read in the worker threads.
     """
 
     def __init__(
@@ -193,6 +224,9 @@ class PostgresDatabase(ThreadedDatabase):
         migrations: Sequence[str] = MIGRATIONS,
         retries: int = DEFAULT_RETRIES,
         connect_timeout: float = 10.0,
+        reader_share: int | None = None,
+        read_budget: float | None = DEFAULT_READ_BUDGET,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
@@ -202,7 +236,12 @@ class PostgresDatabase(ThreadedDatabase):
         self.pool_size = pool_size
         self._retries = retries
         self._connect_timeout = connect_timeout
+        self._reader_share = reader_share or max(1, pool_size // 2)
+        self._read_budget = read_budget
+        self._monotonic = monotonic
         self._threads: ThreadPool | None = None
+        self._directory_thread: ThreadPool | None = None
+        self.reads: FairReads | None = None
         self._connections: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._pool_lock = threading.Lock()
 
@@ -212,10 +251,21 @@ class PostgresDatabase(ThreadedDatabase):
 
     def _make_pools(self) -> list[ThreadPool]:
         self._threads = ThreadPool(self.pool_size, self.pool_size, name="jmap-postgres")
-        return [self._threads]
+        self._directory_thread = ThreadPool(1, 1, name="jmap-postgres-directory")
+        self.reads = FairReads(
+            self._reactor,
+            self._threads,
+            self.pool_size,
+            self._reader_share,
+            self._read_budget,
+            self._monotonic,
+            interrupter=self._directory_thread,
+        )
+        return [self._threads, self._directory_thread]
 
     def _close(self) -> None:
-        self._threads = None
+        self._threads = self._directory_thread = None
+        self.reads = None
         with self._pool_lock:
             connections, self._connections = self._connections, None
         if connections is not None:
@@ -239,15 +289,33 @@ class PostgresDatabase(ThreadedDatabase):
     def read(self, fn: Callable[[Statements, *_Ts], _T], *args: *_Ts) -> Deferred[_T]:
         """
         Run ``fn(statements, *args)`` in one read-only transaction that sees
-        one snapshot, taken at its first statement.
+        one snapshot, taken at its first statement, on the thread reserved
+        for the server's own short reads (the directory).
 
         :return: fires with ``fn``'s result, or fails with its exception.
         """
         return self._submit(
-            self._threads,
-            lambda: self._transaction(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", fn, args, pipelined=True
-            ),
+            self._directory_thread,
+            lambda: self._transaction(_READ, fn, args, pipelined=True),
+        )
+
+    def read_for(
+        self, owner: str, fn: Callable[[Statements, *_Ts], _T], *args: *_Ts
+    ) -> Deferred[_T]:
+        """
+        Run ``fn(statements, *args)`` as :meth:`read` does, in ``owner``'s
+        turn of the worker threads and with a time budget.
+
+        :param owner: whose read it is (an account id).
+        :return: fires with ``fn``'s result, or fails with its exception;
+            fails with :class:`~jmap_twisted.store.fair_reads.QueryTimeout`
+            once the budget is spent.  Cancelling it keeps a waiting read
+            from starting and stops a running one.
+        """
+        return self._submit_fair(
+            self.reads,
+            owner,
+            lambda work: self._transaction(_READ, fn, args, pipelined=True, work=work),
         )
 
     # Everything below runs in the worker threads.
@@ -261,8 +329,9 @@ class PostgresDatabase(ThreadedDatabase):
     def _open(self) -> list[int]:
         pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self._dsn,
-            min_size=self.pool_size,
-            max_size=self.pool_size,
+            # One more connection for the directory's thread.
+            min_size=self.pool_size + 1,
+            max_size=self.pool_size + 1,
             kwargs={"autocommit": True, "application_name": "jmap-twisted"},
             timeout=self._connect_timeout,
             name="jmap",
@@ -316,12 +385,20 @@ class PostgresDatabase(ThreadedDatabase):
         fn: Callable[[Statements, *_Ts], _T],
         args: tuple[*_Ts],
         pipelined: bool = False,
+        work: Work | None = None,
     ) -> _T:
         retried = 0
         reconnected = 0
         while True:
             try:
-                return self._attempt(begin, fn, args, pipelined)
+                return self._attempt(begin, fn, args, pipelined, work)
+            except errors.QueryCanceled:
+                if work is None:
+                    raise
+                work.check()  # cancelled, or out of time
+                if work.budget is None:  # pragma: no cover - an administrator's cancel
+                    raise
+                raise QueryTimeout(work.budget) from None
             except _CommitInDoubt as e:
                 raise e.__cause__ or e from None
             except _RETRYABLE as e:
@@ -352,8 +429,9 @@ class PostgresDatabase(ThreadedDatabase):
         fn: Callable[[Statements, *_Ts], _T],
         args: tuple[*_Ts],
         pipelined: bool,
+        work: Work | None = None,
     ) -> _T:
-        with self._pool().connection() as connection:
+        with self._pool().connection() as connection, contextlib.ExitStack() as finished:
             try:
                 if pipelined:
                     # One round trip for BEGIN and every statement whose
@@ -361,7 +439,9 @@ class PostgresDatabase(ThreadedDatabase):
                     # statements per script, cannot be pipelined).
                     with connection.pipeline() as pipeline:
                         connection.execute(begin)
-                        result = fn(Statements(connection, pipeline), *args)
+                        if work is not None:
+                            finished.callback(_limit(connection, work))
+                        result = fn(Statements(connection, pipeline, work), *args)
                 else:
                     connection.execute(begin)
                     result = fn(Statements(connection), *args)
@@ -378,6 +458,32 @@ class PostgresDatabase(ThreadedDatabase):
                     raise _CommitInDoubt("connection lost during COMMIT") from e
                 raise
             return result
+
+
+def _limit(connection: psycopg.Connection[Any], work: Work) -> Callable[[], None]:
+    """
+    Give the transaction's statements the read's remaining budget, and let
+    a cancellation stop the one running until the returned function is
+    called.
+    """
+    left = work.remaining()
+    if left is not None:
+        milliseconds = str(max(1, int(left * 1000)))
+        connection.execute("SELECT set_config('statement_timeout', %s, true)", (milliseconds,))
+    lock = threading.Lock()
+    active = [True]
+
+    def interrupt() -> None:
+        with lock:  # never once the connection went back to the pool
+            if active[0]:
+                connection.cancel_safe()
+
+    def finished() -> None:
+        with lock:
+            active[0] = False
+
+    work.interrupt = interrupt
+    return finished
 
 
 def _mark_broken(error: BaseException) -> None:

@@ -81,6 +81,7 @@ from jmap_twisted.store.sql_mail_query import (
     run_query,
 )
 from jmap_twisted.store.summary import summarize
+from jmap_twisted.store.threaded_db import frees_space
 
 log = Logger()
 T = TypeVar("T")
@@ -106,12 +107,15 @@ EMAIL_COLUMNS = (
 class Database(Protocol):
     """
     What the store uses of its database: one write transaction (``run``)
-    or read transaction (``read``) per call, in a database thread.
+    or read transaction (``read``; ``read_for`` for one account's data, in
+    the account's fair share of the readers) per call, in a database thread.
     """
 
     def run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]: ...
 
     def read(self, fn: Callable[..., T], *args: Any) -> Deferred[T]: ...
+
+    def read_for(self, owner: str, fn: Callable[..., T], *args: Any) -> Deferred[T]: ...
 
 
 def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -713,9 +717,13 @@ def write_transaction(
     """
     recorder = ChangeRecorder()
     writer = writer_class(db, account_id, recorder)
-    writer.begin()
-    result = fn(writer)
-    return result, record_commit(db, account_id, recorder, delivery, now)
+    try:
+        writer.begin()
+        result = fn(writer)
+        return result, record_commit(db, account_id, recorder, delivery, now)
+    finally:
+        if recorder.only_removes():
+            frees_space()  # destroying mail works on a full disk
 
 
 def prune(db: SQLConnection, older_than: float) -> int:
@@ -787,7 +795,9 @@ class SQLMailStore:
 
     def read(self, account_id: str, fn: Callable[[IMailReader], T]) -> Deferred[T]:
         reader_class = self.reader_class
-        return self._db.read(lambda connection: fn(reader_class(connection, account_id)))
+        return self._db.read_for(
+            account_id, lambda connection: fn(reader_class(connection, account_id))
+        )
 
     def write(
         self, account_id: str, fn: Callable[[IMailWriter], T], delivery: bool = False
@@ -800,7 +810,13 @@ class SQLMailStore:
             delivery,
             self._clock.seconds(),
         )
-        return committed.addCallback(self._published)
+        published: Deferred[T] = committed.addCallback(self._published)
+        # A write goes on once submitted, whoever stops waiting for it
+        # (a client going away): cancelling the caller's Deferred must not
+        # skip publishing the commit.
+        result: Deferred[T] = Deferred()
+        published.chainDeferred(result)
+        return result
 
     def _published(self, outcome: tuple[T, StoreCommit | None]) -> T:
         result, commit = outcome

@@ -8,9 +8,16 @@ SQLite connections used off the reactor thread.
   process are serialised and never fail with ``SQLITE_BUSY`` against each
   other;
 - a small pool of *reader* threads, one read-only connection each: every
-  :meth:`SQLiteDatabase.read` sees one consistent snapshot (WAL readers do
-  not block the writer, nor the writer them), so reads do not queue behind
-  writes.
+  :meth:`SQLiteDatabase.read_for` sees one consistent snapshot (WAL readers
+  do not block the writer, nor the writer them), so reads do not queue
+  behind writes.  One account holds at most a share of them (half, by
+  default), waiting accounts take turns, and each read has a time budget
+  (see :mod:`~jmap_twisted.store.fair_reads`): the progress handler of the
+  connection stops a statement once the budget is spent or the read was
+  cancelled;
+- one *directory* reader thread for :meth:`SQLiteDatabase.read`, the
+  server's own short reads (password hashes, tokens, accounts), which no
+  account's queries can occupy.
 
 Settings (WAL is recorded in the file, the others are set on each connection):
 
@@ -30,32 +37,54 @@ Settings (WAL is recorded in the file, the others are set on each connection):
     the schema relies on ``ON DELETE CASCADE``.
 busy timeout (default 5 s)
     how long a transaction waits for another process's write lock.
+
+A full disk: SQLite needs room in the WAL to commit anything, deletions
+included, so a server whose disk filled up could not even destroy mail to
+make room.  The database therefore keeps a *reserve* file beside it
+(``jmap.sqlite3-reserve``, 8 MiB by default).  When a write fails with
+``SQLITE_FULL`` and it only removes data (the mail store says so with
+:func:`~jmap_twisted.store.threaded_db.frees_space`), the reserve is
+deleted, the WAL checkpointed into the database (the writer checkpoints
+every 4 MiB at most, half the reserve, so what the WAL holds fits in the
+room released) and the write tried once more; after each removal the WAL
+is checkpointed again and restarted, so later removals reuse its room.
+Any other write fails with
+:class:`~jmap_twisted.store.threaded_db.DiskFull`, which JMAP clients see
+as ``serverUnavailable``.  The reserve is made again, after a write, once
+the disk has room for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar, TypeVarTuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from jmap_twisted.store.fair_reads import DEFAULT_READ_BUDGET, FairReads, Work
 from jmap_twisted.store.schema import MIGRATIONS
 from jmap_twisted.store.threaded_db import (
     DatabaseError,
     DatabaseNotRunningError,
+    DiskFull,
     SchemaVersionError,
     ThreadedDatabase,
+    clear_hints,
 )
 
 __all__ = [
     "DATABASE_FILENAME",
     "DatabaseError",
     "DatabaseNotRunningError",
+    "DiskFull",
     "SQLiteDatabase",
     "SchemaVersionError",
     "database_path",
@@ -64,6 +93,22 @@ __all__ = [
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
+
+#: SQLite virtual machine steps between two looks at a read's budget and
+#: cancellation (a header condition runs Python for each row, so a look
+#: comes at least every few milliseconds).
+PROGRESS_STEPS = 1000
+
+#: Octets kept free for removals beside the database.
+DEFAULT_RESERVE = 8 * 1024 * 1024
+
+#: Seconds between two attempts to make the reserve again.
+RESERVE_RETRY = 60.0
+
+_SQLITE_FULL = 13
+_PAGE_SIZE = 4096
+
+_log = Logger()
 
 DATABASE_FILENAME = "jmap.sqlite3"
 """
@@ -131,6 +176,14 @@ class SQLiteDatabase(ThreadedDatabase):
     :param busy_timeout: seconds a transaction waits for another process's
         lock before failing with :class:`sqlite3.OperationalError`.
     :param readers: size of the reader pool.
+    :param reader_share: readers one account may hold at once; by default
+        half of them (at least one).
+    :param read_budget: seconds one :meth:`read_for` may run before it is
+        stopped with :class:`~jmap_twisted.store.fair_reads.QueryTimeout`;
+        ``None`` for no limit.
+    :param monotonic: the clock of the budget, read in the reader threads.
+    :param reserve: octets kept in ``<path>-reserve`` for removals once the
+        disk is full; 0 keeps none.
     """
 
     def __init__(
@@ -141,13 +194,25 @@ class SQLiteDatabase(ThreadedDatabase):
         migrations: Sequence[str] = MIGRATIONS,
         busy_timeout: float = 5.0,
         readers: int = 2,
+        reader_share: int | None = None,
+        read_budget: float | None = DEFAULT_READ_BUDGET,
+        monotonic: Callable[[], float] = time.monotonic,
+        reserve: int = DEFAULT_RESERVE,
     ) -> None:
         super().__init__(reactor, migrations)
         self.path = path
+        self.reserve_path = path + "-reserve"
+        self._reserve = reserve
+        self._reserve_tried: float | None = None
         self._busy_timeout = busy_timeout
         self._reader_count = readers
+        self._reader_share = reader_share or max(1, readers // 2)
+        self._read_budget = read_budget
+        self._monotonic = monotonic
         self._writer: ThreadPool | None = None
         self._readers: ThreadPool | None = None
+        self._directory_reader: ThreadPool | None = None
+        self.reads: FairReads | None = None
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
@@ -178,10 +243,20 @@ class SQLiteDatabase(ThreadedDatabase):
         self._local = threading.local()
         self._writer = ThreadPool(1, 1, name="jmap-sqlite-writer")
         self._readers = ThreadPool(1, self._reader_count, name="jmap-sqlite-reader")
-        return [self._writer, self._readers]
+        self._directory_reader = ThreadPool(1, 1, name="jmap-sqlite-directory")
+        self.reads = FairReads(
+            self._reactor,
+            self._readers,
+            self._reader_count,
+            self._reader_share,
+            self._read_budget,
+            self._monotonic,
+        )
+        return [self._writer, self._readers, self._directory_reader]
 
     def _close(self) -> None:
-        self._writer = self._readers = None
+        self._writer = self._readers = self._directory_reader = None
+        self.reads = None
         with self._connections_lock:
             connections, self._connections = self._connections, []
         for connection in connections:
@@ -205,8 +280,9 @@ class SQLiteDatabase(ThreadedDatabase):
 
     def read(self, fn: Callable[[sqlite3.Connection, *_Ts], _T], *args: *_Ts) -> Deferred[_T]:
         """
-        Run ``fn(connection, *args)`` in one read transaction on a reader
-        thread.
+        Run ``fn(connection, *args)`` in one read transaction on the
+        directory reader thread: for the server's own short reads, which
+        must not wait behind an account's queries.
 
         ``fn`` sees a snapshot including every transaction committed before
         it started, by any process; its connection is read-only
@@ -216,7 +292,26 @@ class SQLiteDatabase(ThreadedDatabase):
             :meth:`run`.
         :return: fires with ``fn``'s result, or fails with its exception.
         """
-        return self._submit(self._readers, lambda: self._read_transaction(fn, args))
+        return self._submit(self._directory_reader, lambda: self._read_transaction(fn, args))
+
+    def read_for(
+        self, owner: str, fn: Callable[[sqlite3.Connection, *_Ts], _T], *args: *_Ts
+    ) -> Deferred[_T]:
+        """
+        Run ``fn(connection, *args)`` in one read transaction on a reader
+        thread, in ``owner``'s turn, as :meth:`read` does otherwise.
+
+        :param owner: whose read it is (an account id): one owner holds at
+            most its share of the readers.
+        :return: fires with ``fn``'s result, or fails with its exception;
+            fails with :class:`~jmap_twisted.store.fair_reads.QueryTimeout`
+            once the read's budget is spent.  Cancelling it before it
+            starts keeps it from running; cancelling it while it runs stops
+            its statement.
+        """
+        return self._submit_fair(
+            self.reads, owner, lambda work: self._read_transaction(fn, args, work)
+        )
 
     # Everything below runs in the database's threads.
 
@@ -235,6 +330,11 @@ class SQLiteDatabase(ThreadedDatabase):
             connection.execute("PRAGMA synchronous = FULL")
             if read_only:
                 connection.execute("PRAGMA query_only = ON")
+            elif self._reserve:
+                # What the WAL holds beyond the database must fit in the
+                # reserve, to be copied in once the reserve is released.
+                pages = min(1000, max(16, self._reserve // (2 * _PAGE_SIZE)))
+                connection.execute(f"PRAGMA wal_autocheckpoint = {pages:d}")
             self._local.connection = connection
         return connection
 
@@ -248,7 +348,46 @@ class SQLiteDatabase(ThreadedDatabase):
         (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
         if str(mode).lower() != "wal":
             raise DatabaseError(f"{self.path}: cannot use WAL journal mode (got {mode!r})")
-        return self._migrate(connection)
+        applied = self._migrate(connection)
+        self._make_reserve()
+        return applied
+
+    def _make_reserve(self) -> None:
+        """
+        Make the reserve file if it is missing and the disk has room (on the
+        writer thread).
+        """
+        self._reserve_tried = self._monotonic()
+        if not self._reserve or os.path.exists(self.reserve_path):
+            return
+        partial = self.reserve_path + ".new"
+        try:
+            descriptor = os.open(partial, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(descriptor, 0, self._reserve)
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.replace(partial, self.reserve_path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(partial)
+            _log.warn("No room for the reserve of {path}: {error}", path=self.path, error=str(e))
+
+    def _release_reserve(self) -> bool:
+        """
+        Delete the reserve file; whether there was one.
+        """
+        try:
+            os.unlink(self.reserve_path)
+        except FileNotFoundError:
+            return False
+        _log.warn(
+            "The disk of {path} is full: its reserve was released so that mail can be"
+            " destroyed; other writes fail until there is room again",
+            path=self.path,
+        )
+        return True
 
     def _migrate(self, connection: sqlite3.Connection) -> list[int]:
         applied: list[int] = []
@@ -274,6 +413,44 @@ class SQLiteDatabase(ThreadedDatabase):
     def _write_transaction(
         self, fn: Callable[[sqlite3.Connection, *_Ts], _T], args: tuple[*_Ts]
     ) -> _T:
+        try:
+            result = self._write_once(fn, args)
+        except sqlite3.Error as e:
+            if not _disk_full(e):
+                raise
+            if not (clear_hints() and self._release_reserve()):
+                raise DiskFull(f"the disk of {self.path} is full") from e
+            self._checkpoint()
+            try:
+                result = self._write_once(fn, args)  # in the reserve's room
+            except sqlite3.Error as again:
+                if _disk_full(again):
+                    raise DiskFull(f"the disk of {self.path} is full") from again
+                raise
+        if self._reserve and not os.path.exists(self.reserve_path):
+            if clear_hints():
+                self._checkpoint()
+            if (
+                self._reserve_tried is not None
+                and self._monotonic() - self._reserve_tried >= RESERVE_RETRY
+            ):
+                self._make_reserve()
+        return result
+
+    def _checkpoint(self) -> None:
+        """
+        Copy the WAL into the database and start it again from its
+        beginning, so that the next removal on a full disk reuses the WAL's
+        room (removals free pages inside the database: copying them needs
+        no more room).
+        """
+        try:
+            self._connection(read_only=False).execute("PRAGMA wal_checkpoint(RESTART)")
+        except sqlite3.Error as e:
+            _log.warn("Could not checkpoint {path}: {error}", path=self.path, error=str(e))
+
+    def _write_once(self, fn: Callable[[sqlite3.Connection, *_Ts], _T], args: tuple[*_Ts]) -> _T:
+        clear_hints()
         connection = self._connection(read_only=False)
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -286,12 +463,28 @@ class SQLiteDatabase(ThreadedDatabase):
         return result
 
     def _read_transaction(
-        self, fn: Callable[[sqlite3.Connection, *_Ts], _T], args: tuple[*_Ts]
+        self,
+        fn: Callable[[sqlite3.Connection, *_Ts], _T],
+        args: tuple[*_Ts],
+        work: Work | None = None,
     ) -> _T:
         connection = self._connection(read_only=True)
         connection.execute("BEGIN")
+        if work is not None:
+            connection.set_progress_handler(work.should_stop, PROGRESS_STEPS)
         try:
             return fn(connection, *args)
+        except sqlite3.OperationalError:
+            if work is not None:
+                work.check()  # "interrupted" by the progress handler
+            raise
         finally:
+            if work is not None:
+                connection.set_progress_handler(None, 0)  # ROLLBACK must run
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
+
+
+def _disk_full(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == _SQLITE_FULL

@@ -7,19 +7,31 @@ shutdown.
 :class:`~jmap_twisted.store.sqlite_db.SQLiteDatabase` and
 :class:`~jmap_twisted.store.postgres_db.PostgresDatabase` subclass
 :class:`ThreadedDatabase`; the server's database service owns either
-through the same ``start``/``stop``/``run``/``read`` methods.
+through the same ``start``/``stop``/``run``/``read``/``read_for`` methods.
+
+Reads come in two kinds.  ``read_for(owner, …)`` is a read of one
+account's data, which a client can make expensive: it goes through a
+:class:`~jmap_twisted.store.fair_reads.FairReads` queue (a share of the
+reader threads per account, a time budget, cancellation).  ``read(…)`` is
+the server's own short reads (the directory: password hashes, tokens,
+accounts), run on threads reserved for them, so that logging in never
+waits behind anybody's queries.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+
+if TYPE_CHECKING:
+    from jmap_twisted.store.fair_reads import FairReads, Work
 
 _T = TypeVar("_T")
 
@@ -36,6 +48,35 @@ class DatabaseNotRunningError(DatabaseError):
     """
     Work was submitted to a database that is not started, or is stopping.
     """
+
+
+class DiskFull(DatabaseError):
+    """
+    The disk holding the database is full: the transaction rolled back.
+    Transactions that only remove data (see :func:`frees_space`) can still
+    commit, using the space the database keeps in reserve.
+    """
+
+
+_hints = threading.local()
+
+
+def frees_space() -> None:
+    """
+    Say, from a database thread, that the write transaction running there
+    only removes data: if the disk is full, it may use the space kept in
+    reserve (a database without a reserve ignores this).
+    """
+    _hints.frees_space = True
+
+
+def clear_hints() -> bool:
+    """
+    Forget the current thread's :func:`frees_space`; whether it was given.
+    """
+    given = bool(getattr(_hints, "frees_space", False))
+    _hints.frees_space = False
+    return given
 
 
 class SchemaVersionError(DatabaseError):
@@ -226,6 +267,21 @@ class ThreadedDatabase:
             return fail(DatabaseNotRunningError(f"{self.description} is {self._state}"))
         self._in_flight += 1
         result = deferToThreadPool(self._reactor, pool, work)
+        result.addBoth(self._work_done)
+        return result
+
+    def _submit_fair(
+        self, reads: FairReads | None, owner: str, work: Callable[[Work], _T]
+    ) -> Deferred[_T]:
+        """
+        Run ``work`` in ``owner``'s turn of ``reads``, counted as in flight
+        until it finishes or is cancelled (a cancelled read still running
+        is waited for when the pools are stopped).
+        """
+        if self._state != "running" or reads is None:
+            return fail(DatabaseNotRunningError(f"{self.description} is {self._state}"))
+        self._in_flight += 1
+        result = reads.submit(owner, work)
         result.addBoth(self._work_done)
         return result
 

@@ -23,7 +23,7 @@ from zope.interface import implementer
 from jmap_twisted.http.auth import CredentialProbe
 from jmap_twisted.interfaces import IPrincipal
 from jmap_twisted.ws.options import WebSocketOptions
-from jmap_twisted.ws.session import WebSocketSession
+from jmap_twisted.ws.session import QUEUED_BYTES_FACTOR, OctetBudget, WebSocketSession
 
 if TYPE_CHECKING:
     from jmap_twisted.service import JMAPService
@@ -34,6 +34,10 @@ SUBPROTOCOL = "jmap"
 GOING_AWAY = 1001
 UNSUPPORTED_DATA = 1003
 POLICY_VIOLATION = 1008
+#: Unfinished messages (fragments received, the last one not yet) on all
+#: the sockets of one user may hold at most this many times maxSizeRequest
+#: octets; one socket at most maxSizeRequest.
+UNFINISHED_BYTES_FACTOR = 8
 
 
 class _SafeCall:
@@ -174,6 +178,12 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
     probe: CredentialProbe
     access_seen: int | None = None
     session: WebSocketSession | None = None
+    #: Octets of the message being received that are held (at most
+    #: maxSizeRequest), counted in the factory's ``unfinished`` budget.
+    _held = 0
+    #: The message being received is past maxSizeRequest: the rest of it
+    #: is read and dropped, and it is answered with the limit error.
+    _dropping = False
 
     def onConnect(self, request: Any) -> str | None:
         offered = list(request.protocols or [])
@@ -191,7 +201,12 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             # this one differs only in freeing zlib state between messages.
             self._perMessageCompress.__class__ = LeanPerMessageDeflate
         self.session = WebSocketSession(
-            self.factory.service, self.principal, self._send_text, self.close_with, self.probe
+            self.factory.service,
+            self.principal,
+            self._send_text,
+            self.close_with,
+            self.probe,
+            self.factory.queued,
         )
         self.factory.opened(self)
         transport: Any = self.transport
@@ -220,6 +235,53 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             self.session.connection_lost()
         self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
 
+    # Autobahn gathers a message's frames until the last one; these hooks
+    # bound what it gathers to maxSizeRequest (Autobahn's own limit, twice
+    # that, closes with 1009), and what the user's sockets gather together.
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        super().onMessageBegin(isBinary)
+        self._give_back_held()
+        self._dropping = False
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        if self._dropping:
+            return
+        size = len(payload)
+        if self._held + size > self.factory.max_message:
+            self._drop_message()
+            return
+        if not self.factory.unfinished.take(self.principal.user.id, size):
+            self._drop_message()
+            self.close_with(
+                POLICY_VIOLATION,
+                "This user's connections hold too many unfinished messages.",
+            )
+            return
+        self._held += size
+        super().onMessageFrameData(payload)
+
+    def onMessageEnd(self) -> None:
+        if not self._dropping:
+            super().onMessageEnd()
+            self._give_back_held()
+            return
+        self._dropping = False
+        self.message_data = None  # type: ignore[assignment]
+        if self.session is not None and self.state == self.STATE_OPEN:
+            self.session.message_too_large()
+
+    def _drop_message(self) -> None:
+        self._dropping = True
+        self._give_back_held()
+        self.message_data = []
+        self.frame_data = []
+
+    def _give_back_held(self) -> None:
+        if self._held:
+            self.factory.unfinished.give(self.principal.user.id, self._held)
+            self._held = 0
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if isBinary:
             self.close_with(UNSUPPORTED_DATA, "JMAP messages are text.")
@@ -228,6 +290,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             self.session.message_received(payload)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._give_back_held()
         self.factory.closed(self)
         if self.session is not None:
             self.session.connection_lost()
@@ -252,6 +315,12 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
         self.connections: set[JMAPWebSocketProtocol] = set()
         self.next_principal: tuple[IPrincipal, CredentialProbe, int | None] | None = None
         limit = service.config.limits.max_size_request
+        #: The most one socket holds of a message being received.
+        self.max_message = limit
+        #: What the sockets of each user hold of unfinished messages.
+        self.unfinished = OctetBudget(UNFINISHED_BYTES_FACTOR * limit)
+        #: What the sockets of each user hold of requests waiting for a slot.
+        self.queued = OctetBudget(QUEUED_BYTES_FACTOR * limit)
         self.setProtocolOptions(
             # Far beyond maxSizeRequest (or a decompression bomb): close
             # with 1009; between the two, the session answers with the

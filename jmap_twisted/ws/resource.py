@@ -42,6 +42,17 @@ class WebSocketUpgradeResource(JMAPResource):
         )
         if request.finished or request._disconnected:  # type: ignore[attr-defined]
             return
+        connections = self.service.push_connections
+        if connections.full(principal.user.id):
+            # Refused before the handshake, so the socket costs nothing; the
+            # socket is counted when it opens, in this same turn (below).
+            write_status(
+                request,
+                429,
+                f"At most {connections.per_user} push connections may be open at once "
+                "for one user; close one first.",
+            )
+            return
         # buildProtocol runs synchronously inside render, so the principal
         # cannot be taken by another connection in between.
         self.factory.next_principal = (principal, probe, seen)

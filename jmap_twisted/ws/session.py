@@ -27,9 +27,51 @@ if TYPE_CHECKING:
 log = Logger()
 
 POLICY_VIOLATION = 1008
-#: Requests waiting for a slot on one connection may hold at most this many
-#: times maxSizeRequest octets (the queue's length is bounded separately).
+#: Requests waiting for a slot, on all the sockets of one user, may hold at
+#: most this many times maxSizeRequest octets (the queue's length is
+#: bounded separately, by the request limiter).
 QUEUED_BYTES_FACTOR = 4
+
+
+class OctetBudget:
+    """
+    Octets held for each user, bounded: what the sockets of one user may
+    hold between them (requests waiting for a slot, unfinished messages),
+    however many sockets the user opens.
+
+    :param limit: the octets one user may hold.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[str, int] = {}
+
+    def held(self, user_id: str) -> int:
+        """
+        The octets the user holds now.
+        """
+        return self._held.get(user_id, 0)
+
+    def take(self, user_id: str, octets: int) -> bool:
+        """
+        Hold ``octets`` more for the user, unless that would exceed the
+        limit (then nothing is taken).
+        """
+        held = self._held.get(user_id, 0)
+        if held + octets > self.limit:
+            return False
+        self._held[user_id] = held + octets
+        return True
+
+    def give(self, user_id: str, octets: int) -> None:
+        """
+        Give back octets taken before.
+        """
+        left = self._held.get(user_id, 0) - octets
+        if left > 0:
+            self._held[user_id] = left
+        else:
+            self._held.pop(user_id, None)
 
 
 class WebSocketSession:
@@ -47,6 +89,7 @@ class WebSocketSession:
         send: Callable[[bytes], None],
         close: Callable[[int, str], None],
         probe: Callable[[], Awaitable[bool]] | None = None,
+        queued: OctetBudget | None = None,
     ) -> None:
         self.service = service
         self.principal = principal
@@ -58,9 +101,10 @@ class WebSocketSession:
         self._push_generation = 0
         self._closed = False
         self._paused = False
-        #: Octets of requests parsed and waiting for a slot.
-        self._queued_bytes = 0
         self._max_size = service.config.limits.max_size_request
+        #: Octets of the user's requests waiting for a slot (shared by the
+        #: user's sockets).
+        self._queued = queued or OctetBudget(QUEUED_BYTES_FACTOR * self._max_size)
         self._in_flight: set[Deferred[None]] = set()
 
     # -- output ----------------------------------------------------------
@@ -78,9 +122,7 @@ class WebSocketSession:
         if not self._closed:
             key = (
                 value["pushState"],
-                tuple(
-                    (a, tuple(sorted(t.items()))) for a, t in sorted(value["changed"].items())
-                ),
+                tuple((a, tuple(sorted(t.items()))) for a, t in sorted(value["changed"].items())),
             )
             self._send_bytes(_serialised_state_change(key, value))
 
@@ -96,18 +138,25 @@ class WebSocketSession:
 
     # -- input -----------------------------------------------------------
 
+    def message_too_large(self) -> None:
+        """
+        Answer a message longer than maxSizeRequest (not kept, so its id
+        is unknown) with the limit RequestError.
+        """
+        self._request_error(
+            LimitExceeded(
+                "maxSizeRequest",
+                f"The message exceeds maxSizeRequest ({self._max_size} octets).",
+            ),
+            None,
+        )
+
     def message_received(self, payload: bytes) -> None:
         """
         Handle one text message; requests run concurrently.
         """
-        limit = self.service.config.limits.max_size_request
-        if len(payload) > limit:
-            self._request_error(
-                LimitExceeded(
-                    "maxSizeRequest", f"The message exceeds maxSizeRequest ({limit} octets)."
-                ),
-                None,
-            )
+        if len(payload) > self._max_size:
+            self.message_too_large()
             return
         try:
             value = jsonio.loads(payload)
@@ -120,8 +169,10 @@ class WebSocketSession:
             return
         kind = value.get("@type")
         if kind == "Request":
-            # Most requests finish without waiting: run them on the spot.
-            handling = eager.start(self._request(value, request_id, len(payload)))
+            started = self._start_request(value, request_id, payload)
+            if started is None:
+                return
+            handling = started
         elif kind == "WebSocketPushEnable":
             handling = Deferred.fromCoroutine(self._push_enable(value, request_id))
         elif kind == "WebSocketPushDisable":
@@ -166,10 +217,68 @@ class WebSocketSession:
         self.principal = Principal(user, tuple(accounts))
         return self.principal
 
-    async def _request(self, value: dict[str, Any], request_id: object, size: int = 0) -> None:
+    def _start_request(
+        self, value: dict[str, Any], request_id: object, payload: bytes
+    ) -> Deferred[None] | None:
+        """
+        Run a Request now if the user has a slot free; otherwise queue it
+        (``None`` when it was refused at once).
+        """
         if request_id is not None and not isinstance(request_id, str):
             self._request_error(NotRequest("'id' must be a string."), None)
-            return
+            return None
+        limiter = self.service.request_limiter
+        user_id = self.principal.user.id
+        if limiter.in_use(user_id) < limiter.limit:
+            # Most requests finish without waiting: run them on the spot.
+            return eager.start(self._request(value, request_id))
+        # Every slot is taken: wait for one holding the message's octets,
+        # not its parsed form (several times larger); it is parsed again
+        # when its turn comes.
+        size = len(payload)
+        if not self._queued.take(user_id, size):
+            self._request_error(
+                LimitExceeded(
+                    "maxConcurrentRequests",
+                    "Too many requests are waiting for this user; wait for responses.",
+                ),
+                request_id,
+            )
+            return None
+        try:
+            waiting = limiter.acquire(user_id)
+        except LimitExceeded as error:
+            self._queued.give(user_id, size)
+            self._request_error(error, request_id)
+            return None
+        return Deferred.fromCoroutine(self._queued_request(waiting, payload, request_id))
+
+    async def _queued_request(
+        self, waiting: Deferred[Callable[[], None]], payload: bytes, request_id: object
+    ) -> None:
+        user_id = self.principal.user.id
+        try:
+            release = await waiting
+        finally:
+            self._queued.give(user_id, len(payload))
+        try:
+            value = jsonio.loads(payload)  # parsed once already: cannot fail
+        except BaseException:
+            release()
+            raise
+        del payload
+        await self._request(value, request_id, release)
+
+    async def _request(
+        self,
+        value: dict[str, Any],
+        request_id: object,
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        """
+        Run a Request in a slot: ``release`` gives back one already taken,
+        ``None`` takes one now.
+        """
         body = {k: v for k, v in value.items() if k not in ("@type", "id")}
         try:
             request = parse_request(
@@ -177,22 +286,11 @@ class WebSocketSession:
                 self.service.registry.capabilities,
                 self.service.config.limits.max_calls_in_request,
             )
-            limiter = self.service.request_limiter
-            user_id = self.principal.user.id
-            if limiter.in_use(user_id) < limiter.limit:
-                release = limiter.try_acquire(user_id)  # no wait, no Deferred
-            else:
-                if self._queued_bytes + size > QUEUED_BYTES_FACTOR * self._max_size:
-                    raise LimitExceeded(
-                        "maxConcurrentRequests",
-                        "Too many requests are waiting on this connection; wait for responses.",
-                    )
-                self._queued_bytes += size
-                try:
-                    release = await limiter.acquire(user_id)
-                finally:
-                    self._queued_bytes -= size
+            if release is None:
+                release = self.service.request_limiter.try_acquire(self.principal.user.id)
         except RequestLevelError as error:
+            if release is not None:
+                release()
             self._request_error(error, request_id)
             return
         try:
@@ -217,6 +315,8 @@ class WebSocketSession:
             )
             return
         wanted = None if not types else [t for t in types if t in PUSH_TYPES]
+        push_state = value.get("pushState")
+        del value  # not kept while waiting
         self._push_generation += 1
         generation = self._push_generation
         await self._unregister()
@@ -232,14 +332,19 @@ class WebSocketSession:
         self._listener, self._registration = listener, registration
         if self._paused:
             listener.pause()
-        current = await current_states(self.service.mail, accounts)
+        try:
+            current = await current_states(self.service.mail, accounts)
+        except BaseException:
+            if generation == self._push_generation:
+                await self._unregister()  # no listener left registered unstarted
+            raise
         if generation != self._push_generation or self._closed:
             return  # disabled or replaced meanwhile (its registration is gone)
         # Accounts may have been lost while the states were read.
         current = {a: s for a, s in current.items() if a in listener.accounts}
-        replay = None
-        if value.get("pushState") is not None:
-            replay = pushstate.replay(current, value["pushState"])
+        # A pushState that does not decode (of another server, damaged,
+        # hostile) replays the full current state; decoding never raises.
+        replay = None if push_state is None else pushstate.replay(current, push_state)
         listener.start(current, replay)
 
     async def _unregister(self) -> None:

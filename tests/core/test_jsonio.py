@@ -25,6 +25,11 @@ def test_parses_objects() -> None:
         (b'{"a": 1, "a": 2}', "duplicate"),
         (b'{"a": NaN}', "NaN"),
         (b"[Infinity]", "Infinity"),
+        (b"[1e999]", "too large"),
+        (b'{"a": -1.5e400}', "too large"),
+        # Unterminated strings full of escaped quotes (a quote-by-quote
+        # string scan would reread the rest of the text from each one).
+        (b"[" * 70 + b'"' + b'\\"' * 5000, "deeper"),
         (b"[" * 100 + b"]" * 100, "deeper"),
         (b"[" * 100000, "deeper"),
     ],
@@ -46,6 +51,38 @@ def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
     Only structural brackets count towards the nesting limit.
     """
     assert jsonio.loads('{"a": "' + "[" * 1000 + '\\"]"}') == {"a": "[" * 1000 + '"]'}
+
+
+@pytest.mark.parametrize(
+    "inside",
+    [
+        '\\\\',  # an escaped backslash: the quote after it ends the string
+        '\\"',  # an escaped quote does not end it
+        '\\\\\\"',  # an escaped backslash, then an escaped quote
+        "[[{{",
+    ],
+)
+def test_depth_counts_only_brackets_outside_strings(inside: str) -> None:
+    """
+    Escapes inside strings are read as a decoder reads them, so the depth
+    limit neither misses structural brackets after a string ending in an
+    escaped backslash nor counts brackets inside strings.
+    """
+    depth = jsonio.MAX_DEPTH
+    within = "[" * depth + f'"{inside}"' + "]" * depth
+    assert jsonio.loads(within) is not None
+    beyond = "[" * (depth + 1) + f'"{inside}"' + "]" * (depth + 1)
+    with pytest.raises(NotJSON) as info:
+        jsonio.loads(beyond)
+    assert "deeper" in info.value.detail
+
+
+def test_dumps_refuses_non_finite_numbers() -> None:
+    """
+    ``Infinity`` and ``NaN`` are never written: they are not JSON.
+    """
+    with pytest.raises(ValueError):
+        jsonio.dumps({"a": float("inf")})
 
 
 def test_dumps_is_compact_utf8() -> None:

@@ -228,6 +228,36 @@ async def test_wrong_content_type(harness: Harness) -> None:
 
 
 @pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+async def test_only_json_is_executed(harness: Harness, content_type: str | None) -> None:
+    """
+    A body a cross-site form or no-CORS fetch could send (no type, or a
+    "simple" one) is refused as notJSON and never executed.
+    """
+    body = b'{"using":["urn:ietf:params:jmap:core"],"methodCalls":[["Core/echo",{},"c"]]}'
+    headers = dict(harness.bearer())
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    response = await harness.treq.post(BASE + "/jmap/api/", data=body, headers=headers)
+    assert response.code == 400
+    problem = json.loads(await response.content())
+    assert problem["type"] == "urn:ietf:params:jmap:error:notJSON"
+
+
+@pytest_twisted.ensureDeferred
+async def test_numbers_beyond_a_double_are_not_json(harness: Harness) -> None:
+    """
+    ``1e999`` is refused rather than echoed back as ``Infinity`` (which is
+    not JSON).
+    """
+    code, problem = await harness.api(
+        b'{"using":["urn:ietf:params:jmap:core"],"methodCalls":[["Core/echo",{"n":1e999},"c"]]}'
+    )
+    assert code == 400
+    assert problem["type"] == "urn:ietf:params:jmap:error:notJSON"
+
+
+@pytest_twisted.ensureDeferred
 async def test_too_many_calls(harness: Harness) -> None:
     """
     More calls than maxCallsInRequest is a limit problem naming it.
@@ -362,7 +392,8 @@ def test_chunked_body_over_the_limit_with_its_end_in_the_same_read() -> None:
     transport = StringTransport()
     protocol.makeConnection(transport)
     protocol.dataReceived(
-        b"POST /jmap/api/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"POST /jmap/api/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Authorization: " + harness.basic()["Authorization"].encode() + b"\r\n\r\n"
         b"14\r\n" + b"a" * 20 + b"\r\n0\r\n\r\n"
     )
     answer = transport.value()

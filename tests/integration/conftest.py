@@ -30,7 +30,9 @@ class RunningServer:
         self.data_dir = data_dir
         jmap = next(iter(service))
         ports = {
-            type(child.factory).__name__: child.port.getHost().port
+            type(getattr(child.factory, "wrappedFactory", child.factory)).__name__: (
+                child.port.getHost().port
+            )
             for child in jmap
             if isinstance(child, ListeningService) and child.port is not None
         }

@@ -5,6 +5,7 @@ The HTTP API of the real server on a loopback socket.
 from __future__ import annotations
 
 import json
+from base64 import b64encode
 from typing import Any
 
 import pytest_twisted
@@ -119,11 +120,13 @@ async def test_chunked_oversized_body_refused_when_it_crosses_the_limit(
     A chunked body is refused when it grows past the limit, without the
     server reading the rest.
     """
+    await server.add_user("erin", "pw")
     chunk = b"a" * 1_000_000
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(11))
     answer = await raw_exchange(
         server,
-        b"POST /jmap/api/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST /jmap/api/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Authorization: Basic " + b64encode(b"erin:pw") + b"\r\n\r\n",
         chunks,
     )
     assert answer.startswith(b"HTTP/1.1 400")
@@ -141,6 +144,24 @@ async def test_oversized_upload_is_413(server: RunningServer) -> None:
     )
     assert answer.startswith(b"HTTP/1.1 413")
     assert b'"maxSizeUpload"' in answer
+
+
+@pytest_twisted.ensureDeferred
+async def test_anonymous_bodies_are_refused_before_they_are_read(server: RunningServer) -> None:
+    """
+    An upload or API request without valid credentials is answered 401 on
+    its headers and closed: its body is never read, let alone spooled.
+    """
+    await server.add_user("fay", "pw")
+    for head in (
+        b"POST /jmap/upload/a1/ HTTP/1.1\r\nHost: x\r\nContent-Length: 40000000\r\n\r\n",
+        b"POST /jmap/api/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Basic " + b64encode(b"fay:wrong") + b"\r\n"
+        b"Content-Length: 9000000\r\n\r\n",
+    ):
+        answer = await raw_exchange(server, head, b"x" * 65536)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+        assert b"WWW-Authenticate: Basic" in answer
 
 
 @pytest_twisted.ensureDeferred

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -227,6 +228,108 @@ def test_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert "--listen" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("which", ["listen", "lmtp"])
+def test_a_taken_port_stops_the_server(tmp_path: Path, which: str) -> None:
+    """
+    When a port cannot be bound, twistd exits non-zero at once with a
+    message naming the port, rather than run without it.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = {"listen": free_port(), "lmtp": free_port()}
+        ports[which] = busy
+        result = subprocess.run(
+            [
+                command("twistd"),
+                "-n",
+                "--pidfile=",
+                "--logfile=-",
+                "jmap",
+                "--data",
+                str(tmp_path / "data"),
+                "--listen",
+                f"tcp:{ports['listen']}:interface=127.0.0.1",
+                "--lmtp",
+                f"tcp:{ports['lmtp']}:interface=127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            check=False,
+        )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"Cannot listen on port {busy}" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding a port below 1024 needs root")
+def test_privileged_ports_with_dropped_privileges(tmp_path: Path) -> None:
+    """
+    As root, ``twistd --uid nobody jmap --listen tcp:81 --lmtp tcp:24``
+    binds both ports before dropping privileges, then serves as nobody.
+    """
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    http, lmtp = _free_privileged_port(81), _free_privileged_port(24)
+    # A directory nobody can reach (pytest's own are root's alone).
+    home = Path(tempfile.mkdtemp(prefix="jmap-nobody-"))
+    os.chmod(home, 0o755)
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    data = home / "data"
+    log = home / "twistd.log"
+    process = subprocess.Popen(
+        [
+            command("twistd"),
+            "-n",
+            "--pidfile=",
+            "--logfile",
+            str(log),
+            "--uid",
+            str(nobody.pw_uid),
+            "--gid",
+            str(nobody.pw_gid),
+            "jmap",
+            "--data",
+            str(data),
+            "--listen",
+            f"tcp:{http}:interface=127.0.0.1",
+            "--lmtp",
+            f"tcp:{lmtp}:interface=127.0.0.1",
+        ],
+        cwd=home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(http, process)
+        wait_for_port(lmtp, process)
+        answer = requests.get(f"http://127.0.0.1:{http}/.well-known/jmap", timeout=10)
+        assert answer.status_code == 401
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _free_privileged_port(preferred: int) -> int:
+    for port in (preferred, *range(preferred + 900, preferred + 950)):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below 1024")
 
 
 def test_jmapc_event_source_over_tls(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from jmap_twisted.core.engine import Engine
 from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.core.request import parse_request
 from jmap_twisted.interfaces import IMailDelivery, IMailStore, IMailWriter
+from jmap_twisted.mail.sendlimits import SendLimits
 from jmap_twisted.mail.smarthost import Smarthost
 from jmap_twisted.methods import build_registry
 from jmap_twisted.records import Account, User
@@ -67,6 +68,7 @@ class MailHarness:
         store: IMailStore | None = None,
         clock: ImmediateReactor | None = None,
         smarthost: Smarthost | None = None,
+        send_limits: SendLimits | None = None,
     ) -> None:
         self.clock = clock or ImmediateReactor()
         if clock is None:
@@ -83,6 +85,7 @@ class MailHarness:
             ["example.com"],
             self.delivery,
             smarthost,
+            send_limits,
         )
         self.engine = Engine(methods.registry, CoreLimits())
         self.resolver = methods.blob_resolver

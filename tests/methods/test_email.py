@@ -438,3 +438,36 @@ def test_parse_cache_is_bounded_by_octets() -> None:
     assert len(cache._local.entries) < 10
     cache.get("big", message(body="y" * 2000))
     assert "big" not in cache._local.entries
+
+
+@pytest_twisted.ensureDeferred
+async def test_query_filter_size_is_bounded(make_harness: HarnessFactory) -> None:
+    """
+    An Email/query filter of more than MAX_FILTER_CONDITIONS conditions (a
+    50×50 OR of ANDs, 2,500 conditions in one OR, or one long
+    inMailboxOtherThan) answers
+    ``unsupportedFilter`` with a description, before reaching the store; a
+    filter at the limit runs.
+    """
+    from jmap_twisted.methods.email_query import MAX_FILTER_CONDITIONS
+
+    h = await make_harness()
+    a = await h.deliver(message(subject="apples"))
+    inner = [{"subject": f"s{i}"} for i in range(50)]
+    huge = {"operator": "OR", "conditions": [{"operator": "AND", "conditions": inner}] * 50}
+    long_list = {"inMailboxOtherThan": ["m" + str(i) for i in range(MAX_FILTER_CONDITIONS + 1)]}
+    flat = {"operator": "OR", "conditions": [{"hasKeyword": f"k{i}"} for i in range(2500)]}
+    for bad in (huge, flat, long_list):
+        for method in ("Email/query", "Email/queryChanges", "SearchSnippet/get"):
+            extra = {"sinceQueryState": "0"} if method == "Email/queryChanges" else {}
+            if method == "SearchSnippet/get":
+                extra = {"emailIds": [a.id]}
+            error = (await h.call(method, {"filter": bad, **extra}))[1]
+            assert error["type"] == "unsupportedFilter", (method, error)
+            assert str(MAX_FILTER_CONDITIONS) in error["description"]
+    at_limit = {
+        "operator": "OR",
+        "conditions": [{"subject": "apples"}]
+        + [{"subject": f"s{i}"} for i in range(MAX_FILTER_CONDITIONS - 2)],
+    }
+    assert (await h.ok("Email/query", {"filter": at_limit}))["ids"] == [a.id]

@@ -13,6 +13,7 @@ from twisted.internet.defer import succeed
 from twisted.mail import smtp
 from zope.interface import implementer
 
+from jmap_twisted.mail.sendlimits import SendLimits
 from jmap_twisted.mail.smarthost import Smarthost
 from tests.methods.harness import SHARED, HarnessFactory, MailHarness
 
@@ -225,3 +226,123 @@ async def test_submission_errors(make_harness: HarnessFactory) -> None:
         "list"
     ][0]
     assert remote["deliveryStatus"]["x@far.test"]["delivered"] == "no"
+
+
+def _envelope(*recipients: str) -> dict[str, Any]:
+    return {
+        "mailFrom": {"email": "alice@example.com"},
+        "rcptTo": [{"email": r} for r in recipients],
+    }
+
+
+async def _submit(h: MailHarness, *envelopes: dict[str, Any]) -> dict[str, Any]:
+    """
+    One ``EmailSubmission/set`` creating ``s0``, ``s1``… of a fresh draft,
+    one per envelope.
+    """
+    identity = (await h.ok("Identity/get", {}))["list"][0]["id"]
+    email_id, _ = await draft(h)
+    return dict(
+        await h.ok(
+            "EmailSubmission/set",
+            {
+                "create": {
+                    f"s{n}": {"identityId": identity, "emailId": email_id, "envelope": e}
+                    for n, e in enumerate(envelopes)
+                }
+            },
+        )
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_repeated_recipients_get_one_copy() -> None:
+    """
+    Envelope recipients are de-duplicated on the address with its domain
+    in lower case (the local part exactly), the envelope sent is returned
+    in ``created``, and a local account listed under several addresses
+    gets one copy.
+    """
+    h = MailHarness()
+    roles = await h.roles()
+    result = await _submit(
+        h,
+        _envelope(
+            *["alice@example.com"] * 500,
+            "alice@EXAMPLE.com",
+            "ALICE@example.com",
+            *["bob@example.com"] * 500,
+        ),
+    )
+    created = result["created"]["s0"]
+    assert [r["email"] for r in created["envelope"]["rcptTo"]] == [
+        "alice@example.com",
+        "ALICE@example.com",
+        "bob@example.com",
+    ]
+    submission = (await h.ok("EmailSubmission/get", {"ids": [created["id"]]}))["list"][0]
+    assert submission["envelope"] == created["envelope"]
+    assert {r: s["delivered"] for r, s in submission["deliveryStatus"].items()} == {
+        "alice@example.com": "yes",
+        "ALICE@example.com": "yes",
+        "bob@example.com": "yes",
+    }
+    inbox = await h.ok("Email/query", {"filter": {"inMailbox": roles["inbox"]}})
+    assert len(inbox["ids"]) == 1
+    assert len((await h.ok("Email/query", {}, SHARED))["ids"]) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_too_many_recipients() -> None:
+    """
+    More distinct recipients than the per-submission limit is
+    ``tooManyRecipients`` with ``maxRecipients``, and nothing is sent;
+    repeats of the allowed number are not counted.
+    """
+    h = MailHarness(send_limits=SendLimits(max_recipients_per_submission=3))
+    result = await _submit(
+        h,
+        _envelope("a@far.test", "b@far.test", "c@far.test", "d@far.test"),
+        _envelope(*["a@far.test", "b@far.test", "bob@example.com"] * 100),
+    )
+    assert result["notCreated"] == {
+        "s0": {
+            "type": "tooManyRecipients",
+            "description": "A submission may have at most 3 distinct recipients.",
+            "maxRecipients": 3,
+        }
+    }
+    assert list(result["created"]) == ["s1"]
+    assert len((await h.ok("Email/query", {}, SHARED))["ids"]) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_hourly_recipient_budget() -> None:
+    """
+    A user's recipients, local ones included, are counted over a sliding
+    hour: past the budget a submission is ``rateLimit`` (nothing
+    delivered, nothing counted) until older recipients leave the window.
+    """
+    h = MailHarness(
+        send_limits=SendLimits(max_recipients_per_submission=4, max_recipients_per_hour=6)
+    )
+    first = await _submit(h, _envelope("bob@example.com", "a@far.test", "b@far.test", "c@far.test"))
+    assert list(first["created"]) == ["s0"]
+    h.clock.advance(1800)
+    second = await _submit(
+        h,
+        _envelope("bob@example.com", "d@far.test"),
+        _envelope("bob@example.com"),
+        _envelope("e@far.test"),
+    )
+    assert list(second["created"]) == ["s0"]
+    assert second["notCreated"]["s1"]["type"] == "rateLimit"
+    assert second["notCreated"]["s2"]["type"] == "rateLimit"
+    assert len((await h.ok("Email/query", {}, SHARED))["ids"]) == 2
+    # An hour (and at most one slot) after the first submission its four
+    # recipients are free again; the second's two are not.
+    h.clock.advance(1800 + 60)
+    third = await _submit(h, _envelope("a@far.test", "b@far.test", "c@far.test", "d@far.test"))
+    assert list(third["created"]) == ["s0"]
+    fourth = await _submit(h, _envelope("e@far.test"))
+    assert fourth["notCreated"]["s0"]["type"] == "rateLimit"

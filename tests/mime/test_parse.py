@@ -574,6 +574,28 @@ def test_search_text() -> None:
     assert "report.pdf" in text
 
 
+def test_search_text_is_bounded() -> None:
+    """
+    Only the start of a huge body is converted and indexed: body text
+    stops at the limit (HTML converted from that much markup), and the
+    attachment names still follow.
+    """
+    parsed = message(
+        multipart(
+            "mixed",
+            leaf("text/plain", "first " * 100),
+            leaf("text/html", "<p>x</p>" * 1000),
+            leaf("application/pdf; name=report.pdf", "%PDF"),
+        )
+    )
+    text = parsed.search_text(limit=200)
+    assert text.startswith("first first")
+    assert len(text) <= 200 + len("\nreport.pdf")
+    assert "x" not in text
+    assert text.endswith("\nreport.pdf")
+    assert parsed.search_text(limit=800).count("x") < 800 // len("<p>x</p>")
+
+
 # --- line endings and performance ----------------------------------------------------------
 
 

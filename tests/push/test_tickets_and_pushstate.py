@@ -4,6 +4,8 @@ Tickets and pushState strings.
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from twisted.internet.task import Clock
 
@@ -58,10 +60,19 @@ def test_push_state_round_trip_and_changes() -> None:
     assert pushstate.changed_since(current, None) == current
 
 
-@pytest.mark.parametrize("text", [None, 5, "", "1.", "1.!!!", "2.e30", "1." + "A" * 70000, "1.W10"])
+_NESTED = "1." + base64.urlsafe_b64encode(b"[" * 40_000).decode()
+_NOT_UTF8 = "1." + base64.urlsafe_b64encode(b"\xff\xfe").decode()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [None, 5, "", "1.", "1.!!!", "2.e30", "1." + "A" * 70000, "1.W10", _NESTED, _NOT_UTF8, "1.A"],
+)
 def test_bad_push_states(text: object) -> None:
     """
-    Anything that is not a pushState this server issued decodes to None.
+    Anything that is not a pushState this server issued decodes to None,
+    without raising: nested arrays deeper than the recursion limit, text
+    that is not UTF-8, base64 that does not decode.
     """
     assert pushstate.decode(text) is None
 

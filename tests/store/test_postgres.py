@@ -265,3 +265,54 @@ def test_placeholders() -> None:
     doubled.
     """
     assert to_psycopg("SELECT ? WHERE x LIKE '%a'") == "SELECT %s WHERE x LIKE '%%a'"
+
+
+@pytest_twisted.ensureDeferred
+async def test_read_past_its_budget_is_stopped(fresh_postgres_dsn: str) -> None:
+    """
+    An account's read whose statement runs past the budget fails with
+    QueryTimeout (``statement_timeout``); the directory's reads have no
+    budget, and the connection serves the next read normally.
+    """
+    from jmap_twisted.store.fair_reads import QueryTimeout
+
+    db = await started_database(fresh_postgres_dsn, pool_size=1, read_budget=0.2)
+    try:
+        with pytest.raises(QueryTimeout):
+            await db.read_for("mallory", lambda s: s.execute("SELECT pg_sleep(30)").fetchone())
+        assert await db.read_for("mallory", lambda s: s.execute("SELECT 7").fetchone()) == (7,)
+        slept = await db.read(lambda s: s.execute("SELECT pg_sleep(0.3), 8").fetchone())
+        assert slept[1] == 8
+    finally:
+        await db.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelled_read_stops_its_statement(fresh_postgres_dsn: str) -> None:
+    """
+    Cancelling an account's read while its statement runs sends a cancel
+    request: the statement ends and the only worker thread serves the next
+    read, while the directory's reads went on meanwhile.
+    """
+    import threading
+
+    from twisted.internet.defer import CancelledError
+
+    db = await started_database(fresh_postgres_dsn, pool_size=1, read_budget=None)
+    started = threading.Event()
+
+    def endless(statements: Any) -> object:
+        started.set()
+        return statements.execute("SELECT pg_sleep(3600)").fetchone()
+
+    try:
+        running = db.read_for("mallory", endless)
+        assert started.wait(30)
+        assert await db.read(lambda s: s.execute("SELECT 2").fetchone()) == (2,)
+        running.cancel()
+        with pytest.raises(CancelledError):
+            await running
+        # Served only once the cancelled statement has stopped.
+        assert await db.read_for("alice", lambda s: s.execute("SELECT 3").fetchone()) == (3,)
+    finally:
+        await db.stop()

@@ -257,8 +257,9 @@ async def test_failing_run_rolls_back(db_path):
 @pytest_twisted.ensureDeferred
 async def test_run_and_read_results(db_path):
     """
-    run() and read() fire with the function's result, computed off the
-    reactor thread.
+    run(), read() and read_for() fire with the function's result,
+    computed off the reactor thread: writes on the writer, the directory's
+    reads on its own reader, accounts' reads on the shared readers.
     """
 
     def which_thread(connection: sqlite3.Connection, tag: str) -> tuple[str, str]:
@@ -272,6 +273,9 @@ async def test_run_and_read_results(db_path):
         assert "jmap-sqlite-writer" in writer
         tag, reader = await db.read(which_thread, "r")
         assert tag == "r"
+        assert "jmap-sqlite-directory" in reader
+        tag, reader = await db.read_for("account", which_thread, "a")
+        assert tag == "a"
         assert "jmap-sqlite-reader" in reader
     finally:
         await db.stop()

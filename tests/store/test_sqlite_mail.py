@@ -813,3 +813,31 @@ async def test_pruner_service_prunes_by_retention(tmp_path: Any) -> None:
         assert old != recent
     finally:
         await db.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancelled_write_still_commits_and_publishes(store: SQLiteMailStore) -> None:
+    """
+    Cancelling a write's Deferred (its client went away) fails it for the
+    caller at once, but the write commits and its StoreCommit is still
+    published to subscribers; an account's reads go on as before.
+    """
+    from twisted.internet.defer import CancelledError, Deferred
+
+    published: Deferred[StoreCommit] = Deferred()
+    store.subscribe(lambda commit: published.called or published.callback(commit))
+    release = threading.Event()
+
+    def slow_add(writer: IMailWriter) -> Any:
+        release.wait(30)
+        return writer.add_email(message(subject="kept"), [roles(writer)["inbox"]], (), 1.0)
+
+    writing = store.write(ACCOUNT, slow_add)
+    writing.cancel()
+    release.set()
+    with pytest.raises(CancelledError):
+        await writing
+    commit = await published
+    assert commit.account_id == ACCOUNT
+    total = await store.read(ACCOUNT, lambda r: r.query_emails(None, [], False)[1])
+    assert total == 1

@@ -37,6 +37,14 @@ class Client(WebSocketClientProtocol):
         self.messages: list[dict[str, Any]] = []
         self.closed_with: int | None = None
         self.opened = False
+        #: What the server sent before the socket opened (its handshake
+        #: answer).
+        self.handshake = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.opened:
+            self.handshake += data
+        super().dataReceived(data)
 
     def onOpen(self) -> None:
         self.opened = True
@@ -57,7 +65,11 @@ class Connection:
     """
 
     def __init__(
-        self, options: WebSocketOptions | None = None, deflate: bool = True, **limits: Any
+        self,
+        options: WebSocketOptions | None = None,
+        deflate: bool = True,
+        max_push_connections: int = 50,
+        **limits: Any,
     ) -> None:
         self.clock = ImmediateReactor()
         self.directory = MemoryDirectory(self.clock)
@@ -66,6 +78,7 @@ class Connection:
             password_cost=2**4,
             limits=CoreLimits(**limits),
             websocket=options or WebSocketOptions(),
+            max_push_connections=max_push_connections,
         )
         self.service = JMAPService(
             config, self.directory, MemoryBlobStore(self.clock), self.mail, self.clock
@@ -73,6 +86,7 @@ class Connection:
         self.service.startService()
         self.user = self.directory.create_user("alice", CHEAP_HASHER.hash("pw")).result
         self.account = self.directory.accounts_for_user(self.user.id).result[0].id
+        self.pumps: list[iosim.IOPump] = []
         self.client = self.connect(deflate=deflate)
 
     def connect(
@@ -108,11 +122,19 @@ class Connection:
             clock=self.clock,
         )
         self.server_transport = self.pump.serverIO
+        self.pumps.append(self.pump)
         self.flush()
         return client  # type: ignore[no-any-return]
 
     def flush(self) -> None:
-        self.pump.flush()
+        """
+        Move what every connection made so far has to send, until none
+        has anything left.
+        """
+        for _ in range(1000):
+            if not any([pump.pump() for pump in self.pumps]):
+                return
+        raise AssertionError("the connections never fell quiet")
 
     def deliver(self, subject: str = "hi") -> None:
         from tests.mailfactory import message

@@ -32,7 +32,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import react
 
 from jmap_twisted.auth.passwords import PasswordHasher, new_token, token_hash
-from jmap_twisted.errors import NoSuchUser, UserExists
+from jmap_twisted.errors import DatabaseError, NoSuchUser, UserExists
 from jmap_twisted.store.backends import (
     StoreConfigurationError,
     Stores,
@@ -40,7 +40,6 @@ from jmap_twisted.store.backends import (
     open_stores,
     read_secret,
 )
-from jmap_twisted.store.threaded_db import DatabaseError
 
 DEFAULT_DATA = "jmap-data"
 """

@@ -145,3 +145,34 @@ class NoSuchUser(DirectoryError):
     """
     No user has that name or id.
     """
+
+
+# -- storage -----------------------------------------------------------------
+
+
+class DatabaseError(Exception):
+    """
+    Base of the errors a database raises itself.
+    """
+
+
+class DiskFull(DatabaseError):
+    """
+    The disk holding the database is full: the transaction rolled back.
+    Transactions that only remove data can still commit, using the space
+    the database keeps in reserve.  Method calls answer
+    ``serverUnavailable``; deliveries are deferred.
+    """
+
+
+class QueryTimeout(DatabaseError):
+    """
+    A read transaction ran past its time budget and was stopped; nothing
+    was changed.
+
+    :ivar budget: the budget, in seconds.
+    """
+
+    def __init__(self, budget: float) -> None:
+        super().__init__(f"the read took longer than {budget:g} seconds and was stopped")
+        self.budget = budget

@@ -63,3 +63,30 @@ def test_benchmarks_run_at_tiny_size(tmp_path: Path) -> None:
         "push_latency_cdf.png",
         "query_cdf.png",
     ]
+
+
+@pytest.mark.integration
+def test_soak_runs_at_tiny_size(tmp_path: Path) -> None:
+    """
+    ``bench/soak.py`` keeps WebSocket and EventSource connections open
+    while mail arrives, samples the server and plots the samples (here
+    briefly, a few connections, no broker).
+    """
+    results, plot = tmp_path / "soak.json", tmp_path / "soak.png"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "soak.py"),
+            *("--minutes", "0.2", "--sockets", "6", "--accounts", "2", "--rate", "4"),
+            *("--interval", "3", "--no-bus", "--json", str(results), "--plot", str(plot)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    samples = json.loads(results.read_text())["samples"]
+    assert samples and samples[-1]["connections"] == 6
+    assert samples[-1]["mails"] > 0 and samples[-1]["frames"] > 0
+    assert plot.read_bytes().startswith(b"\x89PNG")

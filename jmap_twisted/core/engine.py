@@ -18,16 +18,16 @@ from jmap_twisted.core.session import session_state
 from jmap_twisted.errors import (
     AccountNotFound,
     AccountNotSupportedByMethod,
+    DiskFull,
     InvalidArguments,
     MethodError,
+    QueryTimeout,
     ServerFail,
     ServerUnavailable,
     UnknownMethod,
 )
 from jmap_twisted.interfaces import IPrincipal
 from jmap_twisted.records import Account
-from jmap_twisted.store.fair_reads import QueryTimeout
-from jmap_twisted.store.threaded_db import DiskFull
 
 log = Logger()
 

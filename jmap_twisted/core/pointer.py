@@ -5,10 +5,14 @@ result references (RFC 8620 §3.7).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from jmap_twisted.errors import InvalidArguments, InvalidResultReference
+
+#: An array index (RFC 6901 §4): ASCII digits, no leading zero.
+_INDEX = re.compile(r"(?:0|[1-9][0-9]*)\Z")
 
 
 class PointerError(Exception):
@@ -42,7 +46,7 @@ def _walk(value: Any, tokens: Sequence[str]) -> Any:
     for position, part in enumerate(tokens):
         if isinstance(value, dict):
             if part not in value:
-                raise PointerError(f"no member {part!r}")
+                raise PointerError(f"no member {part[:40]!r}")
             value = value[part]
         elif isinstance(value, list):
             if part == "*":
@@ -55,14 +59,15 @@ def _walk(value: Any, tokens: Sequence[str]) -> Any:
                     else:
                         collected.append(result)
                 return collected
-            if not part.isdigit() or (part != "0" and part.startswith("0")):
-                raise PointerError(f"{part!r} is not an array index")
+            if not _INDEX.match(part):
+                raise PointerError(f"{part[:40]!r} is not an array index")
+            # Compare lengths first: int() refuses more than 4,300 digits.
+            if len(part) > len(str(len(value))) or int(part) >= len(value):
+                raise PointerError(f"index {part[:40]} is past the end of the array")
             index = int(part)
-            if index >= len(value):
-                raise PointerError(f"index {index} is past the end of the array")
             value = value[index]
         else:
-            raise PointerError(f"cannot apply {part!r} to a {type(value).__name__}")
+            raise PointerError(f"cannot apply {part[:40]!r} to a {type(value).__name__}")
     return value
 
 

@@ -21,7 +21,6 @@ from zope.interface import implementer
 
 from jmap_twisted.bus.events import AccountKey
 from jmap_twisted.core import jsonio
-from jmap_twisted.http.auth import login_with_probe
 from jmap_twisted.http.problem import write_status
 from jmap_twisted.http.resources import JMAPResource
 from jmap_twisted.interfaces import IPrincipal, IRegistration
@@ -61,10 +60,10 @@ class EventSourceResource(JMAPResource):
         super().__init__(service)
 
     async def handle(self, request: IRequest) -> None:
-        seen = self.service.access_version_seen
-        principal, probe = await login_with_probe(
-            self.service.portal, self.service.directory, request
-        )
+        admitted = await self.push_login(request)
+        if admitted is None:
+            return
+        principal, probe, seen = admitted
         types_text = _argument(request, b"types") or "*"
         close_after = (_argument(request, b"closeafter", b"closeAfter") or "no").lower()
         ping_text = _argument(request, b"ping") or "0"
@@ -75,15 +74,6 @@ class EventSourceResource(JMAPResource):
         if ping:
             ping = min(max(ping, MIN_PING), MAX_PING)
         types = None if types_text == "*" else [t for t in types_text.split(",") if t in PUSH_TYPES]
-        connections = self.service.push_connections
-        if connections.full(principal.user.id):
-            write_status(
-                request,
-                429,
-                f"At most {connections.per_user} push connections may be open at once "
-                "for one user; close one first.",
-            )
-            return
         stream = EventStream(
             self.service, request, principal, probe, types, close_after == "state", ping
         )

@@ -22,13 +22,16 @@ from jmap_twisted.core.request import is_id, parse_request
 from jmap_twisted.core.session import session_object
 from jmap_twisted.errors import LimitExceeded, NotJSON, RequestLevelError
 from jmap_twisted.http.auth import (
+    CredentialProbe,
     credential_origin,
     credentials_from_request,
     login,
+    login_with_probe,
     write_refused,
     write_unauthorized,
 )
 from jmap_twisted.http.problem import write_json, write_problem, write_status
+from jmap_twisted.interfaces import IPrincipal
 from jmap_twisted.methods.standard import utc_date
 
 if TYPE_CHECKING:
@@ -116,6 +119,34 @@ class JMAPResource(Resource):
         Serve an allowed request.
         """
         raise NotImplementedError
+
+    async def push_login(
+        self, request: IRequest
+    ) -> tuple[IPrincipal, CredentialProbe, int | None] | None:
+        """
+        Authenticate a request that opens a push connection (WebSocket or
+        EventSource): the principal, the probe that re-checks its
+        credentials, and the access version seen before logging in.
+        ``None`` when the request was answered instead: the user already
+        holds as many push connections as allowed (429, before any
+        handshake), or the client went away.
+        """
+        seen = self.service.access_version_seen
+        principal, probe = await login_with_probe(
+            self.service.portal, self.service.directory, request
+        )
+        if request.finished or request._disconnected:  # type: ignore[attr-defined]
+            return None
+        connections = self.service.push_connections
+        if connections.full(principal.user.id):
+            write_status(
+                request,
+                429,
+                f"At most {connections.per_user} push connections may be open at once "
+                "for one user; close one first.",
+            )
+            return None
+        return principal, probe, seen
 
 
 class SessionResource(JMAPResource):

@@ -26,6 +26,7 @@ from twisted.mail.interfaces import IMessageDelivery, IMessageSMTP
 from twisted.mail.smtp import Address, SMTPBadRcpt, SMTPServerError, User
 from zope.interface import implementer
 
+from jmap_twisted.errors import DiskFull
 from jmap_twisted.interfaces import IDirectory, IMailDelivery, IMailStore, IMailWriter
 from jmap_twisted.mail.spool import MessageSpool
 from jmap_twisted.records import EmailRecord
@@ -386,6 +387,14 @@ class IncomingMessage:
                         await self._delivery.deliver(self._account_id, spool.octets(self._trace))
                 else:
                     await self._delivery.deliver(self._account_id, spool.octets(self._trace))
+            except DiskFull:
+                # Expected while the disk is full: the sender tries again.
+                log.warn(
+                    "Delivery {delivery_id} to account {account_id} deferred: the disk is full",
+                    delivery_id=self._delivery_id,
+                    account_id=self._account_id,
+                )
+                raise SMTPServerError(452, "4.3.1 Insufficient system storage") from None
             except Exception:
                 log.failure(
                     "Delivery {delivery_id} to account {account_id} failed",

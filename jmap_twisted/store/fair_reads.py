@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from jmap_twisted.store.threaded_db import DatabaseError
+from jmap_twisted.errors import DatabaseError, QueryTimeout
 
 _T = TypeVar("_T")
 
@@ -45,19 +45,6 @@ _log = Logger()
 
 #: The default time budget of a read transaction, in seconds.
 DEFAULT_READ_BUDGET = 20.0
-
-
-class QueryTimeout(DatabaseError):
-    """
-    A read transaction ran past its time budget and was stopped; nothing
-    was changed.
-
-    :ivar budget: the budget, in seconds.
-    """
-
-    def __init__(self, budget: float) -> None:
-        super().__init__(f"the read took longer than {budget:g} seconds and was stopped")
-        self.budget = budget
 
 
 class WorkCancelled(DatabaseError):

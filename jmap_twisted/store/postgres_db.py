@@ -62,6 +62,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from jmap_twisted.errors import DatabaseError
 from jmap_twisted.store.fair_reads import (
     DEFAULT_READ_BUDGET,
     FairReads,
@@ -69,7 +70,7 @@ from jmap_twisted.store.fair_reads import (
     Work,
 )
 from jmap_twisted.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS
-from jmap_twisted.store.threaded_db import DatabaseError, SchemaVersionError, ThreadedDatabase
+from jmap_twisted.store.threaded_db import SchemaVersionError, ThreadedDatabase
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")

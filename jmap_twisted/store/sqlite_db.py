@@ -69,12 +69,11 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from jmap_twisted.errors import DatabaseError, DiskFull
 from jmap_twisted.store.fair_reads import DEFAULT_READ_BUDGET, FairReads, Work
 from jmap_twisted.store.schema import MIGRATIONS
 from jmap_twisted.store.threaded_db import (
-    DatabaseError,
     DatabaseNotRunningError,
-    DiskFull,
     SchemaVersionError,
     ThreadedDatabase,
     clear_hints,

@@ -30,6 +30,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from jmap_twisted.errors import DatabaseError
+
 if TYPE_CHECKING:
     from jmap_twisted.store.fair_reads import FairReads, Work
 
@@ -38,23 +40,9 @@ _T = TypeVar("_T")
 _log = Logger()
 
 
-class DatabaseError(Exception):
-    """
-    Base of the errors a database raises itself.
-    """
-
-
 class DatabaseNotRunningError(DatabaseError):
     """
     Work was submitted to a database that is not started, or is stopping.
-    """
-
-
-class DiskFull(DatabaseError):
-    """
-    The disk holding the database is full: the transaction rolled back.
-    Transactions that only remove data (see :func:`frees_space`) can still
-    commit, using the space the database keeps in reserve.
     """
 
 

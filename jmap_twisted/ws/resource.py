@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web.iweb import IRequest
 
-from jmap_twisted.http.auth import login_with_probe
 from jmap_twisted.http.problem import write_status
 from jmap_twisted.http.resources import JMAPResource
 
@@ -36,23 +35,13 @@ class WebSocketUpgradeResource(JMAPResource):
             request.setHeader(b"Upgrade", b"websocket")
             write_status(request, 426, "This endpoint needs a WebSocket upgrade.")
             return
-        seen = self.service.access_version_seen
-        principal, probe = await login_with_probe(
-            self.service.portal, self.service.directory, request
-        )
-        if request.finished or request._disconnected:  # type: ignore[attr-defined]
+        # Refused before the handshake when the user holds too many push
+        # connections, so the socket costs nothing; it is counted when it
+        # opens, in this same turn (below).
+        admitted = await self.push_login(request)
+        if admitted is None:
             return
-        connections = self.service.push_connections
-        if connections.full(principal.user.id):
-            # Refused before the handshake, so the socket costs nothing; the
-            # socket is counted when it opens, in this same turn (below).
-            write_status(
-                request,
-                429,
-                f"At most {connections.per_user} push connections may be open at once "
-                "for one user; close one first.",
-            )
-            return
+        principal, probe, seen = admitted
         # buildProtocol runs synchronously inside render, so the principal
         # cannot be taken by another connection in between.
         self.factory.next_principal = (principal, probe, seen)

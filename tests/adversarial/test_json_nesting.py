@@ -59,6 +59,7 @@ def test_hostile_nesting_scan_does_not_freeze_the_server(server: Server) -> None
 
     with Attack(attack_http, threads=2) as http_attack, Attack(attack_ws) as ws_attack:
         latencies = [well_behaved(server, "alice", timeout=60) for _ in range(5)]
+    print(f"\nJSON bait: alice's latencies {[round(x, 2) for x in latencies]} s")
     assert max(latencies) < 10, latencies
     assert refused and ws_attack.rounds >= 1
     assert not [e for e in http_attack.errors + ws_attack.errors if isinstance(e, AssertionError)]

@@ -60,6 +60,11 @@ def test_anonymous_uploads_are_refused_unread(server: Server) -> None:
     latency = well_behaved(server, "alice")
     for thread in threads:
         thread.join(timeout=120)
+    growth = server.rss() - rss
+    print(
+        f"\nanonymous uploads: alice {latency:.2f} s, most read {max(sent) / MIB:.1f} MiB,"
+        f" RSS +{growth / MIB:.0f} MiB"
+    )
     assert latency < 10
     assert len(sent) == 20
     assert max(sent) < 16 * MIB, sent

@@ -216,18 +216,27 @@ def test_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
     A bad option makes twistd print a usage error and exit non-zero, with
     no traceback.
     """
+    output = _failing_twistd(tmp_path, "-n", "jmap", "--listen", "bogus:1")
+    assert "--listen" in output
+
+
+def _failing_twistd(cwd: Path, *args: str) -> str:
+    """
+    Run twistd with ``args``, which must make it exit non-zero without a
+    traceback; what it printed.
+    """
     result = subprocess.run(
-        [command("twistd"), "-n", "jmap", "--listen", "bogus:1"],
+        [command("twistd"), *args],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=tmp_path,
+        cwd=cwd,
         check=False,
     )
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert "--listen" in output
     assert "Traceback" not in output
+    return output
 
 
 @pytest.mark.parametrize("which", ["listen", "lmtp"])
@@ -242,30 +251,20 @@ def test_a_taken_port_stops_the_server(tmp_path: Path, which: str) -> None:
         busy = taken.getsockname()[1]
         ports = {"listen": free_port(), "lmtp": free_port()}
         ports[which] = busy
-        result = subprocess.run(
-            [
-                command("twistd"),
-                "-n",
-                "--pidfile=",
-                "--logfile=-",
-                "jmap",
-                "--data",
-                str(tmp_path / "data"),
-                "--listen",
-                f"tcp:{ports['listen']}:interface=127.0.0.1",
-                "--lmtp",
-                f"tcp:{ports['lmtp']}:interface=127.0.0.1",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-            check=False,
+        output = _failing_twistd(
+            tmp_path,
+            "-n",
+            "--pidfile=",
+            "--logfile=-",
+            "jmap",
+            "--data",
+            str(tmp_path / "data"),
+            "--listen",
+            f"tcp:{ports['listen']}:interface=127.0.0.1",
+            "--lmtp",
+            f"tcp:{ports['lmtp']}:interface=127.0.0.1",
         )
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
     assert f"Cannot listen on port {busy}" in output
-    assert "Traceback" not in output
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="binding a port below 1024 needs root")

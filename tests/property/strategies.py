@@ -6,18 +6,24 @@ parsers expect, with hostile variations.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+#: Examples per property test; ``JMAP_PROPERTY_EXAMPLES`` raises it for a
+#: longer search than the test suite's.
+EXAMPLES = int(os.environ.get("JMAP_PROPERTY_EXAMPLES", "100"))
 #: Settings of every property test: no deadline (tests do not bound wall
 #: time), and generation is allowed to be slow on a busy machine.
 PROPERTY = settings(
     deadline=None,
-    max_examples=200,
+    max_examples=EXAMPLES,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+#: For the tests whose every example parses a whole message.
+MESSAGES = settings(PROPERTY, max_examples=max(1, EXAMPLES // 2))
 
 #: Strings with the characters parsers trip on: JSON Pointer escapes,
 #: slashes, surrogates' neighbours, controls, non-BMP characters.
@@ -40,17 +46,20 @@ SCALARS = st.one_of(
 )
 
 
-def json_values(max_leaves: int = 25) -> st.SearchStrategy[Any]:
+def json_values(max_leaves: int = 12) -> st.SearchStrategy[Any]:
     """
     Any JSON value (as :func:`json.loads` would return it).
     """
     return st.recursive(
         SCALARS,
-        lambda children: st.lists(children, max_size=5)
-        | st.dictionaries(TEXT, children, max_size=5),
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(TEXT, children, max_size=4)
+        ),
         max_leaves=max_leaves,
     )
 
 
 JSON = json_values()
-JSON_OBJECTS = st.dictionaries(TEXT, JSON, max_size=6)
+JSON_OBJECTS = st.dictionaries(TEXT, JSON, max_size=4)
+#: Small objects, for where many are drawn at once.
+SMALL_OBJECTS = st.dictionaries(TEXT, SCALARS, max_size=3)

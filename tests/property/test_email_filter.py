@@ -16,7 +16,13 @@ from tests.property.strategies import ID, JSON, PROPERTY, TEXT
 
 KEYWORD = st.sampled_from(["$seen", "$flagged", "custom", "$Draft", "bad keyword", "", "a]b"])
 UTC_DATES = st.sampled_from(
-    ["2024-01-01T00:00:00Z", "2024-02-30T00:00:00Z", "9999-12-31T23:59:59Z", "2024-01-01", "0001-01-01T00:00:00Z"]
+    [
+        "2024-01-01T00:00:00Z",
+        "2024-02-30T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "2024-01-01",
+        "0001-01-01T00:00:00Z",
+    ]
 )
 CONDITION_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "inMailbox": ID | JSON,
@@ -58,7 +64,23 @@ def operators(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 FILTERS = st.recursive(CONDITIONS | JSON, operators, max_leaves=12)
 COMPARATORS = st.fixed_dictionaries(
-    {"property": st.sampled_from(["receivedAt", "size", "from", "to", "subject", "sentAt", "hasKeyword", "someInThreadHaveKeyword", "allInThreadHaveKeyword", "id"]) | JSON},
+    {
+        "property": st.sampled_from(
+            [
+                "receivedAt",
+                "size",
+                "from",
+                "to",
+                "subject",
+                "sentAt",
+                "hasKeyword",
+                "someInThreadHaveKeyword",
+                "allInThreadHaveKeyword",
+                "id",
+            ]
+        )
+        | JSON
+    },
     optional={
         "isAscending": st.booleans() | JSON,
         "collation": st.sampled_from(["i;ascii-casemap", "i;unicode-casemap", "i;octet", "x"]),

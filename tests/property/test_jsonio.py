@@ -39,9 +39,14 @@ def test_standard_json_text_round_trips(value: Any) -> None:
 
 
 @PROPERTY
-@given(st.binary(max_size=200) | JSON.map(lambda v: json.dumps(v).encode()).flatmap(
-    lambda text: st.binary(max_size=4).map(lambda noise: text[: len(text) // 2] + noise + text[len(text) // 2 :])
-))
+@given(
+    st.binary(max_size=200)
+    | JSON.map(lambda v: json.dumps(v).encode()).flatmap(
+        lambda text: st.binary(max_size=4).map(
+            lambda noise: text[: len(text) // 2] + noise + text[len(text) // 2 :]
+        )
+    )
+)
 def test_octets_parse_or_not_json(data: bytes) -> None:
     """
     Any octets parse or are refused with ``notJSON``, and what parses is
@@ -51,7 +56,22 @@ def test_octets_parse_or_not_json(data: bytes) -> None:
 
 
 @PROPERTY
-@given(st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-1e999", "[1e309]", '{"a":1,"a":2}', "[" * 100 + "]" * 100, '"\\ud800"', "\ufeff{}"]))
+@given(
+    st.sampled_from(
+        [
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1e400",
+            "-1e999",
+            "[1e309]",
+            '{"a":1,"a":2}',
+            "[" * 100 + "]" * 100,
+            '"\\ud800"',
+            "\ufeff{}",
+        ]
+    )
+)
 def test_not_ijson_is_refused(text: str) -> None:
     """
     What I-JSON forbids (non-finite numbers, duplicate names, deep nesting)

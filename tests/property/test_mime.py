@@ -16,25 +16,60 @@ from hypothesis import strategies as st
 from fuzz.targets.mime import check_message
 from jmap_twisted.mime.compose import compose_message
 from jmap_twisted.mime.parse import parse_message
-from tests.property.strategies import PROPERTY
+from tests.property.strategies import MESSAGES
 
 LINE_ENDS = st.sampled_from([b"\r\n", b"\n", b"\r"])
 FIELD_NAMES = st.sampled_from(
-    [b"From", b"To", b"Cc", b"Subject", b"Date", b"Message-ID", b"References", b"Content-Type",
-     b"Content-Transfer-Encoding", b"Content-Disposition", b"MIME-Version", b"X-Other", b"", b"Bad Name"]
+    [
+        b"From",
+        b"To",
+        b"Cc",
+        b"Subject",
+        b"Date",
+        b"Message-ID",
+        b"References",
+        b"Content-Type",
+        b"Content-Transfer-Encoding",
+        b"Content-Disposition",
+        b"MIME-Version",
+        b"X-Other",
+        b"",
+        b"Bad Name",
+    ]
 )
 VALUES = st.one_of(
     st.binary(max_size=40),
     st.sampled_from(
-        [b"multipart/mixed; boundary=b", b"multipart/alternative; boundary=\"b\"", b"text/html; charset=utf-8",
-         b"text/plain; charset=x-unknown", b"message/rfc822", b"base64", b"quoted-printable",
-         b"=?utf-8?q?caf=C3=A9?= <a@b.c>", b"attachment; filename*=utf-8''%C3%A9.txt", b"<a@b> <c@d>",
-         b"Tue, 24 Nov 2026 10:00:00 +0000", b"\"Doe, J\" <j@d.e>, g: a@b, c@d;"]
+        [
+            b"multipart/mixed; boundary=b",
+            b'multipart/alternative; boundary="b"',
+            b"text/html; charset=utf-8",
+            b"text/plain; charset=x-unknown",
+            b"message/rfc822",
+            b"base64",
+            b"quoted-printable",
+            b"=?utf-8?q?caf=C3=A9?= <a@b.c>",
+            b"attachment; filename*=utf-8''%C3%A9.txt",
+            b"<a@b> <c@d>",
+            b"Tue, 24 Nov 2026 10:00:00 +0000",
+            b'"Doe, J" <j@d.e>, g: a@b, c@d;',
+        ]
     ),
 )
 BODY_LINES = st.one_of(
     st.binary(max_size=60),
-    st.sampled_from([b"--b", b"--b--", b"", b"<p>hi</p>", b"=C3=A9=", b"aGVsbG8=", b"From x", b"Content-Type: text/plain"]),
+    st.sampled_from(
+        [
+            b"--b",
+            b"--b--",
+            b"",
+            b"<p>hi</p>",
+            b"=C3=A9=",
+            b"aGVsbG8=",
+            b"From x",
+            b"Content-Type: text/plain",
+        ]
+    ),
 )
 
 
@@ -53,7 +88,7 @@ def messages(draw: st.DrawFn) -> bytes:
     return end.join([*head, b"", *body]) if draw(st.booleans()) else end.join([*head, *body])
 
 
-@PROPERTY
+@MESSAGES
 @given(messages() | st.binary(max_size=300))
 def test_any_octets_parse(raw: bytes) -> None:
     """
@@ -64,10 +99,16 @@ def test_any_octets_parse(raw: bytes) -> None:
 
 
 ADDRESS = st.tuples(
-    st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs", "Zl", "Zp"]), max_size=12).map(str.strip),
-    st.from_regex(r"[a-z0-9][a-z0-9.+_-]{0,8}[a-z0-9]@[a-z0-9]{1,8}\.example", fullmatch=True),
+    st.text(
+        st.characters(codec="utf-8", exclude_categories=["Cc", "Cs", "Zl", "Zp"]), max_size=12
+    ).map(str.strip),
+    st.from_regex(
+        r"[a-z0-9+_-]{1,6}(\.[a-z0-9+_-]{1,4}){0,2}@[a-z0-9]{1,8}\.example", fullmatch=True
+    ),
 )
-SUBJECT = st.text(st.characters(codec="utf-8", exclude_categories=["Cc", "Cs", "Zl", "Zp"]), max_size=80)
+SUBJECT = st.text(
+    st.characters(codec="utf-8", exclude_categories=["Cc", "Cs", "Zl", "Zp"]), max_size=80
+)
 
 
 def _addresses(pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -85,7 +126,7 @@ def _as_read(pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
     ]
 
 
-@PROPERTY
+@MESSAGES
 @given(
     st.lists(ADDRESS, min_size=1, max_size=3),
     st.lists(ADDRESS, max_size=3),
@@ -110,7 +151,10 @@ def test_compose_then_parse(
     if recipients:
         email["to"] = _addresses(recipients)
     composed = compose_message(
-        email, fetch_blob=lambda blob_id: None, now=datetime(2026, 1, 2, tzinfo=UTC), host="h.example"
+        email,
+        fetch_blob=lambda blob_id: None,
+        now=datetime(2026, 1, 2, tzinfo=UTC),
+        host="h.example",
     )
     parsed = parse_message(composed.raw)
     check_message(composed.raw)

@@ -4,6 +4,8 @@ PatchObject application (RFC 8620 §5.3) on generated objects and patches.
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
 from typing import Any
 
 from hypothesis import given
@@ -11,9 +13,10 @@ from hypothesis import strategies as st
 
 from fuzz.targets.patch import check_patch
 from fuzz.targets.pointer import escape
-from tests.property.strategies import JSON, JSON_OBJECTS, NAME, PROPERTY, TEXT
+from jmap_twisted.methods.standard import SetError, apply_patch
+from tests.property.strategies import JSON, JSON_OBJECTS, NAME, PROPERTY, TEXT, json_values
 
-NAMED_OBJECTS = st.dictionaries(NAME, JSON, max_size=6)
+NAMED_OBJECTS = st.dictionaries(NAME, json_values(6), max_size=4)
 
 
 @st.composite
@@ -29,7 +32,11 @@ def patches(draw: st.DrawFn, current: dict[str, Any]) -> dict[str, Any]:
         path = escape(first)
         inner = current.get(first)
         if draw(st.booleans()):
-            second = draw(st.sampled_from(sorted(inner)) | TEXT) if isinstance(inner, dict) and inner else draw(TEXT)
+            second = (
+                draw(st.sampled_from(sorted(inner)) | TEXT)
+                if isinstance(inner, dict) and inner
+                else draw(TEXT)
+            )
             path += "/" + escape(second)
         patch[path] = draw(JSON)
     return patch
@@ -91,3 +98,47 @@ def test_member_paths_round_trip(current: dict[str, dict[str, bool]], data: st.D
         else:
             expected[member] = value
     assert result[prop] == expected
+
+
+PATH_TOKENS = st.sampled_from(["a", "b", "", "a~1b", "c"])
+
+
+@PROPERTY
+@given(st.lists(st.lists(PATH_TOKENS, min_size=1, max_size=4).map("/".join), max_size=8))
+def test_overlap_found_exactly(paths: list[str]) -> None:
+    """
+    A patch is refused as overlapping exactly when one of its paths
+    extends another (RFC 8620 §5.3), whatever the order of its paths.
+    """
+    patch = dict.fromkeys(paths, 1)
+    overlapping = any(o.startswith(p + "/") for p in patch for o in patch)
+    try:
+        apply_patch({"a": {"b": {}}, "b": 1, "c": {}}, patch)
+    except SetError as error:
+        assert ("overlap" in error.error["description"]) == overlapping
+    else:
+        assert not overlapping
+
+
+def test_patch_cost_is_linear() -> None:
+    """
+    A patch of many paths into one property (a client's patch holds as many
+    as the request size allows) costs a bounded number of builtin calls
+    per path, and copies the property once.
+    """
+    paths = 3000
+    calls: Counter[str] = Counter()
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_call":
+            calls[arg.__name__] += 1
+
+    patch = {f"keywords/k{n}": True for n in range(paths)}
+    sys.setprofile(profile)
+    try:
+        result = apply_patch({"keywords": {"old": True}, "other": {}}, patch)
+    finally:
+        sys.setprofile(None)
+    assert len(result["keywords"]) == paths + 1
+    assert calls["copy"] <= 2
+    assert sum(calls.values()) < 20 * paths

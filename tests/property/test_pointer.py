@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fuzz.targets.pointer import check_arguments, check_pointer, escape
-from jmap_twisted.core.pointer import evaluate
-from tests.property.strategies import JSON, JSON_OBJECTS, PROPERTY, TEXT
+from jmap_twisted.core.pointer import PointerError, evaluate
+from tests.property.strategies import JSON, PROPERTY, SMALL_OBJECTS, TEXT
 
 POINTERS = st.one_of(
     TEXT,
@@ -65,7 +66,10 @@ def test_escaped_paths_round_trip(case: tuple[Any, list[str], Any]) -> None:
 
 
 @PROPERTY
-@given(st.lists(JSON_OBJECTS, min_size=1, max_size=4), TEXT)
+@given(
+    st.lists(st.dictionaries(TEXT | st.just("k"), JSON, max_size=3), min_size=1, max_size=4),
+    TEXT | st.just("k"),
+)
 def test_star_collects_each_item(items: list[dict[str, Any]], key: str) -> None:
     """
     ``/list/*/key`` gives the key's value of every item that has it,
@@ -87,8 +91,21 @@ def test_star_collects_each_item(items: list[dict[str, Any]], key: str) -> None:
 
 @PROPERTY
 @given(
-    st.dictionaries(TEXT | st.sampled_from(["#ids", "#", "ids"]), JSON, max_size=4),
-    st.lists(st.tuples(TEXT, JSON_OBJECTS, TEXT), max_size=3),
+    st.dictionaries(
+        TEXT | st.sampled_from(["#ids", "#", "ids"]),
+        JSON
+        | st.fixed_dictionaries(
+            {
+                "resultOf": TEXT | st.just("0"),
+                "name": TEXT | st.just("Email/query"),
+                "path": TEXT | st.just("/ids"),
+            }
+        ),
+        max_size=4,
+    ),
+    st.lists(
+        st.tuples(TEXT | st.just("Email/query"), SMALL_OBJECTS, TEXT | st.just("0")), max_size=3
+    ),
 )
 def test_references_errors(arguments: dict[str, Any], responses: list[Any]) -> None:
     """
@@ -97,3 +114,30 @@ def test_references_errors(arguments: dict[str, Any], responses: list[Any]) -> N
     argument behind.
     """
     check_arguments(arguments, responses)
+
+
+@pytest.mark.parametrize("token", ["²", "١", "9" * 5000, "01", "-1", "1e1", " 1", "+1", "0x1"])
+def test_array_indexes_are_ascii_decimals(token: str) -> None:
+    """
+    Only ASCII decimal digits without a leading zero index an array (RFC
+    6901 §4): other digits (superscripts, Arabic-Indic) and indexes too long
+    for ``int`` select nothing rather than raising ``ValueError``.
+    """
+    assert check_pointer({"ids": list(range(20))}, "/ids/" + token) is PointerError
+
+
+@PROPERTY
+@given(
+    st.text(st.characters(categories=["Nd", "No"]) | st.sampled_from("0123456789"), min_size=1),
+    st.lists(st.integers(), max_size=12),
+)
+def test_digit_tokens(token: str, items: list[int]) -> None:
+    """
+    A token of any digits selects the item at its ASCII-decimal index or
+    nothing.
+    """
+    selected = check_pointer({"ids": items}, "/ids/" + token)
+    if token.isascii() and (token == "0" or not token.startswith("0")) and int(token) < len(items):
+        assert selected == items[int(token)]
+    else:
+        assert selected is PointerError

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from fuzz.targets.request import CAPABILITIES, MAX_CALLS, as_json, check_request
 from jmap_twisted.core.request import parse_request
-from tests.property.strategies import ID, JSON, JSON_OBJECTS, PROPERTY, TEXT
+from tests.property.strategies import ID, JSON, PROPERTY, SMALL_OBJECTS, TEXT
 
 CAPABILITY = st.sampled_from([*sorted(CAPABILITIES), "urn:example:unknown"]) | TEXT
 INVOCATION = st.one_of(
-    st.tuples(TEXT | st.just("Email/get"), JSON_OBJECTS, TEXT).map(list),
+    st.tuples(TEXT | st.just("Email/get"), SMALL_OBJECTS, TEXT).map(list),
     st.lists(JSON, max_size=4),
     JSON,
 )
@@ -32,9 +32,7 @@ def requests(draw: st.DrawFn) -> Any:
     if draw(st.booleans()) or draw(st.booleans()):
         value["using"] = draw(st.lists(CAPABILITY, max_size=4) | JSON)
     if draw(st.booleans()) or draw(st.booleans()):
-        value["methodCalls"] = draw(
-            st.lists(INVOCATION, max_size=MAX_CALLS + 2) | JSON
-        )
+        value["methodCalls"] = draw(st.lists(INVOCATION, max_size=MAX_CALLS + 2) | JSON)
     if draw(st.booleans()):
         value["createdIds"] = draw(st.dictionaries(ID | TEXT, ID | TEXT, max_size=3) | JSON)
     if draw(st.integers(0, 9)) == 0:
@@ -56,7 +54,7 @@ def test_only_request_errors(value: Any) -> None:
 @PROPERTY
 @given(
     st.lists(st.sampled_from(sorted(CAPABILITIES)), min_size=1, max_size=3),
-    st.lists(st.tuples(TEXT, JSON_OBJECTS, TEXT).map(list), max_size=MAX_CALLS),
+    st.lists(st.tuples(TEXT, SMALL_OBJECTS, TEXT).map(list), max_size=MAX_CALLS),
     st.none() | st.dictionaries(ID, ID, max_size=3),
 )
 def test_valid_requests_round_trip(using: list[str], calls: list[Any], created: Any) -> None:

@@ -21,7 +21,8 @@ from jmap_twisted.core.engine import Engine
 from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.core.registry import Registry
 from jmap_twisted.core.request import parse_request
-from jmap_twisted.store.fair_reads import FairReads, QueryTimeout, Work, WorkCancelled
+from jmap_twisted.errors import QueryTimeout
+from jmap_twisted.store.fair_reads import FairReads, Work, WorkCancelled
 from jmap_twisted.store.sqlite_db import SQLiteDatabase
 
 

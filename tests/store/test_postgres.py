@@ -274,7 +274,7 @@ async def test_read_past_its_budget_is_stopped(fresh_postgres_dsn: str) -> None:
     QueryTimeout (``statement_timeout``); the directory's reads have no
     budget, and the connection serves the next read normally.
     """
-    from jmap_twisted.store.fair_reads import QueryTimeout
+    from jmap_twisted.errors import QueryTimeout
 
     db = await started_database(fresh_postgres_dsn, pool_size=1, read_budget=0.2)
     try:

@@ -436,7 +436,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         [max(s["oldest_waiting_ms"], 1.0) for s in samples],
         ":",
         color="black",
-        label="oldest push not yet received",
+        label="oldest push still owed",
     )
     latency.set_yscale("log")
     latency.set_ylabel("push latency, ms")
@@ -452,7 +452,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 label="broker restart" if ax is rss else None,
             )
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", fontsize="small")
+    rss.legend(loc="lower right", fontsize="small")
+    fds.legend(loc="lower right", fontsize="small")
+    latency.legend(loc="upper right", fontsize="x-small", ncol=2, framealpha=0.9)
     rss.set_title(
         f"Soak: {results['sockets']} push connections (WebSocket and EventSource), "
         f"{results['rate']:g} mails/s",
@@ -491,14 +493,24 @@ def main() -> None:
     )
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--sockets", type=int, default=1000)
-    parser.add_argument("--accounts", type=int, default=20)
+    parser.add_argument(
+        "--accounts", type=int, default=25, help="the server allows 50 push connections a user"
+    )
     parser.add_argument("--rate", type=float, default=10.0, help="mails per second")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--no-bus", action="store_true", help="no broker, no restart")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "soak.json")
     parser.add_argument("--plot", type=Path, default=HERE.parent / "docs" / "img" / "soak.png")
     parser.add_argument("--verbose", "-v", action="store_true", help="print every sample")
+    parser.add_argument(
+        "--replot", action="store_true", help="only plot the samples already in --json"
+    )
     args = parser.parse_args()
+    if args.replot:
+        results = json.loads(args.json.read_text())
+        plot(results, args.plot)
+        summarise(results)
+        return
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     os.environ.setdefault("JMAP_BENCH", "1")

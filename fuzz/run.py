@@ -68,13 +68,14 @@ def fuzz_child(target: str, libfuzzer_args: list[str]) -> None:
     """
     In the child process: instrument the server's code, then fuzz.
     """
-    import atheris
+    import atheris  # type: ignore[import-untyped]
 
     with atheris.instrument_imports(include=["jmap_twisted", "fuzz"]):
         from fuzz.targets import harness
 
         function = harness(target)
-    atheris.Setup([sys.argv[0], *libfuzzer_args], function)
+    program = os.environ.get("JMAP_FUZZ_PROGRAM", sys.argv[0])
+    atheris.Setup([program, *libfuzzer_args], function)
     atheris.Fuzz()
 
 
@@ -85,7 +86,15 @@ def fuzz(target: str, args: argparse.Namespace) -> int:
     CRASHES.mkdir(exist_ok=True)
     seeds = CORPUS / target
     seeds.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f"jmap-fuzz-{target}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"jmap-fuzz-{target}-"))
+    scratch = work / "corpus"
+    scratch.mkdir()
+    # libFuzzer runs its own program again for -merge: give it one that
+    # starts the child with this interpreter.
+    program = work / f"fuzz-{target}"
+    program.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{__file__}" --child {target} "$@"\n')
+    program.chmod(0o700)
+    env = {**os.environ, "JMAP_FUZZ_PROGRAM": str(program)}
     options = [
         f"-max_len={MAX_LEN.get(target, 4096)}",
         f"-timeout={args.timeout}",
@@ -102,15 +111,17 @@ def fuzz(target: str, args: argparse.Namespace) -> int:
         status = subprocess.call(
             [sys.executable, __file__, "--child", target, *options, str(scratch), str(seeds)],
             cwd=ROOT,
+            env=env,
         )
         if status == 0 and args.keep:
             subprocess.call(
                 [sys.executable, __file__, "--child", target, "-merge=1", str(seeds), str(scratch)],
                 cwd=ROOT,
+                env=env,
             )
         return status
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> int:

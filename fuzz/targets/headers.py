@@ -11,12 +11,13 @@ never raises.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fuzz.targets import strict_json
 from jmap_twisted.mime import headers
 
-FORMS = {
+FORMS: dict[str, Callable[[str], Any]] = {
     "Raw": headers.as_raw,
     "Text": headers.as_text,
     "Addresses": headers.as_addresses,
@@ -31,7 +32,7 @@ def check_value(value: str) -> dict[str, Any]:
     """
     Every parsed form of one raw header field value.
     """
-    out = {form: parse(value) for form, parse in FORMS.items()}
+    out: dict[str, Any] = {form: parse(value) for form, parse in FORMS.items()}
     strict_json(out)
     assert isinstance(out["Raw"], str) and isinstance(out["Text"], str)
     for address in out["Addresses"]:

@@ -63,7 +63,7 @@ def check_arguments(arguments: Any, responses: Any) -> None:
     """
     Resolve arbitrary method arguments against arbitrary earlier responses:
     only ``invalidArguments`` and ``invalidResultReference`` may be raised,
-    and nothing is left with a ``#`` name.
+    and each ``#name`` argument becomes ``name``.
     """
     if not isinstance(arguments, dict):
         return
@@ -72,7 +72,7 @@ def check_arguments(arguments: Any, responses: Any) -> None:
     except (InvalidArguments, InvalidResultReference) as error:
         strict_json(error.to_arguments())
         return
-    assert not any(key.startswith("#") for key in resolved)
+    assert set(resolved) == {key[1:] if key.startswith("#") else key for key in arguments}
     strict_json(resolved)
 
 

@@ -126,6 +126,8 @@ def _normalise(node: Any, depth: int) -> dict[str, Any]:
                 raise InvalidArguments(f"'{name}' must be a UTCDate.")
         elif name in ("minSize", "maxSize"):
             value = unsigned(node, name, None)
+            if value is None:
+                raise InvalidArguments(f"'{name}' must be an unsigned integer, not null.")
         elif name in _KEYWORD_CONDITIONS:
             if not is_keyword(value):
                 raise InvalidArguments(f"'{name}' must be a keyword.")

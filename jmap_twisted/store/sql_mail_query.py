@@ -243,10 +243,13 @@ class QueryCompiler:
                 f" AND x.email_id = {self.id} AND x.mailbox_id = {self.param(value)})"
             )
         if name == "inMailboxOtherThan":
+            # No exclusions (an empty list) means in any mailbox; "NOT IN ()"
+            # is not SQL that PostgreSQL accepts.
             excluded = ", ".join(self.param(v) for v in value)
+            other = f" AND x.mailbox_id NOT IN ({excluded})" if value else ""
             return (
                 f"EXISTS (SELECT 1 FROM email_mailboxes x WHERE x.account_id = {self.account}"
-                f" AND x.email_id = {self.id} AND x.mailbox_id NOT IN ({excluded}))"
+                f" AND x.email_id = {self.id}{other})"
             )
         if name == "before":
             return f"{self.received_at} < {self.param(value)}"

@@ -471,3 +471,18 @@ async def test_query_filter_size_is_bounded(make_harness: HarnessFactory) -> Non
         + [{"subject": f"s{i}"} for i in range(MAX_FILTER_CONDITIONS - 2)],
     }
     assert (await h.ok("Email/query", {"filter": at_limit}))["ids"] == [a.id]
+
+
+@pytest_twisted.ensureDeferred
+async def test_filter_values_that_are_not_conditions(make_harness: HarnessFactory) -> None:
+    """
+    ``inMailboxOtherThan: []`` means in any mailbox (on every store, where
+    an empty ``NOT IN ()`` is not SQL PostgreSQL takes); a ``null`` size is
+    ``invalidArguments``, not a comparison with nothing.
+    """
+    h = await make_harness()
+    a = await h.deliver(message(subject="apples"))
+    assert (await h.ok("Email/query", {"filter": {"inMailboxOtherThan": []}}))["ids"] == [a.id]
+    for name in ("minSize", "maxSize"):
+        error = (await h.call("Email/query", {"filter": {name: None}}))[1]
+        assert error["type"] == "invalidArguments", error

@@ -110,8 +110,8 @@ def test_star_collects_each_item(items: list[dict[str, Any]], key: str) -> None:
 def test_references_errors(arguments: dict[str, Any], responses: list[Any]) -> None:
     """
     Resolving any arguments against any responses raises only
-    ``invalidArguments``/``invalidResultReference`` and leaves no ``#``
-    argument behind.
+    ``invalidArguments``/``invalidResultReference`` and turns each
+    ``#name`` argument into ``name``.
     """
     check_arguments(arguments, responses)
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -42,6 +42,9 @@ from jmap_twisted.errors import DatabaseError, QueryTimeout
 _T = TypeVar("_T")
 
 _log = Logger()
+
+#: Seconds between interrupts of a cancelled read that still runs.
+INTERRUPT_AGAIN = 0.5
 
 #: The default time budget of a read transaction, in seconds.
 DEFAULT_READ_BUDGET = 20.0
@@ -120,7 +123,7 @@ class Work:
 
 
 class _Job(Generic[_T]):
-    __slots__ = ("_queue", "deferred", "fn", "owner", "running", "work")
+    __slots__ = ("_queue", "again", "deferred", "fn", "owner", "running", "work")
 
     def __init__(self, queue: FairReads, owner: str, fn: Callable[[Work], _T], work: Work) -> None:
         self._queue = queue
@@ -128,6 +131,8 @@ class _Job(Generic[_T]):
         self.fn = fn
         self.work = work
         self.running = False
+        #: The next interrupt of a cancelled read still running.
+        self.again: IDelayedCall | None = None
         self.deferred: Deferred[_T] = Deferred(self._cancel)
 
     def _cancel(self, _: Deferred[_T]) -> None:
@@ -147,6 +152,10 @@ class FairReads:
     :param monotonic: the budget's clock, read in the pool's threads.
     :param interrupter: where a running read's ``interrupt`` is called
         (another pool than ``pool``, whose threads may all be busy).
+    :param clock: schedules the interrupt again, every
+        :data:`INTERRUPT_AGAIN` seconds, for as long as a cancelled read
+        runs: a statement sent just before the first interrupt would
+        otherwise escape it and run to its budget (or forever without one).
     """
 
     def __init__(
@@ -158,6 +167,7 @@ class FairReads:
         budget: float | None = DEFAULT_READ_BUDGET,
         monotonic: Callable[[], float] = time.monotonic,
         interrupter: ThreadPool | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         if capacity < 1 or share < 1:
             raise ValueError("capacity and share must be at least 1")
@@ -168,6 +178,7 @@ class FairReads:
         self.budget = budget
         self._monotonic = monotonic
         self._interrupter = interrupter
+        self._clock = clock
         #: Waiting jobs per owner, owners in order of arrival.
         self._waiting: OrderedDict[str, deque[_Job[Any]]] = OrderedDict()
         self._running: dict[str, int] = {}
@@ -256,6 +267,10 @@ class FairReads:
         return job.fn(job.work)
 
     def _finished(self, job: _Job[Any], success: bool, result: Any) -> None:
+        job.running = False
+        if job.again is not None and job.again.active():
+            job.again.cancel()
+        job.again = None
         self._busy -= 1
         left = self._running[job.owner] - 1
         if left:
@@ -284,9 +299,17 @@ class FairReads:
                         self._served.pop(job.owner, None)
             return
         job.work.cancelled = True
-        interrupt, job.work.interrupt = job.work.interrupt, None
+        self._interrupt(job)
+
+    def _interrupt(self, job: _Job[Any]) -> None:
+        job.again = None
+        if not job.running:
+            return
+        interrupt = job.work.interrupt
         if interrupt is not None and self._interrupter is not None:
             self._interrupter.callInThread(_quietly, interrupt)
+        if self._clock is not None:
+            job.again = self._clock.callLater(INTERRUPT_AGAIN, self._interrupt, job)
 
 
 def _quietly(fn: Callable[[], object]) -> None:

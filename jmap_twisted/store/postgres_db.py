@@ -58,7 +58,7 @@ from psycopg import errors, pq
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
@@ -261,6 +261,7 @@ class PostgresDatabase(ThreadedDatabase):
             self._read_budget,
             self._monotonic,
             interrupter=self._directory_thread,
+            clock=self._reactor if IReactorTime.providedBy(self._reactor) else None,
         )
         return [self._threads, self._directory_thread]
 

@@ -177,6 +177,44 @@ def test_cancelled_running_read_is_told_to_stop_and_keeps_its_thread() -> None:
     assert following.result == "a"
 
 
+def test_a_cancelled_read_is_interrupted_until_it_stops() -> None:
+    """
+    A statement sent just before the interrupt escapes it, so a cancelled
+    read still running is interrupted again every INTERRUPT_AGAIN seconds,
+    and no more once it has stopped.
+    """
+    from twisted.internet.task import Clock
+
+    from jmap_twisted.store.fair_reads import INTERRUPT_AGAIN
+
+    pool = _Pool()
+    timer = Clock()
+    reads = FairReads(
+        _Reactor(),
+        pool,  # type: ignore[arg-type]
+        1,
+        1,
+        None,
+        interrupter=pool,  # type: ignore[arg-type]
+        clock=timer,
+    )
+    interrupted: list[int] = []
+    running = reads.submit("m", lambda work: work.check())
+    running.addErrback(lambda f: f.trap(CancelledError))
+    _, _, args = pool.pending[0]
+    args[0].work.interrupt = lambda: interrupted.append(1)
+    running.cancel()
+    timer.advance(INTERRUPT_AGAIN)
+    timer.advance(INTERRUPT_AGAIN)
+    for interrupt in pool.interrupts:
+        interrupt()
+    assert len(interrupted) == 3
+    pool.run_next()  # it stops
+    timer.advance(10 * INTERRUPT_AGAIN)
+    assert len(pool.interrupts) == 3
+    assert not timer.getDelayedCalls()
+
+
 def test_budget_runs_from_the_start_of_the_read() -> None:
     """
     The budget counts from when the read starts in a thread (not while it

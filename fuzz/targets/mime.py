@@ -74,8 +74,10 @@ def exercise(parsed: ParsedMessage) -> dict[str, Any]:
     assert len(leaves) == len(set(leaves)), "part ids repeat"
     out["bodyValues"] = {p: parsed.body_value(p, max_bytes=64) for p in leaves[:20]}
     for part_id in leaves[:20]:
+        assert len(parsed.body_value(part_id, 7)["value"].encode()) <= 7
         content, media_type = parsed.part_content(part_id)
         assert isinstance(content, bytes) and isinstance(media_type, str)
+    assert len(out["preview"]) <= 256
     return out
 
 

@@ -21,12 +21,19 @@ from collections.abc import Callable
 from typing import Any
 
 from attrs import frozen
-from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocol,
+    IProtocolFactory,
+    IProtocolNegotiationFactory,
+    IReactorTime,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from zope.interface import implementer
 
 log = Logger()
 
@@ -103,10 +110,15 @@ class _Guarded(ProtocolWrapper):
         transport.abortConnection()
 
 
+@implementer(IProtocolNegotiationFactory)
 class ConnectionGuard(WrappingFactory):
     """
     Wraps the site's factory and admits connections under
     :class:`ConnectionLimits`.
+
+    It offers the site's application protocols for TLS negotiation
+    (ALPN): a TLS endpoint asks the factory it wraps, and a client that
+    offers ALPN (as most do) fails the handshake when none are given.
     """
 
     protocol = _Guarded
@@ -151,6 +163,12 @@ class ConnectionGuard(WrappingFactory):
             self.limits.login_timeout, self._expire, connection
         )
         return True
+
+    def acceptableProtocols(self) -> list[bytes]:
+        negotiating = IProtocolNegotiationFactory(self.wrappedFactory, None)
+        if negotiating is None:
+            return [b"http/1.1"]
+        return list(negotiating.acceptableProtocols())
 
     def capacity(self) -> int:
         """

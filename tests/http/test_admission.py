@@ -142,3 +142,20 @@ def test_a_refused_connection_never_reaches_the_site() -> None:
     net.lose(protocol)
     assert net.guard.open == 1
     assert transport.disconnected
+
+
+def test_the_guard_offers_the_sites_application_protocols() -> None:
+    """
+    TLS endpoints ask the factory they wrap for its ALPN protocols; the
+    guard answers with the site's, or a client offering ALPN could not
+    complete its handshake.
+    """
+    from twisted.internet.interfaces import IProtocolNegotiationFactory
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    site = Site(Resource())
+    guard = ConnectionGuard(site, ConnectionLimits(), Clock())
+    assert IProtocolNegotiationFactory.providedBy(guard)
+    assert guard.acceptableProtocols() == site.acceptableProtocols()
+    assert b"http/1.1" in guard.acceptableProtocols()

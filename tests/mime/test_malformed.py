@@ -12,83 +12,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fuzz.targets.mime import exercise
 from jmap_twisted.mime.headers import (
-    FORMS,
     as_addresses,
     as_date,
     as_grouped_addresses,
     as_message_ids,
     as_text,
     as_urls,
-    parse_header_property,
     split_parameters,
 )
 from jmap_twisted.mime.parse import MAX_DEPTH, MAX_PARTS, ParsedMessage, html_to_text, parse_message
-
-ALL_PART_PROPERTIES = [
-    *("partId", "blobId", "size", "headers", "name", "type", "charset", "disposition", "cid"),
-    *("language", "location", "subParts", "header:Content-Type:asText"),
-    "header:Content-Disposition:asRaw:all",
-]
-
-
-def leaf_ids(tree: dict[str, Any]) -> list[str]:
-    """The part ids of the leaves of a bodyStructure, depth first."""
-    found, stack = [], [tree]
-    while stack:
-        part = stack.pop()
-        if part["subParts"] is None:
-            found.append(part["partId"])
-        else:
-            stack.extend(reversed(part["subParts"]))
-    return found
-
-
-def exercise(parsed: ParsedMessage) -> dict[str, Any]:
-    """Call every public method; everything returned must be valid JSON in UTF-8."""
-    out: dict[str, Any] = {
-        "size": parsed.size,
-        "headers": parsed.header_objects(),
-        "messageId": parsed.message_id,
-        "inReplyTo": parsed.in_reply_to,
-        "references": parsed.references,
-        "sender": parsed.sender,
-        "from": parsed.from_,
-        "to": parsed.to,
-        "cc": parsed.cc,
-        "bcc": parsed.bcc,
-        "replyTo": parsed.reply_to,
-        "subject": parsed.subject,
-        "sentAt": parsed.sent_at,
-        "hasAttachment": parsed.has_attachment,
-        "preview": parsed.preview,
-        "search": parsed.search_text(),
-        "bodyStructure": parsed.body_structure(ALL_PART_PROPERTIES),
-        "textBody": parsed.text_body(ALL_PART_PROPERTIES),
-        "htmlBody": parsed.html_body(ALL_PART_PROPERTIES),
-        "attachments": parsed.attachments(ALL_PART_PROPERTIES),
-    }
-    assert len(parsed.headers) == len(out["headers"])
-    names = list(dict.fromkeys(name for name, _ in parsed.headers))[:20]
-    for name in names:
-        for form in FORMS:
-            prop = f"header:{name}:as{form}:all"
-            try:
-                parse_header_property(prop)
-            except ValueError:
-                continue
-            out[prop] = parsed.header(prop)
-    values = {}
-    for part_id in leaf_ids(out["bodyStructure"]):
-        values[part_id] = parsed.body_value(part_id)
-        short = parsed.body_value(part_id, 7)
-        assert len(short["value"].encode()) <= 7
-        content, media_type = parsed.part_content(part_id)
-        assert isinstance(content, bytes) and "/" in media_type
-    out["bodyValues"] = values
-    json.dumps(out, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    assert len(out["preview"]) <= 256
-    return out
 
 
 def first_text(parsed: ParsedMessage) -> dict[str, Any]:

@@ -131,6 +131,20 @@ class Target:
         return json.loads(raw)["methodResponses"], len(raw) + len(body)
 
 
+#: Options lifting the bounds on connections per user and per address,
+#: which one benchmark client on one loopback address would hit.
+BENCH_LIMITS = (
+    "--max-connections",
+    "100000",
+    "--max-anonymous-per-address",
+    "100000",
+    "--max-push-connections-per-user",
+    "100000",
+    "--login-failures-per-address",
+    "0",
+)
+
+
 class LocalServer:
     """
     ``twistd jmap`` in a temporary directory, with users ``bench`` and
@@ -176,6 +190,10 @@ class LocalServer:
                 str(self.data),
                 "--domain",
                 "bench.test",
+                # One load generator on one address opens thousands of
+                # sockets for one user: lift the per-user and per-address
+                # bounds a production server keeps.
+                *BENCH_LIMITS,
                 *(extra or []),
             ],
             cwd=root,

@@ -43,6 +43,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from common import (
+    BENCH_LIMITS,
     Target,
     add_target_arguments,
     free_port,
@@ -115,6 +116,7 @@ class LocalCluster:
                 self.prefix,
                 "--node-id",
                 name,
+                *BENCH_LIMITS,
             ],
             cwd=directory,
             env={**os.environ, "JMAP_AMQP_PASSWORD": "guest"},

@@ -1,8 +1,9 @@
 """
-Finding 9: idle half-open connections (slowloris) from many addresses must
+Idle half-open connections (slowloris) from many addresses must
 not exhaust the server's descriptors, and one address cannot hold more than
-its share; a user with credentials still gets in.  Finding 2's hung
-keep-alive: a request the access log cannot describe still gets its answer.
+its share; a user with credentials still gets in.  A request the access
+log cannot describe still gets its answer, and its keep-alive connection
+goes on.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """
-Finding 10: a cross-site form cannot run API calls with a browser's cached
+A cross-site form cannot run API calls with a browser's cached
 credentials, and secrets in a ``Referer`` or a preflight's path never
 reach the log.
 """

@@ -1,5 +1,5 @@
 """
-Finding 1: a request built to make the JSON depth check quadratic (many
+A request built to make the JSON depth check quadratic (many
 unterminated or escaped quotes) must cost time linear in its size, over
 HTTP and WebSocket, and must not delay another user.
 """

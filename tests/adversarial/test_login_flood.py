@@ -1,5 +1,5 @@
 """
-Finding 4: a flood of wrong passwords must not queue unbounded scrypt runs.
+A flood of wrong passwords must not queue unbounded scrypt runs.
 The hashing queue is bounded, the attacking address is throttled, and a
 user elsewhere, or one whose credentials were verified before, still logs
 in within seconds while the server's memory stays bounded.

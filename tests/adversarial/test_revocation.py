@@ -1,5 +1,5 @@
 """
-Finding 2: no exception in logging or in one connection's handling may
+No exception in logging or in one connection's handling may
 stop the server-wide loop that closes connections whose credentials were
 revoked.
 """

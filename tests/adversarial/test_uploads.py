@@ -1,5 +1,5 @@
 """
-Finding 5: uploads are read only from a client that logged in and holds
+Uploads are read only from a client that logged in and holds
 one of its maxConcurrentUpload slots; anonymous bodies are refused on their
 headers, unread.
 """

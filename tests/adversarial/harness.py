@@ -10,6 +10,7 @@ grow it by gigabytes, so a busy machine cannot make them flaky.
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from websockets.sync.client import ClientConnection, connect
 
 from tests.integration.test_twistd import Twistd, admin, free_port
 
@@ -67,6 +69,23 @@ class Server:
 
     def auth(self, name: str) -> tuple[str, str]:
         return (name, self.passwords[name])
+
+    def basic(self, name: str) -> str:
+        """
+        The ``Authorization`` value of a user's password.
+        """
+        return "Basic " + base64.b64encode(f"{name}:{self.passwords[name]}".encode()).decode()
+
+    def websocket(self, name: str, timeout: float = 60) -> ClientConnection:
+        """
+        A user's JMAP WebSocket (subprotocol ``jmap``, permessage-deflate).
+        """
+        return connect(
+            self.base.replace("http", "ws") + "/jmap/ws",
+            subprotocols=["jmap"],  # type: ignore[list-item]
+            additional_headers={"Authorization": self.basic(name)},
+            open_timeout=timeout,
+        )
 
     def rss(self) -> int:
         """

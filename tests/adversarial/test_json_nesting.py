@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import requests
-from websockets.sync.client import connect
 
 from tests.adversarial.harness import CORE, Attack, Server, well_behaved
 
@@ -46,12 +45,7 @@ def test_hostile_nesting_scan_does_not_freeze_the_server(server: Server) -> None
         refused.append(1)
 
     def attack_ws(_: int) -> None:
-        with connect(
-            server.base.replace("http", "ws") + "/jmap/ws",
-            subprotocols=["jmap"],  # type: ignore[list-item]
-            additional_headers={"Authorization": _basic(server, "mallory")},
-            open_timeout=60,
-        ) as ws:
+        with server.websocket("mallory") as ws:
             for _ in range(3):
                 ws.send(bait.decode())
                 answer = json.loads(ws.recv(timeout=120))
@@ -66,10 +60,3 @@ def test_hostile_nesting_scan_does_not_freeze_the_server(server: Server) -> None
     # The socket still answers a real request after the bait.
     echo = server.api("mallory", ["Core/echo", {}, "e"], using=[CORE])
     assert echo == [["Core/echo", {}, "e"]]
-
-
-def _basic(server: Server, name: str) -> str:
-    import base64
-
-    user, password = server.auth(name)
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()

@@ -22,15 +22,9 @@ from contextlib import contextmanager
 
 import pytest
 import requests
-from websockets.sync.client import connect
 
 from tests.adversarial.harness import CORE, MAIL, MIB, Server, well_behaved
 from tests.integration.test_twistd import admin
-
-
-def _basic(server: Server, name: str) -> str:
-    user, password = server.auth(name)
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def _read_head(connection: socket.socket) -> bytes:
@@ -57,7 +51,7 @@ def _raw_websocket(server: Server, name: str) -> tuple[socket.socket, int]:
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
             "Sec-WebSocket-Protocol: jmap\r\n"
-            f"Authorization: {_basic(server, name)}\r\n\r\n"
+            f"Authorization: {server.basic(name)}\r\n\r\n"
         ).encode()
     )
     head = _read_head(connection)
@@ -84,12 +78,7 @@ def _closing(connections: list[socket.socket]) -> Iterator[list[socket.socket]]:
 
 
 def _alice_websocket_echo(server: Server) -> None:
-    with connect(
-        server.base.replace("http", "ws") + "/jmap/ws",
-        subprotocols=["jmap"],  # type: ignore[list-item]
-        additional_headers={"Authorization": _basic(server, "alice")},
-        open_timeout=30,
-    ) as ws:
+    with server.websocket("alice", timeout=30) as ws:
         ws.send(
             json.dumps(
                 {
@@ -252,7 +241,7 @@ def _silent_stream(server: Server, name: str) -> socket.socket:
         (
             "GET /jmap/eventsource/?types=*&closeafter=no&ping=0 HTTP/1.1\r\n"
             f"Host: 127.0.0.1:{server.port}\r\n"
-            f"Authorization: {_basic(server, name)}\r\n\r\n"
+            f"Authorization: {server.basic(name)}\r\n\r\n"
         ).encode()
     )
     return connection

@@ -6,11 +6,9 @@ revoked.
 
 from __future__ import annotations
 
-import base64
 import time
 
 import requests
-from websockets.sync.client import connect
 
 from tests.adversarial.harness import Server
 from tests.integration.test_twistd import admin
@@ -65,13 +63,7 @@ def test_revocation_still_closes_streams_after_an_unloggable_request(server: Ser
     _revoke_all(server, "mallory")
     assert _closed_within(stream, 20)
 
-    user, password = server.auth("alice")
-    basic = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    with connect(
-        server.base.replace("http", "ws") + "/jmap/ws",
-        subprotocols=["jmap"],  # type: ignore[list-item]
-        additional_headers={"Authorization": basic},
-    ) as ws:
+    with server.websocket("alice") as ws:
         time.sleep(1)
         done = admin(
             server.twistd.data, "user", "passwd", "alice", "--password-stdin", stdin="new-pw-9\n"

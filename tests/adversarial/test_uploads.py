@@ -6,7 +6,6 @@ headers, unread.
 
 from __future__ import annotations
 
-import base64
 import socket
 import threading
 
@@ -77,8 +76,7 @@ def test_concurrent_uploads_are_bounded_before_their_bodies(server: Server) -> N
     A user's uploads past maxConcurrentUpload (4) are answered 429 on their
     headers, before their bodies are read.
     """
-    user, password = server.auth("mallory")
-    authorization = b"Basic " + base64.b64encode(f"{user}:{password}".encode())
+    authorization = server.basic("mallory").encode()
     account = server.account("mallory")
     holders: list[socket.socket] = []
     head = (

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from fuzz.targets.email_filter import check_query
 from jmap_twisted.errors import InvalidArguments
-from jmap_twisted.methods.email_query import normalise_filter
+from jmap_twisted.methods.email_query import SORT_PROPERTIES, normalise_filter
 from tests.property.strategies import ID, JSON, PROPERTY, TEXT
 
 KEYWORD = st.sampled_from(["$seen", "$flagged", "custom", "$Draft", "bad keyword", "", "a]b"])
@@ -95,21 +95,8 @@ FILTERS = st.recursive(CONDITIONS, operators, max_leaves=8)
 HOSTILE_FILTERS = st.recursive(CONDITIONS | JSON, hostile_operators, max_leaves=8)
 COMPARATORS = st.fixed_dictionaries(
     {
-        "property": st.sampled_from(
-            [
-                "receivedAt",
-                "size",
-                "from",
-                "to",
-                "subject",
-                "sentAt",
-                "hasKeyword",
-                "someInThreadHaveKeyword",
-                "allInThreadHaveKeyword",
-                "id",
-            ]
-        )
-        | JSON
+        # Every supported property, and one that is not.
+        "property": st.sampled_from([*SORT_PROPERTIES, "id"]) | JSON
     },
     optional={
         "isAscending": st.booleans() | JSON,

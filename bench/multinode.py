@@ -78,7 +78,14 @@ class LocalCluster:
         self.prefix = "bench"
         for user in ("bench", "other", *(f"user{n}" for n in range(4))):
             subprocess.run(
-                [tool("jmap-admin"), *self.store_options(), "user", "add", user, "--password-stdin"],
+                [
+                    tool("jmap-admin"),
+                    *self.store_options(),
+                    "user",
+                    "add",
+                    user,
+                    "--password-stdin",
+                ],
                 input=f"{user}-pw\n",
                 text=True,
                 check=True,
@@ -192,7 +199,10 @@ def lmtp_rates(target: Target, messages: int, connections: int) -> dict[str, flo
     with ThreadPoolExecutor(connections) as pool:
         list(pool.map(send, range(connections)))
     many = each * connections / (time.perf_counter() - started)
-    return {"one_account_one_connection": one, f"{connections}_accounts_{connections}_connections": many}
+    return {
+        "one_account_one_connection": one,
+        f"{connections}_accounts_{connections}_connections": many,
+    }
 
 
 # -- the bus between two processes ------------------------------------------------
@@ -340,7 +350,13 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     if args.session_url:
         cluster = None
         host, _, port = args.lmtp.rpartition(":")
-        other = Target(args.session_url, args.username, os.environ[args.password_env], (host, int(port)), args.recipient)
+        other = Target(
+            args.session_url,
+            args.username,
+            os.environ[args.password_env],
+            (host, int(port)),
+            args.recipient,
+        )
         cross = same = other
         broker_url = args.broker
     else:

@@ -70,7 +70,13 @@ class Options(usage.Options):
             " --store-password-file, $PGPASSWORD or ~/.pgpass.",
         ],
         ["store-password-file", None, None, "File whose first line is the database password."],
-        ["store-pool-size", None, 8, "Database connections (and threads).", _positive("store-pool-size")],
+        [
+            "store-pool-size",
+            None,
+            8,
+            "Database connections (and threads).",
+            _positive("store-pool-size"),
+        ],
         [
             "query-timeout",
             None,
@@ -89,7 +95,13 @@ class Options(usage.Options):
         ],
         ["bus-password-file", None, None, "File whose first line is the broker password."],
         ["bus-prefix", None, "jmap", "Start of the broker's exchange and queue names."],
-        ["bus-heartbeat", None, 5, "Seconds between broker heartbeats.", _positive("bus-heartbeat")],
+        [
+            "bus-heartbeat",
+            None,
+            5,
+            "Seconds between broker heartbeats.",
+            _positive("bus-heartbeat"),
+        ],
         ["node-id", None, None, "This node's name in the broker (default: random)."],
         [
             "public-url",

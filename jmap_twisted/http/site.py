@@ -207,8 +207,7 @@ class BoundedRequest(Request):
             b"HTTP/1.1 %d %s\r\n" % (status, RESPONSES.get(status, b"Refused"))
             + b"".join(header + b"\r\n" for header in headers)
             + b"Content-Type: application/problem+json\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
-            + body
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
         )
         transport.resumeProducing()
         transport.loseConnection()

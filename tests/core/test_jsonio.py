@@ -56,7 +56,7 @@ def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
 @pytest.mark.parametrize(
     "inside",
     [
-        '\\\\',  # an escaped backslash: the quote after it ends the string
+        "\\\\",  # an escaped backslash: the quote after it ends the string
         '\\"',  # an escaped quote does not end it
         '\\\\\\"',  # an escaped backslash, then an escaped quote
         "[[{{",

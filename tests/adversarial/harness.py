@@ -31,6 +31,17 @@ MAIL = "urn:ietf:params:jmap:mail"
 USING = [CORE, MAIL]
 
 
+def tree_environment() -> dict[str, str] | None:
+    """
+    The environment of a process that must run the attacked tree's code:
+    with ``JMAP_ADVERSARIAL_TREE`` set (another checkout, an earlier commit,
+    to measure what an attack did before its defence) its package comes
+    first; otherwise ``None``, this process's own environment.
+    """
+    tree = os.environ.get("JMAP_ADVERSARIAL_TREE")
+    return dict(os.environ, PYTHONPATH=tree) if tree else None
+
+
 class Server:
     """
     ``twistd jmap`` on free loopback ports with ``extra`` options, and the
@@ -38,12 +49,7 @@ class Server:
     """
 
     def __init__(self, tmp: Path, extra: Sequence[str] = ()) -> None:
-        env = None
-        tree = os.environ.get("JMAP_ADVERSARIAL_TREE")
-        if tree:
-            # Attack another checkout (an earlier commit, to measure what an
-            # attack did before its defence): its package comes first.
-            env = dict(os.environ, PYTHONPATH=tree)
+        env = tree_environment()
         self.port = free_port()
         self.lmtp_port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"

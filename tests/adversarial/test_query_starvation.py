@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.adversarial.harness import MAIL, USING, Attack, Server, well_behaved
+from tests.adversarial.harness import MAIL, USING, Attack, Server, tree_environment, well_behaved
 
 #: Messages in mallory's inbox, each with a large header section.
 MESSAGES = 2000
@@ -70,13 +70,9 @@ def _populate(server: Server, name: str, count: int) -> tuple[str, str]:
     account = server.account(name)
     ((_, got, _),) = server.api(name, ["Mailbox/get", {"accountId": account, "ids": None}, "m"])
     inbox = next(m["id"] for m in got["list"] if m["role"] == "inbox")
-    env = dict(os.environ)
-    tree = os.environ.get("JMAP_ADVERSARIAL_TREE")
-    if tree:
-        env["PYTHONPATH"] = tree
     done = subprocess.run(
         [sys.executable, "-c", _POPULATE, str(server.twistd.data), account, inbox, str(count)],
-        env=env,
+        env=tree_environment(),
         capture_output=True,
         text=True,
         timeout=300,

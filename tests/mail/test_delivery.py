@@ -324,6 +324,25 @@ def test_incoming_message_failure_becomes_451() -> None:
     assert error.value.code == 451
 
 
+def test_incoming_message_on_a_full_disk_becomes_452() -> None:
+    """
+    A delivery refused because the disk is full becomes 452 4.3.1
+    (insufficient storage: the sender tries again), not a logged failure.
+    """
+    from jmap_twisted.errors import DiskFull
+
+    class FullDisk(FakeMailDelivery):
+        def deliver(self, account_id: str, message: bytes) -> Deferred[None]:
+            return fail(DiskFull("the disk is full"))
+
+    message = IncomingMessage(FullDisk(), "A1", "a@x", b"", 10, "ID")
+    message.lineReceived(b"hi")
+    with pytest.raises(SMTPServerError) as error:
+        result(message.eomReceived())
+    assert error.value.code == 452
+    assert "4.3.1" in str(error.value.resp)
+
+
 class _Protocol:
     host = b"mx.example.com"
     received_with = "LMTP"

@@ -293,7 +293,12 @@ def multinode_rows(results: Path, lat: Any) -> list[tuple[str, str, str, str]]:
             )
             measured += f" ({ratio:.2f}× the same-node p50)"
         table.append(
-            ("Cross-node push: LMTP 250 on node A → frame on node B", measured, TARGETS["cross_node"], "multinode")
+            (
+                "Cross-node push: LMTP 250 on node A → frame on node B",
+                measured,
+                TARGETS["cross_node"],
+                "multinode",
+            )
         )
     for label, rate in found.get("postgres_lmtp_mails_per_second", {}).items():
         table.append(
@@ -310,7 +315,9 @@ def multinode_rows(results: Path, lat: Any) -> list[tuple[str, str, str, str]]:
     ):
         if key in found:
             value = found[key]
-            offered = f" at {value['offered_rate']:.0f}/s offered" if value.get("offered_rate") else ""
+            offered = (
+                f" at {value['offered_rate']:.0f}/s offered" if value.get("offered_rate") else ""
+            )
             table.append(
                 (
                     what + offered,

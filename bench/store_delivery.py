@@ -54,8 +54,8 @@ BODY = 3800
 
 @asynccontextmanager
 async def sqlite_store(reactor: Any, options: argparse.Namespace) -> AsyncIterator[IMailStore]:
-    from jmap_twisted.store.sqlite_db import SQLiteDatabase
-    from jmap_twisted.store.sqlite_mail import SQLiteMailStore
+    from jmap_twisted.store.sqlite.database import SQLiteDatabase
+    from jmap_twisted.store.sqlite.mail import SQLiteMailStore
 
     with tempfile.TemporaryDirectory(prefix="jmap-bench-") as directory:
         db = SQLiteDatabase(str(Path(directory) / "mail.sqlite3"), reactor)
@@ -68,8 +68,8 @@ async def sqlite_store(reactor: Any, options: argparse.Namespace) -> AsyncIterat
 
 @asynccontextmanager
 async def postgres_store(reactor: Any, options: argparse.Namespace) -> AsyncIterator[IMailStore]:
-    from jmap_twisted.store.postgres_db import PostgresDatabase
-    from jmap_twisted.store.postgres_mail import PostgresMailStore
+    from jmap_twisted.store.postgres.database import PostgresDatabase
+    from jmap_twisted.store.postgres.mail import PostgresMailStore
 
     cluster = None
     dsn = options.dsn

@@ -29,8 +29,8 @@ from typing import Any
 from twisted.internet import task
 
 from jmap_twisted.interfaces import IMailReader, IMailWriter
-from jmap_twisted.store.sqlite_db import SQLiteDatabase
-from jmap_twisted.store.sqlite_mail import SQLiteMailStore
+from jmap_twisted.store.sqlite.database import SQLiteDatabase
+from jmap_twisted.store.sqlite.mail import SQLiteMailStore
 
 ACCOUNT = "abench00000000001"
 NEWEST = [{"property": "receivedAt", "isAscending": False}]

@@ -39,9 +39,9 @@ class IDirectory(Interface):
     """
     Users, their credentials (stored hashed) and the accounts they can see.
 
-    Implementations: :class:`jmap_twisted.store.memory.MemoryDirectory`,
-    :class:`jmap_twisted.store.sqlite.SQLiteDirectory`,
-    :class:`jmap_twisted.store.postgres.PostgresDirectory`.  Changes made through
+    Implementations: :class:`jmap_twisted.store.memory.directory.MemoryDirectory`,
+    :class:`jmap_twisted.store.sqlite.directory.SQLiteDirectory`,
+    :class:`jmap_twisted.store.postgres.directory.PostgresDirectory`.  Changes made through
     one instance over a shared database are visible to every other instance
     at once (the admin command and a running server share the database).
     """
@@ -180,9 +180,9 @@ class IBlobStore(Interface):
     Blob ids are derived from the content, so storing the same octets twice
     in one account yields the same id; a blob is visible only to the accounts
     it was stored for.  Implementations:
-    :class:`jmap_twisted.store.memory.MemoryBlobStore`,
-    :class:`jmap_twisted.store.sqlite.SQLiteBlobStore`,
-    :class:`jmap_twisted.store.postgres.PostgresBlobStore`.
+    :class:`jmap_twisted.store.memory.directory.MemoryBlobStore`,
+    :class:`jmap_twisted.store.sqlite.directory.SQLiteBlobStore`,
+    :class:`jmap_twisted.store.postgres.directory.PostgresBlobStore`.
     """
 
     def put(account_id: str, data: bytes, type: str) -> Deferred[BlobInfo]:
@@ -353,9 +353,9 @@ class IMailWriter(IMailReader):
 class IMailStore(Interface):
     """
     Durable mail: mailboxes, emails, threads and the change log, per
-    account.  Implementations: :class:`jmap_twisted.store.memory_mail.MemoryMailStore`,
-    :class:`jmap_twisted.store.sqlite_mail.SQLiteMailStore`,
-    :class:`jmap_twisted.store.postgres_mail.PostgresMailStore`.
+    account.  Implementations: :class:`jmap_twisted.store.memory.mail.MemoryMailStore`,
+    :class:`jmap_twisted.store.sqlite.mail.SQLiteMailStore`,
+    :class:`jmap_twisted.store.postgres.mail.PostgresMailStore`.
     """
 
     def setup_account(account_id: str) -> Deferred[None]:
@@ -514,8 +514,8 @@ class IEventDeadLetters(Interface):
     """
     Group events that failed every retry, kept for inspection and
     redelivery.  Implementations: :class:`jmap_twisted.bus.deadletters.MemoryDeadLetters`,
-    :class:`jmap_twisted.store.sqlite_deadletters.SQLiteDeadLetters`,
-    :class:`jmap_twisted.store.postgres_deadletters.PostgresDeadLetters`.
+    :class:`jmap_twisted.store.sqlite.deadletters.SQLiteDeadLetters`,
+    :class:`jmap_twisted.store.postgres.deadletters.PostgresDeadLetters`.
     """
 
     def store(group: str, event: IEvent) -> Deferred[str]:

@@ -18,9 +18,9 @@ from twisted.internet.task import Clock
 import jmap_twisted
 from jmap_twisted.auth.passwords import PasswordHasher, token_hash
 from jmap_twisted.bus.events import StateChange
-from jmap_twisted.store.sqlite import SQLiteDirectory
-from jmap_twisted.store.sqlite_db import DATABASE_FILENAME, SQLiteDatabase, database_path
-from jmap_twisted.store.sqlite_deadletters import SQLiteDeadLetters
+from jmap_twisted.store.sqlite.database import DATABASE_FILENAME, SQLiteDatabase, database_path
+from jmap_twisted.store.sqlite.deadletters import SQLiteDeadLetters
+from jmap_twisted.store.sqlite.directory import SQLiteDirectory
 
 PASSWORD = "Tr0ub4dor&3-unique-in-output"
 

@@ -340,8 +340,11 @@ class AMQPEventBus:
         names = [key.as_string() for key in keys]
         waits = deliver_to_keys(self.groups, self._local.listeners_named(names), event)
         client = self._client
-        if names and self.remote_keys and self._keys_out is not None and not (
-            client is not None and client.blocked
+        if (
+            names
+            and self.remote_keys
+            and self._keys_out is not None
+            and not (client is not None and client.blocked)
         ):
             # While the broker blocks publishers, key events are not queued
             # up here: the catch-up after the alarm covers them.
@@ -355,9 +358,7 @@ class AMQPEventBus:
                 waits.append(published)
         if not waits:
             return succeed(None)
-        done: Deferred[None] = DeferredList(waits, consumeErrors=True).addCallback(
-            lambda _: None
-        )
+        done: Deferred[None] = DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
         return done
 
     def _publish_key_event(self, event: IEvent, names: list[str]) -> None:
@@ -418,9 +419,7 @@ class AMQPEventBus:
             for group, listener in self._group_listeners.items()
             if listener.is_handling(event)
         ]
-        done: Deferred[None] = DeferredList(stored, consumeErrors=True).addCallback(
-            lambda _: None
-        )
+        done: Deferred[None] = DeferredList(stored, consumeErrors=True).addCallback(lambda _: None)
         return done
 
     def redeliver(self, group: str, event: IEvent) -> Deferred[None]:

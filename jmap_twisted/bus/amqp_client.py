@@ -217,9 +217,7 @@ class Channel:
         self._unconfirmed: dict[int, Deferred[None]] = {}
 
     def declare_exchange(self, name: str, kind: str, durable: bool = True) -> Deferred[None]:
-        return self._call(
-            self._raw.exchange_declare(exchange=name, type=kind, durable=durable)
-        )
+        return self._call(self._raw.exchange_declare(exchange=name, type=kind, durable=durable))
 
     def declare_queue(
         self,
@@ -455,7 +453,9 @@ class AMQPClient(AMQClient):
     :ivar lost_reason: why it ended, once it has.
     """
 
-    def __init__(self, delegate: _Delegate, vhost: str, heartbeat: int, clock: IReactorTime) -> None:
+    def __init__(
+        self, delegate: _Delegate, vhost: str, heartbeat: int, clock: IReactorTime
+    ) -> None:
         super().__init__(delegate, vhost, SPEC, heartbeat=heartbeat, clock=clock)
         self._consumers: dict[str, Callable[[Delivery], object]] = {}
         self._consumer_count = 0
@@ -562,4 +562,3 @@ class AMQPClientFactory(Factory):
         client = AMQPClient(_Delegate(), self.vhost, self.heartbeat, self.clock)
         client.factory = self
         return client
-

@@ -301,9 +301,7 @@ CLASSES: dict[str, tuple[int, list[Field], dict[str, M]]] = {
             "reject": M(90, [("delivery-tag", "longlong"), ("requeue", "bit")]),
             "recover": M(110, [("requeue", "bit")], "recover-ok"),
             "recover-ok": M(111, []),
-            "nack": M(
-                120, [("delivery-tag", "longlong"), ("multiple", "bit"), ("requeue", "bit")]
-            ),
+            "nack": M(120, [("delivery-tag", "longlong"), ("multiple", "bit"), ("requeue", "bit")]),
         },
     ),
     "confirm": (
@@ -326,7 +324,7 @@ def definition() -> str:
         lines.append(f"<constant name={quoteattr(name)} value={quoteattr(str(value))}/>")
     for class_name, (index, properties, methods) in CLASSES.items():
         lines.append(
-            f"<class name={quoteattr(class_name)} index={quoteattr(str(index))} handler=\"channel\">"
+            f'<class name={quoteattr(class_name)} index={quoteattr(str(index))} handler="channel">'
         )
         lines.extend(_fields(properties))
         for method_name, method in methods.items():

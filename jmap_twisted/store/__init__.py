@@ -1,30 +1,21 @@
 """
-Storage backends: one module per backend, each implementing the storage
-interfaces of :mod:`jmap_twisted.interfaces`.
+Storage: one folder per backend, each implementing the storage interfaces
+of :mod:`jmap_twisted.interfaces`, and the model pieces they share beside
+them.
 
-- :mod:`~jmap_twisted.store.memory`: in-memory directory and blob store, for
-  tests.
-- :mod:`~jmap_twisted.store.sqlite`: the directory and blob store over an
-  SQLite database (the embedded default).
-- :mod:`~jmap_twisted.store.sqlite_db`: the SQLite database file (where it
-  lives in a data directory, its connection settings, schema migrations)
-  and the writer and reader threads that run transactions on it.
-- :mod:`~jmap_twisted.store.schema`: the SQLite schema as a list of
-  migrations.
-- :mod:`~jmap_twisted.store.sqlite_mail`, :mod:`~jmap_twisted.store.sqlite_mail_query`,
-  :mod:`~jmap_twisted.store.sqlite_deadletters`: the SQLite mail store, its
-  ``Email/query`` dialect, its dead letters.
-- :mod:`~jmap_twisted.store.postgres_db`, :mod:`~jmap_twisted.store.postgres_schema`,
-  :mod:`~jmap_twisted.store.postgres`, :mod:`~jmap_twisted.store.postgres_mail`,
-  :mod:`~jmap_twisted.store.postgres_mail_query`,
-  :mod:`~jmap_twisted.store.postgres_deadletters`: the same over a PostgreSQL
-  database shared by several nodes.
-- :mod:`~jmap_twisted.store.sql_directory`, :mod:`~jmap_twisted.store.sql_mail`,
-  :mod:`~jmap_twisted.store.sql_mail_query`, :mod:`~jmap_twisted.store.sql_deadletters`:
-  the SQL both backends share; :mod:`~jmap_twisted.store.threaded_db`: the
-  life cycle of a database used from threads;
-  :mod:`~jmap_twisted.store.fair_reads`: accounts' reads shared fairly
-  between the reader threads, with a time budget and cancellation.
-- :mod:`~jmap_twisted.store.ids`: identifiers of users, accounts, tokens and
-  blobs.
+- :mod:`jmap_twisted.store.memory`: the reference implementations in memory
+  (directory, blobs, mail), for tests and embedders.
+- :mod:`jmap_twisted.store.sqlite`: the embedded default, one SQLite file in
+  a data directory.
+- :mod:`jmap_twisted.store.postgres`: one PostgreSQL database shared by
+  several nodes (needs the ``postgresql`` extra).
+- :mod:`jmap_twisted.store.sql`: the SQL both databases share, the life cycle
+  of a database used from threads and the fair sharing of its readers.
+- Shared model: :mod:`~jmap_twisted.store.backends` (choosing and opening a
+  backend), :mod:`~jmap_twisted.store.changelog` (the change log and
+  ``Foo/changes``), :mod:`~jmap_twisted.store.mailmodel` (role mailboxes,
+  threading, counts), :mod:`~jmap_twisted.store.mailquery` (the reference
+  ``Email/query`` semantics), :mod:`~jmap_twisted.store.summary` (what is
+  derived from a message when stored), :mod:`~jmap_twisted.store.ids`
+  (identifiers).
 """

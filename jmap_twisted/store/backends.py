@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
-from jmap_twisted.store.fair_reads import DEFAULT_READ_BUDGET
-from jmap_twisted.store.sql_deadletters import SQLDeadLetters
-from jmap_twisted.store.sql_directory import SQLBlobStore, SQLDirectory
-from jmap_twisted.store.sql_mail import SQLMailStore
+from jmap_twisted.store.sql.deadletters import SQLDeadLetters
+from jmap_twisted.store.sql.directory import SQLBlobStore, SQLDirectory
+from jmap_twisted.store.sql.fair_reads import DEFAULT_READ_BUDGET
+from jmap_twisted.store.sql.mail import SQLMailStore
 
 
 class StoreConfigurationError(ValueError):
@@ -74,7 +74,7 @@ class StoreSettings:
         """
         if self.url is None:
             return str(self.data_dir)
-        from jmap_twisted.store.postgres_db import redact_dsn
+        from jmap_twisted.store.postgres.database import redact_dsn
 
         return redact_dsn(self.url)
 
@@ -102,13 +102,13 @@ def open_stores(
     The stores of ``settings`` (not started yet).
 
     :param query_timeout: seconds one read of an account's data may run
-        (see :mod:`~jmap_twisted.store.fair_reads`); ``None`` for no limit.
+        (see :mod:`~jmap_twisted.store.sql.fair_reads`); ``None`` for no limit.
     """
     if settings.url is None:
-        from jmap_twisted.store.sqlite import SQLiteBlobStore, SQLiteDirectory
-        from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
-        from jmap_twisted.store.sqlite_deadletters import SQLiteDeadLetters
-        from jmap_twisted.store.sqlite_mail import SQLiteMailStore
+        from jmap_twisted.store.sqlite.database import SQLiteDatabase, database_path
+        from jmap_twisted.store.sqlite.deadletters import SQLiteDeadLetters
+        from jmap_twisted.store.sqlite.directory import SQLiteBlobStore, SQLiteDirectory
+        from jmap_twisted.store.sqlite.mail import SQLiteMailStore
 
         sqlite = SQLiteDatabase(
             database_path(str(settings.data_dir)), reactor, read_budget=query_timeout
@@ -122,10 +122,10 @@ def open_stores(
         )
     from psycopg.conninfo import make_conninfo
 
-    from jmap_twisted.store.postgres import PostgresBlobStore, PostgresDirectory
-    from jmap_twisted.store.postgres_db import PostgresDatabase
-    from jmap_twisted.store.postgres_deadletters import PostgresDeadLetters
-    from jmap_twisted.store.postgres_mail import PostgresMailStore
+    from jmap_twisted.store.postgres.database import PostgresDatabase
+    from jmap_twisted.store.postgres.deadletters import PostgresDeadLetters
+    from jmap_twisted.store.postgres.directory import PostgresBlobStore, PostgresDirectory
+    from jmap_twisted.store.postgres.mail import PostgresMailStore
 
     dsn = settings.url
     if settings.password is not None:

@@ -27,8 +27,8 @@ _POPULATE = """
 import sys
 from twisted.internet import task
 from twisted.internet.defer import Deferred
-from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
-from jmap_twisted.store.sqlite_mail import SQLiteMailStore
+from jmap_twisted.store.sqlite.database import SQLiteDatabase, database_path
+from jmap_twisted.store.sqlite.mail import SQLiteMailStore
 
 data, account, mailbox, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 filler = "".join(f"X-Filler-{i}: {'lorem ipsum ' * 6}\\r\\n" for i in range(80))

@@ -18,7 +18,7 @@ from zope.interface.verify import verifyObject
 
 from jmap_twisted.auth.checkers import PasswordChecker, PasswordCredentials
 from jmap_twisted.auth.throttle import HashingBusy, LoginLimits, LoginThrottled
-from jmap_twisted.store.memory import MemoryDirectory
+from jmap_twisted.store.memory.directory import MemoryDirectory
 from tests.auth.pools import CountingHasher, ManualReactor
 
 

@@ -15,8 +15,8 @@ from jmap_twisted.interfaces import IEventDeadLetters
 async def _sqlite_dead_letters(tmp_path: Path) -> AsyncIterator[IEventDeadLetters]:
     from twisted.internet import reactor
 
-    from jmap_twisted.store.sqlite_db import SQLiteDatabase
-    from jmap_twisted.store.sqlite_deadletters import SQLiteDeadLetters
+    from jmap_twisted.store.sqlite.database import SQLiteDatabase
+    from jmap_twisted.store.sqlite.deadletters import SQLiteDeadLetters
 
     db = SQLiteDatabase(str(tmp_path / "dl.sqlite3"), reactor)
     await db.start()
@@ -29,7 +29,7 @@ async def _sqlite_dead_letters(tmp_path: Path) -> AsyncIterator[IEventDeadLetter
 async def _postgres_dead_letters(tmp_path: Path) -> AsyncIterator[IEventDeadLetters]:
     from twisted.internet import reactor
 
-    from jmap_twisted.store.postgres_deadletters import PostgresDeadLetters
+    from jmap_twisted.store.postgres.deadletters import PostgresDeadLetters
     from tests.services.postgres import fresh_database, shared_cluster
     from tests.store.postgres_backend import started_database
 

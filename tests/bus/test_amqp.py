@@ -201,9 +201,7 @@ async def test_only_nodes_with_listeners_receive_key_messages(
 
 
 @pytest_twisted.ensureDeferred
-async def test_bindings_follow_the_first_and_last_listener(
-    buses: Buses, rabbitmq: Broker
-) -> None:
+async def test_bindings_follow_the_first_and_last_listener(buses: Buses, rabbitmq: Broker) -> None:
     """
     The node queue is bound to a key while, and only while, some local
     listener has it.
@@ -474,8 +472,8 @@ def test_a_node_starts_its_publisher_and_access_watch_without_a_broker() -> None
     from jmap_twisted.bus.amqp_node import AMQPConnector, AMQPSettings
     from jmap_twisted.config import ServerConfig
     from jmap_twisted.service import JMAPService
-    from jmap_twisted.store.memory import MemoryBlobStore, MemoryDirectory
-    from jmap_twisted.store.memory_mail import MemoryMailStore
+    from jmap_twisted.store.memory.directory import MemoryBlobStore, MemoryDirectory
+    from jmap_twisted.store.memory.mail import MemoryMailStore
     from tests.support import ImmediateReactor
 
     reactor = ImmediateReactor()
@@ -526,9 +524,7 @@ async def test_a_broker_alarm_holds_group_events_here_until_it_clears(
         seen = Recorder()
         await a.register_group(seen, "g")
         await b.register_group(seen, "g")
-        await threads.deferToThread(
-            private_broker.ctl, "set_vm_memory_high_watermark", "0.0000001"
-        )
+        await threads.deferToThread(private_broker.ctl, "set_vm_memory_high_watermark", "0.0000001")
         try:
             first = change()
             held = a.dispatch(first, [])  # held by the broker, which tells the node
@@ -540,15 +536,11 @@ async def test_a_broker_alarm_holds_group_events_here_until_it_clears(
                 await a.dispatch(event, [])
             assert [e.event_id for e in a._outbox] == [e.event_id for e in later]
         finally:
-            await threads.deferToThread(
-                private_broker.ctl, "set_vm_memory_high_watermark", "0.4"
-            )
+            await threads.deferToThread(private_broker.ctl, "set_vm_memory_high_watermark", "0.4")
         await eventually(lambda: not client.blocked, seconds=10)
         await held
         await eventually(lambda: len(seen.received) == 4, seconds=10)
-        assert {e.event_id for e in seen.received} == {first.event_id} | {
-            e.event_id for e in later
-        }
+        assert {e.event_id for e in seen.received} == {first.event_id} | {e.event_id for e in later}
         assert a._outbox == []
     finally:
         await made.stop()

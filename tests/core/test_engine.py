@@ -15,8 +15,8 @@ from jmap_twisted.core.session import session_state
 from jmap_twisted.errors import Forbidden
 from jmap_twisted.methods import build_registry
 from jmap_twisted.records import Account, User
-from jmap_twisted.store.memory import MemoryBlobStore
-from jmap_twisted.store.memory_mail import MemoryMailStore
+from jmap_twisted.store.memory.directory import MemoryBlobStore
+from jmap_twisted.store.memory.mail import MemoryMailStore
 from tests.support import ImmediateReactor
 
 TEST = "urn:example:test"

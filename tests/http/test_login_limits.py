@@ -17,8 +17,8 @@ from twisted.cred.error import UnauthorizedLogin
 from jmap_twisted.auth.checkers import PasswordCredentials
 from jmap_twisted.config import ServerConfig
 from jmap_twisted.service import JMAPService
-from jmap_twisted.store.memory import MemoryBlobStore, MemoryDirectory
-from jmap_twisted.store.memory_mail import MemoryMailStore
+from jmap_twisted.store.memory.directory import MemoryBlobStore, MemoryDirectory
+from jmap_twisted.store.memory.mail import MemoryMailStore
 from tests.auth.pools import ManualReactor
 from tests.support import CHEAP_HASHER
 

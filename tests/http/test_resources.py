@@ -16,8 +16,8 @@ from jmap_twisted.auth.passwords import new_token, token_hash
 from jmap_twisted.config import ServerConfig
 from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.service import JMAPService
-from jmap_twisted.store.memory import MemoryBlobStore, MemoryDirectory
-from jmap_twisted.store.memory_mail import MemoryMailStore
+from jmap_twisted.store.memory.directory import MemoryBlobStore, MemoryDirectory
+from jmap_twisted.store.memory.mail import MemoryMailStore
 from tests.support import CHEAP_HASHER, ImmediateReactor
 
 CORE = "urn:ietf:params:jmap:core"

@@ -14,8 +14,8 @@ import pytest_twisted
 
 from jmap_twisted.listening import ListeningService
 from jmap_twisted.records import User
-from jmap_twisted.store.sqlite import SQLiteDirectory
-from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
+from jmap_twisted.store.sqlite.database import SQLiteDatabase, database_path
+from jmap_twisted.store.sqlite.directory import SQLiteDirectory
 from tests.support import CHEAP_HASHER
 
 

@@ -28,7 +28,7 @@ from jmap_twisted.mail.delivery import (
     trace_headers,
 )
 from jmap_twisted.records import EmailRecord, EmailSummary, MailboxRecord, StoreCommit
-from jmap_twisted.store.memory import MemoryDirectory
+from jmap_twisted.store.memory.directory import MemoryDirectory
 from tests.mail.test_lmtp import NOW, FakeMailDelivery
 
 T = TypeVar("T")
@@ -229,7 +229,7 @@ def test_deliver_sets_up_an_account_without_inbox(tmp_path: object, clock: Clock
     Delivery into an account never set up (no mailboxes yet) creates the
     standard mailboxes and stores the mail in the new inbox.
     """
-    from jmap_twisted.store.memory_mail import MemoryMailStore
+    from jmap_twisted.store.memory.mail import MemoryMailStore
 
     store = MemoryMailStore(clock)
     directory = MemoryDirectory(clock)

@@ -22,9 +22,9 @@ async def make_harness(
 ) -> AsyncIterator[HarnessFactory]:
     from twisted.internet import reactor
 
-    from jmap_twisted.store.postgres_mail import PostgresMailStore
-    from jmap_twisted.store.sqlite_db import SQLiteDatabase
-    from jmap_twisted.store.sqlite_mail import SQLiteMailStore
+    from jmap_twisted.store.postgres.mail import PostgresMailStore
+    from jmap_twisted.store.sqlite.database import SQLiteDatabase
+    from jmap_twisted.store.sqlite.mail import SQLiteMailStore
     from tests.services.postgres import fresh_database, shared_cluster
     from tests.store.postgres_backend import started_database
 

@@ -19,8 +19,8 @@ from jmap_twisted.mail.sendlimits import SendLimits
 from jmap_twisted.mail.smarthost import Smarthost
 from jmap_twisted.methods import build_registry
 from jmap_twisted.records import Account, User
-from jmap_twisted.store.memory import MemoryBlobStore
-from jmap_twisted.store.memory_mail import MemoryMailStore
+from jmap_twisted.store.memory.directory import MemoryBlobStore
+from jmap_twisted.store.memory.mail import MemoryMailStore
 from tests.support import ImmediateReactor
 
 CORE = "urn:ietf:params:jmap:core"

@@ -23,12 +23,12 @@ def fresh_dsn(request: pytest.FixtureRequest) -> str:
 
 async def started_database(dsn: str, **kwargs: Any) -> Any:
     """
-    A started :class:`~jmap_twisted.store.postgres_db.PostgresDatabase`
+    A started :class:`~jmap_twisted.store.postgres.database.PostgresDatabase`
     (a small pool: tests open many).
     """
     from twisted.internet import reactor
 
-    from jmap_twisted.store.postgres_db import PostgresDatabase
+    from jmap_twisted.store.postgres.database import PostgresDatabase
 
     kwargs.setdefault("pool_size", 2)
     db = PostgresDatabase(dsn, reactor, **kwargs)
@@ -38,12 +38,12 @@ async def started_database(dsn: str, **kwargs: Any) -> Any:
 
 async def postgres_mail_backend(dsn: str) -> AsyncIterator[IMailStore]:
     """
-    A :class:`~jmap_twisted.store.postgres_mail.PostgresMailStore` over a
+    A :class:`~jmap_twisted.store.postgres.mail.PostgresMailStore` over a
     fresh database, stopped after the test.
     """
     from twisted.internet import reactor
 
-    from jmap_twisted.store.postgres_mail import PostgresMailStore
+    from jmap_twisted.store.postgres.mail import PostgresMailStore
 
     db = await started_database(dsn)
     try:

@@ -13,13 +13,13 @@ from jmap_twisted.interfaces import IMailStore
 
 async def sqlite_backend(tmp_path: Path) -> AsyncIterator[IMailStore]:
     """
-    A :class:`~jmap_twisted.store.sqlite_mail.SQLiteMailStore` over a fresh
+    A :class:`~jmap_twisted.store.sqlite.mail.SQLiteMailStore` over a fresh
     database in ``tmp_path``, stopped after the test.
     """
     from twisted.internet import reactor
 
-    from jmap_twisted.store.sqlite_db import SQLiteDatabase
-    from jmap_twisted.store.sqlite_mail import SQLiteMailStore
+    from jmap_twisted.store.sqlite.database import SQLiteDatabase
+    from jmap_twisted.store.sqlite.mail import SQLiteMailStore
 
     db = SQLiteDatabase(str(tmp_path / "mail.sqlite3"), reactor)
     await db.start()

@@ -19,10 +19,10 @@ from jmap_twisted.interfaces import IBlobStore, IDirectory
 from jmap_twisted.records import BlobInfo
 from jmap_twisted.store import ids
 from jmap_twisted.store.ids import is_valid_id
-from jmap_twisted.store.memory import MemoryBlobStore
-from jmap_twisted.store.postgres import PostgresBlobStore, PostgresDirectory
-from jmap_twisted.store.sqlite import SQLiteBlobStore, SQLiteDirectory
-from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
+from jmap_twisted.store.memory.directory import MemoryBlobStore
+from jmap_twisted.store.postgres.directory import PostgresBlobStore, PostgresDirectory
+from jmap_twisted.store.sqlite.database import SQLiteDatabase, database_path
+from jmap_twisted.store.sqlite.directory import SQLiteBlobStore, SQLiteDirectory
 from tests.store.postgres_backend import fresh_dsn, started_database
 
 

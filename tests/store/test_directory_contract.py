@@ -15,10 +15,10 @@ from zope.interface.verify import verifyObject
 from jmap_twisted.errors import NoSuchUser, UserExists
 from jmap_twisted.interfaces import IDirectory
 from jmap_twisted.store.ids import is_valid_id
-from jmap_twisted.store.memory import MemoryDirectory
-from jmap_twisted.store.postgres import PostgresDirectory
-from jmap_twisted.store.sqlite import SQLiteDirectory
-from jmap_twisted.store.sqlite_db import SQLiteDatabase, database_path
+from jmap_twisted.store.memory.directory import MemoryDirectory
+from jmap_twisted.store.postgres.directory import PostgresDirectory
+from jmap_twisted.store.sqlite.database import SQLiteDatabase, database_path
+from jmap_twisted.store.sqlite.directory import SQLiteDirectory
 from tests.store.postgres_backend import fresh_dsn, started_database
 
 

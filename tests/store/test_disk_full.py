@@ -28,8 +28,8 @@ import sys
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
-from jmap_twisted.store.sqlite_db import DiskFull, SQLiteDatabase
-from jmap_twisted.store.sqlite_mail import SQLiteMailStore
+from jmap_twisted.store.sqlite.database import DiskFull, SQLiteDatabase
+from jmap_twisted.store.sqlite.mail import SQLiteMailStore
 
 path = sys.argv[1]
 
@@ -156,7 +156,7 @@ async def test_disk_full_is_server_unavailable() -> None:
     from jmap_twisted.core.registry import Capability, Registry
     from jmap_twisted.core.request import parse_request
     from jmap_twisted.records import Account, User
-    from jmap_twisted.store.sqlite_db import DiskFull
+    from jmap_twisted.store.sqlite.database import DiskFull
 
     async def full(context: Any, arguments: dict[str, Any]) -> dict[str, Any]:
         raise DiskFull("the disk is full")

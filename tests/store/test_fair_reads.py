@@ -1,5 +1,5 @@
 """
-Tests of :mod:`jmap_twisted.store.fair_reads`: a share of the readers per
+Tests of :mod:`jmap_twisted.store.sql.fair_reads`: a share of the readers per
 account, turns between accounts, cancellation, and the time budget, with a
 thread pool that runs work only when the test says so.
 """
@@ -22,8 +22,8 @@ from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.core.registry import Registry
 from jmap_twisted.core.request import parse_request
 from jmap_twisted.errors import QueryTimeout
-from jmap_twisted.store.fair_reads import FairReads, Work, WorkCancelled
-from jmap_twisted.store.sqlite_db import SQLiteDatabase
+from jmap_twisted.store.sql.fair_reads import FairReads, Work, WorkCancelled
+from jmap_twisted.store.sqlite.database import SQLiteDatabase
 
 
 class _Pool:
@@ -185,7 +185,7 @@ def test_a_cancelled_read_is_interrupted_until_it_stops() -> None:
     """
     from twisted.internet.task import Clock
 
-    from jmap_twisted.store.fair_reads import INTERRUPT_AGAIN
+    from jmap_twisted.store.sql.fair_reads import INTERRUPT_AGAIN
 
     pool = _Pool()
     timer = Clock()

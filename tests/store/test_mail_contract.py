@@ -29,7 +29,7 @@ BACKENDS: dict[str, Callable[[Path], Any]] = {}
 async def _memory(tmp_path: Path) -> AsyncIterator[IMailStore]:
     from twisted.internet import reactor
 
-    from jmap_twisted.store.memory_mail import MemoryMailStore
+    from jmap_twisted.store.memory.mail import MemoryMailStore
 
     yield MemoryMailStore(reactor)
 

@@ -19,11 +19,11 @@ from zope.interface.verify import verifyObject
 from jmap_twisted.errors import UserExists
 from jmap_twisted.interfaces import IDirectory, IMailReader, IMailStore, IMailWriter
 from jmap_twisted.records import StoreCommit
-from jmap_twisted.store.postgres import PostgresDirectory
-from jmap_twisted.store.postgres_db import PostgresDatabase, redact_dsn, to_psycopg
-from jmap_twisted.store.postgres_mail import PostgresMailStore
-from jmap_twisted.store.postgres_schema import MIGRATIONS
-from jmap_twisted.store.threaded_db import SchemaVersionError
+from jmap_twisted.store.postgres.database import PostgresDatabase, redact_dsn, to_psycopg
+from jmap_twisted.store.postgres.directory import PostgresDirectory
+from jmap_twisted.store.postgres.mail import PostgresMailStore
+from jmap_twisted.store.postgres.schema import MIGRATIONS
+from jmap_twisted.store.sql.threaded import SchemaVersionError
 from tests.mailfactory import message
 from tests.store.postgres_backend import started_database
 

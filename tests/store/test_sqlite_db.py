@@ -1,5 +1,5 @@
 """
-Tests of :class:`jmap_twisted.store.sqlite_db.SQLiteDatabase`: connection
+Tests of :class:`jmap_twisted.store.sqlite.database.SQLiteDatabase`: connection
 settings, migrations, transactions, threads, and sharing one file between
 processes.
 """
@@ -18,9 +18,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from jmap_twisted.store.schema import MIGRATIONS
-from jmap_twisted.store.sqlite import SQLiteDirectory
-from jmap_twisted.store.sqlite_db import (
+from jmap_twisted.store.sqlite.database import (
     DATABASE_FILENAME,
     DatabaseNotRunningError,
     SchemaVersionError,
@@ -28,6 +26,8 @@ from jmap_twisted.store.sqlite_db import (
     database_path,
     split_statements,
 )
+from jmap_twisted.store.sqlite.directory import SQLiteDirectory
+from jmap_twisted.store.sqlite.schema import MIGRATIONS
 
 TABLE_T = "CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);"
 
@@ -437,7 +437,7 @@ import sys
 
 from twisted.internet.task import react
 
-from jmap_twisted.store.sqlite_db import SQLiteDatabase
+from jmap_twisted.store.sqlite.database import SQLiteDatabase
 
 
 def insert(connection):

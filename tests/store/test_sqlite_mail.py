@@ -1,5 +1,5 @@
 """
-Tests of :class:`jmap_twisted.store.sqlite_mail.SQLiteMailStore` beyond the
+Tests of :class:`jmap_twisted.store.sqlite.mail.SQLiteMailStore` beyond the
 shared contract (:mod:`tests.store.test_mail_contract`): durability,
 atomicity, sharing a file, pruning, threads, query plans, blob clean-up,
 and agreement with the in-memory reference on a varied mailbox.
@@ -22,12 +22,13 @@ from zope.interface.verify import verifyObject
 from jmap_twisted.errors import CannotCalculateChanges
 from jmap_twisted.interfaces import IMailReader, IMailStore, IMailWriter
 from jmap_twisted.records import StoreCommit
-from jmap_twisted.store import ids, sql_mail
-from jmap_twisted.store.memory_mail import MemoryMailStore
-from jmap_twisted.store.sqlite import SQLiteBlobStore, SQLiteDirectory
-from jmap_twisted.store.sqlite_db import SQLiteDatabase
-from jmap_twisted.store.sqlite_mail import SQLiteMailStore
-from jmap_twisted.store.sqlite_mail_query import compile_query
+from jmap_twisted.store import ids
+from jmap_twisted.store.memory.mail import MemoryMailStore
+from jmap_twisted.store.sql import mail as sql_mail
+from jmap_twisted.store.sqlite.database import SQLiteDatabase
+from jmap_twisted.store.sqlite.directory import SQLiteBlobStore, SQLiteDirectory
+from jmap_twisted.store.sqlite.mail import SQLiteMailStore
+from jmap_twisted.store.sqlite.query import compile_query
 from tests.mailfactory import message
 
 ACCOUNT = "a0000000000000001"
@@ -791,8 +792,8 @@ async def test_pruner_service_prunes_by_retention(tmp_path: Any) -> None:
 
     from jmap_twisted.errors import CannotCalculateChanges
     from jmap_twisted.service import ChangeLogPruner
-    from jmap_twisted.store.sqlite_db import SQLiteDatabase
-    from jmap_twisted.store.sqlite_mail import SQLiteMailStore
+    from jmap_twisted.store.sqlite.database import SQLiteDatabase
+    from jmap_twisted.store.sqlite.mail import SQLiteMailStore
 
     clock = Clock()
     clock.advance(1_000_000)

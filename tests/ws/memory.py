@@ -21,8 +21,8 @@ from twisted.test import iosim
 from jmap_twisted.config import ServerConfig
 from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.service import JMAPService
-from jmap_twisted.store.memory import MemoryBlobStore, MemoryDirectory
-from jmap_twisted.store.memory_mail import MemoryMailStore
+from jmap_twisted.store.memory.directory import MemoryBlobStore, MemoryDirectory
+from jmap_twisted.store.memory.mail import MemoryMailStore
 from jmap_twisted.ws.options import WebSocketOptions
 from tests.support import CHEAP_HASHER, ImmediateReactor
 

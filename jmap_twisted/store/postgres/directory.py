@@ -1,7 +1,7 @@
 """
 The directory and blob store over a
-:class:`~jmap_twisted.store.postgres_db.PostgresDatabase`, shared by every
-server node: the transactions of :mod:`jmap_twisted.store.sql_directory`,
+:class:`~jmap_twisted.store.postgres.database.PostgresDatabase`, shared by every
+server node: the transactions of :mod:`jmap_twisted.store.sql.directory`,
 as for SQLite.
 
 ``access_version`` lives in a single row that every change of access bumps
@@ -20,15 +20,15 @@ from twisted.python.failure import Failure
 
 from jmap_twisted.errors import UserExists
 from jmap_twisted.records import User
-from jmap_twisted.store.postgres_db import PostgresDatabase
-from jmap_twisted.store.sql_directory import SQLBlobStore, SQLDirectory
+from jmap_twisted.store.postgres.database import PostgresDatabase
+from jmap_twisted.store.sql.directory import SQLBlobStore, SQLDirectory
 
 
 class PostgresDirectory(SQLDirectory):
     """
     :class:`~jmap_twisted.interfaces.IDirectory` in the started PostgreSQL
     database ``db``, timestamps from ``clock``; behaves as
-    :class:`~jmap_twisted.store.sqlite.SQLiteDirectory`.
+    :class:`~jmap_twisted.store.sqlite.directory.SQLiteDirectory`.
     """
 
     TOKEN_CREATION_ORDER = "num"  # noqa: S105 - a column name

@@ -1,10 +1,10 @@
 """
-The directory and blob store over a :class:`~jmap_twisted.store.sqlite_db.SQLiteDatabase`.
+The directory and blob store over a :class:`~jmap_twisted.store.sqlite.database.SQLiteDatabase`.
 
 Every call is one transaction on the database, with no caching in this
 process: a change made by another process over the same file (a user added
 or a token revoked with ``jmap-admin``) is seen by the next call here.  The
-transactions are those of :mod:`jmap_twisted.store.sql_directory`, shared
+transactions are those of :mod:`jmap_twisted.store.sql.directory`, shared
 with PostgreSQL.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
-from jmap_twisted.store.sql_directory import SQLBlobStore, SQLDirectory
-from jmap_twisted.store.sqlite_db import SQLiteDatabase
+from jmap_twisted.store.sql.directory import SQLBlobStore, SQLDirectory
+from jmap_twisted.store.sqlite.database import SQLiteDatabase
 
 
 class SQLiteDirectory(SQLDirectory):
@@ -36,7 +36,7 @@ class SQLiteBlobStore(SQLBlobStore):
     """
     :class:`~jmap_twisted.interfaces.IBlobStore` in the started SQLite
     database ``db`` of the :class:`SQLiteDirectory` whose accounts the
-    blobs belong to (see :class:`~jmap_twisted.store.sql_directory.SQLBlobStore`);
+    blobs belong to (see :class:`~jmap_twisted.store.sql.directory.SQLBlobStore`);
     ``clock`` gives the time a blob was stored.
     """
 

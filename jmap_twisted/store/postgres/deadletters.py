@@ -1,14 +1,14 @@
 """
 Dead letters in a PostgreSQL database shared by every server node: the
-transactions of :mod:`jmap_twisted.store.sql_deadletters`, as for SQLite.
+transactions of :mod:`jmap_twisted.store.sql.deadletters`, as for SQLite.
 """
 
 from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
-from jmap_twisted.store.postgres_db import PostgresDatabase
-from jmap_twisted.store.sql_deadletters import SQLDeadLetters
+from jmap_twisted.store.postgres.database import PostgresDatabase
+from jmap_twisted.store.sql.deadletters import SQLDeadLetters
 
 
 class PostgresDeadLetters(SQLDeadLetters):

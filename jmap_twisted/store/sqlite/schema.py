@@ -3,7 +3,7 @@ The SQLite schema, as an append-only list of migrations.
 
 :data:`MIGRATIONS` holds one SQL script per schema version.  A database's
 ``PRAGMA user_version`` counts the scripts already applied to it;
-:class:`jmap_twisted.store.sqlite_db.SQLiteDatabase` applies the rest at
+:class:`jmap_twisted.store.sqlite.database.SQLiteDatabase` applies the rest at
 start, each script and its version bump in one transaction.
 
 To change the schema, append a script; never edit or reorder one that has
@@ -61,7 +61,7 @@ CREATE INDEX account_blobs_by_blob ON account_blobs (blob_id);
 """
 
 _V2_MAIL = """
--- Mail (jmap_twisted.store.sqlite_mail).  Mail tables have no foreign key to
+-- Mail (jmap_twisted.store.sqlite.mail).  Mail tables have no foreign key to
 -- accounts: an account's mail may be set up before, or without, a directory row.
 
 -- Where each account's change log stands.
@@ -197,7 +197,7 @@ END;
 """
 
 _V3_DELEGATION_AND_DEAD_LETTERS = """
--- Delegation (jmap_twisted.store.sqlite): a user may access an account they
+-- Delegation (jmap_twisted.store.sqlite.directory): a user may access an account they
 -- do not own.  Deleting the account or the user deletes the delegation.
 CREATE TABLE delegations (
     account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
@@ -216,7 +216,7 @@ CREATE TABLE access_version (
 );
 INSERT INTO access_version (singleton, version) VALUES (1, 0);
 
--- Group events that failed every retry (jmap_twisted.store.sqlite_deadletters).
+-- Group events that failed every retry (jmap_twisted.store.sqlite.deadletters).
 CREATE TABLE dead_letters (
     num                 INTEGER PRIMARY KEY,    -- insertion order
     insertion_id        TEXT NOT NULL UNIQUE,

@@ -30,13 +30,13 @@ nodes: :class:`PostgresDatabase`.
   taking turns, with a time budget: ``statement_timeout`` is set for the
   transaction and the budget is checked between statements; a cancelled
   read's running statement is stopped with a cancel request
-  (:mod:`~jmap_twisted.store.fair_reads`).  :meth:`PostgresDatabase.read`
+  (:mod:`~jmap_twisted.store.sql.fair_reads`).  :meth:`PostgresDatabase.read`
   (the directory's short reads) runs on a thread and connection of its
   own, which no account's queries can occupy.
 - Functions receive a :class:`Statements`: it takes SQL with ``?``
   placeholders, as SQLite does, so the SQL both backends share reads the
   same; :attr:`Statements.connection` is the psycopg connection itself.
-- The schema is brought up to date at start (:mod:`jmap_twisted.store.postgres_schema`)
+- The schema is brought up to date at start (:mod:`jmap_twisted.store.postgres.schema`)
   under an advisory lock, so nodes starting together do not race.
 - The DSN may carry a password (libpq also reads ``PGPASSWORD`` and the
   password file): log lines and errors name the database by
@@ -63,14 +63,14 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from jmap_twisted.errors import DatabaseError
-from jmap_twisted.store.fair_reads import (
+from jmap_twisted.store.postgres.schema import MIGRATION_LOCK, MIGRATIONS
+from jmap_twisted.store.sql.fair_reads import (
     DEFAULT_READ_BUDGET,
     FairReads,
     QueryTimeout,
     Work,
 )
-from jmap_twisted.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS
-from jmap_twisted.store.threaded_db import SchemaVersionError, ThreadedDatabase
+from jmap_twisted.store.sql.threaded import SchemaVersionError, ThreadedDatabase
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -201,10 +201,10 @@ class PostgresDatabase(ThreadedDatabase):
     :param dsn: a libpq connection string or URI (it may hold a password;
         it is never logged).
     :param reactor: where results are delivered (see
-        :class:`~jmap_twisted.store.threaded_db.ThreadedDatabase`).
+        :class:`~jmap_twisted.store.sql.threaded.ThreadedDatabase`).
     :param pool_size: worker threads and pooled connections.
     :param migrations: the schema scripts, by default
-        :data:`jmap_twisted.store.postgres_schema.MIGRATIONS`.
+        :data:`jmap_twisted.store.postgres.schema.MIGRATIONS`.
     :param retries: how many times a transaction runs again after a
         serialisation failure or a deadlock.
     :param connect_timeout: seconds :meth:`start` waits for the pool's
@@ -310,7 +310,7 @@ class PostgresDatabase(ThreadedDatabase):
 
         :param owner: whose read it is (an account id).
         :return: fires with ``fn``'s result, or fails with its exception;
-            fails with :class:`~jmap_twisted.store.fair_reads.QueryTimeout`
+            fails with :class:`~jmap_twisted.store.sql.fair_reads.QueryTimeout`
             once the budget is spent.  Cancelling it keeps a waiting read
             from starting and stops a running one.
         """

@@ -1,6 +1,6 @@
 """
-The PostgreSQL dialect of ``Email/query`` (:mod:`jmap_twisted.store.sql_mail_query`
-builds the rest) for :mod:`jmap_twisted.store.postgres_mail`.
+The PostgreSQL dialect of ``Email/query`` (:mod:`jmap_twisted.store.sql.query`
+builds the rest) for :mod:`jmap_twisted.store.postgres.mail`.
 
 Text conditions (``text``, ``body``, ``from``, ``to``, ``cc``, ``bcc``,
 ``subject``) are case-insensitive *substring* matches, as the reference
@@ -11,7 +11,7 @@ prefixes), never arbitrary substrings, so it cannot answer them; this
 backend uses trigrams instead (extension ``pg_trgm``):
 
 - column ``search_doc`` of ``emails`` holds the six searchable fields
-  (:data:`~jmap_twisted.store.sql_mail_query.SEARCH_COLUMNS`), each case
+  (:data:`~jmap_twisted.store.sql.query.SEARCH_COLUMNS`), each case
   folded by Python's :meth:`str.casefold` (so folding agrees with the
   reference exactly, ``ß`` → ``ss`` included), joined by U+001F;
 - a needle is case folded the same way and compared with ``LIKE
@@ -33,7 +33,7 @@ backend uses trigrams instead (extension ``pg_trgm``):
 from __future__ import annotations
 
 from jmap_twisted.records import EmailSummary
-from jmap_twisted.store.sql_mail_query import SEARCH_COLUMNS, QueryCompiler
+from jmap_twisted.store.sql.query import SEARCH_COLUMNS, QueryCompiler
 
 #: Separates the fields of ``search_doc``.
 SEPARATOR = "\x1f"

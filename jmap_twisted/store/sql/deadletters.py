@@ -22,8 +22,8 @@ from zope.interface import implementer
 
 from jmap_twisted.bus.events import UnknownEvent, from_json, to_json
 from jmap_twisted.interfaces import IEvent, IEventDeadLetters
-from jmap_twisted.store.sql_mail import Database
-from jmap_twisted.store.sql_mail_query import SQLConnection
+from jmap_twisted.store.sql.mail import Database
+from jmap_twisted.store.sql.query import SQLConnection
 
 
 @frozen

@@ -1,17 +1,17 @@
 """
 The mail store in an SQLite database: :class:`SQLiteMailStore`.
 
-It behaves as the reference :class:`~jmap_twisted.store.memory_mail.MemoryMailStore`,
-over the tables of schema version 2 (:mod:`jmap_twisted.store.schema`); what
-every SQL backend shares is in :mod:`jmap_twisted.store.sql_mail`.  Here:
+It behaves as the reference :class:`~jmap_twisted.store.memory.mail.MemoryMailStore`,
+over the tables of schema version 2 (:mod:`jmap_twisted.store.sqlite.schema`); what
+every SQL backend shares is in :mod:`jmap_twisted.store.sql.mail`.  Here:
 
 - writes run on the database's single writer thread (``BEGIN IMMEDIATE``),
   reads on a reader thread against one WAL snapshot; several processes, or
-  several :class:`~jmap_twisted.store.sqlite_db.SQLiteDatabase` instances,
+  several :class:`~jmap_twisted.store.sqlite.database.SQLiteDatabase` instances,
   may share the file;
 - the searchable text of an email lives in the FTS5 table ``email_search``
   (rowid = ``emails.num``), which also holds its body text;
-- ``Email/query`` is SQL of :mod:`jmap_twisted.store.sqlite_mail_query`.
+- ``Email/query`` is SQL of :mod:`jmap_twisted.store.sqlite.query`.
 """
 
 # SQL is assembled from fixed fragments and placeholder lists only; every
@@ -26,9 +26,9 @@ from twisted.internet.interfaces import IReactorTime
 
 from jmap_twisted.records import EmailRecord
 from jmap_twisted.store.changelog import ChangeRecorder
-from jmap_twisted.store.sql_mail import SQLMailStore, SQLReader, SQLWriter
-from jmap_twisted.store.sqlite_db import SQLiteDatabase
-from jmap_twisted.store.sqlite_mail_query import SQLiteQueryCompiler, register_functions
+from jmap_twisted.store.sql.mail import SQLMailStore, SQLReader, SQLWriter
+from jmap_twisted.store.sqlite.database import SQLiteDatabase
+from jmap_twisted.store.sqlite.query import SQLiteQueryCompiler, register_functions
 
 
 class _Reader(SQLReader):

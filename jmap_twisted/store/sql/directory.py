@@ -7,7 +7,7 @@ process: a change made by another process over the same database (a user
 added or a token revoked with ``jmap-admin``, a delegation granted on
 another node) is seen by the next call here.  Timestamps come from the
 injected clock, read on the reactor thread.  The SQL uses ``?``
-placeholders (see :class:`~jmap_twisted.store.sql_mail_query.SQLConnection`).
+placeholders (see :class:`~jmap_twisted.store.sql.query.SQLConnection`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from jmap_twisted.errors import NoSuchUser, UserExists
 from jmap_twisted.interfaces import IBlobStore, IDirectory
 from jmap_twisted.records import Account, BlobInfo, TokenInfo, User
 from jmap_twisted.store import ids
-from jmap_twisted.store.sql_mail import Database
-from jmap_twisted.store.sql_mail_query import SQLConnection
+from jmap_twisted.store.sql.mail import Database
+from jmap_twisted.store.sql.query import SQLConnection
 
 # Transactions of SQLDirectory; they run in the database's threads.
 

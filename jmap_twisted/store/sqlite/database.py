@@ -12,7 +12,7 @@ SQLite connections used off the reactor thread.
   do not block the writer, nor the writer them), so reads do not queue
   behind writes.  One account holds at most a share of them (half, by
   default), waiting accounts take turns, and each read has a time budget
-  (see :mod:`~jmap_twisted.store.fair_reads`): the progress handler of the
+  (see :mod:`~jmap_twisted.store.sql.fair_reads`): the progress handler of the
   connection stops a statement once the budget is spent or the read was
   cancelled;
 - one *directory* reader thread for :meth:`SQLiteDatabase.read`, the
@@ -43,13 +43,13 @@ included, so a server whose disk filled up could not even destroy mail to
 make room.  The database therefore keeps a *reserve* file beside it
 (``jmap.sqlite3-reserve``, 8 MiB by default).  When a write fails with
 ``SQLITE_FULL`` and it only removes data (the mail store says so with
-:func:`~jmap_twisted.store.threaded_db.frees_space`), the reserve is
+:func:`~jmap_twisted.store.sql.threaded.frees_space`), the reserve is
 deleted, the WAL checkpointed into the database (the writer checkpoints
 every 4 MiB at most, half the reserve, so what the WAL holds fits in the
 room released) and the write tried once more; after each removal the WAL
 is checkpointed again and restarted, so later removals reuse its room.
 Any other write fails with
-:class:`~jmap_twisted.store.threaded_db.DiskFull`, which JMAP clients see
+:class:`~jmap_twisted.store.sql.threaded.DiskFull`, which JMAP clients see
 as ``serverUnavailable``.  The reserve is made again, after a write, once
 the disk has room for it.
 """
@@ -70,14 +70,14 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from jmap_twisted.errors import DatabaseError, DiskFull
-from jmap_twisted.store.fair_reads import DEFAULT_READ_BUDGET, FairReads, Work
-from jmap_twisted.store.schema import MIGRATIONS
-from jmap_twisted.store.threaded_db import (
+from jmap_twisted.store.sql.fair_reads import DEFAULT_READ_BUDGET, FairReads, Work
+from jmap_twisted.store.sql.threaded import (
     DatabaseNotRunningError,
     SchemaVersionError,
     ThreadedDatabase,
     clear_hints,
 )
+from jmap_twisted.store.sqlite.schema import MIGRATIONS
 
 __all__ = [
     "DATABASE_FILENAME",
@@ -171,14 +171,14 @@ class SQLiteDatabase(ThreadedDatabase):
         never keep the process alive; stop it explicitly (from
         ``stopService``) to close it cleanly before.
     :param migrations: the schema scripts, by default
-        :data:`jmap_twisted.store.schema.MIGRATIONS`.
+        :data:`jmap_twisted.store.sqlite.schema.MIGRATIONS`.
     :param busy_timeout: seconds a transaction waits for another process's
         lock before failing with :class:`sqlite3.OperationalError`.
     :param readers: size of the reader pool.
     :param reader_share: readers one account may hold at once; by default
         half of them (at least one).
     :param read_budget: seconds one :meth:`read_for` may run before it is
-        stopped with :class:`~jmap_twisted.store.fair_reads.QueryTimeout`;
+        stopped with :class:`~jmap_twisted.store.sql.fair_reads.QueryTimeout`;
         ``None`` for no limit.
     :param monotonic: the clock of the budget, read in the reader threads.
     :param reserve: octets kept in ``<path>-reserve`` for removals once the
@@ -303,7 +303,7 @@ class SQLiteDatabase(ThreadedDatabase):
         :param owner: whose read it is (an account id): one owner holds at
             most its share of the readers.
         :return: fires with ``fn``'s result, or fails with its exception;
-            fails with :class:`~jmap_twisted.store.fair_reads.QueryTimeout`
+            fails with :class:`~jmap_twisted.store.sql.fair_reads.QueryTimeout`
             once the read's budget is spent.  Cancelling it before it
             starts keeps it from running; cancelling it while it runs stops
             its statement.

@@ -1,13 +1,13 @@
 """
-The SQLite dialect of ``Email/query`` (:mod:`jmap_twisted.store.sql_mail_query`
-builds the rest) for :mod:`jmap_twisted.store.sqlite_mail`.
+The SQLite dialect of ``Email/query`` (:mod:`jmap_twisted.store.sql.query`
+builds the rest) for :mod:`jmap_twisted.store.sqlite.mail`.
 
 - Where it starts: text conditions that must all hold and that the
   full-text index can answer come first, merged into one FTS5 query whose
   matches are joined to ``emails`` by rowid (the matches are usually few,
   and they must all be visited anyway for the total).  Otherwise the query
   walks a mailbox or the account's emails, as
-  :class:`~jmap_twisted.store.sql_mail_query.QueryCompiler` does.
+  :class:`~jmap_twisted.store.sql.query.QueryCompiler` does.
 - Text conditions (``text``, ``body``, ``from``, ``to``, ``cc``, ``bcc``,
   ``subject``) are case-insensitive substring matches.  A needle of three
   characters or more is a phrase query on the FTS5 table ``email_search``,
@@ -36,7 +36,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jmap_twisted.store.sql_mail_query import (
+from jmap_twisted.store.sql.query import (
     SEARCH_COLUMNS,
     TEXT_CONDITIONS,
     CompiledQuery,
@@ -46,7 +46,7 @@ from jmap_twisted.store.sql_mail_query import (
     header_match,
     mailbox_driver,
 )
-from jmap_twisted.store.sql_mail_query import compile_query as compile_for
+from jmap_twisted.store.sql.query import compile_query as compile_for
 
 #: The shortest needle the trigram index can answer.
 TRIGRAM = 3
@@ -64,7 +64,7 @@ def register_functions(connection: sqlite3.Connection) -> None:
     ``jmap_header_match``) available on ``connection``.
 
     Registration happens once per connection: connections of
-    :class:`~jmap_twisted.store.sqlite_db.SQLiteDatabase` belong to one
+    :class:`~jmap_twisted.store.sqlite.database.SQLiteDatabase` belong to one
     thread each, so the connection last prepared is remembered per thread.
     """
     if getattr(_registered, "connection", None) is connection:

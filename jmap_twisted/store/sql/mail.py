@@ -7,7 +7,7 @@ write (:func:`record_commit`), pruning, and the store itself
 The SQL here uses ``?`` placeholders and constructs both SQLite and
 PostgreSQL accept; each backend subclasses the reader and writer for what
 differs: where the searchable text lives and how a query is compiled
-(:mod:`jmap_twisted.store.sqlite_mail`, :mod:`jmap_twisted.store.postgres_mail`).
+(:mod:`jmap_twisted.store.sqlite.mail`, :mod:`jmap_twisted.store.postgres.mail`).
 
 - :meth:`SQLMailStore.write` runs the caller's function and the change-log
   bookkeeping in one transaction in a database thread: the mail, its
@@ -74,14 +74,14 @@ from jmap_twisted.store.mailmodel import (
     record_email_destroyed,
     record_email_updated,
 )
-from jmap_twisted.store.sql_mail_query import (
+from jmap_twisted.store.sql.query import (
     QueryCompiler,
     SQLConnection,
     mailbox_counts,
     run_query,
 )
+from jmap_twisted.store.sql.threaded import frees_space
 from jmap_twisted.store.summary import summarize
-from jmap_twisted.store.threaded_db import frees_space
 
 log = Logger()
 T = TypeVar("T")

@@ -3,7 +3,7 @@ The PostgreSQL schema, as an append-only list of migrations.
 
 :data:`MIGRATIONS` holds one SQL script per schema version; table
 ``jmap_schema_migrations`` records which versions a database has.
-:class:`jmap_twisted.store.postgres_db.PostgresDatabase` applies the rest at
+:class:`jmap_twisted.store.postgres.database.PostgresDatabase` applies the rest at
 start, each script with its record in one transaction, under a
 transaction-level advisory lock (:data:`MIGRATION_LOCK`), so that several
 nodes starting at once apply each migration exactly once.
@@ -11,7 +11,7 @@ nodes starting at once apply each migration exactly once.
 To change the schema, append a script; never edit or reorder one that has
 been released.  A script must not contain transaction control.
 
-The tables mirror the SQLite schema (:mod:`jmap_twisted.store.schema`), so
+The tables mirror the SQLite schema (:mod:`jmap_twisted.store.sqlite.schema`), so
 that the SQL shared by both backends reads the same, with these
 differences:
 
@@ -20,7 +20,7 @@ differences:
   the reference implementation orders Python strings, whatever the
   database's default collation;
 - an email's body text is a column of ``emails``; its searchable text is
-  column ``search_doc`` (see :mod:`jmap_twisted.store.postgres_mail_query`)
+  column ``search_doc`` (see :mod:`jmap_twisted.store.postgres.query`)
   with a trigram GIN index (extension ``pg_trgm``, which the database owner
   may create since PostgreSQL 13), and its case-folded header fields are
   ``headers`` (JSON);

@@ -1,7 +1,7 @@
 """
 The directory and blob store in memory, for tests and trials.
 
-Same semantics as :mod:`jmap_twisted.store.sqlite`, checked by the same
+Same semantics as :mod:`jmap_twisted.store.sqlite.directory`, checked by the same
 contract tests; every method returns an already-fired Deferred.  Nothing is
 shared between processes or survives a restart.
 """
@@ -179,7 +179,7 @@ class MemoryBlobStore:
     """
     :class:`~jmap_twisted.interfaces.IBlobStore` in dictionaries.
 
-    Like :class:`jmap_twisted.store.sqlite.SQLiteBlobStore`, the octets are
+    Like :class:`jmap_twisted.store.sqlite.directory.SQLiteBlobStore`, the octets are
     kept once per content, and storing octets an account already has
     replaces their type.  Unlike it, any account id is accepted.
 

@@ -1,7 +1,7 @@
 """
 ``Email/query`` compiled to SQL, and the mailbox counts, for every SQL mail
-store; the dialects (:mod:`~jmap_twisted.store.sqlite_mail_query`,
-:mod:`~jmap_twisted.store.postgres_mail_query`) say how parameters are
+store; the dialects (:mod:`~jmap_twisted.store.sqlite.query`,
+:mod:`~jmap_twisted.store.postgres.query`) say how parameters are
 written, how text and headers are searched and where a query starts.
 
 Filters, sorts and thread collapsing mean exactly what they mean in
@@ -76,7 +76,7 @@ class SQLConnection(Protocol):
     """
     What the SQL stores use of a connection: statements with ``?``
     placeholders (an :class:`sqlite3.Connection` as it is, a PostgreSQL
-    connection through :class:`~jmap_twisted.store.postgres_db.Statements`).
+    connection through :class:`~jmap_twisted.store.postgres.database.Statements`).
     """
 
     def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...

@@ -2,15 +2,15 @@
 Dead letters in an SQLite database, so that they survive restarts and the
 ``jmap-admin`` command can list them and mark them for redelivery while a
 server runs on the same database.  The transactions are those of
-:mod:`jmap_twisted.store.sql_deadletters`, shared with PostgreSQL.
+:mod:`jmap_twisted.store.sql.deadletters`, shared with PostgreSQL.
 """
 
 from __future__ import annotations
 
 from twisted.internet.interfaces import IReactorTime
 
-from jmap_twisted.store.sql_deadletters import DeadLetterSummary, SQLDeadLetters
-from jmap_twisted.store.sqlite_db import SQLiteDatabase
+from jmap_twisted.store.sql.deadletters import DeadLetterSummary, SQLDeadLetters
+from jmap_twisted.store.sqlite.database import SQLiteDatabase
 
 __all__ = ["DeadLetterSummary", "SQLiteDeadLetters"]
 

@@ -4,14 +4,14 @@ cycle (``stopped`` → ``starting`` → ``running`` → ``stopping``), the work 
 flight that :meth:`ThreadedDatabase.stop` waits for, and closing at reactor
 shutdown.
 
-:class:`~jmap_twisted.store.sqlite_db.SQLiteDatabase` and
-:class:`~jmap_twisted.store.postgres_db.PostgresDatabase` subclass
+:class:`~jmap_twisted.store.sqlite.database.SQLiteDatabase` and
+:class:`~jmap_twisted.store.postgres.database.PostgresDatabase` subclass
 :class:`ThreadedDatabase`; the server's database service owns either
 through the same ``start``/``stop``/``run``/``read``/``read_for`` methods.
 
 Reads come in two kinds.  ``read_for(owner, …)`` is a read of one
 account's data, which a client can make expensive: it goes through a
-:class:`~jmap_twisted.store.fair_reads.FairReads` queue (a share of the
+:class:`~jmap_twisted.store.sql.fair_reads.FairReads` queue (a share of the
 reader threads per account, a time budget, cancellation).  ``read(…)`` is
 the server's own short reads (the directory: password hashes, tokens,
 accounts), run on threads reserved for them, so that logging in never
@@ -33,7 +33,7 @@ from twisted.python.threadpool import ThreadPool
 from jmap_twisted.errors import DatabaseError
 
 if TYPE_CHECKING:
-    from jmap_twisted.store.fair_reads import FairReads, Work
+    from jmap_twisted.store.sql.fair_reads import FairReads, Work
 
 _T = TypeVar("_T")
 

@@ -2,8 +2,8 @@
 The mail store in a PostgreSQL database shared by several server nodes:
 :class:`PostgresMailStore`.
 
-It behaves as the reference :class:`~jmap_twisted.store.memory_mail.MemoryMailStore`;
-what every SQL backend shares is in :mod:`jmap_twisted.store.sql_mail`.  Here:
+It behaves as the reference :class:`~jmap_twisted.store.memory.mail.MemoryMailStore`;
+what every SQL backend shares is in :mod:`jmap_twisted.store.sql.mail`.  Here:
 
 - Concurrency: every write transaction first locks the account's row of
   ``mail_accounts`` (``SELECT … FOR UPDATE``, the row created if needed),
@@ -18,7 +18,7 @@ what every SQL backend shares is in :mod:`jmap_twisted.store.sql_mail`.  Here:
   existing ``blobs`` row, and destroying one locks the row before deciding
   whether anything still refers to it, so concurrent writers of different
   accounts cannot delete octets another is starting to use.
-- Text search and headers: see :mod:`jmap_twisted.store.postgres_mail_query`.
+- Text search and headers: see :mod:`jmap_twisted.store.postgres.query`.
 - PostgreSQL text cannot hold NUL characters: they are stored as U+FFFD.
 """
 
@@ -33,10 +33,10 @@ from psycopg.types.json import Jsonb
 from twisted.internet.interfaces import IReactorTime
 
 from jmap_twisted.records import EmailRecord
-from jmap_twisted.store.postgres_db import PostgresDatabase, Statements
-from jmap_twisted.store.postgres_mail_query import PostgresQueryCompiler, search_doc
-from jmap_twisted.store.sql_mail import SQLMailStore, SQLReader, SQLWriter
-from jmap_twisted.store.sql_mail_query import folded_headers
+from jmap_twisted.store.postgres.database import PostgresDatabase, Statements
+from jmap_twisted.store.postgres.query import PostgresQueryCompiler, search_doc
+from jmap_twisted.store.sql.mail import SQLMailStore, SQLReader, SQLWriter
+from jmap_twisted.store.sql.query import folded_headers
 
 
 def _text(value: Any) -> Any:

@@ -1,0 +1,5 @@
+"""
+The reference stores in memory: :mod:`~jmap_twisted.store.memory.directory`
+(users, accounts, credentials, blobs) and :mod:`~jmap_twisted.store.memory.mail`
+(the mail store every other backend must match).
+"""

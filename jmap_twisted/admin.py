@@ -14,7 +14,8 @@ standard input with ``--password-stdin``.  ``token issue`` prints the new
 token, and only it, on standard output; it cannot be shown again.
 
 Exit status: 0 on success, 1 when the operation failed (the reason is one
-line on standard error), 2 for a usage error.
+line on standard error), 2 for a usage error (also a ``--store`` whose
+backend's extra is not installed).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.task import react
 
 from jmap_twisted.auth.passwords import PasswordHasher, new_token, token_hash
 from jmap_twisted.errors import DatabaseError, NoSuchUser, UserExists
+from jmap_twisted.extras import MissingExtra, require
+from jmap_twisted.interfaces import IJMAPReactor
 from jmap_twisted.store.backends import (
     StoreConfigurationError,
     Stores,
@@ -57,9 +59,9 @@ class AdminError(Exception):
     """
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, status: int = 1) -> NoReturn:
     print(f"jmap-admin: {message}", file=sys.stderr)
-    raise SystemExit(1)
+    raise SystemExit(status)
 
 
 def _username(value: str) -> str:
@@ -322,21 +324,42 @@ def _password_hash(source: str | None) -> str | None:
         raise AdminError("the password is not valid Unicode text") from None
 
 
-async def _run(
-    reactor: IReactorFromThreads, args: argparse.Namespace, password_hash: str | None
-) -> None:
-    import psycopg
-
+def _store_settings(args: argparse.Namespace) -> StoreSettings:
+    """
+    Where the data is, from ``--data``, ``--store`` and
+    ``--store-password-file``; exits on a setting that cannot be used.
+    """
     try:
         password = read_secret(args.store_password_file) if args.store_password_file else None
-        settings = StoreSettings.checked(Path(args.data), args.store, password, pool_size=2)
+        return StoreSettings.checked(Path(args.data), args.store, password, pool_size=2)
     except StoreConfigurationError as error:
         _fail(f"--store: {error}")
+    except MissingExtra as error:
+        _fail(f"--store: {error}", status=2)
+
+
+def _database_errors(settings: StoreSettings) -> tuple[type[Exception], ...]:
+    """
+    The driver exceptions a database of ``settings`` raises.
+    """
+    if settings.url is None:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, require("postgresql", "psycopg").Error)
+
+
+async def _run(
+    reactor: IJMAPReactor,
+    args: argparse.Namespace,
+    settings: StoreSettings,
+    password_hash: str | None,
+) -> None:
+    database_errors = _database_errors(settings)
+    opening_errors: tuple[type[Exception], ...] = (DatabaseError, OSError, *database_errors)
     opened = open_stores(settings, reactor)
     database = opened.database
     try:
         await database.start()
-    except (DatabaseError, OSError, sqlite3.Error, psycopg.Error) as error:
+    except opening_errors as error:
         _fail(f"cannot open {settings.description}: {error}")
     try:
         command: _Command = args.command
@@ -347,7 +370,7 @@ async def _run(
         _fail(f"no such user: {error}")
     except AdminError as error:
         _fail(str(error))
-    except (sqlite3.Error, psycopg.Error) as error:
+    except database_errors as error:
         _fail(f"database error: {error}")
     finally:
         await database.stop()
@@ -357,17 +380,20 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """
     Run ``jmap-admin``; exits the process.
 
-    Passwords are read and hashed before the database is opened, so no
-    transaction waits for a person typing.
+    The store settings are checked first, then passwords are read and
+    hashed before the database is opened, so no transaction waits for a
+    person typing and nobody types a password for a store that cannot be
+    used.
 
     :param argv: the arguments, by default ``sys.argv[1:]``.
     """
     args = build_parser().parse_args(argv)
+    settings = _store_settings(args)
     try:
         password_hash = _password_hash(args.password_source)
     except AdminError as error:
         _fail(str(error))
-    react(_run, (args, password_hash))
+    react(_run, (args, settings, password_hash))
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ from attrs import field, frozen
 
 from jmap_twisted.auth.throttle import LoginLimits
 from jmap_twisted.core.limits import CoreLimits
-from jmap_twisted.http.admission import ConnectionLimits
 from jmap_twisted.mail.sendlimits import SendLimits
-from jmap_twisted.ws.options import WebSocketOptions
 
 if TYPE_CHECKING:
     from jmap_twisted.bus.amqp_node import AMQPSettings
@@ -23,6 +21,57 @@ if TYPE_CHECKING:
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_LMTP = "tcp:2424:interface=127.0.0.1"
 DEFAULT_DATA = "jmap-data"
+
+
+@frozen
+class WebSocketOptions:
+    """
+    Settings of the WebSocket endpoint.
+
+    :ivar ping_interval: seconds between server pings (0: none).
+    :ivar ping_timeout: seconds to wait for the pong before closing.
+    :ivar require_subprotocol: refuse clients that offer no subprotocol.
+    :ivar deflate: accept permessage-deflate when offered.
+    :ivar window_bits: the server's LZ77 window (9–15); smaller uses less
+        memory per socket.
+    :ivar no_context_takeover: compress each message on its own and free
+        zlib state between messages (an idle socket then holds none); off,
+        the compressor keeps its dictionary across messages for a better
+        ratio at about 100 KiB more per socket.
+    :ivar mem_level: zlib memory level (1–9).
+    :ivar bind_tickets: a ticket may only be redeemed from the address that
+        asked for it (off by default: mobile clients change networks).
+    """
+
+    ping_interval: float = 30.0
+    ping_timeout: float = 10.0
+    require_subprotocol: bool = False
+    deflate: bool = True
+    window_bits: int = 11
+    no_context_takeover: bool = True
+    mem_level: int = 4
+    bind_tickets: bool = False
+
+
+@frozen
+class ConnectionLimits:
+    """
+    How many HTTP connections are kept, and for how long.
+
+    :ivar max_connections: connections of the HTTP ports at once; past it
+        the oldest anonymous connection makes room for a new one, and when
+        every connection is authenticated new ones are refused.
+    :ivar max_anonymous_per_address: anonymous connections per client
+        address; more are refused.
+    :ivar login_timeout: seconds an anonymous connection may stay open.
+    :ivar idle_timeout: seconds an HTTP connection may wait between
+        requests (or between two reads of one request).
+    """
+
+    max_connections: int = 8192
+    max_anonymous_per_address: int = 64
+    login_timeout: float = 30.0
+    idle_timeout: float = 60.0
 
 
 @frozen

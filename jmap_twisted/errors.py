@@ -72,6 +72,16 @@ class LimitExceeded(RequestLevelError):
         self.limit = limit
 
 
+class PushUnavailable(RequestLevelError):
+    """
+    Push was asked for (``WebSocketPushEnable``) where the server cannot
+    deliver it: its life cycle has not been started.
+    """
+
+    type_name = "serverUnavailable"
+    status = 503
+
+
 class MethodError(JMAPError):
     """
     A method-level error (RFC 8620 §3.6.2): the method call's response is

@@ -12,10 +12,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.cred.credentials import ICredentials
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorPluggableNameResolver,
+    IReactorSSL,
+    IReactorTCP,
+    IReactorThreads,
+    IReactorTime,
+    IReactorUNIX,
+)
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
     from typing import Any, TypeVar
 
     from twisted.internet.defer import Deferred
@@ -33,6 +42,25 @@ if TYPE_CHECKING:
     )
 
     T = TypeVar("T")
+
+
+class IJMAPReactor(
+    IReactorCore,
+    IReactorTime,
+    IReactorTCP,
+    IReactorSSL,
+    IReactorUNIX,
+    IReactorThreads,
+    IReactorPluggableNameResolver,
+):
+    """
+    What the server needs of a reactor: its life cycle, time, TCP, TLS and
+    UNIX sockets, a thread pool and name resolution.  The global reactor
+    provides all of it; :class:`twisted.internet.testing.MemoryReactorClock`
+    the parts a unit test needs.  Every signature that takes a reactor says
+    this type rather than ``Any``; one that only schedules says
+    :class:`~twisted.internet.interfaces.IReactorTime`.
+    """
 
 
 class IDirectory(Interface):
@@ -389,6 +417,32 @@ class IMailStore(Interface):
         """
 
 
+class IChangeLogPruning(Interface):
+    """
+    Forgetting old change-log entries of a mail store, so the log does not
+    grow for ever (the server prunes by its retention period, hourly).
+
+    Implementations: every :class:`IMailStore` of jmap-twisted.
+    """
+
+    def prune_changes(before: float) -> Deferred[int]:
+        """
+        Delete, in every account, the change-log entries committed before
+        ``before``, and any older entry of the same type.  An entry is one
+        object's change within one write (the entries of a type are the
+        ids ``Foo/changes`` reports).
+
+        Afterwards ``Foo/changes`` from a state older than the newest entry
+        deleted of type ``Foo`` answers ``cannotCalculateChanges`` (the
+        client resynchronises); later states, including a type's current
+        state, still answer, and so do the states of types none of whose
+        entries were deleted.
+
+        :param before: a POSIX time (seconds), as given by the store's clock.
+        :return: fires with how many entries were deleted.
+        """
+
+
 class IMailDelivery(Interface):
     """
     Where SMTP and LMTP put accepted mail.
@@ -404,6 +458,64 @@ class IMailDelivery(Interface):
         """
         Store a message in the account's inbox as a delivery.  Fires once
         the message and its change-log entries are durable.
+        """
+
+
+class IRelay(Interface):
+    """
+    Where mail for recipients outside this server's domains goes: an
+    outbound relay (:class:`jmap_twisted.mail.smarthost.Smarthost`).
+    """
+
+    def send(
+        mail_from: str, rcpt_to: Sequence[str], message: bytes
+    ) -> Deferred[dict[str, tuple[int, str]]]:
+        """
+        Relay one message with the envelope ``mail_from`` (``""`` for the
+        null reverse-path) and ``rcpt_to``.  Fires with the relay's SMTP
+        reply code and text for every recipient; an unreachable relay is a
+        temporary (4xx) reply for each, not a failure.
+        """
+
+
+class IRecipientCache(Interface):
+    """
+    A delivery that remembers where addresses resolve.  The server tells
+    it to forget whenever the directory's access version moves (a user or
+    an account may be gone, or a new one may own an address).
+    """
+
+    def forget() -> None:
+        """
+        Drop every remembered resolution; later ones ask the directory.
+        """
+
+
+class IPushConnection(Interface):
+    """
+    One open push connection (a WebSocket, an EventSource stream), counted
+    among its user's in the server's registry of push connections and told
+    when access or credentials change.
+    """
+
+    user_id: str = Attribute("The id of the user whose credentials opened the connection.")
+    subscription: Any = Attribute(
+        "The connection's push subscription "
+        "(:class:`~jmap_twisted.push.subscription.PushSubscription`) while it pushes, "
+        "else ``None``."
+    )
+
+    def access_changed() -> Awaitable[None]:
+        """
+        Re-check the connection after who-sees-what or credentials changed:
+        close it if its credentials no longer hold, otherwise follow (or
+        end on) a change of the accounts its user may see.
+        """
+
+    def close(code: int, reason: str) -> None:
+        """
+        End the connection (``code`` is a WebSocket close code; a stream
+        ignores it).
         """
 
 

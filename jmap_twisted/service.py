@@ -1,7 +1,13 @@
+# -*- test-case-name: tests.test_service -*-
 """
-The service object: holds the shared state (stores, portal, engine,
-limiters) that protocols and resources call into, and starts and stops it
-with ``twistd``.
+The life cycle of a JMAP server under ``twistd`` or any Twisted
+application: :class:`JMAPService` starts and stops what runs in the
+background for a :class:`~jmap_twisted.server.JMAPServer` (the event buses,
+publishing commits, the access watch, dead-letter redelivery, the
+vacation responder, change-log pruning) and its listening ports, which bind
+in ``privilegedStartService`` (before ``twistd`` drops privileges).  The
+database's own life cycle stays with whoever opened the stores.
+:func:`make_service` builds a whole server from its configuration.
 """
 
 from __future__ import annotations
@@ -9,255 +15,92 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import (
-    IListeningPort,
-    IReactorCore,
-)
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
-from twisted.web.server import Request
+from twisted.web.server import Site
 
-from jmap_twisted.auth.checkers import PasswordChecker, TokenChecker
-from jmap_twisted.auth.passwords import PasswordHasher
-from jmap_twisted.auth.realm import JMAPRealm
-from jmap_twisted.bus.amqp import AMQPEventBus, new_node_id
-from jmap_twisted.bus.amqp_node import AMQPConnector
-from jmap_twisted.bus.changes import StorePublisher, register_change_listener
-from jmap_twisted.bus.deadletters import MemoryDeadLetters, redeliver_requested
-from jmap_twisted.bus.memory import InMemoryEventBus
+from jmap_twisted.bus.changes import register_change_listener
+from jmap_twisted.bus.deadletters import redeliver_requested
 from jmap_twisted.config import ServerConfig
-from jmap_twisted.core.engine import Engine
-from jmap_twisted.core.limits import ConcurrencyLimiter
 from jmap_twisted.http.admission import ConnectionGuard
-from jmap_twisted.http.auth import login
-from jmap_twisted.http.eventsource import EventSourceResource
-from jmap_twisted.http.resources import build_root
-from jmap_twisted.http.site import JMAPSite
-from jmap_twisted.interfaces import (
-    IBlobStore,
-    IDirectory,
-    IEventDeadLetters,
-    IMailDelivery,
-    IMailStore,
-)
+from jmap_twisted.http.tree import jmap_site
+from jmap_twisted.interfaces import IChangeLogPruning, IJMAPReactor
 from jmap_twisted.listening import ListeningService
 from jmap_twisted.loops import SupervisedLoop
-from jmap_twisted.mail.delivery import LocalDelivery
-from jmap_twisted.mail.service import delivery_services
-from jmap_twisted.mail.smarthost import Smarthost
 from jmap_twisted.mail.vacation import VacationResponder
-from jmap_twisted.methods import build_registry
-from jmap_twisted.push import pushstate
-from jmap_twisted.push.connections import PushConnections
-from jmap_twisted.push.listener import PushListener, current_states
-from jmap_twisted.push.tickets import TicketChecker, Tickets
+from jmap_twisted.server import JMAPServer
 from jmap_twisted.store.backends import StoreSettings, open_stores
-from jmap_twisted.ws.protocol import JMAPWebSocketFactory
-from jmap_twisted.ws.resource import WebSocketUpgradeResource
 
 log = Logger()
-
-#: Requests of one user that may wait for a slot (over WebSocket; HTTP
-#: requests over the limit are refused at once).
-REQUEST_QUEUE = 256
 
 #: Seconds between looks for dead letters an operator asked to redeliver.
 REDELIVERY_INTERVAL = 5.0
 #: Seconds between looks at the directory's access version.
 ACCESS_POLL_INTERVAL = 0.5
+#: WebSocket close code for connections ended by a shutdown.
+GOING_AWAY = 1001
 
 
 class JMAPService(MultiService):
     """
-    One JMAP server.
+    Runs a server's background work while started, and its listening ports
+    (children added by :meth:`listen`).  Stopping closes every push
+    connection (WebSockets with 1001) and stops the buses.
 
-    :param directory: users, credentials and accounts.
-    :param blobs: binary data.
-    :param reactor: the reactor for threads and time.
+    :param server: the server whose work this runs.
+    :param site: what the HTTP ports serve; by default
+        :func:`~jmap_twisted.http.tree.jmap_site` of the server.
     """
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        directory: IDirectory,
-        blobs: IBlobStore,
-        mail: IMailStore,
-        reactor: Any,
-        delivery: IMailDelivery | None = None,
-        smarthost: Smarthost | None = None,
-        dead_letters: IEventDeadLetters | None = None,
-        connector: AMQPConnector | None = None,
-    ) -> None:
+    def __init__(self, server: JMAPServer, site: Site | None = None) -> None:
         super().__init__()
-        self.config = config
-        self.directory = directory
-        self.blobs = blobs
-        self.mail = mail
-        self.reactor = reactor
-        self.delivery = delivery
-        methods = build_registry(
-            config.limits,
-            mail,
-            blobs,
-            reactor,
-            config.hostname,
-            config.domains,
-            delivery,
-            smarthost,
-            config.send_limits,
-        )
-        self.registry = methods.registry
-        self.blob_resolver = methods.blob_resolver
-        self.engine = Engine(self.registry, config.limits)
-        self.portal = Portal(
-            JMAPRealm(directory),
-            [
-                PasswordChecker(
-                    directory,
-                    PasswordHasher(n=config.password_cost),
-                    reactor,
-                    reactor,
-                    config.login,
-                ),
-                TokenChecker(directory),
-            ],
-        )
-        self.request_limiter = ConcurrencyLimiter(
-            config.limits.max_concurrent_requests,
-            "maxConcurrentRequests",
-            queue_bound=REQUEST_QUEUE,
-        )
-        self.upload_limiter = ConcurrencyLimiter(
-            config.limits.max_concurrent_upload, "maxConcurrentUpload"
-        )
-        self.tickets = Tickets(reactor, bind_client=config.websocket.bind_tickets)
-        self.portal.registerChecker(TicketChecker(self.tickets))
-        self.websockets = JMAPWebSocketFactory(self, config.websocket, reactor)
-        root = build_root(self)
-        root.children[b"jmap"].putChild(b"ws", WebSocketUpgradeResource(self, self.websockets))
-        root.children[b"jmap"].putChild(b"eventsource", EventSourceResource(self))
-        self.site = JMAPSite(
-            root,
-            self.body_limit,
-            admit_body=self.admit_body,
-            timeout=config.connections.idle_timeout,
-        )
-        #: What the HTTP ports listen with: the site behind connection
-        #: admission.
-        self.front = ConnectionGuard(self.site, config.connections, reactor)
-        self.dead_letters = dead_letters or MemoryDeadLetters()
-        self.connector = connector
-        #: Store commits, for group listeners (change computation).
-        self.mailbox_bus: InMemoryEventBus | AMQPEventBus
-        #: StateChange events keyed by account, for connections.
-        self.jmap_bus: InMemoryEventBus | AMQPEventBus
-        if connector is None:
-            self.mailbox_bus = InMemoryEventBus(reactor, self.dead_letters)
-            self.jmap_bus = InMemoryEventBus(reactor, self.dead_letters)
-        else:
-            node_id = config.node_id or new_node_id()
-            # Only groups listen on the mailbox bus across nodes (the change
-            # listener); its key events stay on their node, saving a publish
-            # per commit.
-            self.mailbox_bus = AMQPEventBus(
-                connector, "mailbox", reactor, self.dead_letters, node_id=node_id, remote_keys=False
-            )
-            self.jmap_bus = AMQPEventBus(
-                connector, "jmap", reactor, self.dead_letters, node_id=node_id
-            )
-            connector.on_reconnect(self.catch_up_later)
-        self._publisher = StorePublisher(mail, self.mailbox_bus)
+        self.server = server
+        self._site = site
+        self._front: ConnectionGuard | None = None
+        reactor = server.reactor
         self._redelivery = SupervisedLoop(
             self._redeliver_requested, reactor, REDELIVERY_INTERVAL, "dead-letter redelivery"
         )
-        #: Open push connections (WebSocket sessions, EventSource streams),
-        #: told when access or credentials change.
-        self.push_connections = PushConnections(config.max_push_connections)
-        self._access_version: int | None = None
         self._access_watch = SupervisedLoop(
-            self._watch_access, reactor, ACCESS_POLL_INTERVAL, "the access watch"
+            server.access.check, reactor, ACCESS_POLL_INTERVAL, "the access watch"
         )
+        _Responder(
+            VacationResponder(
+                server.mail, reactor, server.config.hostname, server.delivery, server.relay
+            )
+        ).setServiceParent(self)
+        if IChangeLogPruning.providedBy(server.mail):
+            ChangeLogPruner(
+                server.mail, reactor, server.config.change_retention_days
+            ).setServiceParent(self)
 
     @property
-    def access_version_seen(self) -> int | None:
+    def site(self) -> Site:
         """
-        The directory's access version as of the last poll; a connection
-        compares it before and after it authenticates to catch a change
-        it could otherwise miss.
+        What the HTTP ports serve: by default
+        :func:`~jmap_twisted.http.tree.jmap_site` of the server.
         """
-        return self._access_version
+        if self._site is None:
+            self._site = jmap_site(self.server)
+        return self._site
 
-    async def _watch_access(self) -> None:
-        try:
-            version = await self.directory.access_version()
-        except Exception:
-            log.failure("Could not read the access version")
-            return
-        if self._access_version is None or version == self._access_version:
-            self._access_version = version
-            return
-        forget = getattr(self.delivery, "forget", None)
-        if forget is not None:
-            forget()  # users or accounts may be gone
-        try:
-            changed = await self.directory.access_changes_since(self._access_version)
-        except Exception:
-            log.failure("Could not read the access changes")
-            changed = None
-        self._access_version = version
-        concerned = None if changed is None else set(changed)
-        for connection in list(self.push_connections):
-            if concerned is not None and connection.user_id not in concerned:
-                continue
-            try:
-                await connection.access_changed()
-            except Exception:
-                # Fail closed: a connection whose credentials could not be
-                # re-checked is ended (its client reconnects and logs in).
-                log.failure("Could not apply an access change to a connection")
-                try:
-                    connection.close(1011, "Could not re-check this connection's access.")
-                except Exception:
-                    log.failure("Could not close a connection after a failed re-check")
-                    self.push_connections.discard(connection)
-
-    def catch_up_later(self) -> None:
+    @property
+    def front(self) -> ConnectionGuard:
         """
-        Run :meth:`catch_up` (after a reconnection to the broker).
+        What the HTTP ports listen with: the site behind connection
+        admission.
         """
-        Deferred.fromCoroutine(self.catch_up()).addErrback(
-            lambda f: log.failure("Could not catch push connections up", f)
-        )
-
-    async def catch_up(self) -> int:
-        """
-        Tell every push connection of this node about what changed while
-        it may have missed events (the broker was unreachable): one
-        StateChange per connection with the states that moved since it
-        last heard, read once per account.  Returns how many connections
-        were sent one.
-        """
-        listeners = [
-            listener
-            for listener in self.jmap_bus.local_listeners()
-            if isinstance(listener, PushListener)
-        ]
-        accounts = sorted({a for listener in listeners for a in listener.accounts})
-        current = await current_states(self.mail, accounts)
-        caught_up = 0
-        for listener in listeners:
-            mine = {a: s for a, s in current.items() if a in listener.accounts}
-            moved = pushstate.catch_up(mine, listener.known)
-            if moved:
-                listener.merge(moved)
-                caught_up += 1
-        log.info("Caught {count} push connections up", count=caught_up)
-        return caught_up
+        if self._front is None:
+            self._front = ConnectionGuard(
+                self.site, self.server.config.connections, self.server.reactor
+            )
+        return self._front
 
     def startService(self) -> None:
         super().startService()
+        self.server.running = True
         self._starting = Deferred.fromCoroutine(self._start_buses())
         self._starting.addErrback(lambda f: log.failure("Could not start the event buses", f))
 
@@ -265,17 +108,18 @@ class JMAPService(MultiService):
         # Everything that must run whatever the broker does starts first:
         # publishing commits (kept in the bus's outbox until a connection),
         # the change listener (consumed once connected), the access watch.
-        self._publisher.start()
+        server = self.server
+        server.publisher.start()
         self._redelivery.start(now=False)
         self._access_watch.start(now=True)
-        await register_change_listener(self.mailbox_bus, self.jmap_bus)
-        await self.mailbox_bus.start()
-        await self.jmap_bus.start()
+        await register_change_listener(server.mailbox_bus, server.jmap_bus)
+        await server.mailbox_bus.start()
+        await server.jmap_bus.start()
 
     async def _redeliver_requested(self) -> None:
-        for bus in (self.mailbox_bus, self.jmap_bus):
+        for bus in (self.server.mailbox_bus, self.server.jmap_bus):
             try:
-                await redeliver_requested(bus, self.dead_letters)
+                await redeliver_requested(bus, self.server.dead_letters)
             except Exception:
                 log.failure("Redelivering dead letters failed")
 
@@ -283,46 +127,29 @@ class JMAPService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        self.websockets.close_all()
+        server = self.server
+        server.running = False
+        for connection in list(server.push_connections):
+            try:
+                connection.close(GOING_AWAY, "The server is shutting down.")
+            except Exception:
+                log.failure("Could not close a push connection at shutdown")
         if self._redelivery.running:
             self._redelivery.stop()
         if self._access_watch.running:
             self._access_watch.stop()
-        self._publisher.stop()
+        server.publisher.stop()
         await MultiService.stopService(self)
-        await self.jmap_bus.stop()
-        await self.mailbox_bus.stop()
+        await server.jmap_bus.stop()
+        await server.mailbox_bus.stop()
 
-    def body_limit(self, path: bytes) -> tuple[int, str]:
+    def listen(self, descriptions: tuple[str, ...] | list[str]) -> None:
         """
-        The largest request body accepted for a path, and the limit's name.
+        Listen for HTTP on each endpoint description (``tcp:8080``, ...)
+        while running; ports bind in ``privilegedStartService``.
         """
-        if path.startswith(b"/jmap/upload/"):
-            return self.config.limits.max_size_upload, "maxSizeUpload"
-        return self.config.limits.max_size_request, "maxSizeRequest"
-
-    def admit_body(self, request: Request, path: bytes) -> Deferred[None]:
-        """
-        Log a request with a body in on its headers, before the body is
-        read; an upload also takes one of the user's upload slots, held
-        until the request ends.
-        """
-        return Deferred.fromCoroutine(self._admit_body(request, path))
-
-    async def _admit_body(self, request: Request, path: bytes) -> None:
-        principal = await login(self.portal, request)
-        if path.startswith(b"/jmap/upload/"):
-            release = self.upload_limiter.try_acquire(principal.user.id)
-            request.notifyFinish().addBoth(lambda _: release())
-            request.upload_slot = release  # type: ignore[attr-defined]
-        request.admitted_principal = principal  # type: ignore[attr-defined]
-
-    def add_listeners(self, reactor: IReactorCore) -> None:
-        """
-        Listen on every configured endpoint once the service starts.
-        """
-        for description in self.config.listen:
-            endpoint = serverFromString(reactor, description)
+        for description in descriptions:
+            endpoint = serverFromString(self.server.reactor, description)
             ListeningService(endpoint, self.front).setServiceParent(self)
 
     def listening_ports(self) -> list[IListeningPort]:
@@ -342,7 +169,7 @@ class _DatabaseService(MultiService):
     stop.
     """
 
-    def __init__(self, database: Any, reactor: IReactorCore) -> None:
+    def __init__(self, database: Any, reactor: IJMAPReactor) -> None:
         super().__init__()
         self.database = database
         self._reactor = reactor
@@ -358,8 +185,7 @@ class _DatabaseService(MultiService):
         self._reactor.stop()
 
     def stopService(self) -> Deferred[None]:
-        stopped = Deferred.fromCoroutine(self._stop())
-        return stopped
+        return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
         await self._started
@@ -390,7 +216,11 @@ class ChangeLogPruner(Service):
     """
 
     def __init__(
-        self, store: Any, clock: Any, retention_days: float, interval: float = 3600.0
+        self,
+        store: IChangeLogPruning,
+        clock: IReactorTime,
+        retention_days: float,
+        interval: float = 3600.0,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -416,7 +246,7 @@ class ChangeLogPruner(Service):
             self._loop.stop()
 
 
-def make_service(config: ServerConfig, reactor: Any) -> MultiService:
+def make_service(config: ServerConfig, reactor: IJMAPReactor) -> MultiService:
     """
     A whole server: its stores (SQLite in the data directory, or the shared
     PostgreSQL database), its buses (in memory, or through the broker),
@@ -427,32 +257,34 @@ def make_service(config: ServerConfig, reactor: Any) -> MultiService:
         config.store or StoreSettings(config.data_dir), reactor, config.query_timeout
     )
     top = _DatabaseService(stores.database, reactor)
-    directory, mail = stores.directory, stores.mail
-    delivery = LocalDelivery(directory, mail, config.domains, reactor)
-    smarthost = None
+    relay = None
     if config.smarthost:
-        smarthost = Smarthost(
+        from jmap_twisted.mail.smarthost import Smarthost
+
+        relay = Smarthost(
             reactor,
             config.smarthost,
             config.hostname,
             config.smarthost_credentials,
             config.smarthost_require_tls,
         )
-    connector = AMQPConnector(reactor, config.bus) if config.bus is not None else None
-    jmap = JMAPService(
-        config,
-        directory,
-        stores.blobs,
-        mail,
-        reactor,
-        delivery,
-        smarthost,
-        stores.dead_letters,
-        connector,
-    )
-    jmap.add_listeners(reactor)
+    connector = None
+    if config.bus is not None:
+        from jmap_twisted.extras import require
+
+        require("amqp", "txamqp")
+        from jmap_twisted.bus.amqp_node import AMQPConnector
+
+        connector = AMQPConnector(reactor, config.bus)
+    server = JMAPServer.from_stores(config, stores, reactor, relay=relay, connector=connector)
+    jmap = JMAPService(server)
+    jmap.listen(config.listen)
+    # Imports twisted.mail.smtp, which installs the global reactor: only
+    # here, once the reactor is chosen.
+    from jmap_twisted.mail.service import delivery_services
+
     for service in delivery_services(
-        delivery,
+        server.delivery,
         config.lmtp_listen,
         config.smtp_listen,
         config.max_message_size,
@@ -460,9 +292,5 @@ def make_service(config: ServerConfig, reactor: Any) -> MultiService:
         reactor,
     ):
         service.setServiceParent(jmap)
-    _Responder(
-        VacationResponder(mail, reactor, config.hostname, delivery, smarthost)
-    ).setServiceParent(jmap)
-    ChangeLogPruner(mail, reactor, config.change_retention_days).setServiceParent(jmap)
     jmap.setServiceParent(top)
     return top

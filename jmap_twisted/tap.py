@@ -1,7 +1,9 @@
 """
 ``twistd jmap``: command-line options and the service they make.
 
-This is the only module that touches the global reactor.
+This is the only module that touches the global reactor.  The PostgreSQL
+store and the AMQP bus need extras (``postgresql``, ``amqp``); asking for
+one that is not installed is a usage error naming it.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import resource
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from twisted.application.service import IService
@@ -17,12 +19,19 @@ from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.python import usage
 
 from jmap_twisted.auth.throttle import LoginLimits
-from jmap_twisted.config import DEFAULT_DATA, DEFAULT_LISTEN, DEFAULT_LMTP, ServerConfig
+from jmap_twisted.config import (
+    DEFAULT_DATA,
+    DEFAULT_LISTEN,
+    DEFAULT_LMTP,
+    ConnectionLimits,
+    ServerConfig,
+    WebSocketOptions,
+)
 from jmap_twisted.core.limits import CoreLimits
-from jmap_twisted.http.admission import ConnectionLimits
+from jmap_twisted.extras import MissingExtra, require
+from jmap_twisted.interfaces import IJMAPReactor
 from jmap_twisted.mail.sendlimits import SendLimits
 from jmap_twisted.store.backends import StoreConfigurationError, StoreSettings, read_secret
-from jmap_twisted.ws.options import WebSocketOptions
 
 if TYPE_CHECKING:
     from jmap_twisted.bus.amqp_node import AMQPSettings
@@ -422,12 +431,16 @@ class Options(usage.Options):
                     self._secret("store-password-file"),
                     self["store-pool-size"],
                 )
-            except StoreConfigurationError as e:
+            except (StoreConfigurationError, MissingExtra) as e:
                 raise usage.UsageError(f"--store: {e}") from None
         bus = None
         if self["bus"] or self["bus-password-file"]:
             if not self["bus"]:
                 raise usage.UsageError("--bus-password-file needs --bus")
+            try:
+                require("amqp", "txamqp")
+            except MissingExtra as e:
+                raise usage.UsageError(f"--bus: {e}") from None
             from twisted.internet import reactor
 
             from jmap_twisted.bus.amqp_node import AMQPSettings, ConfigurationError
@@ -479,4 +492,6 @@ def makeService(options: Options) -> IService:
 
     from jmap_twisted.service import make_service
 
-    return make_service(options.config, reactor)
+    # Twisted types the global reactor as its common core only; the
+    # reactors twistd installs provide everything IJMAPReactor names.
+    return make_service(options.config, cast(IJMAPReactor, reactor))

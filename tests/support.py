@@ -41,3 +41,14 @@ class ImmediateReactor(Clock):
 
     def callInThread(self, f: Callable[..., Any], *a: Any, **kw: Any) -> None:
         f(*a, **kw)
+
+
+def jmap_service(*args: Any, **kwargs: Any) -> Any:
+    """
+    The life cycle of a :class:`~jmap_twisted.server.JMAPServer` built from
+    these arguments (its site is ``.site``, the server ``.server``).
+    """
+    from jmap_twisted.server import JMAPServer
+    from jmap_twisted.service import JMAPService
+
+    return JMAPService(JMAPServer(*args, **kwargs))

@@ -30,7 +30,7 @@ from jmap_twisted.auth.throttle import (
     LoginThrottled,
     client_key,
 )
-from jmap_twisted.interfaces import IBearerToken, IDirectory
+from jmap_twisted.interfaces import IBearerToken, IDirectory, IJMAPReactor
 
 log = Logger()
 
@@ -161,7 +161,7 @@ class PasswordChecker:
         self,
         directory: IDirectory,
         hasher: PasswordHasher,
-        reactor: Any,
+        reactor: IJMAPReactor,
         clock: IReactorTime,
         limits: LoginLimits | None = None,
     ) -> None:

@@ -26,6 +26,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 
+from jmap_twisted.interfaces import IJMAPReactor
+
 T = TypeVar("T")
 
 
@@ -209,7 +211,7 @@ class HashingQueue:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IJMAPReactor,
         threads: int = 2,
         waiting: int | None = None,
         per_client: int | None = None,

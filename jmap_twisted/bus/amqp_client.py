@@ -237,9 +237,6 @@ class Channel:
             )
         )
 
-    def delete_queue(self, name: str) -> Deferred[None]:
-        return self._call(self._raw.queue_delete(queue=name))
-
     def bind(
         self, queue: str, exchange: str, routing_key: str, wait: bool = True
     ) -> Deferred[None]:

@@ -21,11 +21,12 @@ from attrs import field, frozen
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from jmap_twisted.bus.amqp_client import AMQPClient, AMQPClientFactory
+from jmap_twisted.interfaces import IJMAPReactor
 
 log = Logger()
 
@@ -125,7 +126,12 @@ class AMQPConnector:
     :param endpoint: overrides ``settings.endpoint`` (for tests).
     """
 
-    def __init__(self, reactor: Any, settings: AMQPSettings, endpoint: Any = None) -> None:
+    def __init__(
+        self,
+        reactor: IJMAPReactor,
+        settings: AMQPSettings,
+        endpoint: IStreamClientEndpoint | None = None,
+    ) -> None:
         self.settings = settings
         self._clock: IReactorTime = reactor
         self._buses: list[AttachedBus] = []

@@ -246,12 +246,6 @@ class InMemoryEventBus:
         registration: IRegistration = Registration(cancel)
         return succeed(registration)
 
-    def has_key(self, name: str) -> bool:
-        """
-        Whether a listener is registered under the key named ``name``.
-        """
-        return name in self._keys
-
     def key_names(self) -> set[str]:
         """
         The names of every key with a listener.

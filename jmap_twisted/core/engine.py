@@ -12,14 +12,11 @@ from twisted.logger import Logger
 
 from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.core.pointer import resolve_references
-from jmap_twisted.core.registry import Registry
-from jmap_twisted.core.request import Request, is_id
+from jmap_twisted.core.registry import CallContext, Registry
+from jmap_twisted.core.request import Request
 from jmap_twisted.core.session import session_state
 from jmap_twisted.errors import (
-    AccountNotFound,
-    AccountNotSupportedByMethod,
     DiskFull,
-    InvalidArguments,
     MethodError,
     QueryTimeout,
     ServerFail,
@@ -27,68 +24,10 @@ from jmap_twisted.errors import (
     UnknownMethod,
 )
 from jmap_twisted.interfaces import IPrincipal
-from jmap_twisted.records import Account
 
 log = Logger()
 
 Response = tuple[str, dict[str, Any], str]
-
-
-class CallContext:
-    """
-    What a method implementation may know and do beyond its arguments.
-
-    :ivar principal: the authenticated user.
-    :ivar using: the request's capabilities.
-    :ivar created_ids: the request's creation id → id map; ``/set`` methods
-        add to it.
-    :ivar call_id: this call's ``methodCallId``.
-    :ivar limits: the core limits in force.
-    """
-
-    def __init__(
-        self,
-        principal: IPrincipal,
-        registry: Registry,
-        using: frozenset[str],
-        created_ids: dict[str, str],
-        call_id: str,
-        limits: CoreLimits,
-    ) -> None:
-        self.principal = principal
-        self.using = using
-        self.created_ids = created_ids
-        self.call_id = call_id
-        self.limits = limits
-        self._registry = registry
-        self.extra_responses: list[tuple[str, dict[str, Any]]] = []
-
-    def account(self, arguments: dict[str, Any], capability: str) -> Account:
-        """
-        The account named by the ``accountId`` argument.
-
-        :raises InvalidArguments: ``accountId`` is missing or not an Id.
-        :raises AccountNotFound: the user cannot access such an account.
-        :raises AccountNotSupportedByMethod: the account lacks ``capability``.
-        """
-        account_id = arguments.get("accountId")
-        if not is_id(account_id):
-            raise InvalidArguments("'accountId' must be an Id.")
-        for account in self.principal.accounts:
-            if account.id == account_id:
-                break
-        else:
-            raise AccountNotFound()
-        if self._registry.capabilities[capability].account is None:
-            raise AccountNotSupportedByMethod()
-        return account
-
-    def add_response(self, name: str, arguments: dict[str, Any]) -> None:
-        """
-        Add an implicit response after this call's own (as
-        ``EmailSubmission/set`` does with ``onSuccessUpdateEmail``).
-        """
-        self.extra_responses.append((name, arguments))
 
 
 class Engine:

@@ -14,8 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import field, frozen
 
+from jmap_twisted.core.request import is_id
+from jmap_twisted.errors import AccountNotFound, AccountNotSupportedByMethod, InvalidArguments
+
 if TYPE_CHECKING:
-    from jmap_twisted.core.engine import CallContext
+    from jmap_twisted.core.limits import CoreLimits
+    from jmap_twisted.interfaces import IPrincipal
+    from jmap_twisted.records import Account
 
 #: A method implementation: given the call's context and its (resolved)
 #: arguments, the response arguments.
@@ -97,3 +102,60 @@ class Registry:
         if method is None or method.capability not in using:
             return None
         return method
+
+
+class CallContext:
+    """
+    What a method implementation may know and do beyond its arguments.
+
+    :ivar principal: the authenticated user.
+    :ivar using: the request's capabilities.
+    :ivar created_ids: the request's creation id → id map; ``/set`` methods
+        add to it.
+    :ivar call_id: this call's ``methodCallId``.
+    :ivar limits: the core limits in force.
+    """
+
+    def __init__(
+        self,
+        principal: IPrincipal,
+        registry: Registry,
+        using: frozenset[str],
+        created_ids: dict[str, str],
+        call_id: str,
+        limits: CoreLimits,
+    ) -> None:
+        self.principal = principal
+        self.using = using
+        self.created_ids = created_ids
+        self.call_id = call_id
+        self.limits = limits
+        self._registry = registry
+        self.extra_responses: list[tuple[str, dict[str, Any]]] = []
+
+    def account(self, arguments: dict[str, Any], capability: str) -> Account:
+        """
+        The account named by the ``accountId`` argument.
+
+        :raises InvalidArguments: ``accountId`` is missing or not an Id.
+        :raises AccountNotFound: the user cannot access such an account.
+        :raises AccountNotSupportedByMethod: the account lacks ``capability``.
+        """
+        account_id = arguments.get("accountId")
+        if not is_id(account_id):
+            raise InvalidArguments("'accountId' must be an Id.")
+        for account in self.principal.accounts:
+            if account.id == account_id:
+                break
+        else:
+            raise AccountNotFound()
+        if self._registry.capabilities[capability].account is None:
+            raise AccountNotSupportedByMethod()
+        return account
+
+    def add_response(self, name: str, arguments: dict[str, Any]) -> None:
+        """
+        Add an implicit response after this call's own (as
+        ``EmailSubmission/set`` does with ``onSuccessUpdateEmail``).
+        """
+        self.extra_responses.append((name, arguments))

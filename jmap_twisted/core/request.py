@@ -1,11 +1,13 @@
 """
-Validation of a JMAP Request object (RFC 8620 §3.3).
+Validation of a JMAP Request object (RFC 8620 §3.3) and of the data types
+its arguments are written in (``Id``, ``UTCDate``: RFC 8620 §1.2, §1.4).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
 from attrs import frozen
@@ -20,6 +22,19 @@ def is_id(value: object) -> bool:
     Whether ``value`` is a valid JMAP ``Id`` (RFC 8620 §1.2).
     """
     return isinstance(value, str) and _ID.match(value) is not None
+
+
+def parse_utc_date(value: Any) -> float | None:
+    """
+    The POSIX time of a ``UTCDate`` string (RFC 8620 §1.4), or ``None`` if
+    it is not one.
+    """
+    if not isinstance(value, str) or not value.endswith("Z") or "T" not in value:
+        return None
+    try:
+        return datetime.fromisoformat(value[:-1] + "+00:00").timestamp()
+    except ValueError:
+        return None
 
 
 @frozen

@@ -13,13 +13,14 @@ from jmap_twisted.core.registry import CORE, Registry
 from jmap_twisted.interfaces import IPrincipal
 from jmap_twisted.records import Account, User
 
-#: Paths below the base URL; the HTTP resources are mounted to match.
-API_PATH = "/jmap/api/"
-UPLOAD_PATH = "/jmap/upload/{accountId}/"
-DOWNLOAD_PATH = "/jmap/download/{accountId}/{blobId}/{name}?type={type}"
-EVENT_SOURCE_PATH = "/jmap/eventsource/?types={types}&closeafter={closeafter}&ping={ping}"
-WEBSOCKET_PATH = "/jmap/ws"
-TICKET_PATH = "/jmap/ticket"
+#: Paths below the URL of the JMAP resource tree (``/jmap`` on this
+#: project's own site; wherever an embedder mounts it otherwise).
+API_PATH = "/api/"
+UPLOAD_PATH = "/upload/{accountId}/"
+DOWNLOAD_PATH = "/download/{accountId}/{blobId}/{name}?type={type}"
+EVENT_SOURCE_PATH = "/eventsource/?types={types}&closeafter={closeafter}&ping={ping}"
+WEBSOCKET_PATH = "/ws"
+TICKET_PATH = "/ticket"
 WEBSOCKET = "urn:ietf:params:jmap:websocket"
 TICKETS = "com:linagora:params:jmap:ws:ticket"
 
@@ -84,10 +85,15 @@ class _Viewer:
         self.accounts = accounts
 
 
-def session_object(principal: IPrincipal, registry: Registry, base_url: str) -> dict[str, Any]:
+def session_object(
+    principal: IPrincipal, registry: Registry, base_url: str, push: bool = True
+) -> dict[str, Any]:
     """
     The Session object for a user, with absolute URLs below ``base_url``
-    (scheme and authority, no trailing slash).
+    (the URL of the JMAP resource tree, no trailing slash).
+
+    :param push: whether push is delivered now; when not, the WebSocket
+        capability says ``supportsPush: false``.
     """
     session = _content(principal, registry)
     session.update(
@@ -105,6 +111,8 @@ def session_object(principal: IPrincipal, registry: Registry, base_url: str) -> 
     if WEBSOCKET in capabilities:
         ws_base = "wss" + base_url[5:] if base_url.startswith("https") else "ws" + base_url[4:]
         capabilities[WEBSOCKET] = {**capabilities[WEBSOCKET], "url": ws_base + WEBSOCKET_PATH}
+        if not push:
+            capabilities[WEBSOCKET]["supportsPush"] = False
     if TICKETS in capabilities:
         capabilities[TICKETS] = {
             **capabilities[TICKETS],

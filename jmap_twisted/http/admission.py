@@ -20,7 +20,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from attrs import frozen
 from twisted.internet.interfaces import (
     IDelayedCall,
     IProtocol,
@@ -35,26 +34,9 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from jmap_twisted.config import ConnectionLimits
+
 log = Logger()
-
-
-@frozen
-class ConnectionLimits:
-    """
-    :ivar max_connections: connections of the HTTP ports at once; past it
-        the oldest anonymous connection makes room for a new one, and when
-        every connection is authenticated new ones are refused.
-    :ivar max_anonymous_per_address: anonymous connections per client
-        address; more are refused.
-    :ivar login_timeout: seconds an anonymous connection may stay open.
-    :ivar idle_timeout: seconds an HTTP connection may wait between
-        requests (or between two reads of one request).
-    """
-
-    max_connections: int = 8192
-    max_anonymous_per_address: int = 64
-    login_timeout: float = 30.0
-    idle_timeout: float = 60.0
 
 
 #: Descriptors kept for everything but HTTP connections.

@@ -19,18 +19,17 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from jmap_twisted.bus.events import AccountKey
 from jmap_twisted.core import jsonio
 from jmap_twisted.http.problem import write_status
 from jmap_twisted.http.resources import JMAPResource
-from jmap_twisted.interfaces import IPrincipal, IRegistration
-from jmap_twisted.push import pushstate
-from jmap_twisted.push.listener import PUSH_TYPES, PushListener, current_states
+from jmap_twisted.interfaces import IPrincipal, IPushConnection
+from jmap_twisted.push.listener import PUSH_TYPES
+from jmap_twisted.push.subscription import PushSubscription
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from jmap_twisted.service import JMAPService
+    from jmap_twisted.server import JMAPServer
 
 log = Logger()
 
@@ -56,9 +55,6 @@ class EventSourceResource(JMAPResource):
     ``GET /jmap/eventsource/?types=…&closeafter=…&ping=…``.
     """
 
-    def __init__(self, service: JMAPService) -> None:
-        super().__init__(service)
-
     async def handle(self, request: IRequest) -> None:
         admitted = await self.push_login(request)
         if admitted is None:
@@ -75,12 +71,12 @@ class EventSourceResource(JMAPResource):
             ping = min(max(ping, MIN_PING), MAX_PING)
         types = None if types_text == "*" else [t for t in types_text.split(",") if t in PUSH_TYPES]
         stream = EventStream(
-            self.service, request, principal, probe, types, close_after == "state", ping
+            self.jmap, request, principal, probe, types, close_after == "state", ping
         )
         await stream.run(seen)
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IPushConnection)
 class EventStream:
     """
     One open ``text/event-stream`` response.
@@ -96,7 +92,7 @@ class EventStream:
 
     def __init__(
         self,
-        service: JMAPService,
+        server: JMAPServer,
         request: IRequest,
         principal: IPrincipal,
         probe: Callable[[], Awaitable[bool]],
@@ -104,20 +100,21 @@ class EventStream:
         close_after_state: bool,
         ping: int,
     ) -> None:
-        self._service = service
+        self._server = server
         self._request: Any = request
         self._principal = principal
         self._probe = probe
         self._close_after_state = close_after_state
         self._ping = ping
         self._accounts = [a.id for a in principal.accounts]
-        self._listener = PushListener(self._send, types, self._accounts)
-        self._registration: IRegistration | None = None
+        self.subscription: PushSubscription | None = PushSubscription(
+            server.jmap_bus, server.mail, self._send, types
+        )
         self._finished = False
         self._paused = False
         self._stall: IDelayedCall | None = None
         self._ticker = LoopingCall(self._tick)
-        self._ticker.clock = service.reactor
+        self._ticker.clock = server.reactor
         self.user_id = principal.user.id
 
     async def run(self, access_seen: int | None) -> None:
@@ -126,7 +123,7 @@ class EventStream:
         connections) and start pushing.
         """
         request = self._request
-        self._service.push_connections.add(self)
+        self._server.push_connections.add(self)
         request.notifyFinish().addBoth(self._cleanup)
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
@@ -143,24 +140,16 @@ class EventStream:
             self._end()
 
     async def _start(self, access_seen: int | None) -> None:
-        registration = await self._service.jmap_bus.register(
-            self._listener, [AccountKey(a) for a in self._accounts]
-        )
-        if self._finished:
-            await registration.cancel()
+        if self._server.access.version_seen != access_seen:
+            # Changed while this stream logged in: the watch may have looked
+            # before the stream was counted.
+            await self.access_changed()
+        subscription = self.subscription
+        if self._finished or subscription is None:
             return
-        self._registration = registration
-        if self._service.access_version_seen != access_seen:
-            await self.access_changed()  # changed while this stream logged in
-            if self._finished:
-                return
         self._ticker.start(self._ping or KEEP_ALIVE, now=False)
-        current = await current_states(self._service.mail, self._accounts)
-        if self._finished:
-            return
         last = self._request.getHeader(b"last-event-id")
-        replay = pushstate.replay(current, last.decode("ascii", "replace")) if last else None
-        self._listener.start(current, replay)
+        await subscription.start(self._accounts, last.decode("ascii", "replace") if last else None)
 
     # -- output ----------------------------------------------------------
 
@@ -195,9 +184,10 @@ class EventStream:
         if self._paused or self._finished:
             return
         self._paused = True
-        self._listener.pause()
-        self._stall = self._service.reactor.callLater(
-            self._service.config.push_stall_timeout, self._stalled
+        if self.subscription is not None:
+            self.subscription.pause()
+        self._stall = self._server.reactor.callLater(
+            self._server.config.push_stall_timeout, self._stalled
         )
 
     def resumeProducing(self) -> None:
@@ -207,7 +197,8 @@ class EventStream:
         if not self._paused or self._finished:
             return
         self._paused = False
-        self._listener.resume()
+        if self.subscription is not None:
+            self.subscription.resume()
 
     def stopProducing(self) -> None:
         self._cleanup(None)
@@ -220,7 +211,7 @@ class EventStream:
             "Dropping an EventSource stream of {user_id} whose client has not read"
             " for {seconds} seconds",
             user_id=self.user_id,
-            seconds=self._service.config.push_stall_timeout,
+            seconds=self._server.config.push_stall_timeout,
         )
         transport = self._request.transport
         self._cleanup(None)
@@ -246,7 +237,7 @@ class EventStream:
         if self._finished:
             return
         self._finished = True
-        self._service.push_connections.discard(self)
+        self._server.push_connections.discard(self)
         if self._ticker.running:
             self._ticker.stop()
         if self._stall is not None and self._stall.active():
@@ -255,11 +246,9 @@ class EventStream:
         request = self._request
         if getattr(request, "producer", None) is self and getattr(request, "channel", None):
             request.unregisterProducer()
-        registration, self._registration = self._registration, None
-        if registration is not None:
-            registration.cancel().addErrback(
-                lambda f: log.failure("Could not unregister an EventSource stream", f)
-            )
+        subscription, self.subscription = self.subscription, None
+        if subscription is not None:
+            subscription.cancel()
 
     def close(self, code: int, reason: str) -> None:
         """
@@ -274,7 +263,7 @@ class EventStream:
         """
         if self._finished:
             return
-        accounts_now = await self._service.directory.accounts_for_user(self.user_id)
+        accounts_now = await self._server.directory.accounts_for_user(self.user_id)
         valid = await self._probe()
         if self._finished:
             return  # ended while we looked

@@ -18,7 +18,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from jmap_twisted.auth.throttle import LoginRefused
 from jmap_twisted.core import jsonio
-from jmap_twisted.core.request import is_id, parse_request
+from jmap_twisted.core.request import is_id
 from jmap_twisted.core.session import session_object
 from jmap_twisted.errors import LimitExceeded, NotJSON, RequestLevelError
 from jmap_twisted.http.auth import (
@@ -35,7 +35,7 @@ from jmap_twisted.interfaces import IPrincipal
 from jmap_twisted.methods.standard import utc_date
 
 if TYPE_CHECKING:
-    from jmap_twisted.service import JMAPService
+    from jmap_twisted.server import JMAPServer
 
 log = Logger()
 
@@ -50,15 +50,15 @@ CORS_HEADERS = {
 }
 
 
-def base_url(service: JMAPService, request: IRequest) -> str:
+def base_url(server: JMAPServer, request: IRequest) -> str:
     """
     The scheme and authority clients should use: the configured public URL,
     or else the request's own scheme and ``Host``.
 
     :raises ValueError: the ``Host`` header is malformed.
     """
-    if service.config.public_url:
-        return service.config.public_url
+    if server.config.public_url:
+        return server.config.public_url.rstrip("/")
     host = request.getHeader(b"host")
     if host is None:
         address = request.getHost()
@@ -79,9 +79,13 @@ class JMAPResource(Resource):
     isLeaf = True
     allowed_methods: tuple[bytes, ...] = (b"GET",)
 
-    def __init__(self, service: JMAPService) -> None:
+    #: The body limit this resource enforces (``maxSizeRequest`` or
+    #: ``maxSizeUpload``), whatever site it runs in.
+    body_limit_name = "maxSizeRequest"
+
+    def __init__(self, server: JMAPServer) -> None:
         super().__init__()
-        self.service = service
+        self.jmap = server
 
     def render(self, request: Request) -> Any:
         for name, value in CORS_HEADERS.items():
@@ -98,8 +102,35 @@ class JMAPResource(Resource):
         request.notifyFinish().addErrback(lambda _: serving.cancel())
         return NOT_DONE_YET
 
+    def _body_too_large(self, request: Request) -> LimitExceeded | None:
+        # A site of the embedder's reads the whole body before the
+        # resource runs; the limit still holds (this project's own site
+        # refuses it before reading, see jmap_twisted.http.site).
+        content = request.content
+        if content is None:
+            return None
+        limits = self.jmap.config.limits
+        limit = (
+            limits.max_size_upload
+            if self.body_limit_name == "maxSizeUpload"
+            else limits.max_size_request
+        )
+        position = content.tell()
+        size = content.seek(0, 2)
+        content.seek(position)
+        if size <= limit:
+            return None
+        return LimitExceeded(
+            self.body_limit_name, f"The body exceeds {self.body_limit_name} ({limit} octets)."
+        )
+
     async def _serve(self, request: Request) -> None:
         try:
+            too_large = self._body_too_large(request)
+            if too_large is not None:
+                status = 413 if self.body_limit_name == "maxSizeUpload" else too_large.status
+                write_problem(request, too_large, status=status)
+                return
             await self.handle(request)
         except CancelledError:
             return  # the client went away
@@ -131,13 +162,20 @@ class JMAPResource(Resource):
         holds as many push connections as allowed (429, before any
         handshake), or the client went away.
         """
-        seen = self.service.access_version_seen
+        seen = self.jmap.access.version_seen
         principal, probe = await login_with_probe(
-            self.service.portal, self.service.directory, request
+            self.jmap.portal, self.jmap.directory, request
         )
         if request.finished or request._disconnected:  # type: ignore[attr-defined]
             return None
-        connections = self.service.push_connections
+        if not self.jmap.pushes():
+            write_status(
+                request,
+                503,
+                "Push is off: this server's life cycle has not been started.",
+            )
+            return None
+        connections = self.jmap.push_connections
         if connections.full(principal.user.id):
             write_status(
                 request,
@@ -151,17 +189,34 @@ class JMAPResource(Resource):
 
 class SessionResource(JMAPResource):
     """
-    ``GET /.well-known/jmap``: the Session object.
+    ``GET …/session`` and ``GET /.well-known/jmap``: the Session object,
+    with URLs below where the JMAP tree is mounted.
+
+    :param mount: the path of the JMAP tree, for a session resource
+        reached from outside it (``/.well-known/jmap``).
     """
 
+    def __init__(self, server: JMAPServer, mount: bytes = b"") -> None:
+        super().__init__(server)
+        self.mount = mount
+
     async def handle(self, request: IRequest) -> None:
-        principal = await login(self.service.portal, request)
+        principal = await login(self.jmap.portal, request)
         try:
-            base = base_url(self.service, request)
+            base = base_url(self.jmap, request)
         except ValueError as e:
             write_status(request, 400, str(e))
             return
-        write_json(request, session_object(principal, self.service.registry, base))
+        mount = getattr(request, "jmap_mount", None) or self.mount
+        write_json(
+            request,
+            session_object(
+                principal,
+                self.jmap.registry,
+                base + mount.decode("ascii"),
+                push=self.jmap.pushes(),
+            ),
+        )
 
 
 class APIResource(JMAPResource):
@@ -172,7 +227,7 @@ class APIResource(JMAPResource):
     allowed_methods = (b"POST",)
 
     async def handle(self, request: IRequest) -> None:
-        principal = await login(self.service.portal, request)
+        principal = await login(self.jmap.portal, request)
         # Only JSON: a cross-site form or a no-CORS fetch can send a body
         # without a type or of a "simple" type with a browser's cached
         # credentials, but not application/json.
@@ -181,18 +236,8 @@ class APIResource(JMAPResource):
         if media != b"application/json":
             shown = media.decode("latin-1")[:60] or "missing"
             raise NotJSON(f"The request's Content-Type must be application/json, not {shown!r}.")
-        release = self.service.request_limiter.try_acquire(principal.user.id)
-        try:
-            body = request.content.read()
-            value = jsonio.loads(body)
-            jmap_request = parse_request(
-                value,
-                self.service.registry.capabilities,
-                self.service.config.limits.max_calls_in_request,
-            )
-            response = await self.service.engine.execute(principal, jmap_request)
-        finally:
-            release()
+        body = request.content.read()
+        response = await self.jmap.runner.run(principal, jsonio.loads(body))
         write_json(request, response)
 
 
@@ -202,9 +247,10 @@ class UploadResource(JMAPResource):
     """
 
     allowed_methods = (b"POST",)
+    body_limit_name = "maxSizeUpload"
 
     async def handle(self, request: IRequest) -> None:
-        principal = await login(self.service.portal, request)
+        principal = await login(self.jmap.portal, request)
         account_id = request.postpath[0].decode("utf-8", "replace") if request.postpath else ""
         if not any(a.id == account_id for a in principal.accounts):
             write_status(request, 404, "No such account.")
@@ -213,14 +259,14 @@ class UploadResource(JMAPResource):
         release = getattr(request, "upload_slot", None)
         if release is None:
             try:
-                release = self.service.upload_limiter.try_acquire(principal.user.id)
+                release = self.jmap.upload_limiter.try_acquire(principal.user.id)
             except LimitExceeded as error:
                 write_problem(request, error, status=429)
                 return
         try:
             media_type = _media_type(request.getHeader(b"content-type"))
             data = request.content.read()
-            blob = await self.service.blobs.put(account_id, data, media_type)
+            blob = await self.jmap.blobs.put(account_id, data, media_type)
         finally:
             release()
         write_json(
@@ -244,7 +290,7 @@ class DownloadResource(JMAPResource):
     allowed_methods = (b"GET", b"HEAD")
 
     async def handle(self, request: IRequest) -> None:
-        principal = await login(self.service.portal, request)
+        principal = await login(self.jmap.portal, request)
         if len(request.postpath) != 3:
             write_status(request, 404, "Use /jmap/download/{accountId}/{blobId}/{name}.")
             return
@@ -258,7 +304,7 @@ class DownloadResource(JMAPResource):
             return
         found = None
         if is_id(blob_key) and any(a.id == account for a in principal.accounts):
-            found = await self.service.blob_resolver.fetch(account, blob_key)
+            found = await self.jmap.blob_resolver.fetch(account, blob_key)
         if found is None:
             write_status(request, 404, "No such blob.")
             return
@@ -295,26 +341,6 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def build_root(service: JMAPService) -> Resource:
-    """
-    The resource tree: ``/.well-known/jmap`` and ``/jmap/{session,api,
-    upload,download}``.
-    """
-    root = Resource()
-    session = SessionResource(service)
-    well_known = Resource()
-    well_known.putChild(b"jmap", session)
-    root.putChild(b".well-known", well_known)
-    jmap = Resource()
-    jmap.putChild(b"session", session)
-    jmap.putChild(b"api", APIResource(service))
-    jmap.putChild(b"upload", UploadResource(service))
-    jmap.putChild(b"download", DownloadResource(service))
-    jmap.putChild(b"ticket", TicketResource(service))
-    root.putChild(b"jmap", jmap)
-    return root
-
-
 class TicketResource(JMAPResource):
     """
     ``POST /jmap/ticket``: a single-use ticket for ``?ticket=`` on the
@@ -327,9 +353,9 @@ class TicketResource(JMAPResource):
     async def handle(self, request: IRequest) -> None:
         # What the asking credentials rest on goes with the ticket, so the
         # connection it opens closes when they are revoked.
-        origin = await credential_origin(self.service.directory, credentials_from_request(request))
-        principal = await login(self.service.portal, request)
-        tickets = self.service.tickets
+        origin = await credential_origin(self.jmap.directory, credentials_from_request(request))
+        principal = await login(self.jmap.portal, request)
+        tickets = self.jmap.tickets
         if request.method == b"DELETE":
             value = request.postpath[0].decode("utf-8", "replace") if request.postpath else ""
             if not tickets.revoke(value, principal.user.id):
@@ -347,7 +373,7 @@ class TicketResource(JMAPResource):
                 "validUntil": utc_date(expires),
                 "username": principal.user.username,
                 "clientAddress": getattr(address, "host", None),
-                "generatedOn": utc_date(self.service.reactor.seconds()),
+                "generatedOn": utc_date(self.jmap.reactor.seconds()),
             },
             status=201,
         )

@@ -4,12 +4,10 @@ The listening services of mail delivery: LMTP and, optionally, SMTP.
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.application.service import IService
 from twisted.internet.endpoints import serverFromString
 
-from jmap_twisted.interfaces import IMailDelivery
+from jmap_twisted.interfaces import IJMAPReactor, IMailDelivery
 from jmap_twisted.listening import ListeningService
 from jmap_twisted.mail.lmtp import LMTPFactory
 from jmap_twisted.mail.smtp import DeliveryServerFactory, InboundSMTPFactory
@@ -21,7 +19,7 @@ def delivery_services(
     smtp_listen: str | None,
     max_size: int,
     hostname: str,
-    reactor: Any,
+    reactor: IJMAPReactor,
 ) -> list[IService]:
     """
     A listening service for each configured delivery endpoint.

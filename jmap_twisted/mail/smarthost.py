@@ -11,8 +11,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
+from twisted.internet.error import ConnectError
 from twisted.logger import Logger
 from twisted.mail.smtp import ESMTPSenderFactory, SMTPClientError, SMTPDeliveryError
+from zope.interface import implementer
+
+from jmap_twisted.interfaces import IJMAPReactor, IRelay
 
 log = Logger()
 
@@ -20,6 +24,7 @@ log = Logger()
 Replies = dict[str, tuple[int, str]]
 
 
+@implementer(IRelay)
 class Smarthost:
     """
     Sends messages through one relay.
@@ -33,7 +38,7 @@ class Smarthost:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IJMAPReactor,
         endpoint: str,
         hostname: str,
         credentials: tuple[str, str] | None = None,
@@ -47,11 +52,14 @@ class Smarthost:
         self._require_tls = require_tls
         self._timeout = timeout
 
-    async def send(self, mail_from: str, rcpt_to: Sequence[str], message: bytes) -> Replies:
+    def send(self, mail_from: str, rcpt_to: Sequence[str], message: bytes) -> Deferred[Replies]:
         """
-        Relay one message; return the relay's reply for every recipient.
+        Relay one message; fires with the relay's reply for every recipient.
         A connection failure gives every recipient a 451 reply.
         """
+        return Deferred.fromCoroutine(self._send(mail_from, rcpt_to, message))
+
+    async def _send(self, mail_from: str, rcpt_to: Sequence[str], message: bytes) -> Replies:
         result: Deferred[Any] = Deferred()
         username, password = self._credentials or (None, None)
         factory = ESMTPSenderFactory(
@@ -75,7 +83,7 @@ class Smarthost:
             addresses = getattr(e, "addresses", None) or [
                 (r.encode(), e.code, str(e.resp).encode()) for r in rcpt_to
             ]
-        except (SMTPClientError, OSError, ConnectionError) as e:
+        except (SMTPClientError, ConnectError, OSError, ConnectionError) as e:
             log.warn(
                 "Smarthost {endpoint} unavailable: {error}", endpoint=self._endpoint, error=str(e)
             )

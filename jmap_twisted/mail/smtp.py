@@ -27,7 +27,7 @@ from twisted.mail.smtp import COMMAND, DATA, ESMTP, SMTP, SMTPFactory, SMTPServe
 from twisted.python.failure import Failure
 
 from jmap_twisted.interfaces import IMailDelivery
-from jmap_twisted.mail.delivery import LocalMessageDelivery
+from jmap_twisted.mail.incoming import LocalMessageDelivery
 from jmap_twisted.mail.spool import MessageSpool
 
 log = Logger()

@@ -18,11 +18,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from jmap_twisted.interfaces import IMailDelivery, IMailReader, IMailStore, IMailWriter
-from jmap_twisted.mail.smarthost import Smarthost
-from jmap_twisted.methods.identity import TYPE as IDENTITY
-from jmap_twisted.methods.vacation import current, is_active
+from jmap_twisted.identity import identity_addresses
+from jmap_twisted.interfaces import IMailDelivery, IMailReader, IMailStore, IMailWriter, IRelay
 from jmap_twisted.records import StoreCommit
+from jmap_twisted.vacation import current, is_active
 
 log = Logger()
 
@@ -64,7 +63,9 @@ def should_answer(headers: Any, sender: str | None) -> bool:
 
 class VacationResponder:
     """
-    Subscribes to the store's delivery commits and sends the replies.
+    Subscribes to the store's delivery commits and sends the replies: to
+    local senders through ``delivery``, to the others through ``relay``
+    (none are sent to them when it is ``None``).
     """
 
     def __init__(
@@ -73,13 +74,13 @@ class VacationResponder:
         clock: IReactorTime,
         hostname: str,
         delivery: IMailDelivery | None,
-        smarthost: Smarthost | None,
+        relay: IRelay | None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.hostname = hostname
         self.delivery = delivery
-        self.smarthost = smarthost
+        self.relay = relay
         #: The replies in flight, for tests and orderly shutdown.
         self.pending: set[Deferred[None]] = set()
 
@@ -134,12 +135,11 @@ class VacationResponder:
             answered = writer.documents(REPLIED).get(sender)
             if answered is not None and now - answered["at"] < PERIOD:
                 return None
-            identities = writer.documents(IDENTITY)
-            if not identities:
+            addresses = identity_addresses(writer)
+            if not addresses:
                 return None
-            own = next(iter(identities.values()))["email"]
-            own_addresses = {i["email"].lower() for i in identities.values()}
-            if sender in own_addresses:
+            own = addresses[0]
+            if sender in {address.lower() for address in addresses}:
                 return None
             writer.put_document(REPLIED, sender, {"at": now})
             return self._reply(vacation, headers, own, sender, now), own, sender
@@ -151,8 +151,8 @@ class VacationResponder:
         recipient_account = await self.delivery.resolve(sender) if self.delivery else None
         if recipient_account is not None and self.delivery is not None:
             await self.delivery.deliver(recipient_account, message)
-        elif self.smarthost is not None:
-            await self.smarthost.send("", [sender], message)
+        elif self.relay is not None:
+            await self.relay.send("", [sender], message)
         log.info("Sent a vacation reply for account {account_id}", account_id=account_id)
 
     def _reply(

@@ -32,9 +32,8 @@ from twisted.internet.interfaces import IReactorTime
 from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.core.registry import Capability, Registry
 from jmap_twisted.core.session import TICKETS, WEBSOCKET
-from jmap_twisted.interfaces import IBlobStore, IMailDelivery, IMailStore
+from jmap_twisted.interfaces import IBlobStore, IMailDelivery, IMailStore, IRelay
 from jmap_twisted.mail.sendlimits import SendLimits
-from jmap_twisted.mail.smarthost import Smarthost
 from jmap_twisted.methods import core
 from jmap_twisted.methods.blobs import BlobResolver
 from jmap_twisted.methods.email import EmailMethods
@@ -68,7 +67,7 @@ def build_registry(
     hostname: str = "localhost",
     domains: Collection[str] = ("localhost",),
     delivery: IMailDelivery | None = None,
-    smarthost: Smarthost | None = None,
+    relay: IRelay | None = None,
     send_limits: SendLimits | None = None,
 ) -> Methods:
     """
@@ -111,7 +110,7 @@ def build_registry(
         blobs,
         clock,
         delivery=delivery,
-        smarthost=smarthost,
+        relay=relay,
         email_set=email_set,
         limits=send_limits,
     ).install(registry)

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from jmap_twisted.core.engine import CallContext
 from jmap_twisted.core.limits import CoreLimits
-from jmap_twisted.core.registry import CORE, Capability, Registry
+from jmap_twisted.core.registry import CORE, CallContext, Capability, Registry
 
 #: Collation algorithms (RFC 4790) the server implements for sorting and
 #: filtering.

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from threading import local
 from typing import Any
 
-from jmap_twisted.core.engine import CallContext
-from jmap_twisted.core.registry import Registry
+from jmap_twisted.core.registry import CallContext, Registry
 from jmap_twisted.errors import InvalidArguments
 from jmap_twisted.interfaces import IMailReader
 from jmap_twisted.methods.mailcontext import MAIL, MailMethods

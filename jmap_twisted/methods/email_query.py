@@ -10,9 +10,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from jmap_twisted.core.engine import CallContext
-from jmap_twisted.core.registry import Registry
-from jmap_twisted.core.request import is_id
+from jmap_twisted.core.registry import CallContext, Registry
+from jmap_twisted.core.request import is_id, parse_utc_date
 from jmap_twisted.errors import (
     InvalidArguments,
     RequestTooLarge,
@@ -23,7 +22,7 @@ from jmap_twisted.interfaces import IMailReader
 from jmap_twisted.methods import querychanges
 from jmap_twisted.methods.keywords import is_keyword
 from jmap_twisted.methods.mailcontext import MAIL, MailMethods
-from jmap_twisted.methods.standard import boolean, check_known, parse_utc_date, unsigned
+from jmap_twisted.methods.standard import boolean, check_known, unsigned
 
 _STRING_CONDITIONS = ("text", "from", "to", "cc", "bcc", "subject", "body")
 _KEYWORD_CONDITIONS = (

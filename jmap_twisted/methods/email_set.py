@@ -9,9 +9,8 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from jmap_twisted.core.engine import CallContext
-from jmap_twisted.core.registry import Registry
-from jmap_twisted.core.request import is_id
+from jmap_twisted.core.registry import CallContext, Registry
+from jmap_twisted.core.request import is_id, parse_utc_date
 from jmap_twisted.errors import InvalidArguments, RequestTooLarge, StateMismatch
 from jmap_twisted.interfaces import IMailReader, IMailWriter
 from jmap_twisted.methods.blobs import BlobResolver
@@ -32,7 +31,6 @@ from jmap_twisted.methods.standard import (
     boolean,
     check_if_in_state,
     check_known,
-    parse_utc_date,
     set_operations,
     string,
 )

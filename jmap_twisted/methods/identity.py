@@ -1,10 +1,10 @@
 """
 Identities (RFC 8621 §6): ``Identity/get``, ``/changes``, ``/set``.
 
-Identities are stored as documents in the mail store.  Every account gets
-a default identity for its owner's address the first time identities are
-read; its address can be changed only to another address the account may
-send as.
+Identities are stored as documents in the mail store (the model is
+:mod:`jmap_twisted.identity`).  Every account gets a default identity for
+its owner's address the first time identities are read; its address can be
+changed only to another address the account may send as.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import secrets
 from collections.abc import Collection
 from typing import Any
 
-from jmap_twisted.core.engine import CallContext
-from jmap_twisted.core.registry import Registry
+from jmap_twisted.core.registry import CallContext, Registry
+from jmap_twisted.identity import TYPE
 from jmap_twisted.interfaces import IMailWriter
 from jmap_twisted.methods.mailcontext import MailMethods
 from jmap_twisted.methods.standard import (
@@ -26,7 +26,6 @@ from jmap_twisted.methods.standard import (
 from jmap_twisted.records import Account
 
 SUBMISSION = "urn:ietf:params:jmap:submission"
-TYPE = "Identity"
 PROPERTIES = (
     "id",
     "name",

@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jmap_twisted.core.engine import CallContext
-from jmap_twisted.core.registry import Registry
+from jmap_twisted.core.registry import CallContext, Registry
 from jmap_twisted.core.request import is_id
 from jmap_twisted.errors import InvalidArguments, UnsupportedFilter, UnsupportedSort
 from jmap_twisted.interfaces import IMailReader, IMailWriter

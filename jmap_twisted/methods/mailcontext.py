@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from jmap_twisted.core.engine import CallContext
+from jmap_twisted.core.registry import CallContext
 from jmap_twisted.interfaces import IBlobStore, IMailReader, IMailStore
 from jmap_twisted.methods.standard import (
     changes_arguments,

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
-from jmap_twisted.core.engine import CallContext
+from jmap_twisted.core.registry import CallContext
 from jmap_twisted.core.request import is_id
 from jmap_twisted.errors import InvalidArguments, RequestTooLarge, StateMismatch
 from jmap_twisted.records import ChangeBatch
@@ -187,18 +187,6 @@ def utc_date(timestamp: float) -> str:
     A ``UTCDate`` (RFC 8620 §1.4): ``YYYY-MM-DDTHH:MM:SSZ``.
     """
     return datetime.fromtimestamp(int(timestamp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_utc_date(value: Any) -> float | None:
-    """
-    The POSIX time of a ``UTCDate`` string, or ``None`` if it is not one.
-    """
-    if not isinstance(value, str) or not value.endswith("Z") or "T" not in value:
-        return None
-    try:
-        return datetime.fromisoformat(value[:-1] + "+00:00").timestamp()
-    except ValueError:
-        return None
 
 
 def not_found(requested: Iterable[str], found: Collection[str]) -> list[str]:

@@ -29,23 +29,21 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from jmap_twisted.core.engine import CallContext
-from jmap_twisted.core.registry import Registry
+from jmap_twisted.core.registry import CallContext, Registry
+from jmap_twisted.core.request import parse_utc_date
 from jmap_twisted.errors import InvalidArguments, UnsupportedFilter, UnsupportedSort
-from jmap_twisted.interfaces import IMailDelivery, IMailReader, IMailWriter
+from jmap_twisted.identity import TYPE as IDENTITY
+from jmap_twisted.interfaces import IMailDelivery, IMailReader, IMailWriter, IRelay
 from jmap_twisted.mail.sendlimits import RecipientBudget, SendLimits
-from jmap_twisted.mail.smarthost import Smarthost
 from jmap_twisted.methods import querychanges
 from jmap_twisted.methods.email_set import EmailSetMethods
 from jmap_twisted.methods.identity import SUBMISSION
-from jmap_twisted.methods.identity import TYPE as IDENTITY
 from jmap_twisted.methods.mailcontext import MailMethods
 from jmap_twisted.methods.standard import (
     SetError,
     boolean,
     check_if_in_state,
     check_known,
-    parse_utc_date,
     resolve_id,
     set_operations,
     utc_date,
@@ -139,8 +137,8 @@ class SubmissionMethods(MailMethods):
     Sending email.
 
     :param delivery: delivers to local recipients.
-    :param smarthost: relays to remote recipients, or ``None`` when this
-        server sends only locally.
+    :param relay: relays to remote recipients (the smarthost), or ``None``
+        when this server sends only locally.
     :param email_set: performs the implicit ``Email/set`` of
         ``onSuccessUpdateEmail`` / ``onSuccessDestroyEmail``.
     :param limits: recipients per submission and per user per hour.
@@ -150,14 +148,14 @@ class SubmissionMethods(MailMethods):
         self,
         *args: Any,
         delivery: IMailDelivery | None,
-        smarthost: Smarthost | None,
+        relay: IRelay | None,
         email_set: EmailSetMethods,
         limits: SendLimits | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.delivery = delivery
-        self.smarthost = smarthost
+        self.relay = relay
         self.email_set = email_set
         self.limits = limits or SendLimits()
         self.budget = RecipientBudget(self.limits.max_recipients_per_hour, self.clock)
@@ -451,7 +449,7 @@ class SubmissionMethods(MailMethods):
                 by_account[account_id] = await self._deliver(account_id, raw)
             status[recipient] = dict(by_account[account_id])
         if remote:
-            if self.smarthost is None:
+            if self.relay is None:
                 for recipient in remote:
                     status[recipient] = {
                         "smtpReply": "550 5.7.1 no route to remote recipients",
@@ -460,7 +458,7 @@ class SubmissionMethods(MailMethods):
                     }
             else:
                 mail_from = envelope["mailFrom"].get("email", "")
-                replies = await self.smarthost.send(mail_from, remote, raw)
+                replies = await self.relay.send(mail_from, remote, raw)
                 for recipient in remote:
                     code, text = replies.get(recipient, (451, "4.4.0 no reply"))
                     status[recipient] = {

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jmap_twisted.core.engine import CallContext
-from jmap_twisted.core.registry import Registry
+from jmap_twisted.core.registry import CallContext, Registry
 from jmap_twisted.errors import RequestTooLarge
 from jmap_twisted.interfaces import IMailReader
 from jmap_twisted.methods.mailcontext import MAIL, MailMethods

@@ -1,14 +1,15 @@
 """
 ``VacationResponse/get`` and ``/set`` (RFC 8621 §8): one singleton per
-account, stored as a document in the mail store.
+account, stored as a document in the mail store (the model is
+:mod:`jmap_twisted.vacation`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from jmap_twisted.core.engine import CallContext
-from jmap_twisted.core.registry import Registry
+from jmap_twisted.core.registry import CallContext, Registry
+from jmap_twisted.core.request import parse_utc_date
 from jmap_twisted.interfaces import IMailReader, IMailWriter
 from jmap_twisted.methods.mailcontext import MailMethods
 from jmap_twisted.methods.standard import (
@@ -18,40 +19,11 @@ from jmap_twisted.methods.standard import (
     check_known,
     get_ids,
     get_properties,
-    parse_utc_date,
     set_operations,
 )
+from jmap_twisted.vacation import PROPERTIES, SINGLETON, TYPE, current
 
 VACATION = "urn:ietf:params:jmap:vacationresponse"
-TYPE = "VacationResponse"
-SINGLETON = "singleton"
-PROPERTIES = ("id", "isEnabled", "fromDate", "toDate", "subject", "textBody", "htmlBody")
-DEFAULT = {
-    "isEnabled": False,
-    "fromDate": None,
-    "toDate": None,
-    "subject": None,
-    "textBody": None,
-    "htmlBody": None,
-}
-
-
-def current(reader: IMailReader) -> dict[str, Any]:
-    """
-    The account's vacation response (the default when never set).
-    """
-    return {**DEFAULT, **reader.documents(TYPE).get(SINGLETON, {})}
-
-
-def is_active(vacation: dict[str, Any], now: float) -> bool:
-    """
-    Whether an auto-reply should be sent at ``now``.
-    """
-    if not vacation.get("isEnabled"):
-        return False
-    start = parse_utc_date(vacation.get("fromDate"))
-    end = parse_utc_date(vacation.get("toDate"))
-    return (start is None or start <= now) and (end is None or now < end)
 
 
 def _validate(obj: dict[str, Any]) -> None:

@@ -8,17 +8,16 @@ number of them (RFC 8620 §7 and RFC 8887 leave the bound to the server).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+
+from jmap_twisted.interfaces import IPushConnection
 
 
 class PushConnections:
     """
-    The open push connections, each told when access or credentials
-    change (see :meth:`jmap_twisted.service.JMAPService._watch_access`),
-    and how many each user holds.
-
-    A connection is any object with a ``user_id`` attribute, an
-    ``access_changed()`` coroutine and a ``close(code, reason)`` method.
+    The open push connections (:class:`~jmap_twisted.interfaces.IPushConnection`),
+    each told when access or credentials change (see
+    :class:`~jmap_twisted.push.access.AccessWatch`), and how many each user
+    holds.
     A transport asks :meth:`full` before it opens a connection and
     :meth:`add` it in the same turn of the reactor, so the bound holds
     however many connections a user opens at once.
@@ -28,7 +27,7 @@ class PushConnections:
 
     def __init__(self, per_user: int) -> None:
         self.per_user = per_user
-        self._users: dict[Any, str] = {}
+        self._users: dict[IPushConnection, str] = {}
         self._counts: dict[str, int] = {}
 
     def full(self, user_id: str) -> bool:
@@ -43,7 +42,7 @@ class PushConnections:
         """
         return self._counts.get(user_id, 0)
 
-    def add(self, connection: Any) -> None:
+    def add(self, connection: IPushConnection) -> None:
         """
         Count an open connection (once, however often it is added).
         """
@@ -53,10 +52,12 @@ class PushConnections:
         self._users[connection] = user_id
         self._counts[user_id] = self._counts.get(user_id, 0) + 1
 
-    def discard(self, connection: Any) -> None:
+    def discard(self, connection: IPushConnection | None) -> None:
         """
         Forget a connection that closed (nothing if it was not counted).
         """
+        if connection is None:
+            return
         user_id = self._users.pop(connection, None)
         if user_id is None:
             return
@@ -69,7 +70,7 @@ class PushConnections:
     def __contains__(self, connection: object) -> bool:
         return connection in self._users
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[IPushConnection]:
         return iter(list(self._users))
 
     def __len__(self) -> int:

@@ -3,7 +3,10 @@ Choosing the storage backend: the embedded SQLite database of a data
 directory, or a shared PostgreSQL database for several nodes.
 
 The server and ``jmap-admin`` both open their stores here, so they always
-agree on where the data is.
+agree on where the data is.  The PostgreSQL modules (and their driver, the
+``postgresql`` extra) are imported only when a ``postgresql://`` URL is
+configured; without the extra, asking for it raises
+:class:`~jmap_twisted.extras.MissingExtra`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
+from jmap_twisted.extras import require
+from jmap_twisted.interfaces import IJMAPReactor
 from jmap_twisted.store.sql.deadletters import SQLDeadLetters
 from jmap_twisted.store.sql.directory import SQLBlobStore, SQLDirectory
 from jmap_twisted.store.sql.fair_reads import DEFAULT_READ_BUDGET
@@ -51,6 +56,10 @@ class StoreSettings:
         """
         Settings after checking ``url``: only PostgreSQL URLs, and no
         password in them (command lines are visible to every local user).
+
+        :raises StoreConfigurationError: an unusable URL or pool size.
+        :raises jmap_twisted.extras.MissingExtra: a PostgreSQL URL without
+            the ``postgresql`` extra installed.
         """
         if url is not None:
             parts = urlsplit(url)
@@ -65,6 +74,8 @@ class StoreSettings:
                 )
         if pool_size < 1:
             raise StoreConfigurationError("the pool size must be at least 1")
+        if url is not None:
+            _require_postgresql()
         return cls(data_dir=data_dir, url=url, password=password, pool_size=pool_size)
 
     @property
@@ -95,14 +106,30 @@ class Stores:
     dead_letters: SQLDeadLetters
 
 
+def _require_postgresql() -> None:
+    """
+    Make sure the PostgreSQL driver and its pool can be imported.
+
+    :raises jmap_twisted.extras.MissingExtra: the ``postgresql`` extra is
+        not installed.
+    """
+    require("postgresql", "psycopg")
+    require("postgresql", "psycopg_pool")
+
+
 def open_stores(
-    settings: StoreSettings, reactor: Any, query_timeout: float | None = DEFAULT_READ_BUDGET
+    settings: StoreSettings,
+    reactor: IJMAPReactor,
+    query_timeout: float | None = DEFAULT_READ_BUDGET,
 ) -> Stores:
     """
     The stores of ``settings`` (not started yet).
 
+    :param reactor: runs the database's threads and gives the stores the time.
     :param query_timeout: seconds one read of an account's data may run
         (see :mod:`~jmap_twisted.store.sql.fair_reads`); ``None`` for no limit.
+    :raises jmap_twisted.extras.MissingExtra: PostgreSQL is asked for but
+        the ``postgresql`` extra is not installed.
     """
     if settings.url is None:
         from jmap_twisted.store.sqlite.database import SQLiteDatabase, database_path
@@ -120,6 +147,7 @@ def open_stores(
             SQLiteMailStore(sqlite, reactor),
             SQLiteDeadLetters(sqlite, reactor),
         )
+    _require_postgresql()
     from psycopg.conninfo import make_conninfo
 
     from jmap_twisted.store.postgres.database import PostgresDatabase

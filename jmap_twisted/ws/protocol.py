@@ -20,13 +20,14 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from jmap_twisted.config import WebSocketOptions
+from jmap_twisted.core.runner import OctetBudget
 from jmap_twisted.http.auth import CredentialProbe
 from jmap_twisted.interfaces import IPrincipal
-from jmap_twisted.ws.options import WebSocketOptions
-from jmap_twisted.ws.session import QUEUED_BYTES_FACTOR, OctetBudget, WebSocketSession
+from jmap_twisted.ws.session import WebSocketSession
 
 if TYPE_CHECKING:
-    from jmap_twisted.service import JMAPService
+    from jmap_twisted.server import JMAPServer
 
 log = Logger()
 
@@ -201,12 +202,11 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             # this one differs only in freeing zlib state between messages.
             self._perMessageCompress.__class__ = LeanPerMessageDeflate
         self.session = WebSocketSession(
-            self.factory.service,
+            self.factory.server,
             self.principal,
             self._send_text,
             self.close_with,
             self.probe,
-            self.factory.queued,
         )
         self.factory.opened(self)
         transport: Any = self.transport
@@ -214,7 +214,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             # twisted.web's channel, from before the takeover.
             transport.unregisterProducer()
         transport.registerProducer(_Backpressure(self.session, transport), True)
-        if self.factory.service.access_version_seen != self.access_seen:
+        if self.factory.server.access.version_seen != self.access_seen:
             # Access changed while this connection logged in: the watcher
             # may have looked before the connection was registered.
             changed = Deferred.fromCoroutine(self.session.access_changed())
@@ -299,28 +299,26 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
 
 class JMAPWebSocketFactory(WebSocketServerFactory):
     """
-    Builds the protocols, holding the service, the settings and the open
-    connections (to close them with 1001 at shutdown).
+    Builds the protocols, holding the server, the settings and the open
+    sockets.
     """
 
     protocol = JMAPWebSocketProtocol  # type: ignore[assignment]
 
-    def __init__(self, service: JMAPService, options: WebSocketOptions, reactor: Any) -> None:
+    def __init__(self, server: JMAPServer, options: WebSocketOptions, reactor: IReactorTime) -> None:
         super().__init__(protocols=[SUBPROTOCOL], reactor=reactor)
         # Autobahn schedules pings and handshake timeouts with txaio's
         # global loop; schedule them on the injected reactor instead.
         self._batched_timer = _ClockTimer(reactor)
-        self.service = service
+        self.server = server
         self.options = options
         self.connections: set[JMAPWebSocketProtocol] = set()
         self.next_principal: tuple[IPrincipal, CredentialProbe, int | None] | None = None
-        limit = service.config.limits.max_size_request
+        limit = server.config.limits.max_size_request
         #: The most one socket holds of a message being received.
         self.max_message = limit
         #: What the sockets of each user hold of unfinished messages.
         self.unfinished = OctetBudget(UNFINISHED_BYTES_FACTOR * limit)
-        #: What the sockets of each user hold of requests waiting for a slot.
-        self.queued = OctetBudget(QUEUED_BYTES_FACTOR * limit)
         self.setProtocolOptions(
             # Far beyond maxSizeRequest (or a decompression bomb): close
             # with 1009; between the two, the session answers with the
@@ -360,7 +358,7 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
                     ),
                     window_bits=bits,
                     mem_level=self.options.mem_level,
-                    max_message_size=2 * self.service.config.limits.max_size_request,
+                    max_message_size=2 * self.server.config.limits.max_size_request,
                 )
         return None
 
@@ -373,17 +371,8 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
     def opened(self, protocol: JMAPWebSocketProtocol) -> None:
         self.connections.add(protocol)
         if protocol.session is not None:
-            self.service.push_connections.add(protocol.session)
+            self.server.push_connections.add(protocol.session)
 
     def closed(self, protocol: JMAPWebSocketProtocol) -> None:
         self.connections.discard(protocol)
-        self.service.push_connections.discard(protocol.session)
-
-    def close_all(
-        self, code: int = GOING_AWAY, reason: str = "The server is shutting down."
-    ) -> None:
-        """
-        Close every open socket (at shutdown, with 1001).
-        """
-        for protocol in list(self.connections):
-            protocol.close_with(code, reason)
+        self.server.push_connections.discard(protocol.session)

@@ -15,7 +15,7 @@ from jmap_twisted.http.problem import write_status
 from jmap_twisted.http.resources import JMAPResource
 
 if TYPE_CHECKING:
-    from jmap_twisted.service import JMAPService
+    from jmap_twisted.server import JMAPServer
     from jmap_twisted.ws.protocol import JMAPWebSocketFactory
 
 
@@ -24,8 +24,8 @@ class WebSocketUpgradeResource(JMAPResource):
     ``GET /jmap/ws`` with ``Upgrade: websocket``.
     """
 
-    def __init__(self, service: JMAPService, factory: JMAPWebSocketFactory) -> None:
-        super().__init__(service)
+    def __init__(self, server: JMAPServer, factory: JMAPWebSocketFactory) -> None:
+        super().__init__(server)
         self.factory = factory
         self._autobahn = WebSocketResource(factory)
 

@@ -11,69 +11,21 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from jmap_twisted.auth.realm import Principal
-from jmap_twisted.bus.events import AccountKey
-from jmap_twisted.core import eager, jsonio
-from jmap_twisted.core.request import parse_request
-from jmap_twisted.errors import LimitExceeded, NotRequest, RequestLevelError
-from jmap_twisted.interfaces import IPrincipal, IRegistration
-from jmap_twisted.push import pushstate
-from jmap_twisted.push.listener import PUSH_TYPES, PushListener, current_states
+from jmap_twisted.core import jsonio
+from jmap_twisted.errors import LimitExceeded, NotRequest, PushUnavailable, RequestLevelError
+from jmap_twisted.interfaces import IPrincipal, IPushConnection
+from jmap_twisted.push.subscription import PushSubscription
 
 if TYPE_CHECKING:
-    from jmap_twisted.service import JMAPService
+    from jmap_twisted.server import JMAPServer
 
 log = Logger()
 
 POLICY_VIOLATION = 1008
-#: Requests waiting for a slot, on all the sockets of one user, may hold at
-#: most this many times maxSizeRequest octets (the queue's length is
-#: bounded separately, by the request limiter).
-QUEUED_BYTES_FACTOR = 4
-
-
-class OctetBudget:
-    """
-    Octets held for each user, bounded: what the sockets of one user may
-    hold between them (requests waiting for a slot, unfinished messages),
-    however many sockets the user opens.
-
-    :param limit: the octets one user may hold.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._held: dict[str, int] = {}
-
-    def held(self, user_id: str) -> int:
-        """
-        The octets the user holds now.
-        """
-        return self._held.get(user_id, 0)
-
-    def take(self, user_id: str, octets: int) -> bool:
-        """
-        Hold ``octets`` more for the user, unless that would exceed the
-        limit (then nothing is taken).
-        """
-        held = self._held.get(user_id, 0)
-        if held + octets > self.limit:
-            return False
-        self._held[user_id] = held + octets
-        return True
-
-    def give(self, user_id: str, octets: int) -> None:
-        """
-        Give back octets taken before.
-        """
-        left = self._held.get(user_id, 0) - octets
-        if left > 0:
-            self._held[user_id] = left
-        else:
-            self._held.pop(user_id, None)
-
-
+@implementer(IPushConnection)
 class WebSocketSession:
     """
     The JMAP side of one WebSocket.
@@ -84,27 +36,22 @@ class WebSocketSession:
 
     def __init__(
         self,
-        service: JMAPService,
+        server: JMAPServer,
         principal: IPrincipal,
         send: Callable[[bytes], None],
         close: Callable[[int, str], None],
         probe: Callable[[], Awaitable[bool]] | None = None,
-        queued: OctetBudget | None = None,
     ) -> None:
-        self.service = service
+        self.server = server
         self.principal = principal
         self._send_bytes = send
         self._close = close
         self._probe = probe
-        self._registration: IRegistration | None = None
-        self._listener: PushListener | None = None
-        self._push_generation = 0
+        #: The push subscription while push is enabled.
+        self.subscription: PushSubscription | None = None
         self._closed = False
         self._paused = False
-        self._max_size = service.config.limits.max_size_request
-        #: Octets of the user's requests waiting for a slot (shared by the
-        #: user's sockets).
-        self._queued = queued or OctetBudget(QUEUED_BYTES_FACTOR * self._max_size)
+        self._max_size = server.config.limits.max_size_request
         self._in_flight: set[Deferred[None]] = set()
 
     # -- output ----------------------------------------------------------
@@ -213,7 +160,7 @@ class WebSocketSession:
         have been revoked since the socket opened).
         """
         user = self.principal.user
-        accounts = await self.service.directory.accounts_for_user(user.id)
+        accounts = await self.server.directory.accounts_for_user(user.id)
         self.principal = Principal(user, tuple(accounts))
         return self.principal
 
@@ -221,89 +168,39 @@ class WebSocketSession:
         self, value: dict[str, Any], request_id: object, payload: bytes
     ) -> Deferred[None] | None:
         """
-        Run a Request now if the user has a slot free; otherwise queue it
-        (``None`` when it was refused at once).
+        Run a Request now if the user has a slot free, otherwise once one
+        frees (``None`` when it was refused at once).
         """
         if request_id is not None and not isinstance(request_id, str):
             self._request_error(NotRequest("'id' must be a string."), None)
             return None
-        limiter = self.service.request_limiter
-        user_id = self.principal.user.id
-        if limiter.in_use(user_id) < limiter.limit:
-            # Most requests finish without waiting: run them on the spot.
-            return eager.start(self._request(value, request_id))
-        # Every slot is taken: wait for one holding the message's octets,
-        # not its parsed form (several times larger); it is parsed again
-        # when its turn comes.
-        size = len(payload)
-        if not self._queued.take(user_id, size):
-            self._request_error(
-                LimitExceeded(
-                    "maxConcurrentRequests",
-                    "Too many requests are waiting for this user; wait for responses.",
-                ),
-                request_id,
-            )
-            return None
         try:
-            waiting = limiter.acquire(user_id)
+            # The accounts are kept current by access_changed (the server
+            # watches the directory's access version), not re-read per
+            # request.
+            running = self.server.runner.submit(self.principal, value, payload, _request_body)
         except LimitExceeded as error:
-            self._queued.give(user_id, size)
             self._request_error(error, request_id)
             return None
-        return Deferred.fromCoroutine(self._queued_request(waiting, payload, request_id))
+        return running.addCallbacks(
+            self._respond,
+            self._refused,
+            callbackArgs=(request_id,),
+            errbackArgs=(request_id,),
+        )
 
-    async def _queued_request(
-        self, waiting: Deferred[Callable[[], None]], payload: bytes, request_id: object
-    ) -> None:
-        user_id = self.principal.user.id
-        try:
-            release = await waiting
-        finally:
-            self._queued.give(user_id, len(payload))
-        try:
-            value = jsonio.loads(payload)  # parsed once already: cannot fail
-        except BaseException:
-            release()
-            raise
-        del payload
-        await self._request(value, request_id, release)
-
-    async def _request(
-        self,
-        value: dict[str, Any],
-        request_id: object,
-        release: Callable[[], None] | None = None,
-    ) -> None:
-        """
-        Run a Request in a slot: ``release`` gives back one already taken,
-        ``None`` takes one now.
-        """
-        body = {k: v for k, v in value.items() if k not in ("@type", "id")}
-        try:
-            request = parse_request(
-                body,
-                self.service.registry.capabilities,
-                self.service.config.limits.max_calls_in_request,
-            )
-            if release is None:
-                release = self.service.request_limiter.try_acquire(self.principal.user.id)
-        except RequestLevelError as error:
-            if release is not None:
-                release()
-            self._request_error(error, request_id)
-            return
-        try:
-            # The accounts are kept current by access_changed (the service
-            # polls the directory's access version), not re-read per request.
-            response = await self.service.engine.execute(self.principal, request)
-        finally:
-            release()
+    def _respond(self, response: dict[str, Any], request_id: object) -> None:
         message: dict[str, Any] = {"@type": "Response"}
         if request_id is not None:
             message["requestId"] = request_id
         message.update(response)
         self.send(message)
+
+    def _refused(self, failure: Any, request_id: object) -> None:
+        error = failure.check(RequestLevelError)
+        if error is None:
+            failure.raiseException()
+        self._request_error(failure.value, request_id)
 
     async def _push_enable(self, value: dict[str, Any], request_id: object) -> None:
         types = value.get("dataTypes")
@@ -314,59 +211,53 @@ class WebSocketSession:
                 NotRequest("'dataTypes' must be an array of type names or null."), request_id
             )
             return
-        wanted = None if not types else [t for t in types if t in PUSH_TYPES]
+        if not self.server.pushes():
+            self._request_error(
+                PushUnavailable("Push is off: this server's life cycle has not been started."),
+                request_id,
+            )
+            return
         push_state = value.get("pushState")
         del value  # not kept while waiting
-        self._push_generation += 1
-        generation = self._push_generation
-        await self._unregister()
-        principal = await self._fresh_principal()
-        accounts = [a.id for a in principal.accounts]
-        listener = PushListener(self.send_state_change, wanted, accounts)
-        registration = await self.service.jmap_bus.register(
-            listener, [AccountKey(a) for a in accounts]
+        await self._unsubscribe()
+        subscription = PushSubscription(
+            self.server.jmap_bus, self.server.mail, self.send_state_change, types or None
         )
-        if generation != self._push_generation or self._closed:
-            await registration.cancel()
-            return
-        self._listener, self._registration = listener, registration
+        self.subscription = subscription
         if self._paused:
-            listener.pause()
+            subscription.pause()
+        principal = await self._fresh_principal()
+        if self.subscription is not subscription:
+            return  # disabled or replaced meanwhile
         try:
-            current = await current_states(self.service.mail, accounts)
+            await subscription.start(
+                [a.id for a in principal.accounts],
+                push_state if isinstance(push_state, str) else None,
+            )
         except BaseException:
-            if generation == self._push_generation:
-                await self._unregister()  # no listener left registered unstarted
+            if self.subscription is subscription:
+                await self._unsubscribe()  # nothing left registered unstarted
             raise
-        if generation != self._push_generation or self._closed:
-            return  # disabled or replaced meanwhile (its registration is gone)
-        # Accounts may have been lost while the states were read.
-        current = {a: s for a, s in current.items() if a in listener.accounts}
-        # A pushState that does not decode (of another server, damaged,
-        # hostile) replays the full current state; decoding never raises.
-        replay = None if push_state is None else pushstate.replay(current, push_state)
-        listener.start(current, replay)
 
-    async def _unregister(self) -> None:
-        registration, self._registration, self._listener = self._registration, None, None
-        if registration is not None:
-            await registration.cancel()
+    async def _unsubscribe(self) -> None:
+        subscription, self.subscription = self.subscription, None
+        if subscription is not None:
+            await subscription.cancel()
 
     def _push_disable(self) -> None:
-        self._push_generation += 1
-        Deferred.fromCoroutine(self._unregister())
+        Deferred.fromCoroutine(self._unsubscribe())
 
     # -- flow control and lifecycle ----------------------------------------
 
     def pause(self) -> None:
         self._paused = True
-        if self._listener is not None:
-            self._listener.pause()
+        if self.subscription is not None:
+            self.subscription.pause()
 
     def resume(self) -> None:
         self._paused = False
-        if self._listener is not None:
-            self._listener.resume()
+        if self.subscription is not None:
+            self.subscription.resume()
 
     def connection_lost(self) -> None:
         self._closed = True
@@ -397,22 +288,16 @@ class WebSocketSession:
             self.close(POLICY_VIOLATION, "The credentials of this connection were revoked.")
             return
         principal = await self._fresh_principal()
-        listener = self._listener
-        if listener is None:
-            return
-        accounts = [a.id for a in principal.accounts]
-        if set(accounts) == listener.accounts:
-            return
-        added = set(accounts) - listener.accounts
-        listener.set_accounts(accounts)
-        old, self._registration = (
-            self._registration,
-            await self.service.jmap_bus.register(listener, [AccountKey(a) for a in accounts]),
-        )
-        if old is not None:
-            await old.cancel()
-        if added:
-            listener.merge(await current_states(self.service.mail, sorted(added)))
+        if self.subscription is not None:
+            await self.subscription.follow([a.id for a in principal.accounts])
+
+
+def _request_body(value: dict[str, Any]) -> dict[str, Any]:
+    """
+    The Request inside a WebSocket message (RFC 8887 §4.3.3): all but
+    ``@type`` and ``id``.
+    """
+    return {k: v for k, v in value.items() if k not in ("@type", "id")}
 
 
 #: Serialised StateChanges by content, shared by sockets.

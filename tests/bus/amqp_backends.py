@@ -1,5 +1,6 @@
 """
-The RabbitMQ bus in the bus contract suite, against a real broker.
+The RabbitMQ bus in the bus contract suite
+(:class:`jmap_twisted.testing.EventBusContract`), against a real broker.
 
 Two backends:
 
@@ -19,8 +20,7 @@ test are not seen by the next.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection
-from pathlib import Path
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -28,7 +28,6 @@ from zope.interface import implementer
 
 from jmap_twisted.bus.amqp import AMQPEventBus
 from jmap_twisted.bus.amqp_node import AMQPConnector, AMQPSettings
-from jmap_twisted.bus.deadletters import MemoryDeadLetters
 from jmap_twisted.bus.retry import RetryPolicy
 from jmap_twisted.interfaces import (
     IEvent,
@@ -62,15 +61,17 @@ def amqp_bus(
     return AMQPEventBus(connector, name, reactor, dead, retry, remote_keys=remote_keys)
 
 
-async def _one_node(tmp_path: Path) -> AsyncIterator[tuple[IEventBus, IEventDeadLetters]]:
+async def one_node(dead: IEventDeadLetters, retry: RetryPolicy) -> AsyncIterator[IEventBus]:
+    """
+    A started bus on one node of the session's broker, stopped afterwards.
+    """
     from twisted.internet import reactor
 
     broker = shared_broker()
-    dead = MemoryDeadLetters()
-    bus = amqp_bus(reactor, broker.url, f"t{uuid.uuid4().hex[:8]}", dead)
+    bus = amqp_bus(reactor, broker.url, f"t{uuid.uuid4().hex[:8]}", dead, retry=retry)
     await bus.start()
     try:
-        yield bus, dead
+        yield bus
     finally:
         await bus.stop()
 
@@ -126,26 +127,21 @@ class TwoNodes:
         raise NotImplementedError
 
 
-async def _two_nodes(tmp_path: Path) -> AsyncIterator[tuple[IEventBus, IEventDeadLetters]]:
+async def two_nodes(dead: IEventDeadLetters, retry: RetryPolicy) -> AsyncIterator[IEventBus]:
+    """
+    Two started nodes of the session's broker as one :class:`TwoNodes`
+    bus, stopped afterwards.
+    """
     from twisted.internet import reactor
 
     broker = shared_broker()
-    dead = MemoryDeadLetters()
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    a = amqp_bus(reactor, broker.url, prefix, dead)
-    b = amqp_bus(reactor, broker.url, prefix, dead)
+    a = amqp_bus(reactor, broker.url, prefix, dead, retry=retry)
+    b = amqp_bus(reactor, broker.url, prefix, dead, retry=retry)
     await a.start()
     await b.start()
     try:
-        yield TwoNodes(a, b), dead
+        yield TwoNodes(a, b)
     finally:
         await a.stop()
         await b.stop()
-
-
-def register_amqp(buses: dict[str, Callable[[Path], Any]]) -> None:
-    """
-    Add both RabbitMQ backends to the suite's buses.
-    """
-    buses["amqp"] = _one_node
-    buses["amqp-two-nodes"] = _two_nodes

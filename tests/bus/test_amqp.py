@@ -21,9 +21,9 @@ from jmap_twisted.bus.amqp_node import AMQPSettings, ConfigurationError
 from jmap_twisted.bus.deadletters import MemoryDeadLetters
 from jmap_twisted.bus.events import AccountKey, StateChange
 from jmap_twisted.bus.retry import RetryPolicy
+from jmap_twisted.testing import eventually, settle
 from tests.bus.amqp_backends import amqp_bus
 from tests.bus.recorders import Recorder, Stalled
-from tests.bus.test_bus_contract import eventually, settle
 from tests.services.rabbitmq import Broker
 
 ALICE, BOB = AccountKey("alice"), AccountKey("bob")
@@ -471,16 +471,15 @@ def test_a_node_starts_its_publisher_and_access_watch_without_a_broker() -> None
 
     from jmap_twisted.bus.amqp_node import AMQPConnector, AMQPSettings
     from jmap_twisted.config import ServerConfig
-    from jmap_twisted.service import JMAPService
     from jmap_twisted.store.memory.directory import MemoryBlobStore, MemoryDirectory
     from jmap_twisted.store.memory.mail import MemoryMailStore
-    from tests.support import ImmediateReactor
+    from tests.support import ImmediateReactor, jmap_service
 
     reactor = ImmediateReactor()
     clock = Clock()
     unreachable = AMQPSettings.from_url("amqp://guest@127.0.0.1:1/", "guest")
     connector = AMQPConnector(clock, unreachable, endpoint=_NeverConnects())
-    service = JMAPService(
+    service = jmap_service(
         ServerConfig(password_cost=2**4),
         MemoryDirectory(reactor),
         MemoryBlobStore(reactor),
@@ -489,9 +488,9 @@ def test_a_node_starts_its_publisher_and_access_watch_without_a_broker() -> None
         connector=connector,
     )
     service.startService()
-    assert service._publisher._unsubscribe is not None
+    assert service.server.publisher._unsubscribe is not None
     assert service._access_watch.running
-    assert service.mailbox_bus._group_listeners  # the change listener, consumed once connected
+    assert service.server.mailbox_bus._group_listeners  # the change listener, consumed once connected
     service.stopService()
 
 

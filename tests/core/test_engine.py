@@ -7,9 +7,9 @@ from typing import Any
 import pytest_twisted
 
 from jmap_twisted.auth.realm import Principal
-from jmap_twisted.core.engine import CallContext, Engine
+from jmap_twisted.core.engine import Engine
 from jmap_twisted.core.limits import CoreLimits
-from jmap_twisted.core.registry import CORE, Capability
+from jmap_twisted.core.registry import CORE, CallContext, Capability
 from jmap_twisted.core.request import parse_request
 from jmap_twisted.core.session import session_state
 from jmap_twisted.errors import Forbidden

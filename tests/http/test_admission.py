@@ -12,7 +12,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from jmap_twisted.http.admission import ConnectionGuard, ConnectionLimits
+from jmap_twisted.config import ConnectionLimits
+from jmap_twisted.http.admission import ConnectionGuard
 
 
 class _Recorder(Protocol):

@@ -12,6 +12,7 @@ import treq
 
 from tests.http.test_resources import BASE, Harness
 from tests.mailfactory import message
+from tests.support import jmap_service
 
 
 async def open_stream(
@@ -114,6 +115,7 @@ async def test_eventsource_needs_credentials_and_valid_arguments() -> None:
     Without credentials: 401; bad closeafter or ping: 400.
     """
     harness = Harness()
+    harness.service.startService()  # push runs
     response = await harness.treq.get(BASE + "/jmap/eventsource/?types=*&closeafter=no&ping=0")
     assert response.code == 401
     response = await harness.treq.get(
@@ -200,10 +202,9 @@ class RawStream:
 
 def _service(**config: Any) -> tuple[Harness, Any]:
     from jmap_twisted.config import ServerConfig
-    from jmap_twisted.service import JMAPService
 
     harness = Harness()
-    harness.service = JMAPService(
+    harness.service = jmap_service(
         ServerConfig(password_cost=2**4, **config),
         harness.directory,
         harness.blobs,
@@ -260,13 +261,13 @@ async def test_a_stream_whose_client_does_not_read_merges_then_is_dropped() -> N
         stream.pause()
         harness.reactor.advance(59)
         assert not stream.transport.disconnecting
-        assert len(service.push_connections) == 1
+        assert len(service.server.push_connections) == 1
         harness.reactor.advance(1)
         assert stream.transport.disconnecting
-        assert len(service.push_connections) == 0
+        assert len(service.server.push_connections) == 0
         assert not [
             listener
-            for listener in service.jmap_bus.local_listeners()
+            for listener in service.server.jmap_bus.local_listeners()
             if type(listener).__name__ == "PushListener"
         ]
         stream.lose()
@@ -291,7 +292,7 @@ async def test_a_stream_without_pings_keeps_alive_and_notices_a_gone_peer() -> N
         assert b": keep-alive" in stream.data()
         assert not [e for e in _body_events(stream.data()) if e.get("event") == "ping"]
         stream.lose()  # the keep-alive's write failed: the peer is gone
-        assert len(service.push_connections) == 0
+        assert len(service.server.push_connections) == 0
         assert not [c for c in harness.reactor.getDelayedCalls() if "EventStream" in repr(c)]
         await deliver(harness)  # nothing to send to, nothing raised
     finally:
@@ -305,6 +306,7 @@ async def test_ping_must_be_a_few_ascii_digits() -> None:
     problem document, not a 500.
     """
     harness = Harness()
+    harness.service.startService()  # push runs
     for ping in ("%C2%B2", "1" * 5000, "-1", "3.5"):
         response = await harness.treq.get(
             BASE + "/jmap/eventsource/?types=*&closeafter=no&ping=" + ping,
@@ -352,19 +354,19 @@ async def test_a_failure_after_the_stream_began_ends_it_without_a_problem_docume
     async def broken(*args: Any) -> Any:
         raise RuntimeError("store unreachable (test)")
 
-    import jmap_twisted.http.eventsource as eventsource
+    import jmap_twisted.push.subscription as subscription_module
 
-    original = eventsource.current_states
-    eventsource.current_states = broken  # type: ignore[assignment]
+    original = subscription_module.current_states
+    subscription_module.current_states = broken  # type: ignore[assignment]
     try:
         stream = RawStream(service, b"?types=*&closeafter=no&ping=0", _bearer(harness))
         assert stream.status() == 200
         body = stream.data().split(b"\r\n\r\n", 1)[1]
         assert b"about:blank" not in body and b"status" not in body
         assert body.endswith(b"0\r\n\r\n")  # the chunked body ended
-        assert len(service.push_connections) == 0
+        assert len(service.server.push_connections) == 0
     finally:
-        eventsource.current_states = original  # type: ignore[assignment]
+        subscription_module.current_states = original  # type: ignore[assignment]
         await service.stopService()
 
 

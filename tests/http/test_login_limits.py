@@ -16,11 +16,10 @@ from twisted.cred.error import UnauthorizedLogin
 
 from jmap_twisted.auth.checkers import PasswordCredentials
 from jmap_twisted.config import ServerConfig
-from jmap_twisted.service import JMAPService
 from jmap_twisted.store.memory.directory import MemoryBlobStore, MemoryDirectory
 from jmap_twisted.store.memory.mail import MemoryMailStore
 from tests.auth.pools import ManualReactor
-from tests.support import CHEAP_HASHER
+from tests.support import CHEAP_HASHER, jmap_service
 
 BASE = "http://jmap.example:8080"
 
@@ -33,7 +32,7 @@ class Server:
     def __init__(self) -> None:
         self.reactor = ManualReactor()
         directory = MemoryDirectory(self.reactor)
-        self.service = JMAPService(
+        self.service = jmap_service(
             ServerConfig(password_cost=2**4),
             directory,
             MemoryBlobStore(self.reactor),
@@ -85,7 +84,7 @@ async def test_full_hashing_queue_gets_503_with_retry_after() -> None:
     ``Retry-After``.
     """
     server = Server()
-    checker = server.service.portal.checkers[IUsernamePassword]
+    checker = server.service.server.portal.checkers[IUsernamePassword]
     others = [
         checker.requestAvatarId(PasswordCredentials(b"alice", b"guess%d" % i, f"198.51.100.{i}"))
         for i in range(4)

@@ -15,10 +15,9 @@ from treq.testing import StubTreq
 from jmap_twisted.auth.passwords import new_token, token_hash
 from jmap_twisted.config import ServerConfig
 from jmap_twisted.core.limits import CoreLimits
-from jmap_twisted.service import JMAPService
 from jmap_twisted.store.memory.directory import MemoryBlobStore, MemoryDirectory
 from jmap_twisted.store.memory.mail import MemoryMailStore
-from tests.support import CHEAP_HASHER, ImmediateReactor
+from tests.support import CHEAP_HASHER, ImmediateReactor, jmap_service
 
 CORE = "urn:ietf:params:jmap:core"
 MAIL = "urn:ietf:params:jmap:mail"
@@ -32,7 +31,7 @@ class Harness:
         self.blobs = MemoryBlobStore(self.reactor)
         config = ServerConfig(password_cost=2**4, limits=CoreLimits(**limits))
         self.mail = MemoryMailStore(self.reactor)
-        self.service = JMAPService(config, self.directory, self.blobs, self.mail, self.reactor)
+        self.service = jmap_service(config, self.directory, self.blobs, self.mail, self.reactor)
         self.treq = StubTreq(self.service.site.resource)
         self.alice = self.directory.create_user("alice", CHEAP_HASHER.hash("secret")).result
         self.bob = self.directory.create_user("bob", CHEAP_HASHER.hash("hunter2")).result
@@ -59,7 +58,9 @@ class Harness:
 
 @pytest.fixture
 def harness() -> Harness:
-    return Harness()
+    harness = Harness()
+    harness.service.startService()  # push runs
+    return harness
 
 
 @pytest_twisted.ensureDeferred
@@ -124,7 +125,7 @@ async def test_session_follows_public_url() -> None:
     With a configured public URL the session's URLs use it, whatever Host.
     """
     harness = Harness()
-    harness.service.config = ServerConfig(public_url="https://mail.example.org")
+    harness.service.server.config = ServerConfig(public_url="https://mail.example.org")
     response = await harness.treq.get(BASE + "/.well-known/jmap", headers=harness.basic())
     session = json.loads(await response.content())
     assert session["apiUrl"] == "https://mail.example.org/jmap/api/"
@@ -275,7 +276,7 @@ async def test_concurrent_requests_over_the_limit(harness: Harness) -> None:
     A user already running maxConcurrentRequests requests is refused with
     the limit error; another user is not.
     """
-    held = [harness.service.request_limiter.try_acquire(harness.alice.id) for _ in range(4)]
+    held = [harness.service.server.runner.limiter.try_acquire(harness.alice.id) for _ in range(4)]
     code, problem = await harness.api({"using": [CORE], "methodCalls": []})
     assert code == 400
     assert problem["limit"] == "maxConcurrentRequests"
@@ -370,7 +371,7 @@ async def test_concurrent_uploads_over_the_limit(harness: Harness) -> None:
     the limit error.
     """
     for _ in range(4):
-        harness.service.upload_limiter.try_acquire(harness.alice.id)
+        harness.service.server.upload_limiter.try_acquire(harness.alice.id)
     response = await harness.treq.post(
         BASE + f"/jmap/upload/{harness.alice_account}/", data=b"x", headers=harness.bearer()
     )

@@ -68,7 +68,7 @@ async def test_dead_letters_listed_and_redelivered_from_the_cli(server: RunningS
 
     jmap = next(iter(server.service))
     listener = Flaky()
-    await jmap.mailbox_bus.register_group(listener, "indexer")
+    await jmap.server.mailbox_bus.register_group(listener, "indexer")
     user = await server.add_user("alice", "pw")
     accounts = await (await server.directory()).accounts_for_user(user.id)
     await jmap.mail.setup_account(accounts[0].id)

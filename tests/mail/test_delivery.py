@@ -19,14 +19,12 @@ from zope.interface.verify import verifyObject
 
 from jmap_twisted.interfaces import IMailDelivery, IMailReader, IMailStore, IMailWriter
 from jmap_twisted.mail.delivery import (
-    IncomingMessage,
     LocalDelivery,
-    LocalMessageDelivery,
     NoInbox,
     normalise_domain,
     split_address,
-    trace_headers,
 )
+from jmap_twisted.mail.incoming import IncomingMessage, LocalMessageDelivery, trace_headers
 from jmap_twisted.records import EmailRecord, EmailSummary, MailboxRecord, StoreCommit
 from jmap_twisted.store.memory.directory import MemoryDirectory
 from tests.mail.test_lmtp import NOW, FakeMailDelivery

@@ -13,7 +13,7 @@ import pytest
 from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.mail.smtp import SMTPServerError
 
-from jmap_twisted.mail.delivery import IncomingMessage
+from jmap_twisted.mail.incoming import IncomingMessage
 from jmap_twisted.mail.spool import MessageSpool
 from tests.mail.test_lmtp import FakeMailDelivery
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from twisted.internet.interfaces import IReactorTime
 
 from jmap_twisted.interfaces import IMailStore
 
@@ -36,17 +37,16 @@ async def started_database(dsn: str, **kwargs: Any) -> Any:
     return db
 
 
-async def postgres_mail_backend(dsn: str) -> AsyncIterator[IMailStore]:
+async def postgres_mail_backend(dsn: str, clock: IReactorTime) -> AsyncIterator[IMailStore]:
     """
     A :class:`~jmap_twisted.store.postgres.mail.PostgresMailStore` over a
-    fresh database, stopped after the test.
+    fresh database, reading commit times from ``clock``, stopped after the
+    test.
     """
-    from twisted.internet import reactor
-
     from jmap_twisted.store.postgres.mail import PostgresMailStore
 
     db = await started_database(dsn)
     try:
-        yield PostgresMailStore(db, reactor)
+        yield PostgresMailStore(db, clock)
     finally:
         await db.stop()

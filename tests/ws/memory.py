@@ -18,13 +18,11 @@ from autobahn.websocket.compress import (
 from twisted.internet.address import IPv4Address
 from twisted.test import iosim
 
-from jmap_twisted.config import ServerConfig
+from jmap_twisted.config import ServerConfig, WebSocketOptions
 from jmap_twisted.core.limits import CoreLimits
-from jmap_twisted.service import JMAPService
 from jmap_twisted.store.memory.directory import MemoryBlobStore, MemoryDirectory
 from jmap_twisted.store.memory.mail import MemoryMailStore
-from jmap_twisted.ws.options import WebSocketOptions
-from tests.support import CHEAP_HASHER, ImmediateReactor
+from tests.support import CHEAP_HASHER, ImmediateReactor, jmap_service
 
 
 class Client(WebSocketClientProtocol):
@@ -80,7 +78,7 @@ class Connection:
             websocket=options or WebSocketOptions(),
             max_push_connections=max_push_connections,
         )
-        self.service = JMAPService(
+        self.service = jmap_service(
             config, self.directory, MemoryBlobStore(self.clock), self.mail, self.clock
         )
         self.service.startService()

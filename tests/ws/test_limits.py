@@ -17,7 +17,7 @@ USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
 
 
 def _server_protocols(c: Connection) -> list[Any]:
-    return list(c.service.websockets.connections)
+    return list(c.service.site.jmap.websockets.connections)
 
 
 def test_an_unfinished_message_holds_at_most_max_size_request() -> None:
@@ -43,7 +43,7 @@ def test_an_unfinished_message_holds_at_most_max_size_request() -> None:
     error = c.client.messages[-1]
     assert error["type"] == "urn:ietf:params:jmap:error:limit"
     assert error["limit"] == "maxSizeRequest"
-    assert c.service.websockets.unfinished.held(c.user.id) == 0
+    assert c.service.site.jmap.websockets.unfinished.held(c.user.id) == 0
     c.client.send_json({"@type": "Request", "id": "2", "using": USING, "methodCalls": []})
     c.flush()
     assert c.client.messages[-1]["@type"] == "Response"
@@ -63,7 +63,7 @@ def test_the_sockets_of_one_user_hold_a_bounded_sum_of_unfinished_messages() -> 
         client.beginMessage(isBinary=False)
         client.sendMessageFrame(b" " * 950)
         c.flush()
-    budget = c.service.websockets.unfinished
+    budget = c.service.site.jmap.websockets.unfinished
     assert budget.held(c.user.id) <= budget.limit
     assert [client.closed_with for client in clients[:-1]] == [None] * UNFINISHED_BYTES_FACTOR
     c.clock.advance(10)
@@ -86,12 +86,12 @@ def test_sockets_per_user_are_bounded_with_429() -> None:
     assert second.opened and not third.opened
     assert third.handshake.startswith(b"HTTP/1.1 429")
     assert b"application/problem+json" in third.handshake
-    assert c.service.push_connections.count(c.user.id) == 2
+    assert c.service.server.push_connections.count(c.user.id) == 2
     second.sendClose()
     c.flush()
     c.clock.advance(10)
     c.flush()
-    assert c.service.push_connections.count(c.user.id) == 1
+    assert c.service.server.push_connections.count(c.user.id) == 1
     assert c.connect().opened
 
 
@@ -112,7 +112,7 @@ def test_waiting_requests_are_held_as_the_octets_they_arrived_as() -> None:
     slot frees.
     """
     c = Connection(deflate=False, max_size_request=100_000, max_concurrent_requests=1)
-    held = c.service.request_limiter.try_acquire(c.user.id)
+    held = c.service.server.runner.limiter.try_acquire(c.user.id)
     payloads = [json.dumps(_padded(i, 90_000)).encode() for i in range(4)]
     tracemalloc.start()
     try:
@@ -124,12 +124,12 @@ def test_waiting_requests_are_held_as_the_octets_they_arrived_as() -> None:
     finally:
         tracemalloc.stop()
     octets = sum(map(len, payloads))
-    assert c.service.websockets.queued.held(c.user.id) == octets
+    assert c.service.server.runner.queued.held(c.user.id) == octets
     assert grown < 3 * octets, (grown, octets)
     held()
     c.flush()
     assert [m["requestId"] for m in c.client.messages] == ["0", "1", "2", "3"]
-    assert c.service.websockets.queued.held(c.user.id) == 0
+    assert c.service.server.runner.queued.held(c.user.id) == 0
 
 
 def test_waiting_requests_are_bounded_for_all_the_sockets_of_a_user() -> None:
@@ -139,7 +139,7 @@ def test_waiting_requests_are_bounded_for_all_the_sockets_of_a_user() -> None:
     """
     c = Connection(deflate=False, max_size_request=1000, max_concurrent_requests=1)
     other = c.connect(deflate=False)
-    held = c.service.request_limiter.try_acquire(c.user.id)
+    held = c.service.server.runner.limiter.try_acquire(c.user.id)
     for index in range(6):
         client = c.client if index % 2 == 0 else other
         client.send_json(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from jmap_twisted.ws.options import WebSocketOptions
+from jmap_twisted.config import WebSocketOptions
 from tests.ws.memory import Connection
 
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
@@ -145,10 +145,10 @@ def test_pipelined_requests_queue_up_to_a_bound() -> None:
     limit RequestError with their requestId; queued ones are answered when
     slots free up, and the socket keeps serving.
     """
-    from jmap_twisted.service import REQUEST_QUEUE
+    from jmap_twisted.core.runner import REQUEST_QUEUE
 
     c = Connection(max_concurrent_requests=1)
-    held = c.service.request_limiter.try_acquire(c.user.id)  # e.g. an HTTP request
+    held = c.service.server.runner.limiter.try_acquire(c.user.id)  # e.g. an HTTP request
     total = REQUEST_QUEUE + 50
     for index in range(total):
         c.client.send_json(
@@ -407,7 +407,7 @@ def test_waiting_requests_are_bounded_in_octets() -> None:
     maxSizeRequest; past that they get the limit RequestError at once.
     """
     c = Connection(max_size_request=1000, max_concurrent_requests=1)
-    held = c.service.request_limiter.try_acquire(c.user.id)
+    held = c.service.server.runner.limiter.try_acquire(c.user.id)
     for index in range(6):
         c.client.send_json(
             {
@@ -453,9 +453,9 @@ def test_a_connection_that_cannot_be_rechecked_is_closed() -> None:
             self.closed_with = code
 
     broken = Broken()
-    c.service.push_connections.add(broken)
+    c.service.server.push_connections.add(broken)
     c.directory.set_password_hash("alice", CHEAP_HASHER.hash("changed"))
-    Deferred.fromCoroutine(c.service._watch_access())
+    Deferred.fromCoroutine(c.service.server.access.check())
     c.flush()
     assert broken.closed_with == 1011
     assert c.client.closed_with == 1008  # the real socket was re-checked too

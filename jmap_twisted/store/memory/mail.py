@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from jmap_twisted.interfaces import IMailReader, IMailStore, IMailWriter
+from jmap_twisted.interfaces import IChangeLogPruning, IMailReader, IMailStore, IMailWriter
 from jmap_twisted.records import (
     ChangeBatch,
     EmailRecord,
@@ -56,10 +56,12 @@ class _AccountData:
     mailboxes: dict[str, MailboxRecord] = field(factory=dict)
     emails: dict[str, EmailRecord] = field(factory=dict)
     blobs: dict[str, bytes] = field(factory=dict)
-    log: list[LogEntry] = field(factory=list)
+    #: Change-log entries with the time of their commit, oldest first.
+    log: list[tuple[LogEntry, float]] = field(factory=list)
     seq: int = 0
     modseq: int = 0
-    oldest: int = 0
+    #: type → the newest position pruned: older states cannot be resolved.
+    oldest: dict[str, int] = field(factory=dict)
     states: dict[str, int] = field(factory=dict)
     #: Message-ID → ids of emails mentioning it (own id or references).
     mentions: dict[str, set[str]] = field(factory=dict)
@@ -74,7 +76,7 @@ class _AccountData:
             log=list(self.log),
             seq=self.seq,
             modseq=self.modseq,
-            oldest=self.oldest,
+            oldest=dict(self.oldest),
             states=dict(self.states),
             mentions={k: set(v) for k, v in self.mentions.items()},
             documents={k: dict(v) for k, v in self.documents.items()},
@@ -151,8 +153,8 @@ class _Reader:
 
     def changes(self, type_name: str, since_state: str, max_changes: int | None) -> ChangeBatch:
         current = self._data.states.get(type_name, 0)
-        since = decode_state(since_state, current, self._data.oldest)
-        entries = (e for e in self._data.log if e.type_name == type_name and e.seq > since)
+        since = decode_state(since_state, current, self._data.oldest.get(type_name, 0))
+        entries = (e for e, _ in self._data.log if e.type_name == type_name and e.seq > since)
         return merge_changes(entries, since, current, max_changes)
 
     def message(self, blob_id: str) -> bytes | None:
@@ -293,11 +295,14 @@ class _Writer(_Reader):
         record_email_destroyed(self._recorder, record, thread_left, thread_mailboxes)
 
 
-@implementer(IMailStore)
+@implementer(IMailStore, IChangeLogPruning)
 class MemoryMailStore:
     """
     Mail kept in memory.  Operations run synchronously and return fired
     Deferreds.
+
+    :param clock: gives the commit time of change-log entries, for
+        :meth:`prune_changes`.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
@@ -344,7 +349,8 @@ class MemoryMailStore:
         if not recorder:
             return None
         entries = recorder.entries(data.seq + 1)
-        data.log.extend(entries)
+        now = self._clock.seconds()
+        data.log.extend((entry, now) for entry in entries)
         if entries:
             data.seq = entries[-1].seq
         data.modseq += 1
@@ -357,14 +363,31 @@ class MemoryMailStore:
     def subscribe(self, listener: Callable[[StoreCommit], object]) -> Callable[[], None]:
         return self._commits.subscribe(listener)
 
-    def prune(self, keep_after_seq: int, account_id: str) -> None:
+    def prune_changes(self, before: float) -> Deferred[int]:
         """
-        Drop change-log entries up to ``keep_after_seq``: states older than
-        that can no longer be resolved.
+        Drop, in every account, the change-log entries committed before
+        ``before`` and any older entry of their type, as the SQL stores do
+        (:class:`~jmap_twisted.interfaces.IChangeLogPruning`).
+
+        :param before: a POSIX time, as given by the store's clock.
+        :return: fires with the number of entries deleted.
         """
-        data = self._account(account_id)
-        data.log = [e for e in data.log if e.seq > keep_after_seq]
-        data.oldest = max(data.oldest, keep_after_seq)
+        deleted = 0
+        for data in self._accounts.values():
+            cutoffs: dict[str, int] = {}
+            for entry, committed in data.log:
+                if committed < before:
+                    cutoffs[entry.type_name] = max(cutoffs.get(entry.type_name, 0), entry.seq)
+            kept = [
+                (entry, committed)
+                for entry, committed in data.log
+                if entry.seq > cutoffs.get(entry.type_name, 0)
+            ]
+            deleted += len(data.log) - len(kept)
+            data.log = kept
+            for type_name, cutoff in cutoffs.items():
+                data.oldest[type_name] = max(data.oldest.get(type_name, 0), cutoff)
+        return succeed(deleted)
 
 
 __all__ = ["MAIL_TYPES", "MemoryMailStore"]

@@ -49,7 +49,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from jmap_twisted.interfaces import IMailReader, IMailStore, IMailWriter
+from jmap_twisted.interfaces import IChangeLogPruning, IMailReader, IMailStore, IMailWriter
 from jmap_twisted.records import (
     ChangeBatch,
     EmailRecord,
@@ -751,7 +751,7 @@ def prune(db: SQLConnection, older_than: float) -> int:
     return deleted
 
 
-@implementer(IMailStore)
+@implementer(IMailStore, IChangeLogPruning)
 class SQLMailStore:
     """
     :class:`~jmap_twisted.interfaces.IMailStore` in an SQL database;
@@ -827,16 +827,16 @@ class SQLMailStore:
     def subscribe(self, listener: Callable[[StoreCommit], object]) -> Callable[[], None]:
         return self._commits.subscribe(listener)
 
-    def prune_changes(self, older_than: float) -> Deferred[int]:
+    def prune_changes(self, before: float) -> Deferred[int]:
         """
-        Drop the change-log entries committed before ``older_than``, in
-        every account.
+        Drop the change-log entries committed before ``before``, in every
+        account (:class:`~jmap_twisted.interfaces.IChangeLogPruning`).
 
         A type's states from before the newest entry dropped then answer
         ``cannotCalculateChanges``; later states, and the states of types
         whose entries were all kept, still work.
 
-        :param older_than: a POSIX time, as given by the store's clock.
+        :param before: a POSIX time, as given by the store's clock.
         :return: fires with the number of entries deleted.
         """
-        return self._db.run(prune, older_than)
+        return self._db.run(prune, before)

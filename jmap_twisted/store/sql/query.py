@@ -57,21 +57,6 @@ TEXT_CONDITIONS = {
 }
 
 
-class SQLCursor(Protocol):
-    """
-    What the mail stores use of a DB-API cursor.
-    """
-
-    @property
-    def rowcount(self) -> int: ...
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-    def __iter__(self) -> Any: ...
-
-
 class SQLConnection(Protocol):
     """
     What the SQL stores use of a connection: statements with ``?``

@@ -1,0 +1,231 @@
+# -*- test-case-name: tests.test_server -*-
+"""
+One JMAP server as a plain container: the stores it serves and everything
+built once over them (methods, engine, request runner, authentication,
+tickets, event buses, the registry of push connections).
+
+It has no life cycle and runs nothing by itself: the front ends
+(:func:`jmap_twisted.resource`, :func:`jmap_twisted.message_delivery`) call
+into it, and :class:`jmap_twisted.service.JMAPService` starts and stops what
+runs in the background (buses, pollers, pruning).  Front ends import this
+module; it imports none of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from jmap_twisted.auth.checkers import PasswordChecker, TokenChecker
+from jmap_twisted.auth.passwords import PasswordHasher
+from jmap_twisted.auth.realm import JMAPRealm
+from jmap_twisted.bus.changes import StorePublisher
+from jmap_twisted.bus.deadletters import MemoryDeadLetters
+from jmap_twisted.bus.memory import InMemoryEventBus
+from jmap_twisted.config import ServerConfig
+from jmap_twisted.core.engine import Engine
+from jmap_twisted.core.limits import ConcurrencyLimiter
+from jmap_twisted.core.runner import RequestRunner
+from jmap_twisted.interfaces import (
+    IBlobStore,
+    IDirectory,
+    IEventBus,
+    IEventDeadLetters,
+    IJMAPReactor,
+    IMailDelivery,
+    IMailStore,
+    IRecipientCache,
+    IRelay,
+)
+from jmap_twisted.mail.delivery import LocalDelivery
+from jmap_twisted.methods import build_registry
+from jmap_twisted.push.access import AccessWatch, catch_up
+from jmap_twisted.push.connections import PushConnections
+from jmap_twisted.push.tickets import TicketChecker, Tickets
+
+if TYPE_CHECKING:
+    from jmap_twisted.store.backends import Stores
+
+log = Logger()
+
+
+class JMAPServer:
+    """
+    A JMAP server over given stores, ready for front ends to serve.
+
+    :param config: what the server is told (limits, names, push settings).
+    :param directory: users, credentials and the accounts they see.
+    :param blobs: binary data.
+    :param mail: the mail store.
+    :param reactor: threads, time and connections.
+    :param delivery: where ``EmailSubmission`` and the delivery front ends
+        put mail for local recipients; by default the directory's users in
+        ``config.domains``.
+    :param relay: the outbound relay for remote recipients, or ``None``
+        (remote recipients are refused).
+    :param dead_letters: where events that could not be handled are kept
+        (in memory by default).
+    :param connector: the broker connection joining several nodes
+        (:class:`~jmap_twisted.bus.amqp_node.AMQPConnector`, from the
+        ``amqp`` extra), or ``None`` for in-memory buses.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        directory: IDirectory,
+        blobs: IBlobStore,
+        mail: IMailStore,
+        reactor: IJMAPReactor,
+        delivery: IMailDelivery | None = None,
+        relay: IRelay | None = None,
+        dead_letters: IEventDeadLetters | None = None,
+        connector: object | None = None,
+    ) -> None:
+        self.config = config
+        self.directory = directory
+        self.blobs = blobs
+        self.mail = mail
+        self.reactor = reactor
+        if delivery is None:
+            delivery = LocalDelivery(directory, mail, config.domains, reactor)
+        self.delivery = delivery
+        self.relay = relay
+        methods = build_registry(
+            config.limits,
+            mail,
+            blobs,
+            reactor,
+            config.hostname,
+            config.domains,
+            delivery,
+            relay,
+            config.send_limits,
+        )
+        self.registry = methods.registry
+        self.blob_resolver = methods.blob_resolver
+        self.engine = Engine(self.registry, config.limits)
+        #: Every transport's requests run here, within each user's slots.
+        self.runner = RequestRunner(self.engine, self.registry.capabilities, config.limits)
+        self.upload_limiter = ConcurrencyLimiter(
+            config.limits.max_concurrent_upload, "maxConcurrentUpload"
+        )
+        self.tickets = Tickets(reactor, bind_client=config.websocket.bind_tickets)
+        self.portal = Portal(
+            JMAPRealm(directory),
+            [
+                PasswordChecker(
+                    directory,
+                    PasswordHasher(n=config.password_cost),
+                    reactor,
+                    reactor,
+                    config.login,
+                ),
+                TokenChecker(directory),
+                TicketChecker(self.tickets),
+            ],
+        )
+        self.dead_letters: IEventDeadLetters = dead_letters or MemoryDeadLetters()
+        self.connector = connector
+        #: Store commits, for group listeners (change computation).
+        self.mailbox_bus: IEventBus
+        #: StateChange events keyed by account, for push connections.
+        self.jmap_bus: IEventBus
+        self.mailbox_bus, self.jmap_bus = _buses(self)
+        #: Publishes the mail store's commits on the mailbox bus.
+        self.publisher = StorePublisher(mail, self.mailbox_bus)
+        #: The open push connections (WebSocket sockets, EventSource
+        #: streams), counted per user.
+        self.push_connections = PushConnections(config.max_push_connections)
+        caches = (delivery,) if IRecipientCache.providedBy(delivery) else ()
+        #: Tells push connections when access or credentials change.
+        self.access = AccessWatch(directory, self.push_connections, caches)
+        #: Whether push runs: set by the server's life cycle
+        #: (:class:`~jmap_twisted.service.JMAPService`) while it runs.
+        self.running = False
+        self._warned = False
+
+    @classmethod
+    def from_stores(
+        cls,
+        config: ServerConfig,
+        stores: Stores,
+        reactor: IJMAPReactor,
+        **kwargs: Any,
+    ) -> JMAPServer:
+        """
+        A server over the stores :func:`~jmap_twisted.store.backends.open_stores`
+        opened (their dead letters included); ``kwargs`` as for the
+        constructor.
+        """
+        return cls(
+            config,
+            stores.directory,
+            stores.blobs,
+            stores.mail,
+            reactor,
+            dead_letters=stores.dead_letters,
+            **kwargs,
+        )
+
+    def pushes(self) -> bool:
+        """
+        Whether StateChanges reach push connections now.  A front end asks
+        before it advertises or accepts push; the first time the answer is
+        no, it is logged loudly: the server's life cycle was not started.
+        """
+        if not self.running and not self._warned:
+            self._warned = True
+            log.warn(
+                "JMAP is being served but the server's life cycle has not started, "
+                "so push is off: start jmap_twisted.JMAPService(server) "
+                "(setServiceParent on the application) to turn it on"
+            )
+        return self.running
+
+    def catch_up_later(self) -> None:
+        """
+        Catch every push connection up (after a reconnection to the broker).
+        """
+        Deferred.fromCoroutine(catch_up(self.push_connections, self.mail)).addErrback(
+            lambda f: log.failure("Could not catch push connections up", f)
+        )
+
+
+def _buses(server: JMAPServer) -> tuple[IEventBus, IEventBus]:
+    config, reactor, dead_letters = server.config, server.reactor, server.dead_letters
+    connector = server.connector
+    if connector is None:
+        return (
+            InMemoryEventBus(reactor, dead_letters),
+            InMemoryEventBus(reactor, dead_letters),
+        )
+    from jmap_twisted.extras import require
+
+    require("amqp", "txamqp")
+    from jmap_twisted.bus.amqp import AMQPEventBus, new_node_id
+
+    node_id = config.node_id or new_node_id()
+    # Only groups listen on the mailbox bus across nodes (the change
+    # listener); its key events stay on their node, saving a publish per
+    # commit.
+    mailbox = AMQPEventBus(
+        connector,  # type: ignore[arg-type]
+        "mailbox",
+        reactor,
+        dead_letters,
+        node_id=node_id,
+        remote_keys=False,
+    )
+    jmap = AMQPEventBus(
+        connector,  # type: ignore[arg-type]
+        "jmap",
+        reactor,
+        dead_letters,
+        node_id=node_id,
+    )
+    connector.on_reconnect(server.catch_up_later)  # type: ignore[attr-defined]
+    return mailbox, jmap

@@ -1,0 +1,86 @@
+"""
+Test doubles and contract test suites, for code that embeds jmap-twisted
+or provides its own store or event bus.
+
+The doubles: the in-memory implementations of every storage and bus
+interface (:class:`MemoryDirectory`, :class:`MemoryBlobStore`,
+:class:`MemoryMailStore`, :class:`InMemoryEventBus`,
+:class:`MemoryDeadLetters`), listeners that record what a bus delivers
+(:class:`RecordingListener`, :class:`StalledListener`) and a message
+builder (:func:`message`).
+
+The contracts: one base class of pytest tests per interface,
+:class:`MailStoreContract` (with change-log pruning),
+:class:`DirectoryContract`, :class:`BlobStoreContract`,
+:class:`EventBusContract` and :class:`DeadLettersContract`.  Subclass one
+in a test module, under a name pytest collects, and override the fixture
+its docstring names to give your implementation; pytest then runs every
+test of the contract against it, starting with
+:func:`zope.interface.verify.verifyObject`.  jmap-twisted's own backends
+are proved the same way.  For example::
+
+    import pytest
+
+    from jmap_twisted.testing import MailStoreContract
+
+
+    class TestMyMailStore(MailStoreContract):
+        @pytest.fixture
+        def mail_store(self, clock):
+            return MyMailStore(clock)
+
+The contracts need pytest and pytest-twisted (the tests run on
+pytest-twisted's reactor): ``pip install 'jmap-twisted[testing]'``.  The
+server never imports this package.
+"""
+
+import pytest
+
+# Assertions in the contracts explain their failures as a test module's do.
+pytest.register_assert_rewrite(
+    "jmap_twisted.testing._blobs",
+    "jmap_twisted.testing._bus",
+    "jmap_twisted.testing._directory",
+    "jmap_twisted.testing._mail",
+)
+
+from jmap_twisted.bus.deadletters import MemoryDeadLetters  # noqa: E402
+from jmap_twisted.bus.memory import InMemoryEventBus  # noqa: E402
+from jmap_twisted.store.memory.directory import MemoryBlobStore, MemoryDirectory  # noqa: E402
+from jmap_twisted.store.memory.mail import MemoryMailStore  # noqa: E402
+from jmap_twisted.testing._blobs import BlobStoreContract, NewAccount  # noqa: E402
+from jmap_twisted.testing._bus import (  # noqa: E402
+    DeadLettersContract,
+    EventBusContract,
+    eventually,
+    settle,
+)
+from jmap_twisted.testing._directory import DirectoryContract  # noqa: E402
+from jmap_twisted.testing._doubles import (  # noqa: E402
+    CONTRACT_EPOCH,
+    RecordingListener,
+    StalledListener,
+    message,
+)
+from jmap_twisted.testing._mail import CONTRACT_ACCOUNTS, MailStoreContract  # noqa: E402
+
+__all__ = [
+    "CONTRACT_ACCOUNTS",
+    "CONTRACT_EPOCH",
+    "BlobStoreContract",
+    "DeadLettersContract",
+    "DirectoryContract",
+    "EventBusContract",
+    "InMemoryEventBus",
+    "MailStoreContract",
+    "MemoryBlobStore",
+    "MemoryDeadLetters",
+    "MemoryDirectory",
+    "MemoryMailStore",
+    "NewAccount",
+    "RecordingListener",
+    "StalledListener",
+    "eventually",
+    "message",
+    "settle",
+]

@@ -53,18 +53,18 @@ _WHERE = {
     "open_stores": ("jmap_twisted.store.backends", "open_stores"),
     "make_service": ("jmap_twisted.service", "make_service"),
     "message_delivery": ("jmap_twisted.mail.front", "message_delivery"),
-    "resource": ("jmap_twisted.http.tree", "resource"),
-    "site": ("jmap_twisted.http.tree", "jmap_site"),
+    "resource": ("jmap_twisted.web", "resource"),
+    "site": ("jmap_twisted.web", "jmap_site"),
 }
 
 if TYPE_CHECKING:
     from jmap_twisted.config import ServerConfig
-    from jmap_twisted.http.tree import jmap_site as site
-    from jmap_twisted.http.tree import resource
     from jmap_twisted.mail.front import message_delivery
     from jmap_twisted.server import JMAPServer
     from jmap_twisted.service import JMAPService, make_service
     from jmap_twisted.store.backends import Stores, StoreSettings, open_stores
+    from jmap_twisted.web import jmap_site as site
+    from jmap_twisted.web import resource
 
 
 def __getattr__(name: str) -> Any:

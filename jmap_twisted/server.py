@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_server -*-
+# -*- test-case-name: tests.test_service, tests.test_web -*-
 """
 One JMAP server as a plain container: the stores it serves and everything
 built once over them (methods, engine, request runner, authentication,
@@ -209,23 +209,20 @@ def _buses(server: JMAPServer) -> tuple[IEventBus, IEventBus]:
     from jmap_twisted.bus.amqp import AMQPEventBus, new_node_id
 
     node_id = config.node_id or new_node_id()
+
+    def bus(name: str, remote_keys: bool) -> IEventBus:
+        return AMQPEventBus(
+            connector,  # type: ignore[arg-type]
+            name,
+            reactor,
+            dead_letters,
+            node_id=node_id,
+            remote_keys=remote_keys,
+        )
+
     # Only groups listen on the mailbox bus across nodes (the change
     # listener); its key events stay on their node, saving a publish per
     # commit.
-    mailbox = AMQPEventBus(
-        connector,  # type: ignore[arg-type]
-        "mailbox",
-        reactor,
-        dead_letters,
-        node_id=node_id,
-        remote_keys=False,
-    )
-    jmap = AMQPEventBus(
-        connector,  # type: ignore[arg-type]
-        "jmap",
-        reactor,
-        dead_letters,
-        node_id=node_id,
-    )
+    mailbox, jmap = bus("mailbox", remote_keys=False), bus("jmap", remote_keys=True)
     connector.on_reconnect(server.catch_up_later)  # type: ignore[attr-defined]
     return mailbox, jmap

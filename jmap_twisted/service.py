@@ -25,13 +25,13 @@ from jmap_twisted.bus.changes import register_change_listener
 from jmap_twisted.bus.deadletters import redeliver_requested
 from jmap_twisted.config import ServerConfig
 from jmap_twisted.http.admission import ConnectionGuard
-from jmap_twisted.http.tree import jmap_site
 from jmap_twisted.interfaces import IChangeLogPruning, IJMAPReactor
 from jmap_twisted.listening import ListeningService
 from jmap_twisted.loops import SupervisedLoop
 from jmap_twisted.mail.vacation import VacationResponder
 from jmap_twisted.server import JMAPServer
 from jmap_twisted.store.backends import StoreSettings, open_stores
+from jmap_twisted.web import jmap_site
 
 log = Logger()
 
@@ -51,7 +51,7 @@ class JMAPService(MultiService):
 
     :param server: the server whose work this runs.
     :param site: what the HTTP ports serve; by default
-        :func:`~jmap_twisted.http.tree.jmap_site` of the server.
+        :func:`~jmap_twisted.web.jmap_site` of the server.
     """
 
     def __init__(self, server: JMAPServer, site: Site | None = None) -> None:
@@ -80,7 +80,7 @@ class JMAPService(MultiService):
     def site(self) -> Site:
         """
         What the HTTP ports serve: by default
-        :func:`~jmap_twisted.http.tree.jmap_site` of the server.
+        :func:`~jmap_twisted.web.jmap_site` of the server.
         """
         if self._site is None:
             self._site = jmap_site(self.server)

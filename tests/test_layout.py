@@ -89,7 +89,7 @@ def test_the_import_graph_has_no_cycle() -> None:
     """
     graph = import_graph()
     assert len(graph) > 100
-    assert graph["jmap_twisted.service"] >= {"jmap_twisted.server", "jmap_twisted.http.tree"}
+    assert graph["jmap_twisted.service"] >= {"jmap_twisted.server", "jmap_twisted.web"}
     assert cycles(graph) == []
 
 
@@ -137,7 +137,7 @@ def test_importing_the_server_installs_no_reactor_and_loads_no_driver() -> None:
     the reactor to be chosen later and loads neither txamqp nor psycopg.
     """
     code = (
-        "import sys, jmap_twisted, jmap_twisted.service, jmap_twisted.http.tree\n"
+        "import sys, jmap_twisted, jmap_twisted.service, jmap_twisted.web\n"
         "jmap_twisted.JMAPServer, jmap_twisted.resource, jmap_twisted.JMAPService\n"
         "loaded = [m for m in sys.modules if m.split('.')[0] in ('txamqp', 'psycopg', 'psycopg_pool')]\n"
         "print('twisted.internet.reactor' in sys.modules, loaded)\n"

@@ -163,9 +163,7 @@ class JMAPResource(Resource):
         handshake), or the client went away.
         """
         seen = self.jmap.access.version_seen
-        principal, probe = await login_with_probe(
-            self.jmap.portal, self.jmap.directory, request
-        )
+        principal, probe = await login_with_probe(self.jmap.portal, self.jmap.directory, request)
         if request.finished or request._disconnected:  # type: ignore[attr-defined]
             return None
         if not self.jmap.pushes():

@@ -31,7 +31,6 @@ from jmap_twisted.records import EmailRecord
 log = Logger()
 
 
-
 class NoInbox(Exception):
     """
     The account has no mailbox with the ``inbox`` role, even after

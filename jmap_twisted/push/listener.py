@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from jmap_twisted.bus.events import SYNCHRONOUS, StateChange
-from jmap_twisted.interfaces import IEvent, IEventListener
+from jmap_twisted.interfaces import IEvent, IEventListener, IMailStore
 from jmap_twisted.push import pushstate
 
 #: Every type a client may ask to be pushed.
@@ -136,7 +136,7 @@ class PushListener:
         )
 
 
-async def current_states(store: Any, account_ids: Collection[str]) -> pushstate.States:
+async def current_states(store: IMailStore, account_ids: Collection[str]) -> pushstate.States:
     """
     The current state of every pushed type in each account
     (``EmailDelivery`` shares the Email state).

@@ -29,6 +29,15 @@ are proved the same way.  For example::
         def mail_store(self, clock):
             return MyMailStore(clock)
 
+What the contracts hold fixed:
+
+``CONTRACT_EPOCH``
+    the POSIX time the contracts' ``clock`` fixtures start at;
+``CONTRACT_ACCOUNTS``
+    the two account ids the mail contract's ``store`` fixture sets up;
+``NewAccount``
+    the type of the blob contract's ``new_account`` fixture.
+
 The contracts need pytest and pytest-twisted (the tests run on
 pytest-twisted's reactor): ``pip install 'jmap-twisted[testing]'``.  The
 server never imports this package.

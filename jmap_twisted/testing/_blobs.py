@@ -18,6 +18,7 @@ from jmap_twisted.interfaces import IBlobStore
 from jmap_twisted.records import BlobInfo
 from jmap_twisted.store import ids
 from jmap_twisted.store.ids import is_valid_id
+from jmap_twisted.testing._doubles import CONTRACT_EPOCH
 
 #: Makes an account blobs can be stored for, given a name; fires with its id.
 NewAccount = Callable[[str], Awaitable[str]]
@@ -46,7 +47,9 @@ class BlobStoreContract:
         """
         A clock for the store under test.
         """
-        return Clock()
+        clock = Clock()
+        clock.advance(CONTRACT_EPOCH)
+        return clock
 
     @pytest.fixture
     def blob_store(self) -> IBlobStore:

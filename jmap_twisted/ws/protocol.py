@@ -305,7 +305,9 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
 
     protocol = JMAPWebSocketProtocol  # type: ignore[assignment]
 
-    def __init__(self, server: JMAPServer, options: WebSocketOptions, reactor: IReactorTime) -> None:
+    def __init__(
+        self, server: JMAPServer, options: WebSocketOptions, reactor: IReactorTime
+    ) -> None:
         super().__init__(protocols=[SUBPROTOCOL], reactor=reactor)
         # Autobahn schedules pings and handshake timeouts with txaio's
         # global loop; schedule them on the injected reactor instead.

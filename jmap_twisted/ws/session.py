@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 log = Logger()
 
 POLICY_VIOLATION = 1008
+
+
 @implementer(IPushConnection)
 class WebSocketSession:
     """

@@ -490,7 +490,9 @@ def test_a_node_starts_its_publisher_and_access_watch_without_a_broker() -> None
     service.startService()
     assert service.server.publisher._unsubscribe is not None
     assert service._access_watch.running
-    assert service.server.mailbox_bus._group_listeners  # the change listener, consumed once connected
+    assert (
+        service.server.mailbox_bus._group_listeners
+    )  # the change listener, consumed once connected
     service.stopService()
 
 

@@ -15,9 +15,9 @@ from twisted.web.resource import Resource
 
 from jmap_twisted import JMAPServer, JMAPService, ServerConfig, resource
 from jmap_twisted.core.limits import CoreLimits
-from jmap_twisted.http.tree import JMAPRoot
 from jmap_twisted.store.memory.directory import MemoryBlobStore, MemoryDirectory
 from jmap_twisted.store.memory.mail import MemoryMailStore
+from jmap_twisted.web import JMAPRoot
 from tests.http.test_resources import Harness
 from tests.support import CHEAP_HASHER, ImmediateReactor
 from tests.ws.memory import Connection

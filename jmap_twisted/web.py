@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.http.test_tree -*-
+# -*- test-case-name: tests.test_web -*-
 """
 The whole JMAP resource tree in one call, mountable under any path of any
 ``twisted.web`` site (:func:`resource`), and this project's own site around

@@ -71,7 +71,7 @@ async def test_dead_letters_listed_and_redelivered_from_the_cli(server: RunningS
     await jmap.server.mailbox_bus.register_group(listener, "indexer")
     user = await server.add_user("alice", "pw")
     accounts = await (await server.directory()).accounts_for_user(user.id)
-    await jmap.mail.setup_account(accounts[0].id)
+    await jmap.server.mail.setup_account(accounts[0].id)
 
     async def listed() -> bool:
         result = await deferToThread(admin, server, "dead-letters", "list")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest_twisted
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from zope.interface import implementer_only
 
@@ -200,7 +200,9 @@ async def test_the_vacation_responder_answers_while_running() -> None:
     assert s.emails(s.bob) == 1
     subject = await s.mail.read(
         bob,
-        lambda r: [e.summary.subject for e in r.emails(r.query_emails(None, [], False)[0]).values()],
+        lambda r: [
+            e.summary.subject for e in r.emails(r.query_emails(None, [], False)[0]).values()
+        ],
     )
     assert subject == ["Away"]
     await s.service.stopService()
@@ -216,8 +218,7 @@ async def _settle(service: JMAPService) -> None:
         responder = getattr(child, "responder", None)
         if isinstance(responder, VacationResponder):
             while responder.pending:
-                await list(responder.pending)[0]
-    await succeed(None)
+                await next(iter(responder.pending))
 
 
 def test_ports_bind_in_the_privileged_start_and_close_on_stop() -> None:

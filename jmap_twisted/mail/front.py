@@ -22,8 +22,14 @@ def message_delivery(server: JMAPServer) -> LocalMessageDelivery:
     only local recipients (the server never relays), each message stored
     durably before its ``250``, at most ``config.max_message_size`` octets.
 
-    Set it as the ``delivery`` of a ``twisted.mail.smtp.SMTPFactory`` (or of
-    each ``ESMTP`` protocol it builds).
+    Set it as the ``delivery`` of each protocol a
+    ``twisted.mail.smtp.SMTPFactory`` builds.  Twisted's own ``SMTP`` and
+    ``ESMTP`` answer every failure of a message with 550, temporary ones
+    too (451 storage unavailable, 452 disk full): a sender then bounces
+    mail it could have retried.  The project's own servers
+    (:class:`~jmap_twisted.mail.smtp.InboundSMTPFactory`,
+    :class:`~jmap_twisted.mail.lmtp.LMTPFactory`, over ``server.delivery``)
+    send each failure's own code.
     """
     config = server.config
     return LocalMessageDelivery(

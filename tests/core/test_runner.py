@@ -56,7 +56,9 @@ class Methods:
         registry.add_method("Test/wait", TEST, wait)
         registry.add_method("Test/gone", TEST, gone)
         registry.add_method("Test/echo", TEST, echo)
-        self.runner = RequestRunner(Engine(registry, self.limits), registry.capabilities, self.limits)
+        self.runner = RequestRunner(
+            Engine(registry, self.limits), registry.capabilities, self.limits
+        )
 
     def in_use(self, principal: Principal) -> int:
         return self.runner.limiter.in_use(principal.user.id)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import pytest_twisted
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from jmap_twisted.bus.changes import StorePublisher, register_change_listener
 from jmap_twisted.bus.events import AccountKey, StateChange
@@ -23,6 +24,19 @@ from jmap_twisted.testing import InMemoryEventBus, MemoryDeadLetters, MemoryMail
 from tests.support import ImmediateReactor
 
 T = TypeVar("T")
+
+
+def done(fired: Deferred[T]) -> T:
+    """
+    The result of a Deferred that has fired (the in-memory doubles answer
+    at once); its failure raised.
+    """
+    outcome: list[Any] = []
+    fired.addBoth(outcome.append)
+    (result,) = outcome
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result  # type: ignore[no-any-return]
 
 
 class Push:
@@ -52,20 +66,17 @@ class Push:
             inbox = next(m.id for m in w.mailboxes() if m.role == "inbox")
             w.add_email(message(subject=subject), [inbox], [], 0.0)
 
-        self.mail.write(account, write, delivery=True).result
+        done(self.mail.write(account, write, delivery=True))
 
     def flag_first_email(self, account: str) -> None:
         email_id = self.read(account, lambda r: r.query_emails(None, [], False)[0][0])
-        self.mail.write(account, lambda w: w.update_email(email_id, keywords={"$seen"})).result
+        done(self.mail.write(account, lambda w: w.update_email(email_id, keywords={"$seen"})))
 
     def read(self, account: str, fn: Callable[[IMailReader], T]) -> T:
-        result: T = self.mail.read(account, fn).result
-        return result
+        return done(self.mail.read(account, fn))
 
     def states(self, *accounts: str) -> pushstate.States:
-        read = Deferred.fromCoroutine(current_states(self.mail, accounts))
-        states: pushstate.States = read.result
-        return states
+        return done(Deferred.fromCoroutine(current_states(self.mail, accounts)))
 
     def push_listeners(self) -> list[IEventListener]:
         return [
@@ -117,13 +128,15 @@ async def test_only_wanted_types_are_sent() -> None:
     p.deliver("A1")
     (change,) = p.sent
     assert set(change["changed"]["A1"]) == {"Mailbox"}
-    p.mail.write("A1", lambda w: w.put_document("Identity", "i1", {"name": "x"})).result
+    done(p.mail.write("A1", lambda w: w.put_document("Identity", "i1", {"name": "x"})))
     assert len(p.sent) == 1
     p.deliver("A1", "again")
     assert len(p.sent) == 2
     known = pushstate.decode(p.sent[-1]["pushState"]) or {}
     assert known["A1"]["Identity"] == p.read("A1", lambda r: r.state("Identity"))
-    assert known["A1"]["Identity"] != (pushstate.decode(change["pushState"]) or {})["A1"]["Identity"]
+    assert (
+        known["A1"]["Identity"] != (pushstate.decode(change["pushState"]) or {})["A1"]["Identity"]
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -185,7 +198,7 @@ class HeldBus:
     def register(
         self, listener: IEventListener, keys: Collection[IRegistrationKey]
     ) -> Deferred[IRegistration]:
-        registration = self.bus.register(listener, keys).result
+        registration = done(self.bus.register(listener, keys))
         confirmed: Deferred[IRegistration] = Deferred()
         self.held.append((confirmed, registration))
         return confirmed
@@ -207,7 +220,7 @@ class HeldReads:
 
     def read(self, account_id: str, fn: Callable[[IMailReader], Any]) -> Deferred[Any]:
         answered: Deferred[Any] = Deferred()
-        self.held.append((answered, self.mail.read(account_id, fn).result))
+        self.held.append((answered, done(self.mail.read(account_id, fn))))
         return answered
 
     def answer(self) -> None:

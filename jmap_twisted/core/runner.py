@@ -7,12 +7,12 @@ Running a JMAP request for a user, the same over every transport (RFC 8620
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from jmap_twisted.core import eager, jsonio
+from jmap_twisted.core import jsonio
 from jmap_twisted.core.engine import Engine
 from jmap_twisted.core.limits import ConcurrencyLimiter, CoreLimits
 from jmap_twisted.core.registry import Capability
@@ -127,22 +127,24 @@ class RequestRunner:
         value: object,
         payload: bytes,
         unwrap: Callable[[Any], object] = lambda value: value,
-    ) -> Deferred[dict[str, Any]]:
+    ) -> Awaitable[dict[str, Any]]:
         """
         Run a request now if the user has a slot free (most finish without
-        waiting: run on the spot), or else once one frees.  While it waits
-        it holds its message's octets, not the parsed value (several times
-        larger), and is parsed again when its turn comes.
+        waiting: awaiting the result runs it on the spot), or else once one
+        frees.  While it waits it holds its message's octets, not the parsed
+        value (several times larger), and is parsed again when its turn
+        comes.
 
         :param value: the parsed message.
         :param payload: the message's octets.
         :param unwrap: the Request inside a parsed message (a WebSocket
             message carries ``@type`` and ``id`` beside it).
+        :return: the response, once awaited.
         :raises LimitExceeded: too many requests of the user wait already.
         """
         user_id = principal.user.id
         if self.limiter.in_use(user_id) < self.limiter.limit:
-            return eager.start(self.run(principal, unwrap(value)))
+            return self.run(principal, unwrap(value))
         size = len(payload)
         if not self.queued.take(user_id, size):
             raise LimitExceeded(

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 log = Logger()
 
 SUBPROTOCOL = "jmap"
-GOING_AWAY = 1001
 UNSUPPORTED_DATA = 1003
 POLICY_VIOLATION = 1008
 #: Unfinished messages (fragments received, the last one not yet) on all

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from jmap_twisted.auth.realm import Principal
-from jmap_twisted.core import jsonio
+from jmap_twisted.core import eager, jsonio
 from jmap_twisted.errors import LimitExceeded, NotRequest, PushUnavailable, RequestLevelError
 from jmap_twisted.interfaces import IPrincipal, IPushConnection
 from jmap_twisted.push.subscription import PushSubscription
@@ -184,25 +184,21 @@ class WebSocketSession:
         except LimitExceeded as error:
             self._request_error(error, request_id)
             return None
-        return running.addCallbacks(
-            self._respond,
-            self._refused,
-            callbackArgs=(request_id,),
-            errbackArgs=(request_id,),
-        )
+        # Most requests find a slot free and finish without waiting: run
+        # them on the spot.
+        return eager.start(self._answer(running, request_id))
 
-    def _respond(self, response: dict[str, Any], request_id: object) -> None:
+    async def _answer(self, running: Awaitable[dict[str, Any]], request_id: object) -> None:
+        try:
+            response = await running
+        except RequestLevelError as error:
+            self._request_error(error, request_id)
+            return
         message: dict[str, Any] = {"@type": "Response"}
         if request_id is not None:
             message["requestId"] = request_id
         message.update(response)
         self.send(message)
-
-    def _refused(self, failure: Any, request_id: object) -> None:
-        error = failure.check(RequestLevelError)
-        if error is None:
-            failure.raiseException()
-        self._request_error(failure.value, request_id)
 
     async def _push_enable(self, value: dict[str, Any], request_id: object) -> None:
         types = value.get("dataTypes")

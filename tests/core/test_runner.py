@@ -7,6 +7,7 @@ runner and the per-user octet budget of requests waiting for a slot.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import pytest_twisted
 from twisted.internet.defer import CancelledError, Deferred
 
 from jmap_twisted.auth.realm import Principal
+from jmap_twisted.core import eager
 from jmap_twisted.core.engine import Engine
 from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.core.registry import CORE, CallContext, Capability, Registry
@@ -24,6 +26,18 @@ from jmap_twisted.records import Account, User
 TEST = "urn:example:runner"
 ALICE = Principal(User("u-alice", "alice"), (Account("A1", "alice", "u-alice"),))
 BOB = Principal(User("u-bob", "bob"), (Account("B1", "bob", "u-bob"),))
+
+
+def submit(m: Any, *args: Any) -> Deferred[Any]:
+    """
+    ``RequestRunner.submit``, awaited at once as the WebSocket session does
+    (a request that finds a slot free runs on the spot).
+    """
+    return eager.start(_awaited(m.runner.submit(*args)))
+
+
+async def _awaited(running: Awaitable[Any]) -> Any:
+    return await running
 
 
 class Methods:
@@ -155,7 +169,8 @@ def test_submit_runs_at_once_when_a_slot_is_free() -> None:
     """
     m = Methods()
     message = {"@type": "Request", "id": "r1", **request("Test/echo", a=1)}
-    submitted = m.runner.submit(
+    submitted = submit(
+        m,
         ALICE,
         message,
         payload(message),
@@ -174,11 +189,12 @@ def test_submit_queues_holding_the_payload_octets_until_it_runs() -> None:
     octets are given back.
     """
     m = Methods(max_concurrent_requests=1)
-    busy = m.runner.submit(ALICE, request("Test/wait"), payload(request("Test/wait")))
+    busy = submit(m, ALICE, request("Test/wait"), payload(request("Test/wait")))
     assert not busy.called and m.in_use(ALICE) == 1
     message = {"@type": "Request", "id": "r2", **request("Test/echo", b=2)}
     octets = payload(message)
-    waiting = m.runner.submit(
+    waiting = submit(
+        m,
         ALICE,
         {"the parsed value": "is not kept"},
         octets,
@@ -204,7 +220,7 @@ def test_submit_refuses_past_the_octet_budget_while_others_still_run() -> None:
     """
     m = Methods(max_concurrent_requests=1, max_size_request=100)
     budget = QUEUED_BYTES_FACTOR * 100
-    m.runner.submit(ALICE, request("Test/wait"), payload(request("Test/wait")))
+    submit(m, ALICE, request("Test/wait"), payload(request("Test/wait")))
     queued = []
     held = 0
     index = 0
@@ -213,16 +229,16 @@ def test_submit_refuses_past_the_octet_budget_while_others_still_run() -> None:
         octets = payload(value)
         if held + len(octets) > budget:
             break
-        queued.append(m.runner.submit(ALICE, value, octets))
+        queued.append(submit(m, ALICE, value, octets))
         held += len(octets)
         index += 1
     assert len(queued) >= 2 and m.queued(ALICE) == held
     refused_value = request("Test/echo", i="refused", pad="x" * 60)
     with pytest.raises(LimitExceeded) as refused:
-        m.runner.submit(ALICE, refused_value, payload(refused_value))
+        submit(m, ALICE, refused_value, payload(refused_value))
     assert refused.value.extra == {"limit": "maxConcurrentRequests"}
     assert m.queued(ALICE) == held
-    other = m.runner.submit(BOB, request("Test/echo", who="bob"), b"{}")
+    other = submit(m, BOB, request("Test/echo", who="bob"), b"{}")
     assert first_response(other.result) == ["Test/echo", {"who": "bob"}, "c0"]
     assert m.runner.queued.held(BOB.user.id) == 0
     m.gates[0].callback(None)
@@ -237,8 +253,8 @@ def test_a_queued_request_cancelled_while_waiting_gives_its_octets_back() -> Non
     running request finishes, the user holds nothing.
     """
     m = Methods(max_concurrent_requests=1)
-    m.runner.submit(ALICE, request("Test/wait"), payload(request("Test/wait")))
-    waiting = m.runner.submit(ALICE, request("Test/echo"), payload(request("Test/echo")))
+    submit(m, ALICE, request("Test/wait"), payload(request("Test/wait")))
+    waiting = submit(m, ALICE, request("Test/echo"), payload(request("Test/echo")))
     assert m.queued(ALICE) > 0
     failures: list[Any] = []
     waiting.addErrback(failures.append)
@@ -247,7 +263,7 @@ def test_a_queued_request_cancelled_while_waiting_gives_its_octets_back() -> Non
     assert m.queued(ALICE) == 0
     m.gates[0].callback(None)
     assert (m.in_use(ALICE), m.queued(ALICE)) == (0, 0)
-    after = m.runner.submit(ALICE, request("Test/echo", c=1), payload(request("Test/echo", c=1)))
+    after = submit(m, ALICE, request("Test/echo", c=1), payload(request("Test/echo", c=1)))
     assert first_response(after.result) == ["Test/echo", {"c": 1}, "c0"]
 
 

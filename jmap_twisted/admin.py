@@ -171,6 +171,30 @@ async def _dead_letters_redeliver(stores: Stores, args: argparse.Namespace, _: s
     print(f"marked {marked} dead letter(s) of {args.dead_group} for redelivery")
 
 
+async def _vapid_show(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    from jmap_twisted.push.webpush.crypto import VapidKey
+
+    pem = await stores.push_subscriptions.vapid_key()
+    if pem is None:
+        raise AdminError("no VAPID key yet: the server makes one when it first starts")
+    print(VapidKey.from_pem(pem).application_server_key())
+
+
+async def _vapid_rotate(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    from jmap_twisted.push.webpush.crypto import VapidKey
+
+    key = VapidKey.generate()
+    await stores.push_subscriptions.set_vapid_key(key.pem(), only_if_unset=False)
+    # RFC 9749 §5: subscriptions made for the old key are destroyed; clients
+    # see the new key in the session and subscribe again.
+    destroyed = 0
+    for user in await stores.directory.list_users():
+        for record in await stores.push_subscriptions.for_user(user.id):
+            destroyed += bool(await stores.push_subscriptions.remove(record.id))
+    print(key.application_server_key())
+    print(f"destroyed {destroyed} push subscription(s) made for the old key")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """
     The command line parser of ``jmap-admin``.  Each subcommand sets
@@ -180,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="jmap-admin",
-        description="Manage the users, bearer tokens, delegations and dead letters"
+        description="Manage the users, bearer tokens, delegations, dead letters and VAPID key"
         " of a JMAP server.",
     )
     parser.add_argument(
@@ -204,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(
         dest="group",
         required=True,
-        metavar="{user,token,delegate,undelegate,delegations,dead-letters}",
+        metavar="{user,token,delegate,undelegate,delegations,dead-letters,vapid}",
     )
 
     user = groups.add_parser("user", help="manage users").add_subparsers(
@@ -270,6 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
     redeliver.add_argument("dead_group", metavar="GROUP")
     redeliver.add_argument("insertion_id", metavar="INSERTION_ID", nargs="?")
     redeliver.set_defaults(command=_dead_letters_redeliver)
+
+    vapid = groups.add_parser(
+        "vapid", help="the server's VAPID key, which signs web push requests"
+    ).add_subparsers(dest="action", required=True)
+    vapid.add_parser(
+        "show", help="print the public key (the session's applicationServerKey)"
+    ).set_defaults(command=_vapid_show)
+    vapid.add_parser(
+        "rotate",
+        help="replace the key pair and destroy every push subscription (clients resubscribe)",
+    ).set_defaults(command=_vapid_rotate)
     return parser
 
 

@@ -75,6 +75,26 @@ class ConnectionLimits:
 
 
 @frozen
+class WebPushOptions:
+    """
+    Settings of web push delivery (RFC 8620 §7.2, RFC 8030).
+
+    :ivar ca_file: a PEM file of CA certificates trusted for push services
+        beside the system's, or ``None``.
+    :ivar allow_private: allow push services on loopback, private and
+        link-local addresses (tests and closed networks only).
+    :ivar vapid_subject: the VAPID ``sub`` claim (``mailto:`` or
+        ``https:`` contact for push service operators), or ``None``.
+    :ivar ttl: seconds a push service keeps an undelivered StateChange.
+    """
+
+    ca_file: str | None = None
+    allow_private: bool = False
+    vapid_subject: str | None = None
+    ttl: int = 3600
+
+
+@frozen
 class ServerConfig:
     """
     Everything a running server is told.
@@ -99,6 +119,7 @@ class ServerConfig:
     :ivar smarthost_require_tls: refuse to relay without STARTTLS.
     :ivar send_limits: recipients per submission and per user per hour.
     :ivar websocket: the WebSocket endpoint's settings.
+    :ivar webpush: how push subscriptions' StateChanges are POSTed.
     :ivar max_push_connections: WebSockets and EventSource streams one user
         may hold open at once (more are refused with 429).
     :ivar push_stall_timeout: seconds an EventSource stream may stay unable
@@ -132,6 +153,7 @@ class ServerConfig:
     smarthost_require_tls: bool = False
     send_limits: SendLimits = field(factory=SendLimits)
     websocket: WebSocketOptions = field(factory=WebSocketOptions)
+    webpush: WebPushOptions = field(factory=WebPushOptions)
     max_push_connections: int = 50
     push_stall_timeout: float = 60.0
     change_retention_days: float = 30.0

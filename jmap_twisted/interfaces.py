@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         EmailRecord,
         MailboxCounts,
         MailboxRecord,
+        PushSubscriptionRecord,
         StoreCommit,
         TokenInfo,
         User,
@@ -475,6 +476,87 @@ class IRelay(Interface):
         null reverse-path) and ``rcpt_to``.  Fires with the relay's SMTP
         reply code and text for every recipient; an unreachable relay is a
         temporary (4xx) reply for each, not a failure.
+        """
+
+
+class IPushSubscriptions(Interface):
+    """
+    The push subscriptions of every user (RFC 8620 §7.2) and the server's
+    VAPID key pair (RFC 8292), kept with the directory so that every node
+    of a cluster sees the same.
+
+    Implementations: :class:`jmap_twisted.store.memory.push.MemoryPushSubscriptions`,
+    :class:`jmap_twisted.store.sql.push.SQLPushSubscriptions` (SQLite and
+    PostgreSQL).
+    """
+
+    def add(record: PushSubscriptionRecord) -> Deferred[None]:
+        """
+        Store a new subscription (its id is unique, chosen by the caller).
+        """
+
+    def for_user(user_id: str) -> Deferred[list[PushSubscriptionRecord]]:
+        """
+        The user's subscriptions, oldest first.
+        """
+
+    def active(now: float) -> Deferred[list[PushSubscriptionRecord]]:
+        """
+        Every verified subscription that has not expired at ``now``, of all
+        users (what push delivery follows).
+        """
+
+    def replace(record: PushSubscriptionRecord) -> Deferred[bool]:
+        """
+        Store a changed subscription over the one with its id and user;
+        ``False`` when there is none.
+        """
+
+    def remove(subscription_id: str, user_id: str | None = None) -> Deferred[bool]:
+        """
+        Delete a subscription (only the user's when ``user_id`` is given);
+        whether one was deleted.
+        """
+
+    def remove_expired(now: float) -> Deferred[int]:
+        """
+        Delete the subscriptions expired at ``now``; how many.
+        """
+
+    def version() -> Deferred[int]:
+        """
+        A number that grows with every change to any subscription (nodes
+        compare it to know when to reload).
+        """
+
+    def vapid_key() -> Deferred[bytes | None]:
+        """
+        The server's VAPID private key (PKCS#8 PEM), or ``None`` before one
+        is set.
+        """
+
+    def set_vapid_key(pem: bytes, only_if_unset: bool) -> Deferred[bytes]:
+        """
+        Store the VAPID private key; with ``only_if_unset``, keep the one
+        another node stored first.  Returns the key now stored.
+        """
+
+
+class IPushSubscriptionEvents(Interface):
+    """
+    What ``PushSubscription/set`` tells push delivery (RFC 8620 §7.2.2).
+    Both calls return at once: the work they start is the delivery's.
+    """
+
+    def created(record: PushSubscriptionRecord) -> None:
+        """
+        A subscription was created: POST its ``PushVerification`` to its URL.
+        """
+
+    def changed() -> None:
+        """
+        Subscriptions were created, updated or destroyed: reload those that
+        deliveries follow.
         """
 
 

@@ -209,3 +209,39 @@ class StoreCommit:
     events: tuple[MailboxEvent, ...]
     states: dict[str, str]
     delivery: bool = False
+
+
+@frozen
+class PushSubscriptionRecord:
+    """
+    A push subscription (RFC 8620 §7.2): where StateChanges for a user are
+    POSTed when the client cannot hold a connection.
+
+    :ivar id: the server-assigned id.
+    :ivar user_id: the user whose credentials created it; only they see it.
+    :ivar device_client_id: the client's id for the device and client.
+    :ivar url: the push endpoint, ``https`` only.
+    :ivar p256dh: the user agent's P-256 public key (65 octets,
+        uncompressed), or ``None`` when pushes go unencrypted.
+    :ivar auth: the user agent's 16-octet authentication secret, with
+        ``p256dh``.
+    :ivar verification_code: the code POSTed to the URL on creation.
+    :ivar verified: the client has set the matching ``verificationCode``;
+        nothing but the verification is pushed before.
+    :ivar expires: when it stops (epoch seconds), or ``None`` for the
+        server's longest.
+    :ivar types: the type names to push, or ``None`` for all.
+    :ivar created: when it was created (epoch seconds).
+    """
+
+    id: str
+    user_id: str
+    device_client_id: str
+    url: str
+    p256dh: bytes | None
+    auth: bytes | None
+    verification_code: str
+    verified: bool
+    expires: float | None
+    types: tuple[str, ...] | None
+    created: float

@@ -37,6 +37,7 @@ from jmap_twisted.interfaces import (
     IJMAPReactor,
     IMailDelivery,
     IMailStore,
+    IPushSubscriptions,
     IRecipientCache,
     IRelay,
 )
@@ -45,6 +46,7 @@ from jmap_twisted.methods import build_registry
 from jmap_twisted.push.access import AccessWatch, catch_up
 from jmap_twisted.push.connections import PushConnections
 from jmap_twisted.push.tickets import TicketChecker, Tickets
+from jmap_twisted.push.webpush.delivery import WebPush
 
 if TYPE_CHECKING:
     from jmap_twisted.store.backends import Stores
@@ -71,6 +73,8 @@ class JMAPServer:
     :param connector: the broker connection joining several nodes
         (:class:`~jmap_twisted.bus.amqp_node.AMQPConnector`, from the
         ``amqp`` extra), or ``None`` for in-memory buses.
+    :param push_subscriptions: where push subscriptions (RFC 8620 §7.2)
+        and the VAPID key are kept; ``None`` for no web push.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class JMAPServer:
         relay: IRelay | None = None,
         dead_letters: IEventDeadLetters | None = None,
         connector: object | None = None,
+        push_subscriptions: IPushSubscriptions | None = None,
     ) -> None:
         self.config = config
         self.directory = directory
@@ -94,6 +99,10 @@ class JMAPServer:
             delivery = LocalDelivery(directory, mail, config.domains, reactor)
         self.delivery = delivery
         self.relay = relay
+        #: Web push (PushSubscription), or ``None`` without a store for it.
+        self.webpush: WebPush | None = None
+        if push_subscriptions is not None:
+            self.webpush = WebPush(push_subscriptions, directory, config.webpush, reactor)
         methods = build_registry(
             config.limits,
             mail,
@@ -104,8 +113,12 @@ class JMAPServer:
             delivery,
             relay,
             config.send_limits,
+            push_subscriptions=push_subscriptions,
+            push_events=self.webpush,
         )
         self.registry = methods.registry
+        if self.webpush is not None:
+            self.webpush.registry = self.registry
         self.blob_resolver = methods.blob_resolver
         self.engine = Engine(self.registry, config.limits)
         #: Every transport's requests run here, within each user's slots.
@@ -140,7 +153,11 @@ class JMAPServer:
         #: The open push connections (WebSocket sockets, EventSource
         #: streams), counted per user.
         self.push_connections = PushConnections(config.max_push_connections)
-        caches = (delivery,) if IRecipientCache.providedBy(delivery) else ()
+        caches: tuple[IRecipientCache, ...] = tuple(
+            c  # type: ignore[misc]
+            for c in (delivery, self.webpush)
+            if IRecipientCache.providedBy(c)
+        )
         #: Tells push connections when access or credentials change.
         self.access = AccessWatch(directory, self.push_connections, caches)
         #: Whether push runs: set by the server's life cycle
@@ -168,6 +185,7 @@ class JMAPServer:
             stores.mail,
             reactor,
             dead_letters=stores.dead_letters,
+            push_subscriptions=stores.push_subscriptions,
             **kwargs,
         )
 

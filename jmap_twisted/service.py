@@ -39,6 +39,9 @@ log = Logger()
 REDELIVERY_INTERVAL = 5.0
 #: Seconds between looks at the directory's access version.
 ACCESS_POLL_INTERVAL = 0.5
+#: Seconds between looks for a rotated VAPID key and expired push
+#: subscriptions.
+WEBPUSH_REFRESH_INTERVAL = 5.0
 #: WebSocket close code for connections ended by a shutdown.
 GOING_AWAY = 1001
 
@@ -65,6 +68,9 @@ class JMAPService(MultiService):
         )
         self._access_watch = SupervisedLoop(
             server.access.check, reactor, ACCESS_POLL_INTERVAL, "the access watch"
+        )
+        self._webpush_refresh = SupervisedLoop(
+            self._refresh_webpush, reactor, WEBPUSH_REFRESH_INTERVAL, "web push upkeep"
         )
         _Responder(
             VacationResponder(
@@ -113,8 +119,27 @@ class JMAPService(MultiService):
         self._redelivery.start(now=False)
         self._access_watch.start(now=True)
         await register_change_listener(server.mailbox_bus, server.jmap_bus)
+        if server.webpush is not None:
+            try:
+                await self._start_webpush()
+            except Exception:
+                # Push subscriptions then get no POST; everything else runs.
+                log.failure("Could not start web push")
         await server.mailbox_bus.start()
         await server.jmap_bus.start()
+
+    async def _start_webpush(self) -> None:
+        webpush = self.server.webpush
+        assert webpush is not None
+        await webpush.start()
+        dispatcher = webpush.dispatcher
+        assert dispatcher is not None
+        await self.server.jmap_bus.register_group(dispatcher, dispatcher.GROUP)
+        self._webpush_refresh.start(now=True)
+
+    async def _refresh_webpush(self) -> None:
+        if self.server.webpush is not None:
+            await self.server.webpush.refresh()
 
     async def _redeliver_requested(self) -> None:
         for bus in (self.server.mailbox_bus, self.server.jmap_bus):
@@ -138,6 +163,10 @@ class JMAPService(MultiService):
             self._redelivery.stop()
         if self._access_watch.running:
             self._access_watch.stop()
+        if self._webpush_refresh.running:
+            self._webpush_refresh.stop()
+        if server.webpush is not None and server.webpush.dispatcher is not None:
+            server.webpush.dispatcher.stop()
         server.publisher.stop()
         await MultiService.stopService(self)
         await server.jmap_bus.stop()

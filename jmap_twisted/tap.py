@@ -25,6 +25,7 @@ from jmap_twisted.config import (
     DEFAULT_LMTP,
     ConnectionLimits,
     ServerConfig,
+    WebPushOptions,
     WebSocketOptions,
 )
 from jmap_twisted.core.limits import CoreLimits
@@ -267,6 +268,18 @@ class Options(usage.Options):
             None,
             "File holding 'username:password' for the relay (kept off the command line).",
         ],
+        [
+            "push-ca-file",
+            None,
+            None,
+            "PEM file of CA certificates trusted for web push services, beside the system's.",
+        ],
+        [
+            "vapid-subject",
+            None,
+            None,
+            "Contact for push service operators in VAPID signatures (mailto:... or https://...).",
+        ],
     ]
 
     optFlags = [
@@ -283,6 +296,11 @@ class Options(usage.Options):
             "bind-tickets",
             None,
             "Redeem a WebSocket/EventSource ticket only from the address that asked for it.",
+        ],
+        [
+            "push-allow-private",
+            None,
+            "Allow web push services on loopback and private addresses (tests, closed networks).",
         ],
     ]
 
@@ -351,6 +369,13 @@ class Options(usage.Options):
             credentials = _read_credentials(self["smarthost-credentials"])
         if self["change-retention-days"] <= 0:
             raise usage.UsageError("--change-retention-days must be positive")
+        if self["push-ca-file"]:
+            _check_ca_file(self["push-ca-file"])
+        subject = self["vapid-subject"]
+        if subject is not None and not (
+            (subject.startswith("mailto:") and len(subject) > 7) or subject.startswith("https://")
+        ):
+            raise usage.UsageError("--vapid-subject must be a mailto: or https:// URI")
         if self["max-recipients-per-submission"] > self["max-recipients-per-hour"]:
             raise usage.UsageError(
                 "--max-recipients-per-submission cannot exceed --max-recipients-per-hour"
@@ -402,6 +427,11 @@ class Options(usage.Options):
                 window_bits=self["ws-window-bits"],
                 no_context_takeover=not self["ws-context-takeover"],
                 bind_tickets=bool(self["bind-tickets"]),
+            ),
+            webpush=WebPushOptions(
+                ca_file=self["push-ca-file"],
+                allow_private=bool(self["push-allow-private"]),
+                vapid_subject=self["vapid-subject"],
             ),
             store=store,
             query_timeout=float(self["query-timeout"]),
@@ -495,3 +525,17 @@ def makeService(options: Options) -> IService:
     # Twisted types the global reactor as its common core only; the
     # reactors twistd installs provide everything IJMAPReactor names.
     return make_service(options.config, cast(IJMAPReactor, reactor))
+
+
+def _check_ca_file(path: str) -> None:
+    """
+    Refuse a ``--push-ca-file`` that cannot be read or holds no PEM
+    certificate.
+    """
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise usage.UsageError(f"--push-ca-file {path!r}: {e.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        raise usage.UsageError(f"--push-ca-file {path!r} holds no PEM certificate")

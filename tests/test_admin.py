@@ -445,3 +445,56 @@ async def test_dead_letters_list_and_redeliver(data):
         assert_failed(admin(data, "dead-letters", "redeliver", "nothing"), "no dead letters")
     finally:
         await db.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_vapid_show_and_rotate(data):
+    """
+    ``vapid show`` says there is no key before the server made one;
+    ``vapid rotate`` stores a new P-256 key (``show`` then prints the same
+    public key) and destroys every push subscription, which were made for
+    the old key; rotating again gives another key.
+    """
+    from jmap_twisted.push.webpush.crypto import VapidKey, decode_b64url
+    from jmap_twisted.records import PushSubscriptionRecord
+    from jmap_twisted.store.sqlite.directory import SQLitePushSubscriptions
+
+    assert admin(data, "user", "add", "alice", "--no-password").returncode == 0
+    assert_failed(admin(data, "vapid", "show"), "no VAPID key yet")
+    db, directory = await open_directory(data)
+    try:
+        alice = await directory.get_user("alice")
+        subscriptions = SQLitePushSubscriptions(db)
+        await subscriptions.set_vapid_key(VapidKey.generate().pem(), only_if_unset=True)
+        await subscriptions.add(
+            PushSubscriptionRecord(
+                "s1",
+                alice.id,
+                "phone",
+                "https://push.example/x",
+                None,
+                None,
+                "c",
+                True,
+                None,
+                None,
+                0.0,
+            )
+        )
+    finally:
+        await db.stop()
+    before = admin(data, "vapid", "show")
+    rotated = admin(data, "vapid", "rotate")
+    assert rotated.returncode == 0, rotated
+    new_key, report = rotated.stdout.strip().splitlines()
+    assert report == "destroyed 1 push subscription(s) made for the old key"
+    assert new_key != before.stdout.strip()
+    assert len(decode_b64url(new_key)) == 65
+    assert admin(data, "vapid", "show").stdout.strip() == new_key
+    db, directory = await open_directory(data)
+    try:
+        assert await SQLitePushSubscriptions(db).for_user(alice.id) == []
+    finally:
+        await db.stop()
+    again = admin(data, "vapid", "rotate").stdout.splitlines()[0]
+    assert again != new_key

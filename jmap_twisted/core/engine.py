@@ -49,6 +49,16 @@ class Engine:
             self._last_state = (principal, state)
         return state
 
+    def _unknown(self, name: str) -> MethodError:
+        """
+        Why ``name`` cannot be called: there is no such method, or its
+        capability is missing from ``using``.
+        """
+        capability = self.registry.capability_of(name)
+        if capability is None:
+            return UnknownMethod(f"There is no method {name!r}.")
+        return UnknownMethod(f"{name!r} needs {capability!r} in 'using'.")
+
     async def execute(self, principal: IPrincipal, request: Request) -> dict[str, Any]:
         """
         Run every method call in order and return the Response object.
@@ -72,9 +82,7 @@ class Engine:
             try:
                 method = self.registry.method(call.name, request.using)
                 if method is None:
-                    raise UnknownMethod(
-                        f"{call.name!r} is not a method of the capabilities in 'using'."
-                    )
+                    raise self._unknown(call.name)
                 arguments = resolve_references(call.arguments, responses)
                 result = await method.handler(context, arguments)
             except MethodError as error:

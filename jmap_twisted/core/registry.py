@@ -103,6 +103,14 @@ class Registry:
             return None
         return method
 
+    def capability_of(self, name: str) -> str | None:
+        """
+        The capability providing the method called ``name``, or ``None``
+        when there is no such method.
+        """
+        method = self._methods.get(name)
+        return None if method is None else method.capability
+
 
 class CallContext:
     """

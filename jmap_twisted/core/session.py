@@ -120,3 +120,11 @@ def session_object(
             "revocationEndpoint": base_url + TICKET_PATH,
         }
     return session
+
+
+def capabilities_changed() -> None:
+    """
+    Forget the remembered session states: a capability's content changed
+    (a key was rotated), so every session's state must change too.
+    """
+    _state.cache_clear()

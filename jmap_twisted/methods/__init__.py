@@ -12,6 +12,8 @@ JMAP methods, one module per data type.
 - :mod:`~jmap_twisted.methods.identity`: ``Identity/*``.
 - :mod:`~jmap_twisted.methods.vacation`: ``VacationResponse/*``.
 - :mod:`~jmap_twisted.methods.submission`: ``EmailSubmission/*``.
+- :mod:`~jmap_twisted.methods.push_subscription`: ``PushSubscription/get``
+  and ``/set``, under the core capability.
 
 Shared pieces: :mod:`~jmap_twisted.methods.standard` (argument checks and
 patches), :mod:`~jmap_twisted.methods.querychanges` (query windows and
@@ -32,7 +34,14 @@ from twisted.internet.interfaces import IReactorTime
 from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.core.registry import Capability, Registry
 from jmap_twisted.core.session import TICKETS, WEBSOCKET
-from jmap_twisted.interfaces import IBlobStore, IMailDelivery, IMailStore, IRelay
+from jmap_twisted.interfaces import (
+    IBlobStore,
+    IMailDelivery,
+    IMailStore,
+    IPushSubscriptionEvents,
+    IPushSubscriptions,
+    IRelay,
+)
 from jmap_twisted.mail.sendlimits import SendLimits
 from jmap_twisted.methods import core
 from jmap_twisted.methods.blobs import BlobResolver
@@ -42,6 +51,10 @@ from jmap_twisted.methods.email_set import EmailSetMethods
 from jmap_twisted.methods.identity import SUBMISSION, IdentityMethods
 from jmap_twisted.methods.mailbox import MAX_DEPTH, MAX_NAME_OCTETS, MailboxMethods
 from jmap_twisted.methods.mailcontext import MAIL
+from jmap_twisted.methods.push_subscription import (
+    PushSubscriptionLimits,
+    PushSubscriptionMethods,
+)
 from jmap_twisted.methods.submission import SubmissionMethods
 from jmap_twisted.methods.thread import ThreadMethods
 from jmap_twisted.methods.vacation import VACATION, VacationMethods
@@ -69,9 +82,15 @@ def build_registry(
     delivery: IMailDelivery | None = None,
     relay: IRelay | None = None,
     send_limits: SendLimits | None = None,
+    push_subscriptions: IPushSubscriptions | None = None,
+    push_events: IPushSubscriptionEvents | None = None,
+    push_limits: PushSubscriptionLimits | None = None,
 ) -> Methods:
     """
     Every capability and method this server offers, over the given stores.
+
+    ``PushSubscription/get`` and ``/set`` are offered only with a
+    ``push_subscriptions`` store; ``push_events`` hears of their changes.
     """
     registry = Registry()
     core.install(registry, limits)
@@ -116,4 +135,11 @@ def build_registry(
     ).install(registry)
     IdentityMethods(store, blobs, clock, domains=domains).install(registry)
     VacationMethods(store, blobs, clock).install(registry)
+    if push_subscriptions is not None:
+        PushSubscriptionMethods(
+            push_subscriptions,
+            clock,
+            push_events,
+            push_limits or PushSubscriptionLimits(),
+        ).install(registry)
     return Methods(registry, resolver)

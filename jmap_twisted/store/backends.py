@@ -23,6 +23,7 @@ from jmap_twisted.store.sql.deadletters import SQLDeadLetters
 from jmap_twisted.store.sql.directory import SQLBlobStore, SQLDirectory
 from jmap_twisted.store.sql.fair_reads import DEFAULT_READ_BUDGET
 from jmap_twisted.store.sql.mail import SQLMailStore
+from jmap_twisted.store.sql.push import SQLPushSubscriptions
 
 
 class StoreConfigurationError(ValueError):
@@ -104,6 +105,7 @@ class Stores:
     blobs: SQLBlobStore
     mail: SQLMailStore
     dead_letters: SQLDeadLetters
+    push_subscriptions: SQLPushSubscriptions
 
 
 def _require_postgresql() -> None:
@@ -134,7 +136,11 @@ def open_stores(
     if settings.url is None:
         from jmap_twisted.store.sqlite.database import SQLiteDatabase, database_path
         from jmap_twisted.store.sqlite.deadletters import SQLiteDeadLetters
-        from jmap_twisted.store.sqlite.directory import SQLiteBlobStore, SQLiteDirectory
+        from jmap_twisted.store.sqlite.directory import (
+            SQLiteBlobStore,
+            SQLiteDirectory,
+            SQLitePushSubscriptions,
+        )
         from jmap_twisted.store.sqlite.mail import SQLiteMailStore
 
         sqlite = SQLiteDatabase(
@@ -146,13 +152,18 @@ def open_stores(
             SQLiteBlobStore(sqlite, reactor),
             SQLiteMailStore(sqlite, reactor),
             SQLiteDeadLetters(sqlite, reactor),
+            SQLitePushSubscriptions(sqlite),
         )
     _require_postgresql()
     from psycopg.conninfo import make_conninfo
 
     from jmap_twisted.store.postgres.database import PostgresDatabase
     from jmap_twisted.store.postgres.deadletters import PostgresDeadLetters
-    from jmap_twisted.store.postgres.directory import PostgresBlobStore, PostgresDirectory
+    from jmap_twisted.store.postgres.directory import (
+        PostgresBlobStore,
+        PostgresDirectory,
+        PostgresPushSubscriptions,
+    )
     from jmap_twisted.store.postgres.mail import PostgresMailStore
 
     dsn = settings.url
@@ -167,6 +178,7 @@ def open_stores(
         PostgresBlobStore(postgres, reactor),
         PostgresMailStore(postgres, reactor),
         PostgresDeadLetters(postgres, reactor),
+        PostgresPushSubscriptions(postgres),
     )
 
 

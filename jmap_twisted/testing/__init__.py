@@ -4,20 +4,20 @@ or provides its own store or event bus.
 
 The doubles: the in-memory implementations of every storage and bus
 interface (:class:`MemoryDirectory`, :class:`MemoryBlobStore`,
-:class:`MemoryMailStore`, :class:`InMemoryEventBus`,
-:class:`MemoryDeadLetters`), listeners that record what a bus delivers
-(:class:`RecordingListener`, :class:`StalledListener`) and a message
-builder (:func:`message`).
+:class:`MemoryMailStore`, :class:`MemoryPushSubscriptions`,
+:class:`InMemoryEventBus`, :class:`MemoryDeadLetters`), listeners that
+record what a bus delivers (:class:`RecordingListener`,
+:class:`StalledListener`) and a message builder (:func:`message`).
 
 The contracts: one base class of pytest tests per interface,
 :class:`MailStoreContract` (with change-log pruning),
 :class:`DirectoryContract`, :class:`BlobStoreContract`,
-:class:`EventBusContract` and :class:`DeadLettersContract`.  Subclass one
-in a test module, under a name pytest collects, and override the fixture
-its docstring names to give your implementation; pytest then runs every
-test of the contract against it, starting with
-:func:`zope.interface.verify.verifyObject`.  jmap-twisted's own backends
-are proved the same way.  For example::
+:class:`PushSubscriptionsContract`, :class:`EventBusContract` and
+:class:`DeadLettersContract`.  Subclass one in a test module, under a
+name pytest collects, and override the fixture its docstring names to
+give your implementation; pytest then runs every test of the contract
+against it, starting with :func:`zope.interface.verify.verifyObject`.
+jmap-twisted's own backends are proved the same way.  For example::
 
     import pytest
 
@@ -36,7 +36,9 @@ What the contracts hold fixed:
 ``CONTRACT_ACCOUNTS``
     the two account ids the mail contract's ``store`` fixture sets up;
 ``NewAccount``
-    the type of the blob contract's ``new_account`` fixture.
+    the type of the blob contract's ``new_account`` fixture;
+``NewUser``
+    the type of the push subscriptions contract's ``new_user`` fixture.
 
 The contracts need pytest and pytest-twisted (the tests run on
 pytest-twisted's reactor): ``pip install 'jmap-twisted[testing]'``.  The
@@ -51,12 +53,14 @@ pytest.register_assert_rewrite(
     "jmap_twisted.testing._bus",
     "jmap_twisted.testing._directory",
     "jmap_twisted.testing._mail",
+    "jmap_twisted.testing._push",
 )
 
 from jmap_twisted.bus.deadletters import MemoryDeadLetters  # noqa: E402
 from jmap_twisted.bus.memory import InMemoryEventBus  # noqa: E402
 from jmap_twisted.store.memory.directory import MemoryBlobStore, MemoryDirectory  # noqa: E402
 from jmap_twisted.store.memory.mail import MemoryMailStore  # noqa: E402
+from jmap_twisted.store.memory.push import MemoryPushSubscriptions  # noqa: E402
 from jmap_twisted.testing._blobs import BlobStoreContract, NewAccount  # noqa: E402
 from jmap_twisted.testing._bus import (  # noqa: E402
     DeadLettersContract,
@@ -72,6 +76,7 @@ from jmap_twisted.testing._doubles import (  # noqa: E402
     message,
 )
 from jmap_twisted.testing._mail import CONTRACT_ACCOUNTS, MailStoreContract  # noqa: E402
+from jmap_twisted.testing._push import NewUser, PushSubscriptionsContract  # noqa: E402
 
 __all__ = [
     "CONTRACT_ACCOUNTS",
@@ -86,7 +91,10 @@ __all__ = [
     "MemoryDeadLetters",
     "MemoryDirectory",
     "MemoryMailStore",
+    "MemoryPushSubscriptions",
     "NewAccount",
+    "NewUser",
+    "PushSubscriptionsContract",
     "RecordingListener",
     "StalledListener",
     "eventually",

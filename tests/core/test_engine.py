@@ -99,7 +99,9 @@ async def test_unknown_method_and_not_in_using() -> None:
     response = await engine.execute(ALICE, request)
     assert [r[0] for r in response["methodResponses"]] == ["error", "error", "Core/echo"]
     assert response["methodResponses"][0][1]["type"] == "unknownMethod"
+    assert response["methodResponses"][0][1]["description"] == "There is no method 'Nope/x'."
     assert response["methodResponses"][1][1]["type"] == "unknownMethod"
+    assert TEST in response["methodResponses"][1][1]["description"]
 
 
 @pytest_twisted.ensureDeferred

@@ -1,8 +1,8 @@
 """
-The directory and blob store over a
+The directory, blob store and push subscriptions over a
 :class:`~jmap_twisted.store.postgres.database.PostgresDatabase`, shared by every
-server node: the transactions of :mod:`jmap_twisted.store.sql.directory`,
-as for SQLite.
+server node: the transactions of :mod:`jmap_twisted.store.sql.directory`
+and :mod:`jmap_twisted.store.sql.push`, as for SQLite.
 
 ``access_version`` lives in a single row that every change of access bumps
 inside its own transaction (the row lock orders the bumps), so a node that
@@ -22,6 +22,7 @@ from jmap_twisted.errors import UserExists
 from jmap_twisted.records import User
 from jmap_twisted.store.postgres.database import PostgresDatabase
 from jmap_twisted.store.sql.directory import SQLBlobStore, SQLDirectory
+from jmap_twisted.store.sql.push import SQLPushSubscriptions
 
 
 class PostgresDirectory(SQLDirectory):
@@ -60,3 +61,17 @@ class PostgresBlobStore(SQLBlobStore):
 
     def __init__(self, db: PostgresDatabase, clock: IReactorTime) -> None:
         super().__init__(db, clock)
+
+
+class PostgresPushSubscriptions(SQLPushSubscriptions):
+    """
+    :class:`~jmap_twisted.interfaces.IPushSubscriptions` in the started
+    PostgreSQL database ``db`` of the :class:`PostgresDirectory` whose users
+    the subscriptions belong to, shared by every node (see
+    :class:`~jmap_twisted.store.sql.push.SQLPushSubscriptions`).
+    """
+
+    CREATION_ORDER = "num"
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        super().__init__(db)

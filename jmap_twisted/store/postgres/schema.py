@@ -226,7 +226,36 @@ CREATE INDEX dead_letters_by_group ON dead_letters (group_name, num);
 CREATE INDEX dead_letters_requested ON dead_letters (num) WHERE redeliver_requested = 1;
 """
 
-MIGRATIONS: list[str] = [_V1]
+_V2_PUSH_SUBSCRIPTIONS = """
+CREATE TABLE push_subscriptions (
+    num               BIGINT GENERATED ALWAYS AS IDENTITY,
+    id                TEXT COLLATE "C" PRIMARY KEY,
+    user_id           TEXT COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    device_client_id  TEXT NOT NULL,
+    url               TEXT NOT NULL,
+    p256dh            BYTEA,
+    auth              BYTEA,
+    verification_code TEXT NOT NULL,
+    verified          SMALLINT NOT NULL CHECK (verified IN (0, 1)),
+    expires           DOUBLE PRECISION,
+    types             TEXT,
+    created           DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX push_subscriptions_by_user ON push_subscriptions (user_id, created, num);
+
+CREATE TABLE push_subscriptions_version (
+    singleton SMALLINT PRIMARY KEY CHECK (singleton = 1),
+    version   BIGINT NOT NULL
+);
+INSERT INTO push_subscriptions_version (singleton, version) VALUES (1, 0);
+
+CREATE TABLE server_keys (
+    name  TEXT COLLATE "C" PRIMARY KEY,
+    value BYTEA NOT NULL
+);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2_PUSH_SUBSCRIPTIONS]
 """
 The schema, one SQL script per version; append only.
 """

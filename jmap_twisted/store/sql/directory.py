@@ -21,6 +21,7 @@ from jmap_twisted.interfaces import IBlobStore, IDirectory
 from jmap_twisted.records import Account, BlobInfo, TokenInfo, User
 from jmap_twisted.store import ids
 from jmap_twisted.store.sql.mail import Database
+from jmap_twisted.store.sql.push import bump_push_version
 from jmap_twisted.store.sql.query import SQLConnection
 
 # Transactions of SQLDirectory; they run in the database's threads.
@@ -77,6 +78,9 @@ def _delete_user(db: SQLConnection, username: str) -> bool:
     ]
     db.execute("DELETE FROM tokens WHERE user_id = ?", (user_id,))
     db.execute("DELETE FROM delegations WHERE user_id = ?", (user_id,))  # delegated to them
+    # Every node stops pushing to their subscriptions.
+    if db.execute("DELETE FROM push_subscriptions WHERE user_id = ?", (user_id,)).rowcount:
+        bump_push_version(db)
     # Cascades to account_blobs and to the delegations of their accounts.
     db.execute("DELETE FROM accounts WHERE owner_id = ?", (user_id,))
     db.execute("DELETE FROM users WHERE id = ?", (user_id,))
@@ -270,7 +274,8 @@ class SQLDirectory:
     :class:`~jmap_twisted.interfaces.IDirectory` in an SQL database.
 
     Deleting a user also deletes the blobs that only their accounts stored,
-    and the delegations of their accounts and to them.
+    the delegations of their accounts and to them, and their push
+    subscriptions (see :mod:`jmap_twisted.store.sql.push`).
 
     :param db: the started database.
     :param clock: gives the ``created`` time of users, accounts, tokens and

@@ -1,11 +1,12 @@
 """
-The directory and blob store over a :class:`~jmap_twisted.store.sqlite.database.SQLiteDatabase`.
+The directory, blob store and push subscriptions over a
+:class:`~jmap_twisted.store.sqlite.database.SQLiteDatabase`.
 
 Every call is one transaction on the database, with no caching in this
 process: a change made by another process over the same file (a user added
 or a token revoked with ``jmap-admin``) is seen by the next call here.  The
-transactions are those of :mod:`jmap_twisted.store.sql.directory`, shared
-with PostgreSQL.
+transactions are those of :mod:`jmap_twisted.store.sql.directory` and
+:mod:`jmap_twisted.store.sql.push`, shared with PostgreSQL.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from twisted.internet.interfaces import IReactorTime
 
 from jmap_twisted.store.sql.directory import SQLBlobStore, SQLDirectory
+from jmap_twisted.store.sql.push import SQLPushSubscriptions
 from jmap_twisted.store.sqlite.database import SQLiteDatabase
 
 
@@ -42,3 +44,15 @@ class SQLiteBlobStore(SQLBlobStore):
 
     def __init__(self, db: SQLiteDatabase, clock: IReactorTime) -> None:
         super().__init__(db, clock)
+
+
+class SQLitePushSubscriptions(SQLPushSubscriptions):
+    """
+    :class:`~jmap_twisted.interfaces.IPushSubscriptions` in the started
+    SQLite database ``db`` of the :class:`SQLiteDirectory` whose users the
+    subscriptions belong to (see
+    :class:`~jmap_twisted.store.sql.push.SQLPushSubscriptions`).
+    """
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        super().__init__(db)

@@ -241,11 +241,46 @@ CREATE TABLE access_changes (
 CREATE INDEX access_changes_by_version ON access_changes (version);
 """
 
+_V5_PUSH_SUBSCRIPTIONS = """
+-- Push subscriptions (RFC 8620 §7.2, jmap_twisted.store.sql.push): where a
+-- user's state changes are POSTed.  Deleting the user deletes them.
+CREATE TABLE push_subscriptions (
+    id                TEXT PRIMARY KEY,
+    user_id           TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    device_client_id  TEXT NOT NULL,
+    url               TEXT NOT NULL,
+    p256dh            BLOB,            -- NULL: pushes go unencrypted
+    auth              BLOB,
+    verification_code TEXT NOT NULL,
+    verified          INTEGER NOT NULL CHECK (verified IN (0, 1)),
+    expires           REAL,            -- POSIX timestamp; NULL: never
+    types             TEXT,            -- JSON array of type names; NULL: all
+    created           REAL NOT NULL
+);
+CREATE INDEX push_subscriptions_by_user ON push_subscriptions (user_id, created);
+
+-- One row, bumped in the transaction of every change to the push
+-- subscriptions, so that every process pushing notices changes by polling it.
+CREATE TABLE push_subscriptions_version (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    version   INTEGER NOT NULL
+);
+INSERT INTO push_subscriptions_version (singleton, version) VALUES (1, 0);
+
+-- The server's own keys, by name: 'vapid' is the PKCS#8 PEM of its VAPID
+-- key pair (RFC 8292).
+CREATE TABLE server_keys (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+"""
+
 MIGRATIONS: list[str] = [
     _V1_DIRECTORY_AND_BLOBS,
     _V2_MAIL,
     _V3_DELEGATION_AND_DEAD_LETTERS,
     _V4_ACCESS_CHANGES,
+    _V5_PUSH_SUBSCRIPTIONS,
 ]
 """
 The schema, one SQL script per version; append only.

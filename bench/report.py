@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 TARGETS = {
     "push_one": "p50 ≤ 5 ms, p99 ≤ 20 ms",
     "push_among": "p99 ≤ 25 ms (10,000 sockets)",
+    "webpush": "p50 ≤ 10 ms",
     "fanout": "≤ 250 ms (1,000 sockets)",
     "memory": "≤ 25 KB per compressed socket",
     "ws_http": "≥ 2×",
@@ -160,6 +161,26 @@ def rows(results: Path) -> list[tuple[str, str, str, str]]:
                 lat(eventsource["eventsource_one_stream"]["end_of_data_to_frame_ms"]),
                 "—",
                 "eventsource",
+            )
+        )
+    webpush = load(results, "webpush")
+    if webpush:
+        ratio = webpush["ratio"]
+        table.append(
+            (
+                "Web push: end of DATA → POST at the push service",
+                lat(webpush["webpush_post"]["end_of_data_to_frame_ms"])
+                + f" ({ratio['median']:.2f}× the WebSocket p50, {ratio['p99']:.2f}× its p99)",
+                TARGETS["webpush"],
+                "webpush",
+            )
+        )
+        table.append(
+            (
+                "Web push: end of DATA → WebSocket frame, same run",
+                lat(webpush["websocket_frame"]["end_of_data_to_frame_ms"]),
+                "—",
+                "webpush",
             )
         )
     rates = load(results, "throughput")

@@ -24,6 +24,7 @@ SIZES = {
     "tiny": {
         "push": ["--idle", "10,20", "--fanout", "3,5", "--deliveries", "5"],
         "eventsource": ["--deliveries", "5"],
+        "webpush": ["--deliveries", "5"],
         "throughput": ["--requests", "100", "--rounds", "1"],
         "compression": ["--messages", "5"],
         "resync": ["--messages", "50"],
@@ -36,6 +37,7 @@ SIZES = {
     "full": {
         "push": ["--idle", "1000,10000", "--fanout", "100,1000", "--deliveries", "50"],
         "eventsource": ["--deliveries", "50"],
+        "webpush": ["--deliveries", "50"],
         "throughput": ["--requests", "2000"],
         "compression": ["--messages", "50"],
         "resync": ["--messages", "10000"],

@@ -45,6 +45,7 @@ def test_benchmarks_run_at_tiny_size(tmp_path: Path) -> None:
     assert names == {
         "push",
         "eventsource",
+        "webpush",
         "throughput",
         "compression",
         "resync",

@@ -63,8 +63,8 @@ class Cluster:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    def node(self, name: str) -> Node:
-        node = Node(self, name)
+    def node(self, name: str, *extra: str) -> Node:
+        node = Node(self, name, *extra)
         self.nodes.append(node)
         return node
 
@@ -75,10 +75,11 @@ class Cluster:
 
 class Node(Twistd):
     """
-    One ``twistd jmap`` process of the cluster.
+    One ``twistd jmap`` process of the cluster; ``extra`` options are
+    appended to its command line.
     """
 
-    def __init__(self, cluster: Cluster, name: str) -> None:
+    def __init__(self, cluster: Cluster, name: str, *extra: str) -> None:
         self.name = name
         self.port = free_port()
         self.lmtp_port = free_port()
@@ -102,6 +103,7 @@ class Node(Twistd):
                 "2",
                 "--node-id",
                 name,
+                *extra,
             ],
             env={"JMAP_AMQP_PASSWORD": "guest", "PATH": "/usr/bin:/bin"},
         )

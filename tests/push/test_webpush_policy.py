@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -115,7 +115,7 @@ class Names:
     A resolver answering from a table, recording what it was asked.
     """
 
-    def __init__(self, table: dict[str, Sequence[str]]) -> None:
+    def __init__(self, table: Mapping[str, Sequence[str]]) -> None:
         self.table = table
         self.asked: list[str] = []
 
@@ -137,7 +137,7 @@ class Names:
 
 
 def agent_resolving(
-    table: dict[str, Sequence[str]], allow_private: bool = False
+    table: Mapping[str, Sequence[str]], allow_private: bool = False
 ) -> tuple[IAgent, MemoryReactorClock]:
     reactor = MemoryReactorClock()
     reactor.installNameResolver(Names(table))

@@ -17,7 +17,6 @@ dropped, and the client catches up with ``*/changes``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,7 +37,6 @@ from jmap_twisted.bus.events import ASYNCHRONOUS, StateChange
 from jmap_twisted.interfaces import IDirectory, IEvent, IEventListener, IPushSubscriptions
 from jmap_twisted.push import pushstate
 from jmap_twisted.push.webpush.sender import (
-    MAX_MESSAGE,
     RETRY_AFTER,
     Outcome,
     WebPushSender,
@@ -68,10 +66,6 @@ def _merge(into: pushstate.States, changes: Mapping[str, Mapping[str, str]]) -> 
 
 def _message(changed: pushstate.States) -> dict[str, Any]:
     return {"@type": "StateChange", "changed": changed}
-
-
-def _size(changed: pushstate.States) -> int:
-    return len(json.dumps(_message(changed), separators=(",", ":")).encode("utf-8"))
 
 
 @define
@@ -158,6 +152,9 @@ class WebPushDispatcher:
         self._audience: dict[str, list[str]] | None = None
         self._generation = 0
         self._queues: dict[str, _Queue] = {}
+        #: Per subscription, the latest state heard of per account and type
+        #: (what each message reports, see _send_pending).
+        self._known: dict[str, pushstate.States] = {}
         self._stopped = False
 
     # -- the bus's side
@@ -279,6 +276,8 @@ class WebPushDispatcher:
             by_id[record.id] = record
         self._by_user = by_user
         self._version = version
+        for gone in set(self._known) - set(by_id):
+            del self._known[gone]
         self.access_changed()
         for subscription_id, queue in list(self._queues.items()):
             current = by_id.get(subscription_id)
@@ -313,6 +312,7 @@ class WebPushDispatcher:
         if queue is None:
             queue = self._queues[record.id] = _Queue(record)
         _merge(queue.pending, changes)
+        _merge(self._known.setdefault(record.id, {}), changes)
         self._pump(queue)
 
     def _pump(self, queue: _Queue) -> None:
@@ -356,12 +356,17 @@ class WebPushDispatcher:
             batch = self._take(queue)
             if not batch:
                 return None
-            urgency = "high" if any("EmailDelivery" in t for t in batch.values()) else "normal"
+            ((account, changed),) = batch.items()
+            urgency = "high" if "EmailDelivery" in changed else "normal"
+            # Every state heard of for the account, not only what changed:
+            # a push service replaces an undelivered message of the same
+            # topic with this one, which must then tell all it told.
+            known = self._known.get(queue.record.id, {}).get(account, {})
             outcome = await self._sender.send(
                 queue.record,
-                _message(batch),
+                _message({account: {**known, **changed}}),
                 urgency=urgency,
-                topic=topic_for(queue.record.id, batch),
+                topic=topic_for(queue.record.id, account),
                 ttl=self._ttl,
             )
             return batch, outcome
@@ -370,17 +375,11 @@ class WebPushDispatcher:
 
     def _take(self, queue: _Queue) -> pushstate.States:
         """
-        Take from what is pending as many accounts as fit one message (the
-        rest goes in the next).
+        Take one account's pending changes: each message reports on one
+        account, under that account's topic.
         """
-        batch: pushstate.States = {}
-        for account in list(queue.pending):
-            candidate = {**batch, account: queue.pending[account]}
-            if batch and _size(candidate) > MAX_MESSAGE:
-                break
-            batch = candidate
-            del queue.pending[account]
-        return batch
+        account = next(iter(queue.pending))
+        return {account: queue.pending.pop(account)}
 
     def _settle(self, queue: _Queue, batch: pushstate.States, outcome: Outcome) -> None:
         """

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -80,20 +80,21 @@ class Outcome:
         return self.kind == FAILED
 
 
-def topic_for(subscription_id: str, changed: Mapping[str, Collection[str]]) -> str:
+def topic_for(subscription_id: str, account_id: str) -> str:
     """
-    The ``Topic`` of a StateChange (RFC 8030 §5.4): a push service keeps
-    only the latest undelivered message of a topic.  The topic names the
-    accounts and types the message reports, so a message replaces only an
-    earlier one that it supersedes (same accounts, same types, later
-    states), never one that told of another type.  Hashed with the
-    subscription id, it is 32 base64url characters and tells a push
-    service nothing it could match across subscriptions.
+    The ``Topic`` of a StateChange (RFC 8030 §5.4): one per account of a
+    subscription, so that a push service keeps only the latest undelivered
+    StateChange of each account.  Nothing is lost by that replacement:
+    each message reports every type the subscription has heard of for the
+    account (see :class:`~jmap_twisted.push.webpush.dispatcher.WebPushDispatcher`).
+    Hashed with the subscription id, it is 32 base64url characters and
+    tells a push service nothing it could match across subscriptions (a
+    delegate's and the owner's, say).
 
     :param subscription_id: the subscription the message goes to.
-    :param changed: account id → the types whose states it reports.
+    :param account_id: the account the message reports on.
     """
-    shape = json.dumps([subscription_id, sorted((a, sorted(t)) for a, t in changed.items())])
+    shape = json.dumps([subscription_id, account_id])
     digest = hashlib.sha256(shape.encode("utf-8")).digest()[:24]
     return base64.urlsafe_b64encode(digest).decode("ascii")
 

@@ -165,9 +165,9 @@ class JMAPService(MultiService):
             self._access_watch.stop()
         if self._webpush_refresh.running:
             self._webpush_refresh.stop()
-        if server.webpush is not None and server.webpush.dispatcher is not None:
-            server.webpush.dispatcher.stop()
         server.publisher.stop()
+        if server.webpush is not None:
+            server.webpush.stop()
         await MultiService.stopService(self)
         await server.jmap_bus.stop()
         await server.mailbox_bus.stop()

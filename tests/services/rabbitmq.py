@@ -83,6 +83,9 @@ class Broker:
             RABBITMQ_CONFIG_FILE=str(base / "rabbitmq"),
             RABBITMQ_ENABLED_PLUGINS_FILE=str(base / "enabled_plugins"),
             RABBITMQ_ENABLED_PLUGINS="",
+            # A broker that fails to start leaves its crash dump here, not
+            # in the working directory.
+            ERL_CRASH_DUMP=str(base / "erl_crash.dump"),
         )
         return env
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.web.client import HTTPConnectionPool
 from zope.interface import implementer
 
 from jmap_twisted.config import WebPushOptions
@@ -63,6 +64,7 @@ class WebPush:
         self._reactor = reactor
         self._key: VapidKey | None = None
         self._advertised: dict[str, Any] = {}
+        self._pool: HTTPConnectionPool | None = None
         self.sender: WebPushSender | None = None
         self.dispatcher: WebPushDispatcher | None = None
 
@@ -73,10 +75,12 @@ class WebPush:
         dispatcher.
         """
         key = await self._current_key()
+        self._pool = HTTPConnectionPool(self._reactor, persistent=True)
         agent = push_agent(
             self._reactor,
             allow_private=self._options.allow_private,
             ca_file=self._options.ca_file,
+            pool=self._pool,
         )
         self.sender = WebPushSender(agent, key, self._options.vapid_subject, self._reactor)
         self.dispatcher = WebPushDispatcher(
@@ -103,6 +107,21 @@ class WebPush:
         if self.registry is not None and WEBPUSH_VAPID not in self.registry.capabilities:
             self.registry.add_capability(Capability(WEBPUSH_VAPID, self._advertised))
         capabilities_changed()
+
+    def stop(self) -> None:
+        """
+        Stop sending (what is pending is dropped) and close the connections
+        kept open to push services, without waiting for the push services
+        to acknowledge the close (an unresponsive one must not hold the
+        shutdown up).
+        """
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.closeCachedConnections().addErrback(
+                lambda f: log.failure("Could not close the connections to push services", f)
+            )
 
     async def refresh(self) -> None:
         """

@@ -334,6 +334,7 @@ def push_agent(
     connect_timeout: float = 10.0,
     persistent_per_host: int = 2,
     idle_timeout: int = 120,
+    pool: HTTPConnectionPool | None = None,
 ) -> IAgent:
     """
     The HTTP agent that POSTs to push services: ``https`` only, to allowed
@@ -348,10 +349,13 @@ def push_agent(
     :param connect_timeout: seconds each connection attempt may take.
     :param persistent_per_host: connections kept open per push service.
     :param idle_timeout: seconds an unused connection stays open.
+    :param pool: the pool of kept-open connections, for the caller to close
+        them (``closeCachedConnections``) at shutdown; a new one by default.
     :raises OSError: ``ca_file`` cannot be read.
     :raises ValueError: ``ca_file`` holds no PEM certificate.
     """
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    if pool is None:
+        pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = persistent_per_host
     pool.cachedConnectionTimeout = idle_timeout
     endpoints = PushServiceEndpoints(reactor, tls_policy(ca_file), allow_private, connect_timeout)

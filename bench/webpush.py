@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -42,16 +40,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import http_ece
 from common import Target, react_and_report, running_server, summary
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from push import Factory, lmtp_deliver, open_sockets
 from twisted.internet import defer, threads
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.internet.ssl import PrivateCertificate
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+
+from jmap_twisted.testing import throwaway_certificate
 
 CORE = "urn:ietf:params:jmap:core"
 WEBPUSH_VAPID = "urn:ietf:params:jmap:webpush-vapid"
@@ -68,30 +66,7 @@ def certificate() -> tuple[bytes, bytes]:
     A self-signed certificate for 127.0.0.1 (its own CA), good for a day:
     the key and the certificate, in PEM.
     """
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "push.bench.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
+    return throwaway_certificate(names=(), addresses=("127.0.0.1",))
 
 
 class PushService(Resource):

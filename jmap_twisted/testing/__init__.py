@@ -7,7 +7,8 @@ interface (:class:`MemoryDirectory`, :class:`MemoryBlobStore`,
 :class:`MemoryMailStore`, :class:`MemoryPushSubscriptions`,
 :class:`InMemoryEventBus`, :class:`MemoryDeadLetters`), listeners that
 record what a bus delivers (:class:`RecordingListener`,
-:class:`StalledListener`) and a message builder (:func:`message`).
+:class:`StalledListener`) and a message builder (:func:`message`), and a throwaway TLS certificate for HTTPS on
+loopback (:func:`throwaway_certificate`).
 
 The contracts: one base class of pytest tests per interface,
 :class:`MailStoreContract` (with change-log pruning),
@@ -77,6 +78,7 @@ from jmap_twisted.testing._doubles import (  # noqa: E402
 )
 from jmap_twisted.testing._mail import CONTRACT_ACCOUNTS, MailStoreContract  # noqa: E402
 from jmap_twisted.testing._push import NewUser, PushSubscriptionsContract  # noqa: E402
+from jmap_twisted.testing._tls import throwaway_certificate  # noqa: E402
 
 __all__ = [
     "CONTRACT_ACCOUNTS",
@@ -100,4 +102,5 @@ __all__ = [
     "eventually",
     "message",
     "settle",
+    "throwaway_certificate",
 ]

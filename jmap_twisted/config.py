@@ -103,6 +103,9 @@ class ServerConfig:
     :ivar data_dir: the data directory of the embedded (SQLite) store.
     :ivar public_url: scheme and authority put in the session's URLs, or
         ``None`` to follow each request's scheme and ``Host``.
+    :ivar allowed_origins: browser origins besides the server's own that may
+        use it with a user's credentials (CORS, WebSocket, EventSource),
+        each as ``scheme://host[:port]``.
     :ivar limits: the core capability's limits.
     :ivar connections: how many HTTP connections are kept, anonymous ones
         per client address, and for how long.
@@ -139,6 +142,7 @@ class ServerConfig:
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     data_dir: Path = Path(DEFAULT_DATA)
     public_url: str | None = None
+    allowed_origins: tuple[str, ...] = ()
     limits: CoreLimits = field(factory=CoreLimits)
     connections: ConnectionLimits = field(factory=ConnectionLimits)
     password_cost: int = 2**15

@@ -308,6 +308,29 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["domain"] = []
+        self["allowed-origin"] = []
+
+    def opt_allowed_origin(self, origin: str) -> None:
+        """
+        A browser origin (scheme://host[:port]) besides the server's own
+        whose pages may use the server with a user's credentials: CORS, the
+        WebSocket and EventSource (repeat for several).
+        """
+        parts = urlsplit(origin)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+        ):
+            raise usage.UsageError(
+                f"--allowed-origin {origin!r} must look like https://host[:port]"
+            )
+        from jmap_twisted.http.resources import origin_of
+
+        self["allowed-origin"].append(origin_of(origin))
 
     def opt_domain(self, domain: str) -> None:
         """
@@ -392,6 +415,7 @@ class Options(usage.Options):
             listen=tuple(listen),
             data_dir=Path(self["data"]),
             public_url=public_url,
+            allowed_origins=tuple(self["allowed-origin"]),
             limits=CoreLimits(**limits),
             connections=ConnectionLimits(
                 max_connections=self["max-connections"],

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import CancelledError, Deferred
@@ -42,12 +42,46 @@ log = Logger()
 _HOST = re.compile(rb"[A-Za-z0-9.\-]+(:[0-9]{1,5})?\Z|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?\Z")
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w!#$&^.+-]*/[A-Za-z0-9][\w!#$&^.+-]*\Z")
 
+#: CORS response headers for an allowed origin (the origin itself and the
+#: resource's methods are added per request).
 CORS_HEADERS = {
-    b"Access-Control-Allow-Origin": b"*",
-    b"Access-Control-Allow-Methods": b"GET, POST, OPTIONS",
-    b"Access-Control-Allow-Headers": b"Authorization, Content-Type, Accept",
+    b"Access-Control-Allow-Headers": b"Authorization, Content-Type, Accept, Last-Event-ID",
     b"Access-Control-Max-Age": b"86400",
 }
+
+
+def origin_of(url: str) -> str:
+    """
+    The ASCII serialisation of an origin (RFC 6454 §6.2): scheme and host
+    lower case, the default port left out.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is None or (scheme, port) in (("http", 80), ("https", 443)):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def origin_allowed(server: JMAPServer, request: IRequest) -> bool:
+    """
+    Whether a browser page of the request's ``Origin`` may use the server
+    with the user's credentials: the server's own origin (its public URL,
+    or the request's scheme and ``Host``) or one of ``--allowed-origin``.
+    A request without ``Origin`` (a native client) is allowed.
+    """
+    header = request.getHeader(b"origin")
+    if header is None:
+        return True
+    try:
+        origin = origin_of(header.decode("ascii"))
+        own = origin_of(base_url(server, request))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return origin == own or origin in server.config.allowed_origins
 
 
 def base_url(server: JMAPServer, request: IRequest) -> str:
@@ -88,8 +122,16 @@ class JMAPResource(Resource):
         self.jmap = server
 
     def render(self, request: Request) -> Any:
-        for name, value in CORS_HEADERS.items():
-            request.setHeader(name, value)
+        origin = request.getHeader(b"origin")
+        request.setHeader(b"Vary", b"Origin")
+        if origin is not None and origin_allowed(self.jmap, request):
+            # The origin itself, never "*": requests carry credentials.
+            request.setHeader(b"Access-Control-Allow-Origin", origin)
+            request.setHeader(
+                b"Access-Control-Allow-Methods", b", ".join((*self.allowed_methods, b"OPTIONS"))
+            )
+            for name, value in CORS_HEADERS.items():
+                request.setHeader(name, value)
         if request.method == b"OPTIONS":
             request.setResponseCode(204)
             request.setHeader(b"Allow", b", ".join((*self.allowed_methods, b"OPTIONS")))
@@ -162,6 +204,11 @@ class JMAPResource(Resource):
         holds as many push connections as allowed (429, before any
         handshake), or the client went away.
         """
+        if not origin_allowed(self.jmap, request):
+            # Cross-site WebSocket hijacking: a page of another origin must
+            # not open a push connection with the browser's credentials.
+            write_status(request, 403, "This origin may not open push connections here.")
+            return None
         seen = self.jmap.access.version_seen
         principal, probe = await login_with_probe(self.jmap.portal, self.jmap.directory, request)
         if request.finished or request._disconnected:  # type: ignore[attr-defined]

@@ -297,9 +297,9 @@ async def test_wrong_method_and_cors_preflight(harness: Harness) -> None:
     response = await harness.treq.get(BASE + "/jmap/api/", headers=harness.bearer())
     assert response.code == 405
     assert "POST" in response.headers.getRawHeaders("allow")[0]
-    response = await harness.treq.request("OPTIONS", BASE + "/jmap/api/")
+    response = await harness.treq.request("OPTIONS", BASE + "/jmap/api/", headers={"Origin": BASE})
     assert response.code == 204
-    assert response.headers.getRawHeaders("access-control-allow-origin") == ["*"]
+    assert response.headers.getRawHeaders("access-control-allow-origin") == [BASE]
     assert "Authorization" in response.headers.getRawHeaders("access-control-allow-headers")[0]
 
 

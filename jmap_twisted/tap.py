@@ -328,7 +328,7 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--allowed-origin {origin!r} must look like https://host[:port]"
             )
-        from jmap_twisted.http.resources import origin_of
+        from jmap_twisted.origins import origin_of
 
         self["allowed-origin"].append(origin_of(origin))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import CancelledError, Deferred
@@ -33,6 +33,7 @@ from jmap_twisted.http.auth import (
 from jmap_twisted.http.problem import write_json, write_problem, write_status
 from jmap_twisted.interfaces import IPrincipal
 from jmap_twisted.methods.standard import utc_date
+from jmap_twisted.origins import origin_of
 
 if TYPE_CHECKING:
     from jmap_twisted.server import JMAPServer
@@ -48,22 +49,6 @@ CORS_HEADERS = {
     b"Access-Control-Allow-Headers": b"Authorization, Content-Type, Accept, Last-Event-ID",
     b"Access-Control-Max-Age": b"86400",
 }
-
-
-def origin_of(url: str) -> str:
-    """
-    The ASCII serialisation of an origin (RFC 6454 §6.2): scheme and host
-    lower case, the default port left out.
-    """
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    port = parts.port
-    if port is None or (scheme, port) in (("http", 80), ("https", 443)):
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
 
 
 def origin_allowed(server: JMAPServer, request: IRequest) -> bool:

@@ -38,7 +38,6 @@ import os
 import re
 import struct
 from typing import Any
-from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -46,6 +45,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from jmap_twisted.origins import origin_of
 
 __all__ = [
     "MAX_VAPID_LIFETIME",
@@ -73,7 +74,6 @@ LAST_RECORD_DELIMITER = b"\x02"
 MAX_VAPID_LIFETIME = 24 * 3600.0
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class InvalidKey(ValueError):
@@ -226,29 +226,6 @@ def encrypt(
     return header + record
 
 
-def _origin(endpoint: str) -> str:
-    """
-    The ASCII serialization of an ``http``/``https`` URL's origin (RFC 6454
-    §6.2): scheme, host, and the port unless it is the scheme's default.
-
-    :raises ValueError: for another scheme or a URL without a host.
-    """
-    try:
-        parts = urlsplit(endpoint)
-        port = parts.port
-    except ValueError:
-        raise ValueError("push endpoint is not a valid URL") from None
-    scheme = parts.scheme.lower()
-    host = parts.hostname
-    if scheme not in _DEFAULT_PORTS or not host:
-        raise ValueError("push endpoint must be an http or https URL with a host")
-    if ":" in host:
-        host = f"[{host}]"
-    if port is None or port == _DEFAULT_PORTS[scheme]:
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
-
 class VapidKey:
     """
     The server's VAPID key pair (RFC 8292): a P-256 key whose public half
@@ -339,7 +316,7 @@ class VapidKey:
         """
         if not 0 < lifetime <= MAX_VAPID_LIFETIME:
             raise ValueError("a VAPID token lives more than 0 and at most 24 hours")
-        claims: dict[str, Any] = {"aud": _origin(endpoint), "exp": int(now + lifetime)}
+        claims: dict[str, Any] = {"aud": origin_of(endpoint), "exp": int(now + lifetime)}
         if subject is not None:
             if not subject.lower().startswith(("mailto:", "https:")):
                 raise ValueError("the VAPID subject must be a mailto: or https: URI")

@@ -28,6 +28,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from jmap_twisted.origins import origin_of
 from jmap_twisted.push.webpush import crypto
 from jmap_twisted.records import PushSubscriptionRecord
 
@@ -231,8 +232,7 @@ class WebPushSender:
         self._tokens.clear()
 
     def _authorization(self, url: str) -> str:
-        parts = urlsplit(url)
-        origin = f"{parts.scheme.lower()}://{parts.netloc.rpartition('@')[2].lower()}"
+        origin = origin_of(url)  # the token's audience
         now = self._clock.seconds()
         cached = self._tokens.get(origin)
         if cached is not None and cached[1] > now:

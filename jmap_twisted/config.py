@@ -95,6 +95,51 @@ class WebPushOptions:
 
 
 @frozen
+class OIDCOptions:
+    """
+    Bearer tokens from OpenID Connect providers (see ``docs/oidc.rst``):
+    off while no issuer is given.
+
+    :ivar issuers: the providers whose tokens are accepted, each its
+        issuer identifier exactly as its discovery document states it
+        (``https://``, or ``http://`` on a loopback host only).
+    :ivar audience: what a token's ``aud`` must name for this server.
+    :ivar user_claim: the claim whose value is the username.
+    :ivar create_users: a username the directory does not know is created
+        (without a password) on the first valid token naming it, instead
+        of being refused.
+    :ivar client_id: this server's client id at the providers, for
+        introspecting opaque tokens (RFC 7662), or ``None`` for none.
+    :ivar client_secret: the secret going with ``client_id`` (read from a
+        file, never shown in a ``repr``).
+    :ivar ca_file: a PEM file of CA certificates trusted for the providers
+        beside the system's, or ``None``.
+    """
+
+    issuers: tuple[str, ...] = ()
+    audience: str | None = None
+    user_claim: str = "email"
+    create_users: bool = False
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """
+        Whether any provider's tokens are accepted.
+        """
+        return bool(self.issuers)
+
+    @property
+    def introspects(self) -> bool:
+        """
+        Whether opaque tokens unknown to the directory are introspected.
+        """
+        return self.client_id is not None and self.client_secret is not None
+
+
+@frozen
 class ServerConfig:
     """
     Everything a running server is told.
@@ -123,6 +168,8 @@ class ServerConfig:
     :ivar send_limits: recipients per submission and per user per hour.
     :ivar websocket: the WebSocket endpoint's settings.
     :ivar webpush: how push subscriptions' StateChanges are POSTed.
+    :ivar oidc: which OpenID Connect providers' bearer tokens are accepted
+        (none by default).
     :ivar max_push_connections: WebSockets and EventSource streams one user
         may hold open at once (more are refused with 429).
     :ivar push_stall_timeout: seconds an EventSource stream may stay unable
@@ -137,6 +184,8 @@ class ServerConfig:
         one node with in-memory buses.
     :ivar node_id: this node's name in the broker, unique in the cluster
         (``None``: a random one per process).
+    :ivar demo: serve the live-inbox demo page, a browser client, at
+        ``/demo/``.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -158,6 +207,7 @@ class ServerConfig:
     send_limits: SendLimits = field(factory=SendLimits)
     websocket: WebSocketOptions = field(factory=WebSocketOptions)
     webpush: WebPushOptions = field(factory=WebPushOptions)
+    oidc: OIDCOptions = field(factory=OIDCOptions)
     max_push_connections: int = 50
     push_stall_timeout: float = 60.0
     change_retention_days: float = 30.0
@@ -165,3 +215,4 @@ class ServerConfig:
     query_timeout: float = 20.0
     bus: AMQPSettings | None = None
     node_id: str | None = None
+    demo: bool = False

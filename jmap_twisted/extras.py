@@ -18,6 +18,7 @@ from types import ModuleType
 FEATURES = {
     "postgresql": "PostgreSQL storage",
     "amqp": "The RabbitMQ (AMQP) event bus",
+    "oidc": "OpenID Connect bearer tokens",
 }
 
 

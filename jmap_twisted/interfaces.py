@@ -38,6 +38,8 @@ if TYPE_CHECKING:
         MailboxRecord,
         PushSubscriptionRecord,
         StoreCommit,
+        TicketClaim,
+        TicketRecord,
         TokenInfo,
         User,
     )
@@ -476,6 +478,67 @@ class IRelay(Interface):
         null reverse-path) and ``rcpt_to``.  Fires with the relay's SMTP
         reply code and text for every recipient; an unreachable relay is a
         temporary (4xx) reply for each, not a failure.
+        """
+
+
+class ITicketStore(Interface):
+    """
+    The tickets of ``POST /jmap/ticket``, kept where every node of a
+    cluster redeems them (see :class:`~jmap_twisted.records.TicketRecord`).
+
+    Implementations: :class:`jmap_twisted.store.memory.tickets.MemoryTickets`,
+    :class:`jmap_twisted.store.sql.tickets.SQLTickets` (SQLite and
+    PostgreSQL).
+    """
+
+    def add_ticket(ticket: TicketRecord, per_user: int) -> Deferred[None]:
+        """
+        Store a new ticket, then drop the user's oldest tickets held by no
+        stream beyond ``per_user``, and every ticket expired when it was
+        issued.
+        """
+
+    def claim_ticket(claim: TicketClaim) -> Deferred[TicketRecord | None]:
+        """
+        Redeem a ticket atomically (two nodes never both win one): the
+        ticket as it was before, or ``None`` when it is unknown, expired
+        at ``claim.now``, or, when ``claim.bound``, asked for from another
+        address than ``claim.client``.
+
+        For a socket (``claim.stream`` false), a fresh ticket is consumed;
+        a stream ticket opens no socket.  For a stream, a fresh ticket
+        becomes a stream ticket held by ``claim.holder``; a stream ticket
+        is taken over only when no stream holds it, its holder's lease has
+        lapsed, or its holder's client has ``claim.client``'s address (a
+        browser reconnecting before the server saw its old stream go).
+        A claimed stream ticket takes ``claim.hold_until`` and
+        ``claim.expires``.
+        """
+
+    def refresh_holds(
+        holders: Sequence[str], hold_until: float, expires: float
+    ) -> Deferred[frozenset[str]]:
+        """
+        Renew the leases of these holders (each holds at most one ticket)
+        until ``hold_until``, and their tickets' expiry to ``expires``;
+        the holders that still hold a ticket (the others were taken over).
+        """
+
+    def release_ticket(digest: str, holder: str, expires: float) -> Deferred[bool]:
+        """
+        The stream ``holder`` has ended: its ticket, if it still holds it,
+        is held by no one and expires at ``expires``.  Whether it did.
+        """
+
+    def revoke_ticket(digest: str, user_id: str) -> Deferred[bool]:
+        """
+        Delete one of the user's tickets; whether it existed.
+        """
+
+    def remove_expired_tickets(now: float) -> Deferred[int]:
+        """
+        Delete the tickets expired at ``now`` that no live lease holds; how
+        many.
         """
 
 

@@ -245,3 +245,66 @@ class PushSubscriptionRecord:
     expires: float | None
     types: tuple[str, ...] | None
     created: float
+
+
+@frozen
+class TicketRecord:
+    """
+    A ticket from ``POST /jmap/ticket``, as the shared store keeps it: by
+    the SHA-256 of its value, never the value itself.
+
+    A fresh ticket is single-use.  Redeemed by an EventSource it becomes a
+    *stream ticket*: the stream holds it while open (a lease its node
+    renews), and once the stream ends the browser may redeem it again to
+    reconnect, until ``expires``.
+
+    :ivar digest: hex SHA-256 of the value.
+    :ivar user_id: the user it was issued to.
+    :ivar expires: when it stops being redeemable (epoch seconds).
+    :ivar client: the address that asked for it, or ``None``.
+    :ivar origin: what the asking credentials rest on (see
+        :func:`jmap_twisted.http.auth.credential_origin`), or ``None``.
+    :ivar issued: when it was issued (epoch seconds).
+    :ivar stream: redeemed by an EventSource: it opens nothing else now.
+    :ivar holder: the stream holding it now, or ``None``.
+    :ivar held_until: when the holder's lease lapses unless renewed.
+    :ivar holder_client: the address of the holding stream's client.
+    """
+
+    digest: str
+    user_id: str
+    expires: float
+    client: str | None
+    origin: tuple[str, ...] | None
+    issued: float
+    stream: bool = False
+    holder: str | None = None
+    held_until: float = 0.0
+    holder_client: str | None = None
+
+
+@frozen
+class TicketClaim:
+    """
+    One attempt to redeem a ticket (see
+    :meth:`jmap_twisted.interfaces.ITicketStore.claim_ticket`).
+
+    :ivar digest: hex SHA-256 of the presented value.
+    :ivar now: the time of the attempt (epoch seconds).
+    :ivar stream: redeemed for an EventSource stream (else for a socket).
+    :ivar client: the presenting client's address, or ``None``.
+    :ivar bound: the ticket is redeemable only from the address that asked
+        for it (when that address is known).
+    :ivar holder: names the stream that will hold the ticket.
+    :ivar hold_until: when the new hold's lease lapses.
+    :ivar expires: the stream ticket's new expiry.
+    """
+
+    digest: str
+    now: float
+    stream: bool
+    client: str | None
+    bound: bool
+    holder: str = ""
+    hold_until: float = 0.0
+    expires: float = 0.0

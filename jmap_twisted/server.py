@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -40,6 +41,7 @@ from jmap_twisted.interfaces import (
     IPushSubscriptions,
     IRecipientCache,
     IRelay,
+    ITicketStore,
 )
 from jmap_twisted.mail.delivery import LocalDelivery
 from jmap_twisted.methods import build_registry
@@ -47,8 +49,11 @@ from jmap_twisted.push.access import AccessWatch, catch_up
 from jmap_twisted.push.connections import PushConnections
 from jmap_twisted.push.tickets import TicketChecker, Tickets
 from jmap_twisted.push.webpush.delivery import WebPush
+from jmap_twisted.store.memory.tickets import MemoryTickets
 
 if TYPE_CHECKING:
+    from jmap_twisted.auth.oidc import OIDC
+    from jmap_twisted.auth.oidc_http import JSONFetcher
     from jmap_twisted.store.backends import Stores
 
 log = Logger()
@@ -75,6 +80,10 @@ class JMAPServer:
         ``amqp`` extra), or ``None`` for in-memory buses.
     :param push_subscriptions: where push subscriptions (RFC 8620 §7.2)
         and the VAPID key are kept; ``None`` for no web push.
+    :param tickets: where the tickets of ``POST /jmap/ticket`` are kept (a
+        store shared by every node of a cluster); in memory by default.
+    :param oidc_fetcher: how OpenID Connect providers are fetched from
+        (with ``config.oidc``); over the network by default.
     """
 
     def __init__(
@@ -89,6 +98,8 @@ class JMAPServer:
         dead_letters: IEventDeadLetters | None = None,
         connector: object | None = None,
         push_subscriptions: IPushSubscriptions | None = None,
+        tickets: ITicketStore | None = None,
+        oidc_fetcher: JSONFetcher | None = None,
     ) -> None:
         self.config = config
         self.directory = directory
@@ -126,7 +137,16 @@ class JMAPServer:
         self.upload_limiter = ConcurrencyLimiter(
             config.limits.max_concurrent_upload, "maxConcurrentUpload"
         )
-        self.tickets = Tickets(reactor, bind_client=config.websocket.bind_tickets)
+        self.tickets = Tickets(
+            tickets if tickets is not None else MemoryTickets(),
+            reactor,
+            bind_client=config.websocket.bind_tickets,
+        )
+        #: OpenID Connect bearer tokens, or ``None`` when not configured.
+        self.oidc: OIDC | None = None
+        bearer: ICredentialsChecker = TokenChecker(directory)
+        if config.oidc.enabled:
+            bearer = self._oidc_checker(oidc_fetcher)
         self.portal = Portal(
             JMAPRealm(directory),
             [
@@ -137,7 +157,7 @@ class JMAPServer:
                     reactor,
                     config.login,
                 ),
-                TokenChecker(directory),
+                bearer,
                 TicketChecker(self.tickets),
             ],
         )
@@ -165,6 +185,19 @@ class JMAPServer:
         self.running = False
         self._warned = False
 
+    def _oidc_checker(self, fetcher: JSONFetcher | None) -> ICredentialsChecker:
+        """
+        The bearer token checker taking OpenID Connect tokens besides the
+        directory's own.
+        """
+        from jmap_twisted.extras import require
+
+        require("oidc", "jwt")
+        from jmap_twisted.auth.oidc import BearerChecker, oidc_for
+
+        self.oidc = oidc_for(self.config.oidc, self.directory, self.reactor, fetcher)
+        return BearerChecker(self.directory, self.oidc)
+
     @classmethod
     def from_stores(
         cls,
@@ -186,6 +219,7 @@ class JMAPServer:
             reactor,
             dead_letters=stores.dead_letters,
             push_subscriptions=stores.push_subscriptions,
+            tickets=stores.tickets,
             **kwargs,
         )
 

@@ -4,8 +4,9 @@ The life cycle of a JMAP server under ``twistd`` or any Twisted
 application: :class:`JMAPService` starts and stops what runs in the
 background for a :class:`~jmap_twisted.server.JMAPServer` (the event buses,
 publishing commits, the access watch, dead-letter redelivery, the
-vacation responder, change-log pruning) and its listening ports, which bind
-in ``privilegedStartService`` (before ``twistd`` drops privileges).  The
+vacation responder, change-log pruning, the OpenID providers' keys) and
+its listening ports, which bind in ``privilegedStartService`` (before
+``twistd`` drops privileges).  The
 database's own life cycle stays with whoever opened the stores.
 :func:`make_service` builds a whole server from its configuration.
 """
@@ -72,6 +73,9 @@ class JMAPService(MultiService):
         self._webpush_refresh = SupervisedLoop(
             self._refresh_webpush, reactor, WEBPUSH_REFRESH_INTERVAL, "web push upkeep"
         )
+        self._ticket_upkeep = SupervisedLoop(
+            self._keep_tickets, reactor, server.tickets.hold / 3, "ticket upkeep"
+        )
         _Responder(
             VacationResponder(
                 server.mail, reactor, server.config.hostname, server.delivery, server.relay
@@ -118,6 +122,9 @@ class JMAPService(MultiService):
         server.publisher.start()
         self._redelivery.start(now=False)
         self._access_watch.start(now=True)
+        if server.oidc is not None:
+            server.oidc.start()  # fetches the providers' keys in the background
+        self._ticket_upkeep.start(now=False)
         await register_change_listener(server.mailbox_bus, server.jmap_bus)
         if server.webpush is not None:
             try:
@@ -136,6 +143,11 @@ class JMAPService(MultiService):
         assert dispatcher is not None
         await self.server.jmap_bus.register_group(dispatcher, dispatcher.GROUP)
         self._webpush_refresh.start(now=True)
+
+    async def _keep_tickets(self) -> None:
+        tickets = self.server.tickets
+        await tickets.renew()
+        await tickets.sweep()
 
     async def _refresh_webpush(self) -> None:
         if self.server.webpush is not None:
@@ -165,7 +177,13 @@ class JMAPService(MultiService):
             self._access_watch.stop()
         if self._webpush_refresh.running:
             self._webpush_refresh.stop()
+        if self._ticket_upkeep.running:
+            self._ticket_upkeep.stop()
+        # The closed streams' tickets are free to reconnect elsewhere.
+        await server.tickets.settle()
         server.publisher.stop()
+        if server.oidc is not None:
+            server.oidc.stop()
         if server.webpush is not None:
             server.webpush.stop()
         await MultiService.stopService(self)

@@ -24,6 +24,7 @@ from jmap_twisted.config import (
     DEFAULT_LISTEN,
     DEFAULT_LMTP,
     ConnectionLimits,
+    OIDCOptions,
     ServerConfig,
     WebPushOptions,
     WebSocketOptions,
@@ -280,10 +281,47 @@ class Options(usage.Options):
             None,
             "Contact for push service operators in VAPID signatures (mailto:... or https://...).",
         ],
+        [
+            "oidc-audience",
+            None,
+            None,
+            "What OpenID Connect tokens must name in 'aud' for this server"
+            " (required with --oidc-issuer).",
+        ],
+        [
+            "oidc-user-claim",
+            None,
+            "email",
+            "The OpenID Connect token claim holding the username.",
+        ],
+        [
+            "oidc-client-id",
+            None,
+            None,
+            "This server's client id at the OpenID providers, to introspect opaque tokens"
+            " (with --oidc-client-secret-file).",
+        ],
+        [
+            "oidc-client-secret-file",
+            None,
+            None,
+            "File whose first line is the secret going with --oidc-client-id.",
+        ],
+        [
+            "oidc-ca-file",
+            None,
+            None,
+            "PEM file of CA certificates trusted for the OpenID providers, beside the system's.",
+        ],
     ]
 
     optFlags = [
         ["no-lmtp", None, "Do not listen for LMTP."],
+        [
+            "oidc-create-users",
+            None,
+            "Create (without a password) the users OpenID Connect tokens name on first sight.",
+        ],
         ["smarthost-require-tls", None, "Relay only over STARTTLS."],
         ["ws-no-deflate", None, "Do not accept permessage-deflate."],
         [
@@ -302,6 +340,7 @@ class Options(usage.Options):
             None,
             "Allow web push services on loopback and private addresses (tests, closed networks).",
         ],
+        ["demo", None, "Serve the live-inbox demo page, a browser client, at /demo/."],
     ]
 
     def __init__(self) -> None:
@@ -309,6 +348,23 @@ class Options(usage.Options):
         self["listen"] = []
         self["domain"] = []
         self["allowed-origin"] = []
+        self["oidc-issuer"] = []
+
+    def opt_oidc_issuer(self, issuer: str) -> None:
+        """
+        An OpenID Connect provider (its issuer identifier, https://...; plain
+        http only on a loopback host) whose bearer tokens are accepted
+        (repeat for several; needs --oidc-audience).
+        """
+        from jmap_twisted.auth.oidc_http import check_provider_url
+
+        try:
+            check_provider_url(issuer)
+        except ValueError as e:
+            raise usage.UsageError(f"--oidc-issuer: {e}") from None
+        if urlsplit(issuer).query:
+            raise usage.UsageError(f"--oidc-issuer {issuer!r} may not have a query")
+        self["oidc-issuer"].append(issuer)
 
     def opt_allowed_origin(self, origin: str) -> None:
         """
@@ -393,7 +449,8 @@ class Options(usage.Options):
         if self["change-retention-days"] <= 0:
             raise usage.UsageError("--change-retention-days must be positive")
         if self["push-ca-file"]:
-            _check_ca_file(self["push-ca-file"])
+            _check_ca_file(self["push-ca-file"], "push-ca-file")
+        oidc = self._oidc()
         subject = self["vapid-subject"]
         if subject is not None and not (
             (subject.startswith("mailto:") and len(subject) > 7) or subject.startswith("https://")
@@ -457,10 +514,58 @@ class Options(usage.Options):
                 allow_private=bool(self["push-allow-private"]),
                 vapid_subject=self["vapid-subject"],
             ),
+            oidc=oidc,
             store=store,
             query_timeout=float(self["query-timeout"]),
             bus=bus,
             node_id=self["node-id"],
+            demo=bool(self["demo"]),
+        )
+
+    def _oidc(self) -> OIDCOptions:
+        """
+        The OpenID Connect options, checked together, the client secret
+        read from its file.
+        """
+        issuers = tuple(self["oidc-issuer"])
+        client_id, secret_file = self["oidc-client-id"], self["oidc-client-secret-file"]
+        if not issuers:
+            for option in (
+                "oidc-audience",
+                "oidc-client-id",
+                "oidc-client-secret-file",
+                "oidc-ca-file",
+                "oidc-create-users",
+            ):
+                if self[option]:
+                    raise usage.UsageError(f"--{option} needs --oidc-issuer")
+            return OIDCOptions()
+        try:
+            require("oidc", "jwt")
+        except MissingExtra as e:
+            raise usage.UsageError(f"--oidc-issuer: {e}") from None
+        if not self["oidc-audience"]:
+            raise usage.UsageError("--oidc-issuer needs --oidc-audience")
+        if bool(client_id) != bool(secret_file):
+            raise usage.UsageError("--oidc-client-id and --oidc-client-secret-file go together")
+        if not self["oidc-user-claim"]:
+            raise usage.UsageError("--oidc-user-claim may not be empty")
+        if self["oidc-ca-file"]:
+            _check_ca_file(self["oidc-ca-file"], "oidc-ca-file")
+        secret = None
+        if secret_file:
+            try:
+                secret = read_secret(secret_file)
+            except StoreConfigurationError as e:
+                raise usage.UsageError(f"--oidc-client-secret-file: {e}") from None
+        return OIDCOptions(
+            issuers=issuers,
+            audience=self["oidc-audience"],
+            user_claim=self["oidc-user-claim"],
+            create_users=bool(self["oidc-create-users"]),
+            client_id=client_id or None,
+            client_secret=secret,
+            ca_file=self["oidc-ca-file"],
         )
 
     def _secret(self, option: str) -> str | None:
@@ -551,15 +656,15 @@ def makeService(options: Options) -> IService:
     return make_service(options.config, cast(IJMAPReactor, reactor))
 
 
-def _check_ca_file(path: str) -> None:
+def _check_ca_file(path: str, option: str) -> None:
     """
-    Refuse a ``--push-ca-file`` that cannot be read or holds no PEM
-    certificate.
+    Refuse a CA file option (``--push-ca-file``, ``--oidc-ca-file``) whose
+    file cannot be read or holds no PEM certificate.
     """
     try:
         with open(path, "rb") as f:
             text = f.read()
     except OSError as e:
-        raise usage.UsageError(f"--push-ca-file {path!r}: {e.strerror}") from None
+        raise usage.UsageError(f"--{option} {path!r}: {e.strerror}") from None
     if b"-----BEGIN CERTIFICATE-----" not in text:
-        raise usage.UsageError(f"--push-ca-file {path!r} holds no PEM certificate")
+        raise usage.UsageError(f"--{option} {path!r} holds no PEM certificate")

@@ -35,8 +35,9 @@ def test_optional_libraries_are_extras() -> None:
     extras = {extra: _names(lines) for extra, lines in options["extras_require"].items()}
     assert extras["postgresql"] == {"psycopg[binary]", "psycopg_pool"}
     assert extras["amqp"] == {"txamqp"}
+    assert extras["oidc"] == {"pyjwt[crypto]"}
     for extra in ("test", "lint"):
-        assert "jmap-twisted[amqp,postgresql]" in extras[extra]
+        assert "jmap-twisted[amqp,postgresql,oidc]" in extras[extra]
     assert "treq" in extras["test"]
 
 
@@ -75,6 +76,8 @@ def test_wheel_ships_the_twistd_plugin_and_every_package(tmp_path: Path) -> None
     }
     for package in packages:
         assert f"{package}/__init__.py" in names
+    for page_file in ("index.html", "demo.js", "demo.css"):  # served by --demo
+        assert f"jmap_twisted/demo/{page_file}" in names
     assert not any(name.startswith("tests/") for name in names)
     (metadata_name,) = (name for name in names if name.endswith(".dist-info/METADATA"))
     metadata = zipfile.ZipFile(wheel).read(metadata_name).decode()

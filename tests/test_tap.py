@@ -161,6 +161,14 @@ def test_websocket_options() -> None:
             parse(*bad)
 
 
+def test_demo_option() -> None:
+    """
+    The live-inbox demo page is off unless ``--demo`` asks for it.
+    """
+    assert parse().config.demo is False
+    assert parse("--demo").config.demo is True
+
+
 def test_change_retention() -> None:
     """
     The change-log retention defaults to 30 days, is configurable, and

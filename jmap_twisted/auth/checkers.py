@@ -40,10 +40,16 @@ class BearerToken:
     """
     Credentials of ``Authorization: Bearer`` (and, for browsers, an
     ``access_token`` query parameter).
+
+    :ivar origin: stamped by a checker that knows what the token rests on
+        better than its hash (an OpenID Connect token: its provider,
+        subject and expiry), else ``None``; see
+        :func:`jmap_twisted.http.auth.credential_origin`.
     """
 
     def __init__(self, token: str) -> None:
         self.token = token
+        self.origin: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         return "<BearerToken (redacted)>"

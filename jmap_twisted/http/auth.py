@@ -12,6 +12,7 @@ from typing import cast
 from twisted.cred.credentials import ICredentials, IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from jmap_twisted.auth.checkers import BearerToken, PasswordCredentials
@@ -20,18 +21,22 @@ from jmap_twisted.auth.throttle import LoginRefused
 from jmap_twisted.http.admission import mark_authenticated
 from jmap_twisted.http.problem import write_status
 from jmap_twisted.interfaces import IBearerToken, IDirectory, IPrincipal
-from jmap_twisted.push.tickets import ITicket, TicketCredentials
+from jmap_twisted.push.tickets import Hold, ITicket, TicketCredentials, Tickets
 
 #: One ``WWW-Authenticate`` challenge per accepted scheme.
 CHALLENGES = (b'Basic realm="jmap", charset="UTF-8"', b'Bearer realm="jmap"')
 
 
-def credentials_from_request(request: IRequest, allow_query_token: bool = False) -> ICredentials:
+def credentials_from_request(
+    request: IRequest, allow_query_token: bool = False, stream: bool = False
+) -> ICredentials:
     """
     The credentials a request carries: ``Authorization: Basic`` or
     ``Bearer``, or with ``allow_query_token`` a ``ticket`` or an
     ``access_token`` query parameter (for browsers, which cannot set
     headers on a WebSocket or an EventSource).
+
+    :param stream: a ticket is presented to open an EventSource stream.
 
     :raises UnauthorizedLogin: there are none, or they are malformed.
     """
@@ -58,7 +63,9 @@ def credentials_from_request(request: IRequest, allow_query_token: bool = False)
     if allow_query_token:
         tickets = request.args.get(b"ticket")
         if tickets:
-            return TicketCredentials(tickets[0].decode("ascii", "replace"), _client(request))
+            return TicketCredentials(
+                tickets[0].decode("ascii", "replace"), _client(request), stream
+            )
         tokens = request.args.get(b"access_token")
         if tokens:
             try:
@@ -86,8 +93,21 @@ async def login(portal: Portal, request: IRequest, allow_query_token: bool = Fal
         return cast(IPrincipal, admitted)  # logged in on its headers already
     credentials = credentials_from_request(request, allow_query_token)
     _, avatar, _ = await portal.login(credentials, None, IPrincipal)
+    stamped = getattr(credentials, "origin", None)
+    if stamped is not None and not ITicket.providedBy(credentials):
+        request.stamped_origin = stamped  # type: ignore[attr-defined]
     mark_authenticated(request)
     return cast(IPrincipal, avatar)
+
+
+def stamped_origin(request: IRequest) -> Origin | None:
+    """
+    What the credentials a request logged in with rest on, when their
+    checker said so (an OpenID Connect token: ``("oidc", issuer, subject,
+    expiry)``); ``None`` otherwise, when :func:`credential_origin` tells.
+    """
+    stamped = getattr(request, "stamped_origin", None)
+    return cast(Origin, stamped) if isinstance(stamped, tuple) else None
 
 
 def write_unauthorized(request: IRequest) -> None:
@@ -102,13 +122,14 @@ def write_unauthorized(request: IRequest) -> None:
 def write_refused(request: IRequest, refused: LoginRefused) -> None:
     """
     Finish with 429 (this client or username failed too often) or 503
-    (the server is checking too many passwords), and ``Retry-After``.
+    (the server is checking too many passwords or tokens), and
+    ``Retry-After``.
     """
     request.setHeader(b"Retry-After", b"%d" % refused.retry_after)
     if refused.status == 429:
         detail = "Too many login attempts: retry later."
     else:
-        detail = "The server is busy checking passwords: retry later."
+        detail = "The server is busy checking credentials: retry later."
     write_status(request, refused.status, detail)
 
 
@@ -118,8 +139,34 @@ CredentialProbe = Callable[[], Awaitable[bool]]
 
 
 #: What a long-lived connection's credentials rest on: ``("token",
-#: digest)``, ``("password", username, stored hash)``, or ``("user",)``.
+#: digest)``, ``("password", username, stored hash)``, ``("oidc", issuer,
+#: subject, expiry)`` (the expiry as POSIX time, ``""`` when unknown), or
+#: ``("user",)``.
 Origin = tuple[str, ...]
+
+
+class _ExpiringProbe:
+    """
+    A probe of credentials that stop holding at a known time.
+
+    :ivar expires: that time (POSIX).
+    """
+
+    def __init__(self, check: CredentialProbe, expires: float) -> None:
+        self._check = check
+        self.expires = expires
+
+    def __call__(self) -> Awaitable[bool]:
+        return self._check()
+
+
+def credential_expiry(probe: CredentialProbe) -> float | None:
+    """
+    When the credentials a probe checks stop holding by themselves (an
+    OpenID Connect token's expiry), or ``None``: a connection opened with
+    them is ended then.
+    """
+    return probe.expires if isinstance(probe, _ExpiringProbe) else None
 
 
 async def credential_origin(directory: IDirectory, credentials: ICredentials) -> Origin | None:
@@ -140,14 +187,32 @@ async def credential_origin(directory: IDirectory, credentials: ICredentials) ->
     return None
 
 
-def credential_probe(directory: IDirectory, origin: Origin | None, user_id: str) -> CredentialProbe:
+def credential_probe(
+    directory: IDirectory,
+    origin: Origin | None,
+    user_id: str,
+    clock: IReactorTime | None = None,
+) -> CredentialProbe:
     """
     A check, cheap enough to run for every open connection of a user when
     access changes, that the credentials used to open it still hold: the
-    token not revoked, the password not changed since, the user still
+    token not revoked, the password not changed since, an OpenID Connect
+    token not expired (by ``clock``, required for them), the user still
     there.  A ticket's connection rests on the credentials that asked for
     the ticket.
     """
+    if origin is not None and origin[0] == "oidc" and origin[3]:
+        if clock is None:
+            raise ValueError("an OpenID Connect token's probe needs a clock")
+        expires = float(origin[3])
+        now = clock
+
+        async def unexpired() -> bool:
+            if now.seconds() >= expires:
+                return False
+            return await directory.get_user_by_id(user_id) is not None
+
+        return _ExpiringProbe(unexpired, expires)
     if origin is not None and origin[0] == "token":
         digest = origin[1]
 
@@ -172,23 +237,42 @@ def credential_probe(directory: IDirectory, origin: Origin | None, user_id: str)
 
 
 async def login_with_probe(
-    portal: Portal, directory: IDirectory, request: IRequest
-) -> tuple[IPrincipal, CredentialProbe]:
+    portal: Portal,
+    directory: IDirectory,
+    request: IRequest,
+    stream_tickets: Tickets | None = None,
+    clock: IReactorTime | None = None,
+) -> tuple[IPrincipal, CredentialProbe, Hold | None]:
     """
     Authenticate a request that opens a long-lived connection, and return
-    the probe that re-checks its credentials later.
+    the probe that re-checks its credentials later, and, for a stream
+    opened with a ticket, the stream's hold on the ticket (which the
+    caller must release, see :class:`~jmap_twisted.push.tickets.Tickets`).
 
+    :param stream_tickets: the server's tickets, when the connection is an
+        EventSource stream (a ticket then opens it and stays with it).
+    :param clock: the time an OpenID Connect token's expiry is read on
+        (the probe then has a :func:`credential_expiry`).
     :raises UnauthorizedLogin: also for a ticket whose own credentials were
-        revoked since it was issued.
+        revoked since it was issued, and for an OpenID Connect token past
+        its expiry (though within its clock-skew leeway).
     """
-    credentials = credentials_from_request(request, allow_query_token=True)
+    credentials = credentials_from_request(
+        request, allow_query_token=True, stream=stream_tickets is not None
+    )
     origin = await credential_origin(directory, credentials)
     _, avatar, _ = await portal.login(credentials, None, IPrincipal)
     principal = cast(IPrincipal, avatar)
+    hold = None
     if ITicket.providedBy(credentials):
         origin = ITicket(credentials).origin
-    probe = credential_probe(directory, origin, principal.user.id)
+        hold = ITicket(credentials).hold
+    elif getattr(credentials, "origin", None) is not None:
+        origin = credentials.origin  # type: ignore[attr-defined]
+    probe = credential_probe(directory, origin, principal.user.id, clock)
     if not await probe():
+        if hold is not None and stream_tickets is not None:
+            stream_tickets.release_later(hold)
         raise UnauthorizedLogin("the credentials behind this ticket were revoked")
     mark_authenticated(request)
-    return principal, probe
+    return principal, probe, hold

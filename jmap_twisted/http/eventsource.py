@@ -20,6 +20,7 @@ from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from jmap_twisted.core import jsonio
+from jmap_twisted.http.auth import credential_expiry
 from jmap_twisted.http.problem import write_status
 from jmap_twisted.http.resources import JMAPResource
 from jmap_twisted.interfaces import IPrincipal, IPushConnection
@@ -29,6 +30,7 @@ from jmap_twisted.push.subscription import PushSubscription
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from jmap_twisted.push.tickets import Hold
     from jmap_twisted.server import JMAPServer
 
 log = Logger()
@@ -56,14 +58,16 @@ class EventSourceResource(JMAPResource):
     """
 
     async def handle(self, request: IRequest) -> None:
-        admitted = await self.push_login(request)
+        admitted = await self.push_login(request, stream=True)
         if admitted is None:
             return
-        principal, probe, seen = admitted
+        principal, probe, seen, hold = admitted
         types_text = _argument(request, b"types") or "*"
         close_after = (_argument(request, b"closeafter", b"closeAfter") or "no").lower()
         ping_text = _argument(request, b"ping") or "0"
         if close_after not in ("state", "no") or not _PING.fullmatch(ping_text):
+            if hold is not None:
+                self.jmap.tickets.release_later(hold)
             write_status(request, 400, "closeafter is 'state' or 'no'; ping is whole seconds.")
             return
         ping = int(ping_text)
@@ -71,7 +75,7 @@ class EventSourceResource(JMAPResource):
             ping = min(max(ping, MIN_PING), MAX_PING)
         types = None if types_text == "*" else [t for t in types_text.split(",") if t in PUSH_TYPES]
         stream = EventStream(
-            self.jmap, request, principal, probe, types, close_after == "state", ping
+            self.jmap, request, principal, probe, types, close_after == "state", ping, hold
         )
         await stream.run(seen)
 
@@ -86,8 +90,8 @@ class EventStream:
     account and type in the listener instead of being written; a stream
     that stays full for ``push_stall_timeout`` seconds is dropped.  It is
     also a push connection: it ends when access or credentials change,
-    and the client reconnects (with ``Last-Event-ID``) under what now
-    holds.
+    or when the OpenID Connect token it was opened with expires, and the
+    client reconnects (with ``Last-Event-ID``) under what now holds.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class EventStream:
         types: list[str] | None,
         close_after_state: bool,
         ping: int,
+        hold: Hold | None = None,
     ) -> None:
         self._server = server
         self._request: Any = request
@@ -113,9 +118,12 @@ class EventStream:
         self._finished = False
         self._paused = False
         self._stall: IDelayedCall | None = None
+        self._expiry: IDelayedCall | None = None
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = server.reactor
         self.user_id = principal.user.id
+        #: The stream's hold on the ticket that opened it, if one did.
+        self._hold = hold
 
     async def run(self, access_seen: int | None) -> None:
         """
@@ -124,6 +132,15 @@ class EventStream:
         """
         request = self._request
         self._server.push_connections.add(self)
+        expires = credential_expiry(self._probe)
+        if expires is not None:
+            # Its OpenID Connect token expires: the client reconnects with
+            # a fresh one.
+            clock = self._server.reactor
+            self._expiry = clock.callLater(max(0.0, expires - clock.seconds()), self._end)
+        if self._hold is not None:
+            # Another stream taking the ticket over ends this one.
+            self._server.tickets.attach(self._hold, self._end)
         request.notifyFinish().addBoth(self._cleanup)
         request.setResponseCode(200)
         request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
@@ -238,11 +255,18 @@ class EventStream:
             return
         self._finished = True
         self._server.push_connections.discard(self)
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            # The browser may now reconnect with the same ticket.
+            self._server.tickets.release_later(hold)
         if self._ticker.running:
             self._ticker.stop()
         if self._stall is not None and self._stall.active():
             self._stall.cancel()
         self._stall = None
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
         request = self._request
         if getattr(request, "producer", None) is self and getattr(request, "channel", None):
             request.unregisterProducer()

@@ -27,6 +27,7 @@ from jmap_twisted.http.auth import (
     credentials_from_request,
     login,
     login_with_probe,
+    stamped_origin,
     write_refused,
     write_unauthorized,
 )
@@ -36,6 +37,7 @@ from jmap_twisted.methods.standard import utc_date
 from jmap_twisted.origins import origin_of
 
 if TYPE_CHECKING:
+    from jmap_twisted.push.tickets import Hold
     from jmap_twisted.server import JMAPServer
 
 log = Logger()
@@ -179,15 +181,18 @@ class JMAPResource(Resource):
         raise NotImplementedError
 
     async def push_login(
-        self, request: IRequest
-    ) -> tuple[IPrincipal, CredentialProbe, int | None] | None:
+        self, request: IRequest, stream: bool = False
+    ) -> tuple[IPrincipal, CredentialProbe, int | None, Hold | None] | None:
         """
         Authenticate a request that opens a push connection (WebSocket or
         EventSource): the principal, the probe that re-checks its
-        credentials, and the access version seen before logging in.
-        ``None`` when the request was answered instead: the user already
-        holds as many push connections as allowed (429, before any
-        handshake), or the client went away.
+        credentials, the access version seen before logging in, and for a
+        stream opened with a ticket, its hold on the ticket (released by
+        the stream when it ends).  ``None`` when the request was answered
+        instead: the user already holds as many push connections as
+        allowed (429, before any handshake), or the client went away.
+
+        :param stream: the connection is an EventSource stream.
         """
         if not origin_allowed(self.jmap, request):
             # Cross-site WebSocket hijacking: a page of another origin must
@@ -195,16 +200,33 @@ class JMAPResource(Resource):
             write_status(request, 403, "This origin may not open push connections here.")
             return None
         seen = self.jmap.access.version_seen
-        principal, probe = await login_with_probe(self.jmap.portal, self.jmap.directory, request)
+        tickets = self.jmap.tickets
+        principal, probe, hold = await login_with_probe(
+            self.jmap.portal,
+            self.jmap.directory,
+            request,
+            tickets if stream else None,
+            clock=self.jmap.reactor,
+        )
+        admitted = self._admit_push(request, principal)
+        if not admitted and hold is not None:
+            tickets.release_later(hold)
+        return (principal, probe, seen, hold) if admitted else None
+
+    def _admit_push(self, request: IRequest, principal: IPrincipal) -> bool:
+        """
+        Whether a logged-in push connection may open now; when not, the
+        request is answered (or gone).
+        """
         if request.finished or request._disconnected:  # type: ignore[attr-defined]
-            return None
+            return False
         if not self.jmap.pushes():
             write_status(
                 request,
                 503,
                 "Push is off: this server's life cycle has not been started.",
             )
-            return None
+            return False
         connections = self.jmap.push_connections
         if connections.full(principal.user.id):
             write_status(
@@ -213,8 +235,8 @@ class JMAPResource(Resource):
                 f"At most {connections.per_user} push connections may be open at once "
                 "for one user; close one first.",
             )
-            return None
-        return principal, probe, seen
+            return False
+        return True
 
 
 class SessionResource(JMAPResource):
@@ -373,29 +395,33 @@ def content_disposition(name: str) -> str:
 
 class TicketResource(JMAPResource):
     """
-    ``POST /jmap/ticket``: a single-use ticket for ``?ticket=`` on the
-    WebSocket and EventSource URLs; ``DELETE /jmap/ticket/{value}`` revokes
-    one.
+    ``POST /jmap/ticket``: a ticket for ``?ticket=`` on the WebSocket URL
+    (once) or the EventSource URL (that stream and its reconnects);
+    ``DELETE /jmap/ticket/{value}`` revokes one.
     """
 
     allowed_methods = (b"POST", b"DELETE")
 
     async def handle(self, request: IRequest) -> None:
         # What the asking credentials rest on goes with the ticket, so the
-        # connection it opens closes when they are revoked.
+        # connection it opens closes when they are revoked (or expire: an
+        # OpenID Connect token's checker says what it rests on).
         origin = await credential_origin(self.jmap.directory, credentials_from_request(request))
         principal = await login(self.jmap.portal, request)
+        origin = stamped_origin(request) or origin
         tickets = self.jmap.tickets
         if request.method == b"DELETE":
             value = request.postpath[0].decode("utf-8", "replace") if request.postpath else ""
-            if not tickets.revoke(value, principal.user.id):
+            if not await tickets.revoke(value, principal.user.id):
                 write_status(request, 404, "No such ticket.")
                 return
             request.setResponseCode(204)
             request.finish()
             return
         address = request.getClientAddress()
-        value, expires = tickets.issue(principal.user.id, getattr(address, "host", None), origin)
+        value, expires = await tickets.issue(
+            principal.user.id, getattr(address, "host", None), origin
+        )
         write_json(
             request,
             {

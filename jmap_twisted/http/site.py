@@ -228,7 +228,7 @@ def refusal(failure: Failure) -> tuple[int, list[bytes], dict[str, Any]]:
         detail = (
             "Too many login attempts: retry later."
             if error.status == 429
-            else "The server is busy checking passwords: retry later."
+            else "The server is busy checking credentials: retry later."
         )
         problem = {"type": "about:blank", "status": error.status, "detail": detail}
         return error.status, [b"Retry-After: %d" % error.retry_after], problem

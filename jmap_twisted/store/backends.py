@@ -24,6 +24,7 @@ from jmap_twisted.store.sql.directory import SQLBlobStore, SQLDirectory
 from jmap_twisted.store.sql.fair_reads import DEFAULT_READ_BUDGET
 from jmap_twisted.store.sql.mail import SQLMailStore
 from jmap_twisted.store.sql.push import SQLPushSubscriptions
+from jmap_twisted.store.sql.tickets import SQLTickets
 
 
 class StoreConfigurationError(ValueError):
@@ -106,6 +107,7 @@ class Stores:
     mail: SQLMailStore
     dead_letters: SQLDeadLetters
     push_subscriptions: SQLPushSubscriptions
+    tickets: SQLTickets
 
 
 def _require_postgresql() -> None:
@@ -153,6 +155,7 @@ def open_stores(
             SQLiteMailStore(sqlite, reactor),
             SQLiteDeadLetters(sqlite, reactor),
             SQLitePushSubscriptions(sqlite),
+            SQLTickets(sqlite),
         )
     _require_postgresql()
     from psycopg.conninfo import make_conninfo
@@ -179,6 +182,7 @@ def open_stores(
         PostgresMailStore(postgres, reactor),
         PostgresDeadLetters(postgres, reactor),
         PostgresPushSubscriptions(postgres),
+        SQLTickets(postgres),
     )
 
 

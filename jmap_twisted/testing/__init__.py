@@ -4,7 +4,7 @@ or provides its own store or event bus.
 
 The doubles: the in-memory implementations of every storage and bus
 interface (:class:`MemoryDirectory`, :class:`MemoryBlobStore`,
-:class:`MemoryMailStore`, :class:`MemoryPushSubscriptions`,
+:class:`MemoryMailStore`, :class:`MemoryPushSubscriptions`, :class:`MemoryTickets`,
 :class:`InMemoryEventBus`, :class:`MemoryDeadLetters`), listeners that
 record what a bus delivers (:class:`RecordingListener`,
 :class:`StalledListener`) and a message builder (:func:`message`), and a throwaway TLS certificate for HTTPS on
@@ -13,7 +13,8 @@ loopback (:func:`throwaway_certificate`).
 The contracts: one base class of pytest tests per interface,
 :class:`MailStoreContract` (with change-log pruning),
 :class:`DirectoryContract`, :class:`BlobStoreContract`,
-:class:`PushSubscriptionsContract`, :class:`EventBusContract` and
+:class:`PushSubscriptionsContract`, :class:`TicketStoreContract`,
+:class:`EventBusContract` and
 :class:`DeadLettersContract`.  Subclass one in a test module, under a
 name pytest collects, and override the fixture its docstring names to
 give your implementation; pytest then runs every test of the contract
@@ -55,6 +56,7 @@ pytest.register_assert_rewrite(
     "jmap_twisted.testing._directory",
     "jmap_twisted.testing._mail",
     "jmap_twisted.testing._push",
+    "jmap_twisted.testing._tickets",
 )
 
 from jmap_twisted.bus.deadletters import MemoryDeadLetters  # noqa: E402
@@ -62,6 +64,7 @@ from jmap_twisted.bus.memory import InMemoryEventBus  # noqa: E402
 from jmap_twisted.store.memory.directory import MemoryBlobStore, MemoryDirectory  # noqa: E402
 from jmap_twisted.store.memory.mail import MemoryMailStore  # noqa: E402
 from jmap_twisted.store.memory.push import MemoryPushSubscriptions  # noqa: E402
+from jmap_twisted.store.memory.tickets import MemoryTickets  # noqa: E402
 from jmap_twisted.testing._blobs import BlobStoreContract, NewAccount  # noqa: E402
 from jmap_twisted.testing._bus import (  # noqa: E402
     DeadLettersContract,
@@ -78,6 +81,7 @@ from jmap_twisted.testing._doubles import (  # noqa: E402
 )
 from jmap_twisted.testing._mail import CONTRACT_ACCOUNTS, MailStoreContract  # noqa: E402
 from jmap_twisted.testing._push import NewUser, PushSubscriptionsContract  # noqa: E402
+from jmap_twisted.testing._tickets import TicketStoreContract  # noqa: E402
 from jmap_twisted.testing._tls import throwaway_certificate  # noqa: E402
 
 __all__ = [
@@ -94,11 +98,13 @@ __all__ = [
     "MemoryDirectory",
     "MemoryMailStore",
     "MemoryPushSubscriptions",
+    "MemoryTickets",
     "NewAccount",
     "NewUser",
     "PushSubscriptionsContract",
     "RecordingListener",
     "StalledListener",
+    "TicketStoreContract",
     "eventually",
     "message",
     "settle",

@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from jmap_twisted.config import WebSocketOptions
 from jmap_twisted.core.runner import OctetBudget
-from jmap_twisted.http.auth import CredentialProbe
+from jmap_twisted.http.auth import CredentialProbe, credential_expiry
 from jmap_twisted.interfaces import IPrincipal
 from jmap_twisted.ws.session import WebSocketSession
 
@@ -34,6 +34,8 @@ log = Logger()
 SUBPROTOCOL = "jmap"
 UNSUPPORTED_DATA = 1003
 POLICY_VIOLATION = 1008
+#: The reason of the close when the socket's OpenID Connect token expires.
+EXPIRED_REASON = "The access token of this connection expired: reconnect with a fresh one."
 #: Unfinished messages (fragments received, the last one not yet) on all
 #: the sockets of one user may hold at most this many times maxSizeRequest
 #: octets; one socket at most maxSizeRequest.
@@ -184,6 +186,9 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
     #: The message being received is past maxSizeRequest: the rest of it
     #: is read and dropped, and it is answered with the limit error.
     _dropping = False
+    #: Closes the socket when its credentials expire (an OpenID Connect
+    #: token's ``exp``).
+    _expiry: IDelayedCall | None = None
 
     def onConnect(self, request: Any) -> str | None:
         offered = list(request.protocols or [])
@@ -208,6 +213,10 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             self.probe,
         )
         self.factory.opened(self)
+        expires = credential_expiry(self.probe)
+        if expires is not None:
+            clock = self.factory.reactor
+            self._expiry = clock.callLater(max(0.0, expires - clock.seconds()), self._expired)
         transport: Any = self.transport
         if getattr(transport, "producer", None) is not None:
             # twisted.web's channel, from before the takeover.
@@ -218,6 +227,11 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             # may have looked before the connection was registered.
             changed = Deferred.fromCoroutine(self.session.access_changed())
             changed.addErrback(lambda f: log.failure("Re-checking a new connection failed", f))
+
+    def _expired(self) -> None:
+        self._expiry = None
+        if self.state == self.STATE_OPEN:
+            self.close_with(POLICY_VIOLATION, EXPIRED_REASON)
 
     def _send_text(self, data: bytes) -> None:
         self.sendMessage(data, isBinary=False)
@@ -290,6 +304,9 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._give_back_held()
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
         self.factory.closed(self)
         if self.session is not None:
             self.session.connection_lost()

@@ -41,7 +41,7 @@ class WebSocketUpgradeResource(JMAPResource):
         admitted = await self.push_login(request)
         if admitted is None:
             return
-        principal, probe, seen = admitted
+        principal, probe, seen, _ = admitted
         # buildProtocol runs synchronously inside render, so the principal
         # cannot be taken by another connection in between.
         self.factory.next_principal = (principal, probe, seen)

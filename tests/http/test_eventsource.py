@@ -128,7 +128,9 @@ async def test_eventsource_needs_credentials_and_valid_arguments() -> None:
 async def test_eventsource_with_a_ticket() -> None:
     """
     Browsers authenticate the EventSource with a ticket from the ticket
-    endpoint, once.
+    endpoint; the same URL again (a reconnect from the same client) takes
+    the ticket over and ends the first stream; a revoked ticket opens
+    nothing.
     """
     harness = Harness()
     harness.service.startService()
@@ -138,8 +140,13 @@ async def test_eventsource_with_a_ticket() -> None:
         url = BASE + "/jmap/eventsource/?types=*&closeafter=no&ping=0&ticket=" + ticket
         opened = await harness.treq.get(url)
         assert opened.code == 200
+        first: list[bytes] = []
+        ended = treq.collect(opened, first.append)
         again = await harness.treq.get(url)
-        assert again.code == 401
+        assert again.code == 200
+        harness.treq.flush()
+        assert ended.called  # one stream per ticket at a time
+        assert len(harness.service.server.push_connections) == 1
         revoke_me = json.loads(
             await (
                 await harness.treq.post(BASE + "/jmap/ticket", headers=harness.bearer())
@@ -162,12 +169,19 @@ class RawStream:
     lose the connection.
     """
 
-    def __init__(self, service: Any, query: bytes, headers: dict[bytes, bytes]) -> None:
+    def __init__(
+        self,
+        service: Any,
+        query: bytes,
+        headers: dict[bytes, bytes],
+        client: str = "127.0.0.1",
+    ) -> None:
         from twisted.internet.address import IPv4Address
         from twisted.internet.testing import StringTransport
 
-        self.transport = StringTransport()
-        self.channel = service.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        address = IPv4Address("TCP", client, 40000)
+        self.transport = StringTransport(peerAddress=address)
+        self.channel = service.site.buildProtocol(address)
         self.channel.makeConnection(self.transport)
         head = b"".join(name + b": " + value + b"\r\n" for name, value in headers.items())
         self.channel.dataReceived(

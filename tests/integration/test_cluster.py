@@ -370,3 +370,68 @@ def test_broker_restart_resumes_push_and_replay_shows_every_change(cluster: Clus
             ws, ["Email/changes", {"accountId": account, "sinceState": since}, "c"]
         )
         assert len(changes[1]["created"]) == 3
+
+
+def ticket(node: Node) -> str:
+    response = requests.post(node.http + "/jmap/ticket", auth=("alice", "pw"), timeout=10)
+    assert response.status_code == 201, response.text
+    return str(response.json()["value"])
+
+
+def state_events(response: requests.Response, wanted: int) -> list[dict[str, str]]:
+    """
+    The first ``wanted`` ``state`` events of an open EventSource response.
+    """
+    found: list[dict[str, str]] = []
+    fields: dict[str, str] = {}
+    for line in response.iter_lines(decode_unicode=True):
+        if line:
+            name, _, value = line.partition(": ")
+            fields[name] = value
+            continue
+        if fields.get("event") == "state":
+            found.append(fields)
+            if len(found) == wanted:
+                return found
+        fields = {}
+    raise AssertionError(f"the stream ended after {found}")
+
+
+def test_tickets_are_redeemed_on_any_node(cluster: Cluster) -> None:
+    """
+    A ticket issued by one node opens a WebSocket on another, once; a
+    ticket-opened EventSource on one node, dropped, reconnects on another
+    node with the same URL and ``Last-Event-ID`` and hears of the mail
+    delivered in the gap.
+    """
+    a, b = cluster.node("a"), cluster.node("b")
+    issued = ticket(a)
+    with connect(f"ws://127.0.0.1:{b.port}/jmap/ws?ticket={issued}", subprotocols=["jmap"]) as ws:
+        assert request(ws, ["Core/echo", {"hello": True}, "0"])[0][1] == {"hello": True}
+    reused = requests.get(
+        f"{a.http}/jmap/ws?ticket={issued}",
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Protocol": "jmap",
+        },
+        timeout=10,
+    )
+    assert reused.status_code == 401
+
+    query = f"/jmap/eventsource/?types=*&closeafter=no&ping=0&ticket={ticket(b)}"
+    with requests.get(b.http + query, stream=True, timeout=30) as stream:
+        assert stream.status_code == 200
+        a.deliver("Seen on b")
+        (seen,) = state_events(stream, 1)
+    a.deliver("In the gap")
+    with requests.get(
+        a.http + query, headers={"Last-Event-ID": seen["id"]}, stream=True, timeout=30
+    ) as again:
+        assert again.status_code == 200, again.text
+        (replayed,) = state_events(again, 1)
+    assert replayed["id"] != seen["id"]
+    account = account_id(a)
+    assert "Email" in json.loads(replayed["data"])["changed"][account]

@@ -255,7 +255,25 @@ CREATE TABLE server_keys (
 );
 """
 
-MIGRATIONS: list[str] = [_V1, _V2_PUSH_SUBSCRIPTIONS]
+_V3_TICKETS = """
+CREATE TABLE tickets (
+    digest        TEXT COLLATE "C" PRIMARY KEY,
+    user_id       TEXT COLLATE "C" NOT NULL,
+    expires       DOUBLE PRECISION NOT NULL,
+    client        TEXT,
+    origin        TEXT,
+    issued        DOUBLE PRECISION NOT NULL,
+    stream        SMALLINT NOT NULL CHECK (stream IN (0, 1)),
+    holder        TEXT COLLATE "C" UNIQUE,
+    held_until    DOUBLE PRECISION NOT NULL,
+    holder_client TEXT,
+    generation    BIGINT NOT NULL
+);
+CREATE INDEX tickets_by_user ON tickets (user_id, issued);
+CREATE INDEX tickets_by_expiry ON tickets (expires);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2_PUSH_SUBSCRIPTIONS, _V3_TICKETS]
 """
 The schema, one SQL script per version; append only.
 """

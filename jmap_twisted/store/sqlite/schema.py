@@ -275,12 +275,33 @@ CREATE TABLE server_keys (
 );
 """
 
+_V6_TICKETS = """
+-- Tickets of POST /jmap/ticket (jmap_twisted.store.sql.tickets), by the
+-- SHA-256 of their value, shared by every process over this database.
+CREATE TABLE tickets (
+    digest        TEXT PRIMARY KEY,
+    user_id       TEXT NOT NULL,
+    expires       REAL NOT NULL,
+    client        TEXT,                -- the address that asked for it
+    origin        TEXT,                -- JSON: what the asking credentials rest on
+    issued        REAL NOT NULL,
+    stream        INTEGER NOT NULL CHECK (stream IN (0, 1)),
+    holder        TEXT UNIQUE,         -- the EventSource stream holding it
+    held_until    REAL NOT NULL,
+    holder_client TEXT,
+    generation    INTEGER NOT NULL     -- bumped by every redemption
+);
+CREATE INDEX tickets_by_user ON tickets (user_id, issued);
+CREATE INDEX tickets_by_expiry ON tickets (expires);
+"""
+
 MIGRATIONS: list[str] = [
     _V1_DIRECTORY_AND_BLOBS,
     _V2_MAIL,
     _V3_DELEGATION_AND_DEAD_LETTERS,
     _V4_ACCESS_CHANGES,
     _V5_PUSH_SUBSCRIPTIONS,
+    _V6_TICKETS,
 ]
 """
 The schema, one SQL script per version; append only.

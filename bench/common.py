@@ -259,12 +259,13 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def open_target(args: argparse.Namespace) -> Iterator[Target]:
+def open_target(args: argparse.Namespace, extra: list[str] | None = None) -> Iterator[Target]:
     """
-    The server the options name, or a fresh local one.
+    The server the options name, or a fresh local one (started with the
+    ``extra`` options of ``twistd jmap``).
     """
     if not args.session_url:
-        with running_server() as target:
+        with running_server(extra) as target:
             yield target
         return
     host, _, port = (args.lmtp or "127.0.0.1:24").rpartition(":")

@@ -24,6 +24,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from jmap_twisted.http.auth import login
+from jmap_twisted.http.demo import DemoResource
 from jmap_twisted.http.eventsource import EventSourceResource
 from jmap_twisted.http.resources import (
     APIResource,
@@ -127,8 +128,9 @@ def resource(server: JMAPServer) -> JMAPRoot:
 def jmap_site(server: JMAPServer, **kwargs: Any) -> JMAPSite:
     """
     This project's own site: the tree at ``/jmap``, the session at
-    ``/.well-known/jmap``, request bodies bounded and logged in before they
-    are read, an access log without secrets.  ``kwargs`` go to
+    ``/.well-known/jmap``, the live-inbox page at ``/demo/`` when the
+    configuration asks for it, request bodies bounded and logged in before
+    they are read, an access log without secrets.  ``kwargs`` go to
     :class:`~twisted.web.server.Site`.
     """
     root = Resource()
@@ -137,6 +139,8 @@ def jmap_site(server: JMAPServer, **kwargs: Any) -> JMAPSite:
     well_known = Resource()
     well_known.putChild(b"jmap", tree.well_known(MOUNT))
     root.putChild(b".well-known", well_known)
+    if server.config.demo:
+        root.putChild(b"demo", DemoResource(server))
     limits = server.config.limits
     upload = MOUNT + b"/upload/"
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
+from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
@@ -58,6 +59,15 @@ def redact_request(request: IRequest) -> None:
     referer = request.getHeader(b"referer")
     if referer is not None:
         request.requestHeaders.setRawHeaders(b"referer", [redact_uri(referer)])
+
+
+class _Folder(Resource):
+    """
+    A resource that only holds children: anything else is a plain 404.
+    """
+
+    def getChild(self, path: bytes, request: IRequest) -> IResource:
+        return notFound()
 
 
 class JMAPRoot(Resource):
@@ -133,10 +143,10 @@ def jmap_site(server: JMAPServer, **kwargs: Any) -> JMAPSite:
     they are read, an access log without secrets.  ``kwargs`` go to
     :class:`~twisted.web.server.Site`.
     """
-    root = Resource()
+    root = _Folder()
     tree = resource(server)
     root.putChild(MOUNT[1:], tree)
-    well_known = Resource()
+    well_known = _Folder()
     well_known.putChild(b"jmap", tree.well_known(MOUNT))
     root.putChild(b".well-known", well_known)
     if server.config.demo:

@@ -20,17 +20,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IConsumer
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.protocol import Protocol as StreamProtocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IResponse
-from zope.interface import implementer
+from twisted.web.iweb import IResponse
 
-from jmap_twisted.push.webpush.policy import tls_policy
+from jmap_twisted.outbound import BytesBody, tls_policy
 
 if TYPE_CHECKING:
     from jmap_twisted.interfaces import IJMAPReactor
@@ -115,30 +113,6 @@ class JSONFetcher(Protocol):
         ``POST`` a form with an ``Authorization`` header and read the JSON
         object answering it; fails with :class:`ProviderUnavailable`.
         """
-
-
-@implementer(IBodyProducer)
-class _Body:
-    """
-    A request body already in memory.
-    """
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class _Collect(StreamProtocol):
@@ -249,7 +223,7 @@ class AgentFetcher:
         self, method: bytes, url: bytes, headers: Headers, body: bytes | None, host: str
     ) -> Any:
         response: IResponse = await self._agent.request(
-            method, url, headers, _Body(body) if body is not None else None
+            method, url, headers, BytesBody(body) if body is not None else None
         )
         reader = _Collect(self._max_response, host)
         response.deliverBody(reader)

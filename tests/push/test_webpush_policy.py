@@ -35,13 +35,8 @@ from twisted.web.iweb import IAgent
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from jmap_twisted.push.webpush.policy import (
-    RefusedPushService,
-    allowed_address,
-    push_agent,
-    read_ca_file,
-    tls_policy,
-)
+from jmap_twisted.outbound import read_ca_file, tls_policy
+from jmap_twisted.push.webpush.policy import RefusedPushService, allowed_address, push_agent
 
 REFUSED = [
     "127.0.0.1",

@@ -9,7 +9,6 @@ processes over one database agree on them and on the VAPID key.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -49,27 +48,6 @@ class TestMemoryPushSubscriptions(PushSubscriptionsContract):
     @pytest.fixture
     def push_subscriptions(self) -> IPushSubscriptions:
         return MemoryPushSubscriptions()
-
-
-@pytest_twisted.async_yield_fixture
-async def sqlite_database(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
-    from twisted.internet import reactor
-
-    db = SQLiteDatabase(database_path(str(tmp_path)), reactor)
-    await db.start()
-    try:
-        yield db
-    finally:
-        await db.stop()
-
-
-@pytest_twisted.async_yield_fixture
-async def postgres_database(fresh_postgres_dsn: str) -> AsyncIterator[PostgresDatabase]:
-    db = await started_database(fresh_postgres_dsn)
-    try:
-        yield db
-    finally:
-        await db.stop()
 
 
 class TestSQLitePushSubscriptions(PushSubscriptionsContract):

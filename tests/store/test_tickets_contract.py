@@ -7,9 +7,6 @@ database redeem each other's tickets, and never both win one.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 import pytest_twisted
 from twisted.internet.defer import gatherResults
@@ -17,7 +14,7 @@ from twisted.internet.defer import gatherResults
 from jmap_twisted.interfaces import ITicketStore
 from jmap_twisted.store.postgres.database import PostgresDatabase
 from jmap_twisted.store.sql.tickets import SQLTickets
-from jmap_twisted.store.sqlite.database import SQLiteDatabase, database_path
+from jmap_twisted.store.sqlite.database import SQLiteDatabase
 from jmap_twisted.testing import MemoryTickets, TicketStoreContract
 from jmap_twisted.testing._tickets import socket, stream, ticket
 from tests.store.postgres_backend import started_database
@@ -31,27 +28,6 @@ class TestMemoryTickets(TicketStoreContract):
     @pytest.fixture
     def ticket_store(self) -> ITicketStore:
         return MemoryTickets()
-
-
-@pytest_twisted.async_yield_fixture
-async def sqlite_database(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
-    from twisted.internet import reactor
-
-    db = SQLiteDatabase(database_path(str(tmp_path)), reactor)
-    await db.start()
-    try:
-        yield db
-    finally:
-        await db.stop()
-
-
-@pytest_twisted.async_yield_fixture
-async def postgres_database(fresh_postgres_dsn: str) -> AsyncIterator[PostgresDatabase]:
-    db = await started_database(fresh_postgres_dsn)
-    try:
-        yield db
-    finally:
-        await db.stop()
 
 
 class TestSQLiteTickets(TicketStoreContract):

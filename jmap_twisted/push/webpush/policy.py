@@ -17,17 +17,12 @@ authorities plus those of an optional PEM file.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import address as taddress
 
 # IOpenSSLTrustRoot is not re-exported by twisted.internet.ssl, yet it is
 # the only way to hand optionsForClientTLS more than one source of trust.
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, DNSLookupError
@@ -37,19 +32,18 @@ from twisted.internet.interfaces import (
     IResolutionReceiver,
     IStreamClientEndpoint,
 )
-from twisted.internet.ssl import Certificate, platformTrust, trustRootFromCertificates
 from twisted.web.client import (
     URI,
     Agent,
-    BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
 )
 from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgent, IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
+from jmap_twisted.outbound import tls_policy
+
 if TYPE_CHECKING:
-    from OpenSSL.SSL import Context
     from twisted.internet.interfaces import IProtocol, IProtocolFactory
 
     from jmap_twisted.interfaces import IJMAPReactor
@@ -280,50 +274,6 @@ class PushServiceEndpoints:
             self._connect_timeout,
         )
         return wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), tcp)
-
-
-@implementer(IOpenSSLTrustRoot)
-class _AnyOf:
-    """
-    Trusts the certificate authorities of several trust roots.
-    """
-
-    def __init__(self, roots: Sequence[object]) -> None:
-        self._roots = [IOpenSSLTrustRoot(root) for root in roots]
-
-    def _addCACertsToContext(self, context: Context) -> None:
-        for root in self._roots:
-            root._addCACertsToContext(context)
-
-
-def read_ca_file(path: str) -> list[Certificate]:
-    """
-    The certificates of a PEM file.
-
-    :raises OSError: the file cannot be read.
-    :raises ValueError: it holds no PEM certificate, or a malformed one.
-    """
-    data = Path(path).read_bytes()
-    try:
-        certificates = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise ValueError(f"{path} holds no readable PEM certificate") from None
-    return [Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in certificates]
-
-
-def tls_policy(ca_file: str | None) -> IPolicyForHTTPS:
-    """
-    How push services' certificates are verified: against the system's
-    certificate authorities, and those in ``ca_file`` (a PEM file) when
-    given.  The file is read now, so a bad one stops the server at start.
-
-    :raises OSError: the file cannot be read.
-    :raises ValueError: it holds no PEM certificate.
-    """
-    if ca_file is None:
-        return BrowserLikePolicyForHTTPS(platformTrust())
-    extra = trustRootFromCertificates(read_ca_file(ca_file))
-    return BrowserLikePolicyForHTTPS(_AnyOf([platformTrust(), extra]))
 
 
 def push_agent(

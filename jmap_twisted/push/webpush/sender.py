@@ -20,15 +20,15 @@ from urllib.parse import urlsplit
 
 from attrs import frozen
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IResponse
-from zope.interface import implementer
+from twisted.web.iweb import IAgent, IResponse
 
 from jmap_twisted.origins import origin_of
+from jmap_twisted.outbound import BytesBody
 from jmap_twisted.push.webpush import crypto
 from jmap_twisted.records import PushSubscriptionRecord
 
@@ -128,30 +128,6 @@ def push_host(url: str) -> str:
         return urlsplit(url).hostname or "?"
     except ValueError:
         return "?"
-
-
-@implementer(IBodyProducer)
-class _Body:
-    """
-    A request body already in memory.
-    """
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class _Discard(Protocol):
@@ -356,7 +332,7 @@ class WebPushSender:
         return body, headers
 
     async def _post(self, url: bytes, headers: Headers, body: bytes) -> IResponse:
-        response = await self._agent.request(b"POST", url, headers, _Body(body))
+        response = await self._agent.request(b"POST", url, headers, BytesBody(body))
         reader = _Discard(self.MAX_RESPONSE)
         response.deliverBody(reader)
         await reader.done

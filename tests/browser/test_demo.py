@@ -260,3 +260,27 @@ async def test_an_allowed_origin_opens_a_socket_with_a_ticket(
     assert seen["with ticket"].startswith("open permessage-deflate")
     assert seen["cached"].startswith("open permessage-deflate")
     assert "403" not in _upgrades(access_log)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_page_reconnects_and_catches_up_after_a_dropped_socket(
+    demo_server: RunningServer, browser: Any
+) -> None:
+    """
+    The server drops the page's socket; a mail is delivered while the page
+    is away; the page reconnects by itself (a fresh ticket, its last
+    pushState) and shows the mail, on the same page, over a new socket.
+    """
+    await deliver(demo_server, "Before the drop")
+    assert await in_browser(_listed, browser, demo_server.base) == ["Before the drop"]
+    await in_browser(_marked, browser)
+    jmap = next(iter(demo_server.service))
+    (socket,) = list(jmap.server.push_connections)
+    socket.close(1001, "going away for a moment")
+    await deliver(demo_server, "While away")
+    shown = await in_browser(_shown_after_push, browser, "While away")
+    assert shown["marker"] == "still the same page"
+    assert shown["subjects"] == ["While away", "Before the drop"]
+    assert shown["state"] == "open"
+    (again,) = list(jmap.server.push_connections)
+    assert again is not socket

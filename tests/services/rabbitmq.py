@@ -25,8 +25,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
@@ -150,6 +154,17 @@ class Broker:
             check=True,
         )
         return done.stdout.decode()
+
+    def ctl_in_thread(self, *args: str) -> Deferred[str]:
+        """
+        :meth:`ctl` in a thread: ``rabbitmqctl`` starts an Erlang VM, which
+        on a busy machine takes long enough that a reactor blocked on it
+        misses the heartbeats of its broker connections (and the broker
+        drops them, bindings and all).
+        """
+        from twisted.internet.threads import deferToThread
+
+        return deferToThread(self.ctl, *args)
 
     def output(self) -> str:
         try:

@@ -1,12 +1,13 @@
 """
 The ``jmap-admin`` command: manage users, bearer tokens, account
-delegations and dead letters.
+delegations, quotas and dead letters.
 
 It works on the database of a data directory directly, also while a server
 runs on it: the server reads the directory on every request, so a new user,
 password, revoked token or delegation takes effect at once.  Dead letters
 marked with ``dead-letters redeliver`` are redelivered by the running
-server, which looks for them every few seconds.
+server, which looks for them every few seconds.  Quota limits set with
+``quota set`` hold for the next email stored, on every node.
 
 Passwords are never taken from the command line (other users can read it):
 they are asked twice on the terminal, or read from the first line of
@@ -34,7 +35,8 @@ from twisted.internet.task import react
 from jmap_twisted.auth.passwords import PasswordHasher, new_token, token_hash
 from jmap_twisted.errors import DatabaseError, NoSuchUser, UserExists
 from jmap_twisted.extras import MissingExtra, require
-from jmap_twisted.interfaces import IJMAPReactor
+from jmap_twisted.interfaces import IJMAPReactor, IMailWriter
+from jmap_twisted.records import AccountQuota
 from jmap_twisted.store.backends import (
     StoreConfigurationError,
     Stores,
@@ -195,6 +197,99 @@ async def _vapid_rotate(stores: Stores, args: argparse.Namespace, _: str | None)
     print(f"destroyed {destroyed} push subscription(s) made for the old key")
 
 
+#: The multiples of ``--storage`` (binary, as mail servers' quotas count).
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def _storage_size(value: str) -> int:
+    """
+    A storage limit: octets, or a number followed by K, M, G or T (powers
+    of 1024).
+    """
+    text = value.strip().upper().removesuffix("B")
+    unit = text[-1:] if text[-1:] in ("K", "M", "G", "T") else ""
+    number = text.removesuffix(unit) if unit else text
+    if not number.isdigit() or len(number) > 15:
+        raise argparse.ArgumentTypeError(
+            f"invalid size {value!r}: a number of octets, optionally followed by K, M, G or T"
+        )
+    return int(number) * _SIZE_UNITS[unit]
+
+
+def _message_count(value: str) -> int:
+    if not value.isdigit() or len(value) > 15:
+        raise argparse.ArgumentTypeError(f"invalid number of messages {value!r}")
+    return int(value)
+
+
+async def _quota_account(stores: Stores, name: str) -> tuple[str, str]:
+    """
+    The username and personal account id named by a username or an
+    account id.
+    """
+    user = await stores.directory.get_user(name)
+    candidates = [user] if user is not None else await stores.directory.list_users()
+    for candidate in candidates:
+        for account in await stores.directory.accounts_for_user(candidate.id):
+            if account.owner_id == candidate.id and (user is not None or account.id == name):
+                return candidate.username, account.id
+    raise AdminError(f"no such user or account: {name}")
+
+
+def _limit_text(limit: int | None) -> str:
+    return "-" if limit is None else str(limit)
+
+
+def _print_quota(username: str, account_id: str, quota: AccountQuota) -> None:
+    print(
+        f"{username}\t{account_id}\t{quota.used_octets}\t{_limit_text(quota.storage_limit)}"
+        f"\t{quota.used_messages}\t{_limit_text(quota.message_limit)}"
+    )
+
+
+async def _quota_set(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    if args.storage is None and args.messages is None:
+        raise AdminError("give --storage, --messages or both")
+    username, account_id = await _quota_account(stores, args.account)
+
+    def change(writer: IMailWriter) -> AccountQuota:
+        current = writer.quota()
+        return writer.set_quota(
+            current.storage_limit if args.storage is None else args.storage,
+            current.message_limit if args.messages is None else args.messages,
+        )
+
+    _print_quota(username, account_id, await stores.mail.write(account_id, change))
+
+
+async def _quota_clear(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    username, account_id = await _quota_account(stores, args.account)
+    both = not (args.storage or args.messages)
+
+    def change(writer: IMailWriter) -> AccountQuota:
+        current = writer.quota()
+        return writer.set_quota(
+            None if both or args.storage else current.storage_limit,
+            None if both or args.messages else current.message_limit,
+        )
+
+    _print_quota(username, account_id, await stores.mail.write(account_id, change))
+
+
+async def _quota_show(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    if args.account is not None:
+        accounts = [await _quota_account(stores, args.account)]
+    else:
+        accounts = []
+        for user in await stores.directory.list_users():
+            for account in await stores.directory.accounts_for_user(user.id):
+                if account.owner_id == user.id:
+                    accounts.append((user.username, account.id))
+    for username, account_id in accounts:
+        quota = await stores.mail.read(account_id, lambda reader: reader.quota())
+        _print_quota(username, account_id, quota)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """
     The command line parser of ``jmap-admin``.  Each subcommand sets
@@ -204,8 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="jmap-admin",
-        description="Manage the users, bearer tokens, delegations, dead letters and VAPID key"
-        " of a JMAP server.",
+        description="Manage the users, bearer tokens, delegations, quotas, dead letters and"
+        " VAPID key of a JMAP server.",
     )
     parser.add_argument(
         "--data",
@@ -228,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(
         dest="group",
         required=True,
-        metavar="{user,token,delegate,undelegate,delegations,dead-letters,vapid}",
+        metavar="{user,token,delegate,undelegate,delegations,quota,dead-letters,vapid}",
     )
 
     user = groups.add_parser("user", help="manage users").add_subparsers(
@@ -276,6 +371,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     delegations.add_argument("owner", metavar="OWNER")
     delegations.set_defaults(command=_delegations)
+
+    quota = groups.add_parser(
+        "quota",
+        help="limit the storage and number of messages of accounts (RFC 9425 quotas)",
+    ).add_subparsers(dest="action", required=True)
+    quota_set = quota.add_parser(
+        "set",
+        help="set the limits of a user's account (mail past them is refused); print its quota",
+    )
+    quota_set.add_argument("account", metavar="ACCOUNT|USER")
+    quota_set.add_argument(
+        "--storage",
+        type=_storage_size,
+        metavar="N[K|M|G|T]",
+        help="the most octets its emails may take (K, M, G, T: powers of 1024)",
+    )
+    quota_set.add_argument(
+        "--messages", type=_message_count, metavar="N", help="the most emails it may hold"
+    )
+    quota_set.set_defaults(command=_quota_set)
+    quota_clear = quota.add_parser(
+        "clear", help="remove limits of a user's account (both unless one is named)"
+    )
+    quota_clear.add_argument("account", metavar="ACCOUNT|USER")
+    quota_clear.add_argument("--storage", action="store_true", help="remove the storage limit")
+    quota_clear.add_argument("--messages", action="store_true", help="remove the message limit")
+    quota_clear.set_defaults(command=_quota_clear)
+    quota_show = quota.add_parser(
+        "show",
+        help="print the usage and limits of one user's account, or of every user's"
+        " (username, account id, octets used, storage limit, messages, message limit;"
+        " - for no limit)",
+    )
+    quota_show.add_argument("account", metavar="ACCOUNT|USER", nargs="?")
+    quota_show.set_defaults(command=_quota_show)
 
     dead = groups.add_parser(
         "dead-letters", help="inspect and redeliver events that failed every retry"

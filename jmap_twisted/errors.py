@@ -157,6 +157,12 @@ class NoSuchUser(DirectoryError):
     """
 
 
+class NoSuchAccount(DirectoryError):
+    """
+    No account has that id.
+    """
+
+
 # -- storage -----------------------------------------------------------------
 
 
@@ -173,6 +179,27 @@ class DiskFull(DatabaseError):
     the database keeps in reserve.  Method calls answer
     ``serverUnavailable``; deliveries are deferred.
     """
+
+
+class OverQuota(Exception):
+    """
+    Storing an email would take its account past a limit of its quota
+    (:class:`~jmap_twisted.records.AccountQuota`); nothing was stored.
+    Method calls answer the ``overQuota`` SetError for that email;
+    deliveries are deferred (``452 4.2.2``).
+
+    :ivar resource: the limit reached: ``"octets"`` (storage) or
+        ``"count"`` (messages), as RFC 9425 names resource types.
+    :ivar limit: that limit.
+    :ivar used: how much of it the account uses.
+    """
+
+    def __init__(self, resource: str, limit: int, used: int) -> None:
+        unit = "octets" if resource == "octets" else "messages"
+        super().__init__(f"over quota: {used} of {limit} {unit} used")
+        self.resource = resource
+        self.limit = limit
+        self.used = used
 
 
 class QueryTimeout(DatabaseError):

@@ -31,12 +31,15 @@ if TYPE_CHECKING:
 
     from jmap_twisted.records import (
         Account,
+        AccountQuota,
         BlobInfo,
         ChangeBatch,
         EmailRecord,
         MailboxCounts,
         MailboxRecord,
+        MailboxShare,
         PushSubscriptionRecord,
+        SharedView,
         StoreCommit,
         TicketClaim,
         TicketRecord,
@@ -187,7 +190,8 @@ class IDirectory(Interface):
         """
         A number that increases whenever who may access which account, or
         with which credentials, changes: a delegation granted or revoked,
-        a user deleted, a password set, a token revoked.  Changes made by
+        a user deleted, a password set, a token revoked, a mailbox share
+        changed (see :class:`IMailboxShares`).  Changes made by
         another process over a shared database count too, so a running
         server can poll it to learn that the accounts and credentials it
         holds for open connections may be stale.  Other changes (users
@@ -199,8 +203,111 @@ class IDirectory(Interface):
         The ids of the users whose access or credentials changed since an
         access version: the delegate of a granted or revoked delegation, a
         deleted user and the delegates of their account, a user whose
-        password was set or whose token was revoked.  ``None`` when the
-        changes since then are no longer all known (then assume everyone).
+        password was set or whose token was revoked, the sharee of a
+        changed mailbox share (see :class:`IMailboxShares`).  ``None`` when
+        the changes since then are no longer all known (then assume
+        everyone).
+        """
+
+
+class IMailboxShares(Interface):
+    """
+    Mailboxes shared with users who neither own their account nor were
+    delegated it, with RFC 4314 rights (see :mod:`jmap_twisted.rights`),
+    and the log of principals for ``Principal/changes`` (RFC 9670).
+    Provided by the directories, beside :class:`IDirectory`.
+
+    A sharee sees an account through a view (:class:`~jmap_twisted.records.SharedView`)
+    whose *generation* every change of their rights there bumps and whose
+    *subscriptions* counter every change of their subscriptions bumps;
+    both also bump the :meth:`IDirectory.access_version`, naming the
+    sharee, so that running servers re-read what the sharee may see.  A
+    generation is never reused, even after the last share of the account
+    was revoked.  Deleting a user deletes the shares given to them and
+    those of their accounts; nothing here checks that a mailbox exists.
+    """
+
+    def set_rights(
+        account_id: str, mailbox_id: str, user_id: str, letters: str, granted_by: str | None
+    ) -> Deferred[tuple[str, str]]:
+        """
+        Share a mailbox with a user, change their rights on it, or (with
+        ``""``) stop sharing it with them.  A change bumps the generation of
+        the sharee's view of the account and the access version; giving the
+        rights they hold already changes nothing.  A new share starts
+        subscribed; a change of rights keeps the subscription.
+
+        :param letters: RFC 4314 letters in any order, normalised by
+            :func:`jmap_twisted.rights.normalise`.
+        :param granted_by: the user id of who shared it, or ``None`` for the
+            server's administrator.
+        :return: the rights before and after, normalised (``""``: none).
+        :raises ValueError: unknown letters, an invalid mailbox id, or the
+            sharee owns the account.
+        :raises jmap_twisted.errors.NoSuchAccount: no such account.
+        :raises jmap_twisted.errors.NoSuchUser: no such sharee.
+        """
+
+    def shares_of_account(account_id: str) -> Deferred[list[MailboxShare]]:
+        """
+        Every share of the account's mailboxes, ordered by mailbox id then
+        sharee id (empty for an unknown account).
+        """
+
+    def shares_of_mailboxes(
+        account_id: str, mailbox_ids: Collection[str]
+    ) -> Deferred[list[tuple[MailboxShare, int]]]:
+        """
+        The shares of some mailboxes of an account, each with the
+        generation of its sharee's view, ordered by mailbox id then sharee
+        id.  All shares are given, whatever their letters, including those
+        of users who were also delegated the account.
+        """
+
+    def shared_views_for_user(user_id: str) -> Deferred[list[tuple[Account, SharedView]]]:
+        """
+        The accounts a user sees through shares, with their view: every
+        account where the user holds a share with ``l`` (lookup) and that
+        they neither own nor were delegated (delegation gives the whole
+        account, so it wins), ordered as :meth:`IDirectory.accounts_for_user`
+        orders delegated accounts (by their owner's username).  The view
+        lists all the user's shares in the account, with or without ``l``;
+        the accounts are as the directory stores them (``shared`` is
+        ``None``).
+        """
+
+    def set_subscribed(
+        account_id: str, mailbox_id: str, user_id: str, subscribed: bool
+    ) -> Deferred[bool]:
+        """
+        Set a sharee's own ``isSubscribed`` for a mailbox shared with them.
+        A change bumps the subscriptions counter of their view and the
+        access version.
+
+        :return: whether the mailbox is shared with the user.
+        """
+
+    def forget_mailbox(account_id: str, mailbox_id: str) -> Deferred[list[str]]:
+        """
+        Delete every share of a mailbox, when it is destroyed, bumping the
+        generation of each sharee's view and the access version.
+
+        :return: the ids of the users it was shared with, ordered.
+        """
+
+    def principal_state() -> Deferred[int]:
+        """
+        The position of the latest entry of the principals' log (``0`` when
+        it is empty): the ``Principal`` state.  Creating a user logs
+        ``created``, deleting one ``destroyed``.
+        """
+
+    def principal_changes_since(since: int) -> Deferred[list[tuple[int, str, str]]]:
+        """
+        The principals' log after a position, oldest first, as
+        ``(position, user id, kind)`` with kind ``created``, ``updated`` or
+        ``destroyed``; the log is never pruned.  The last position read is
+        the state reached when all the entries were consumed.
         """
 
 
@@ -322,6 +429,12 @@ class IMailReader(Interface):
         ``VacationResponse``, ``EmailSubmission``, …) by id.
         """
 
+    def quota() -> AccountQuota:
+        """
+        The account's quota: what its emails use (kept up to date by every
+        write, never recomputed by scanning) and its limits.
+        """
+
 
 class IMailWriter(IMailReader):
     """
@@ -352,7 +465,16 @@ class IMailWriter(IMailReader):
         raw: bytes, mailbox_ids: Collection[str], keywords: Collection[str], received_at: float
     ) -> EmailRecord:
         """
-        Store a message in mailboxes, threading it with related ones.
+        Store a message in mailboxes, threading it with related ones.  Its
+        size and one message are added to the account's quota usage in the
+        same transaction; with the account's writers serialised, two
+        concurrent writes cannot both slip under a limit.  When a limit is
+        set, the ``Quota`` objects of RFC 9425 are recorded updated
+        (``counts_only``: only ``used`` changed).
+
+        :raises jmap_twisted.errors.OverQuota: the email would take the
+            account past its storage or message limit; nothing was stored
+            and the write may go on.
         """
 
     def update_email(
@@ -366,7 +488,8 @@ class IMailWriter(IMailReader):
 
     def destroy_email(email_id: str) -> None:
         """
-        Remove an email from every mailbox, for good.
+        Remove an email from every mailbox, for good, giving its size and
+        one message back to the account's quota.
         """
 
     def put_document(type_name: str, document_id: str, document: Mapping[str, Any]) -> None:
@@ -378,6 +501,19 @@ class IMailWriter(IMailReader):
     def delete_document(type_name: str, document_id: str) -> None:
         """
         Delete a JSON document (it must exist), recording it as destroyed.
+        """
+
+    def set_quota(storage_limit: int | None, message_limit: int | None) -> AccountQuota:
+        """
+        Replace the account's quota limits (``None``: no limit); the
+        emails already stored stay, even above a lowered limit.  A limit
+        set where there was none records its ``Quota`` object created, a
+        changed one updated, a removed one destroyed.
+
+        :param storage_limit: the most octets the emails may use.
+        :param message_limit: the most emails the account may hold.
+        :return: the quota as it now is.
+        :raises ValueError: a negative limit.
         """
 
 
@@ -461,6 +597,24 @@ class IMailDelivery(Interface):
         """
         Store a message in the account's inbox as a delivery.  Fires once
         the message and its change-log entries are durable.
+
+        :raises jmap_twisted.errors.OverQuota: (in the Deferred) the
+            account's quota has no room for it; nothing was stored.
+        """
+
+
+class IDeliveryQuota(Interface):
+    """
+    A delivery that can tell, before a message arrives, whether an
+    account has room for it (asked at ``RCPT``, so that a full mailbox is
+    refused there for one recipient among several).
+    """
+
+    def has_room(account_id: str, size: int) -> Deferred[bool]:
+        """
+        Whether a message of ``size`` octets (``0`` when not announced)
+        would fit in the account's quota now.  A later delivery can still
+        find it full: :meth:`IMailDelivery.deliver` decides.
         """
 
 

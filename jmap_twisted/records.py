@@ -22,6 +22,28 @@ class User:
 
 
 @frozen(cache_hash=True)
+class SharedView:
+    """
+    What one user (the sharee) may see of an account they neither own nor
+    were delegated: the rights the owner gave them on some of its
+    mailboxes (RFC 4314, RFC 9670).
+
+    :ivar generation: bumped by every change of the sharee's rights in the
+        account, never reused (a re-grant after a revocation gets a new
+        one); the sharee's states of the account carry it.
+    :ivar subscriptions: bumped whenever the sharee subscribes to or
+        unsubscribes from one of the shared mailboxes.
+    :ivar rights: ``(mailbox id, letters)`` for every mailbox shared with
+        the sharee, ordered by mailbox id; the letters are RFC 4314 rights
+        in canonical order (see :mod:`jmap_twisted.rights`).
+    """
+
+    generation: int
+    subscriptions: int
+    rights: tuple[tuple[str, str], ...]
+
+
+@frozen(cache_hash=True)
 class Account:
     """
     A JMAP account (RFC 8620 §1.6.2): a collection of data a user may access.
@@ -29,11 +51,35 @@ class Account:
     :ivar id: the JMAP ``accountId``.
     :ivar name: user-friendly name, by default the owner's username.
     :ivar owner_id: the :class:`User` id owning the account.
+    :ivar shared: ``None`` when the user it was listed for has the whole
+        account (as its owner or a delegate); otherwise what was shared
+        with them.
     """
 
     id: str
     name: str
     owner_id: str
+    shared: SharedView | None = None
+
+
+@frozen
+class MailboxShare:
+    """
+    One mailbox shared with one user (RFC 4314 rights, RFC 9670).
+
+    :ivar account_id: the account holding the mailbox.
+    :ivar mailbox_id: the shared mailbox.
+    :ivar user_id: the :class:`User` id of the sharee.
+    :ivar rights: the sharee's RFC 4314 letters, never empty, in canonical
+        order (see :mod:`jmap_twisted.rights`).
+    :ivar subscribed: the sharee's own ``isSubscribed`` for the mailbox.
+    """
+
+    account_id: str
+    mailbox_id: str
+    user_id: str
+    rights: str
+    subscribed: bool
 
 
 @frozen
@@ -172,6 +218,27 @@ class ChangeBatch:
     updated: tuple[str, ...]
     destroyed: tuple[str, ...]
     counts_only: bool = False
+
+
+@frozen
+class AccountQuota:
+    """
+    An account's mail quota (RFC 9425): what its emails use and its
+    limits.  Every email counts in full, with its size in octets, even
+    when it shares its octets with another email.
+
+    :ivar used_octets: the sum of the sizes of the account's emails.
+    :ivar used_messages: how many emails the account holds.
+    :ivar storage_limit: the most octets its emails may use, or ``None``
+        for no limit.
+    :ivar message_limit: the most emails it may hold, or ``None`` for no
+        limit.
+    """
+
+    used_octets: int = 0
+    used_messages: int = 0
+    storage_limit: int | None = None
+    message_limit: int | None = None
 
 
 @frozen

@@ -30,6 +30,7 @@ PUSHED_TYPES = (
     "Identity",
     "EmailSubmission",
     "VacationResponse",
+    "Quota",
 )
 
 #: Given a commit, other accounts whose view of the data changed (mailboxes

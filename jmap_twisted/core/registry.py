@@ -156,7 +156,7 @@ class CallContext:
             if account.id == account_id:
                 break
         else:
-            raise AccountNotFound()
+            raise AccountNotFound("The user has no account with this id.")
         if self._registry.capabilities[capability].account is None:
             raise AccountNotSupportedByMethod()
         return account

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from jmap_twisted.interfaces import (
+    IDeliveryQuota,
     IDirectory,
     IMailDelivery,
     IMailStore,
@@ -27,6 +28,7 @@ from jmap_twisted.interfaces import (
     IRecipientCache,
 )
 from jmap_twisted.records import EmailRecord
+from jmap_twisted.store.quota import has_room
 
 log = Logger()
 
@@ -75,7 +77,7 @@ def _unicode_domain(ascii_domain: str) -> str:
         return ascii_domain
 
 
-@implementer(IMailDelivery, IRecipientCache)
+@implementer(IMailDelivery, IRecipientCache, IDeliveryQuota)
 class LocalDelivery:
     """
     :class:`~jmap_twisted.interfaces.IMailDelivery` for the users of a
@@ -166,10 +168,19 @@ class LocalDelivery:
             return None
         return None
 
+    def has_room(self, account_id: str, size: int) -> Deferred[bool]:
+        """
+        Whether the account's quota leaves room for a message of ``size``
+        octets (``0`` when not announced) now.
+        """
+        return self._store.read(account_id, lambda reader: has_room(reader.quota(), size))
+
     def deliver(self, account_id: str, message: bytes) -> Deferred[None]:
         """
         Store ``message`` (the octets exactly as they are to be kept, trace
-        headers included) in the account's inbox as a delivery.
+        headers included) in the account's inbox as a delivery.  Fails
+        with :class:`~jmap_twisted.errors.OverQuota` when the account's
+        quota has no room for it.
         """
         return Deferred.fromCoroutine(self._deliver(account_id, bytes(message)))
 

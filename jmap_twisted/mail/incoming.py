@@ -29,8 +29,8 @@ from twisted.mail.interfaces import IMessageDelivery, IMessageSMTP
 from twisted.mail.smtp import Address, SMTPBadRcpt, SMTPServerError, User
 from zope.interface import implementer
 
-from jmap_twisted.errors import DiskFull
-from jmap_twisted.interfaces import IMailDelivery
+from jmap_twisted.errors import DiskFull, OverQuota
+from jmap_twisted.interfaces import IDeliveryQuota, IMailDelivery
 from jmap_twisted.mail.spool import MessageSpool
 
 log = Logger()
@@ -43,6 +43,10 @@ _HELO_UNSAFE = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
 #: Messages past the spool's memory limit read back and stored at once,
 #: server-wide (SQLite stores one at a time anyway).
 LARGE_MESSAGES_AT_ONCE = 2
+
+#: The reply, at ``RCPT`` or after ``DATA``, for a recipient whose quota has
+#: no room (RFC 3463 X.2.2 "mailbox full", transient: mail may be destroyed).
+_MAILBOX_FULL = "4.2.2 Mailbox full (over quota); try again later"
 
 
 def _date(when: float) -> str:
@@ -224,6 +228,16 @@ class IncomingMessage:
                     account_id=self._account_id,
                 )
                 raise SMTPServerError(452, "4.3.1 Insufficient system storage") from None
+            except OverQuota as error:
+                # The recipient's mailbox is full: the sender tries again
+                # later, when mail may have been destroyed.
+                log.info(
+                    "Delivery {delivery_id} to account {account_id} deferred: {error}",
+                    delivery_id=self._delivery_id,
+                    account_id=self._account_id,
+                    error=str(error),
+                )
+                raise SMTPServerError(452, _MAILBOX_FULL) from None
             except Exception:
                 log.failure(
                     "Delivery {delivery_id} to account {account_id} failed",
@@ -330,7 +344,31 @@ class LocalMessageDelivery:
             raise SMTPBadRcpt(
                 user.dest, 550, "5.1.1 No such mailbox here (this server does not relay)"
             )
+        if not await self._has_room(account_id, getattr(user.protocol, "declared_size", 0)):
+            log.info(
+                "Refused recipient {recipient} for now: account {account_id} is over quota",
+                recipient=recipient,
+                account_id=account_id,
+            )
+            raise SMTPBadRcpt(user.dest, 452, _MAILBOX_FULL)
         return lambda: self._message(user, recipient, account_id)
+
+    async def _has_room(self, account_id: str, size: int) -> bool:
+        """
+        Whether the account has room for the message, as far as can be
+        told before it arrives (the delivery decides in the end); yes when
+        the delivery cannot tell, or the check fails.
+        """
+        quota = IDeliveryQuota(self._delivery, None)
+        if quota is None:
+            return True
+        try:
+            return await quota.has_room(account_id, size if isinstance(size, int) else 0)
+        except Exception:
+            log.failure(
+                "Could not look at the quota of account {account_id}", account_id=account_id
+            )
+            return True
 
     def _message(self, user: User, recipient: str, account_id: str) -> IncomingMessage:
         delivery_id = secrets.token_hex(8).upper()

@@ -110,6 +110,10 @@ class DeliveryESMTP(ESMTP):
         #: The spool of the transaction whose ``DATA`` is beginning, shared
         #: by its recipients' messages (see :meth:`do_DATA`).
         self.data_spool: MessageSpool | None = None
+        #: The ``SIZE`` announced by the transaction's ``MAIL`` (RFC 1870),
+        #: 0 when none: recipients whose quota has no room for it are
+        #: refused at ``RCPT``.
+        self.declared_size = 0
 
     # -- hooks for subclasses ------------------------------------------------
 
@@ -280,6 +284,7 @@ class DeliveryESMTP(ESMTP):
                 if error is not None:
                     self.sendCode(*error)
                     return
+                self.declared_size = _declared_size(match.group("opts"))
         ESMTP.do_MAIL(self, rest)
 
     def _mail_parameter_error(self, opts: bytes | None) -> tuple[int, bytes] | None:
@@ -322,6 +327,17 @@ class DeliveryESMTP(ESMTP):
         ESMTP.do_RCPT(self, rest)
 
 
+def _declared_size(opts: bytes | None) -> int:
+    """
+    The ``SIZE`` parameter of valid ``MAIL`` parameters, or 0.
+    """
+    for parameter in (opts or b"").split():
+        keyword, _, value = parameter.partition(b"=")
+        if keyword.upper() == b"SIZE":
+            return int(value)
+    return 0
+
+
 def smtp_data_reply(outcomes: Sequence[tuple[int, bytes]]) -> tuple[int, bytes]:
     """
     The one SMTP reply after ``DATA``, given each recipient's outcome.
@@ -331,14 +347,15 @@ def smtp_data_reply(outcomes: Sequence[tuple[int, bytes]]) -> tuple[int, bytes]:
     success reply makes it forget the message (a loss for those not
     stored).  This server reports failure only when **no** recipient's copy
     was stored: the permanent failure when all failed permanently (e.g. 552
-    too big, which would fail again), else 451 so the client retries.  A
-    partial failure gets 250, and the lost copies are logged; use LMTP,
-    which reports per recipient, where that matters.
+    too big, which would fail again), the one failure when all failed alike
+    (e.g. 452 mailbox full), else 451 so the client retries.  A partial
+    failure gets 250, and the lost copies are logged; use LMTP, which
+    reports per recipient, where that matters.
     """
     failures = [outcome for outcome in outcomes if outcome[0] >= 400]
     if not failures or len(failures) < len(outcomes):
         return 250, b"2.0.0 Message delivered"
-    if all(code >= 500 for code, _ in failures):
+    if all(code >= 500 for code, _ in failures) or len(set(failures)) == 1:
         return failures[0]
     return 451, b"4.3.0 Local delivery failed; try again later"
 

@@ -12,6 +12,7 @@ JMAP methods, one module per data type.
 - :mod:`~jmap_twisted.methods.identity`: ``Identity/*``.
 - :mod:`~jmap_twisted.methods.vacation`: ``VacationResponse/*``.
 - :mod:`~jmap_twisted.methods.submission`: ``EmailSubmission/*``.
+- :mod:`~jmap_twisted.methods.quota`: ``Quota/*`` (RFC 9425).
 - :mod:`~jmap_twisted.methods.push_subscription`: ``PushSubscription/get``
   and ``/set``, under the core capability.
 
@@ -19,7 +20,8 @@ Shared pieces: :mod:`~jmap_twisted.methods.standard` (argument checks and
 patches), :mod:`~jmap_twisted.methods.querychanges` (query windows and
 ``/queryChanges``), :mod:`~jmap_twisted.methods.mailcontext` (the mail
 capability and account set-up), :mod:`~jmap_twisted.methods.keywords`,
-:mod:`~jmap_twisted.methods.blobs` (finding blobs wherever they live).
+:mod:`~jmap_twisted.methods.blobs` (finding blobs wherever they live, and
+``Blob/copy`` under the core capability).
 
 :func:`build_registry` assembles every capability and method of the server.
 """
@@ -44,7 +46,7 @@ from jmap_twisted.interfaces import (
 )
 from jmap_twisted.mail.sendlimits import SendLimits
 from jmap_twisted.methods import core
-from jmap_twisted.methods.blobs import BlobResolver
+from jmap_twisted.methods.blobs import BlobMethods, BlobResolver
 from jmap_twisted.methods.email import EmailMethods
 from jmap_twisted.methods.email_query import SORT_PROPERTIES, EmailQueryMethods
 from jmap_twisted.methods.email_set import EmailSetMethods
@@ -55,6 +57,7 @@ from jmap_twisted.methods.push_subscription import (
     PushSubscriptionLimits,
     PushSubscriptionMethods,
 )
+from jmap_twisted.methods.quota import QuotaMethods
 from jmap_twisted.methods.submission import SubmissionMethods
 from jmap_twisted.methods.thread import ThreadMethods
 from jmap_twisted.methods.vacation import VACATION, VacationMethods
@@ -116,6 +119,7 @@ def build_registry(
     registry.add_capability(Capability(TICKETS, {}))
     emails = EmailMethods(store, blobs, clock)
     resolver = BlobResolver(blobs, store, emails.parsed)
+    BlobMethods(store, blobs, clock, resolver=resolver).install(registry)
     MailboxMethods(store, blobs, clock).install(registry)
     ThreadMethods(store, blobs, clock).install(registry)
     emails.install(registry)
@@ -135,6 +139,7 @@ def build_registry(
     ).install(registry)
     IdentityMethods(store, blobs, clock, domains=domains).install(registry)
     VacationMethods(store, blobs, clock).install(registry)
+    QuotaMethods(store, blobs, clock).install(registry)
     if push_subscriptions is not None:
         PushSubscriptionMethods(
             push_subscriptions,

@@ -284,7 +284,8 @@ class EmailQueryMethods(MailMethods):
             return {
                 "accountId": account.id,
                 "list": listed,
-                "notFound": [i for i in raw_ids if i not in records],
+                # RFC 8621 §5.1: null, not [], when every id was found.
+                "notFound": [i for i in raw_ids if i not in records] or None,
             }
 
         return await self.store.read(account.id, read)

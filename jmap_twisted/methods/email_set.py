@@ -11,7 +11,14 @@ from typing import Any
 
 from jmap_twisted.core.registry import CallContext, Registry
 from jmap_twisted.core.request import is_id, parse_utc_date
-from jmap_twisted.errors import InvalidArguments, RequestTooLarge, StateMismatch
+from jmap_twisted.errors import (
+    AccountNotFound,
+    FromAccountNotFound,
+    InvalidArguments,
+    OverQuota,
+    RequestTooLarge,
+    StateMismatch,
+)
 from jmap_twisted.interfaces import IMailReader, IMailWriter
 from jmap_twisted.methods.blobs import BlobResolver
 from jmap_twisted.methods.email import (
@@ -22,9 +29,11 @@ from jmap_twisted.methods.email import (
     ParseCache,
     check_properties,
     message_json,
+    metadata_json,
 )
 from jmap_twisted.methods.keywords import MAX_KEYWORDS, is_keyword
 from jmap_twisted.methods.mailcontext import MAIL, MailMethods
+from jmap_twisted.methods.quota import over_quota_error
 from jmap_twisted.methods.standard import (
     SetError,
     apply_patch,
@@ -32,10 +41,18 @@ from jmap_twisted.methods.standard import (
     check_if_in_state,
     check_known,
     set_operations,
+    split_unchanged,
     string,
+    unchangeable,
 )
 from jmap_twisted.mime.compose import ComposeError, compose_message
 from jmap_twisted.records import EmailRecord
+
+#: The server-set properties of an Email (RFC 8621 §4.1.1, §4.1.4): a
+#: patch may repeat their current values, like that of ``receivedAt``
+#: (immutable); the header and body properties are immutable too, but are
+#: not compared: they cannot be in a patch.
+SERVER_SET = ("id", "blobId", "threadId", "size", "hasAttachment", "preview")
 
 
 def _blob_ids(value: Any) -> Iterator[str]:
@@ -74,16 +91,31 @@ def _keyword_set(value: Any) -> set[str] | None:
 
 
 def _check_new_email(
-    reader: IMailReader, mailbox_ids: set[str] | None, keywords: set[str] | None
+    reader: IMailReader,
+    mailbox_ids: set[str] | None,
+    keywords: set[str] | None,
+    problems: dict[str, str] | None = None,
 ) -> None:
-    bad = []
-    existing = {m.id for m in reader.mailboxes()}
-    if mailbox_ids is None or not mailbox_ids or not mailbox_ids <= existing:
-        bad.append("mailboxIds")
+    """
+    :raises SetError: ``invalidProperties`` naming each of ``problems``
+        (property: why) and bad ``mailboxIds`` or ``keywords``, or
+        ``tooManyKeywords``.
+    """
+    problems = dict(problems or {})
+    if mailbox_ids is None or not mailbox_ids:
+        problems["mailboxIds"] = "must map at least one Mailbox id to true"
+    else:
+        unknown = sorted(mailbox_ids - {m.id for m in reader.mailboxes()})
+        if unknown:
+            problems["mailboxIds"] = "no such Mailbox: " + ", ".join(unknown)
     if keywords is None:
-        bad.append("keywords")
-    if bad:
-        raise SetError("invalidProperties", "Invalid properties.", properties=bad)
+        problems["keywords"] = "must map keywords (RFC 8621 §4.1.1) to true"
+    if problems:
+        raise SetError(
+            "invalidProperties",
+            "; ".join(f"{name}: {why}" for name, why in problems.items()),
+            properties=list(problems),
+        )
     assert keywords is not None
     if len(keywords) > MAX_KEYWORDS:
         raise SetError("tooManyKeywords", f"At most {MAX_KEYWORDS} keywords.")
@@ -116,6 +148,9 @@ def _create_each(
             record = make(item)
         except SetError as e:
             not_created[creation_id] = e.error
+            continue
+        except OverQuota as e:
+            not_created[creation_id] = over_quota_error(e)
             continue
         context.created_ids[creation_id] = record.id
         created[creation_id] = _created(record)
@@ -245,10 +280,15 @@ class EmailSetMethods(MailMethods):
             raise SetError("notFound")
         if not isinstance(patch, dict):
             raise SetError("invalidPatch", "A patch must be an object.")
-        bad = [path for path in patch if path.split("/")[0] not in ("keywords", "mailboxIds")]
-        if bad:
-            raise SetError(
-                "invalidProperties", "Only keywords and mailboxIds can change.", properties=bad
+        current_json = metadata_json(record)
+        patch, server_set = split_unchanged(patch, current_json, SERVER_SET)
+        patch, immutable = split_unchanged(patch, current_json, ("receivedAt",))
+        immutable += [p for p in patch if p.split("/")[0] not in ("keywords", "mailboxIds")]
+        if server_set or immutable:
+            raise unchangeable(
+                server_set,
+                immutable,
+                "Immutable (only keywords and mailboxIds change; receivedAt may be repeated)",
             )
         for path, value in patch.items():
             if "/" in path and value not in (True, None):
@@ -281,7 +321,9 @@ class EmailSetMethods(MailMethods):
         if len(emails) > context.limits.max_objects_in_set:
             raise RequestTooLarge()
         blob_ids = [e.get("blobId") for e in emails.values() if isinstance(e, dict)]
-        blobs = await self._fetch_all(account.id, iter([b for b in blob_ids if isinstance(b, str)]))
+        blobs = await self._fetch_all(
+            account.id, iter([b for b in blob_ids if isinstance(b, str) and is_id(b)])
+        )
         now = self._now()
 
         def write(writer: IMailWriter) -> dict[str, Any]:
@@ -310,24 +352,31 @@ class EmailSetMethods(MailMethods):
     ) -> EmailRecord:
         if not isinstance(item, dict):
             raise SetError("invalidProperties", "An EmailImport must be an object.")
-        unknown = sorted(set(item) - {"blobId", "mailboxIds", "keywords", "receivedAt"})
-        if unknown:
-            raise SetError("invalidProperties", "Unknown properties.", properties=unknown)
-        blob = blobs.get(item.get("blobId"))  # type: ignore[arg-type]
-        if blob is None:
-            raise SetError("blobNotFound", notFound=[item.get("blobId")])
+        # RFC 8621 §4.8: a blobId, mailboxIds or keywords that is "missing,
+        # wrong type, id not found" is invalidProperties (not blobNotFound).
+        problems = {
+            name: "is not a property of an EmailImport"
+            for name in sorted(set(item) - {"blobId", "mailboxIds", "keywords", "receivedAt"})
+        }
+        blob_id = item.get("blobId")
+        blob = None
+        if not isinstance(blob_id, str) or not is_id(blob_id):
+            problems["blobId"] = "must be the Id of a blob holding the message"
+        else:
+            blob = blobs.get(blob_id)
+            if blob is None:
+                problems["blobId"] = "no blob with this id is available to the account"
         received_at = now
-        if "receivedAt" in item:
+        if item.get("receivedAt") is not None:
             parsed = parse_utc_date(item["receivedAt"])
             if parsed is None:
-                raise SetError(
-                    "invalidProperties", "receivedAt must be a UTCDate.", properties=["receivedAt"]
-                )
-            received_at = parsed
+                problems["receivedAt"] = "must be a UTCDate"
+            else:
+                received_at = parsed
         mailbox_ids = _mailbox_set(item.get("mailboxIds"), context)
         keywords = _keyword_set(item.get("keywords"))
-        _check_new_email(writer, mailbox_ids, keywords)
-        assert mailbox_ids is not None and keywords is not None
+        _check_new_email(writer, mailbox_ids, keywords, problems)
+        assert mailbox_ids is not None and keywords is not None and blob is not None
         return writer.add_email(blob[0], mailbox_ids, keywords, received_at)
 
     async def copy(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -343,7 +392,10 @@ class EmailSetMethods(MailMethods):
                 "destroyFromIfInState",
             },
         )
-        from_account = await self.account(context, arguments, "fromAccountId")
+        try:
+            from_account = await self.account(context, arguments, "fromAccountId")
+        except AccountNotFound:
+            raise FromAccountNotFound("The user has no account with this fromAccountId.") from None
         account = await self.account(context, arguments)
         if from_account.id == account.id:
             raise InvalidArguments("fromAccountId and accountId must differ.")

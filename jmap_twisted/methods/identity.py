@@ -22,6 +22,8 @@ from jmap_twisted.methods.standard import (
     apply_patch,
     check_if_in_state,
     set_operations,
+    split_unchanged,
+    unchangeable,
 )
 from jmap_twisted.records import Account
 
@@ -175,6 +177,10 @@ class IdentityMethods(MailMethods):
                     if not isinstance(patch, dict):
                         raise SetError("invalidPatch", "A patch must be an object.")
                     current = documents[identity_id]
+                    full = {"id": identity_id, "mayDelete": True, **current}
+                    patch, server_set = split_unchanged(patch, full, ("id", "mayDelete"))
+                    if server_set:
+                        raise unchangeable(server_set)
                     changed = apply_patch(current, patch)
                     if "email" in patch and changed.get("email") != current.get("email"):
                         raise SetError(

@@ -25,6 +25,8 @@ from jmap_twisted.methods.standard import (
     not_found,
     set_operations,
     signed,
+    split_unchanged,
+    unchangeable,
     unsigned,
 )
 from jmap_twisted.records import MailboxCounts, MailboxRecord
@@ -376,19 +378,19 @@ class _MailboxSet:
         return {k: v for k, v in full.items() if k not in given or k == "id"}
 
     def _validate(self, obj: Any, current: MailboxRecord | None) -> dict[str, Any]:
+        """
+        The record fields of a Mailbox to create (``current`` is ``None``)
+        or of the properties a patch changes; server-set properties must
+        have been taken out of a patch already.
+        """
         if not isinstance(obj, dict):
             raise SetError("invalidProperties", "A Mailbox must be an object.")
-        bad = [k for k in obj if k not in PROPERTIES]
-        if current is None:
-            bad += [k for k in obj if k in SERVER_SET]
-        else:
-            full = to_json(current, MailboxCounts())
-            bad += [
-                k
-                for k in obj
-                if k in SERVER_SET and k not in COUNT_PROPERTIES and obj[k] != full[k]
-            ]
-            bad += [k for k in obj if k in COUNT_PROPERTIES]
+        bad: dict[str, str] = {}
+        for k in obj:
+            if k not in PROPERTIES:
+                bad[k] = "is not a Mailbox property"
+            elif k in SERVER_SET:
+                bad[k] = "is set by the server"
         fields: dict[str, Any] = {}
         name = obj.get("name", current.name if current else None)
         if (
@@ -397,34 +399,40 @@ class _MailboxSet:
             or len(name.encode()) > MAX_NAME_OCTETS
             or any(ord(c) < 32 or ord(c) == 127 for c in name)
         ):
-            bad.append("name")
+            bad["name"] = (
+                f"must be a non-blank String of at most {MAX_NAME_OCTETS} octets"
+                " without control characters"
+            )
         fields["name"] = name
         parent = obj.get("parentId", current.parent_id if current else None)
         parent = self._resolve(parent)
         if parent is not None and (not is_id(parent) or parent not in self.mailboxes):
-            bad.append("parentId")
+            bad["parentId"] = "no such Mailbox"
         fields["parent_id"] = parent
         role = obj.get("role", current.role if current else None)
         if role is not None:
             if not isinstance(role, str) or role not in ROLES:
-                bad.append("role")
+                bad["role"] = "not a role of the IANA Mailbox Role registry"
             elif any(
                 m.role == role and (current is None or m.id != current.id)
                 for m in self.mailboxes.values()
             ):
-                bad.append("role")
+                bad["role"] = "another Mailbox has this role"
         fields["role"] = role
         try:
             fields["sort_order"] = unsigned(obj, "sortOrder", current.sort_order if current else 0)
         except InvalidArguments:
-            bad.append("sortOrder")
+            bad["sortOrder"] = "must be an UnsignedInt"
         subscribed = obj.get("isSubscribed", current.is_subscribed if current else True)
         if not isinstance(subscribed, bool):
-            bad.append("isSubscribed")
+            bad["isSubscribed"] = "must be a Boolean"
         fields["is_subscribed"] = subscribed
         if bad:
+            properties = sorted(bad)
             raise SetError(
-                "invalidProperties", "Invalid Mailbox properties.", properties=sorted(set(bad))
+                "invalidProperties",
+                "; ".join(f"{k}: {bad[k]}" for k in properties),
+                properties=properties,
             )
         if isinstance(name, str) and any(
             m.name == name and m.parent_id == parent and (current is None or m.id != current.id)
@@ -475,7 +483,11 @@ class _MailboxSet:
             raise SetError("notFound")
         if not isinstance(patch, dict):
             raise SetError("invalidPatch", "A patch must be an object.")
-        obj = apply_patch(to_json(current, MailboxCounts()), patch)
+        counts = self.writer.mailbox_counts([mailbox_id])[mailbox_id]
+        patch, server_set = split_unchanged(patch, to_json(current, counts), SERVER_SET)
+        if server_set:
+            raise unchangeable(server_set)
+        obj = apply_patch(to_json(current, counts), patch)
         changed = {
             k: v for k, v in obj.items() if k in patch or any(p.startswith(k + "/") for p in patch)
         }

@@ -11,6 +11,8 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from jmap_twisted.core.registry import CallContext
+from jmap_twisted.core.request import is_id
+from jmap_twisted.errors import AccountNotFound, FromAccountNotFound, InvalidArguments
 from jmap_twisted.interfaces import IBlobStore, IMailReader, IMailStore
 from jmap_twisted.methods.standard import (
     changes_arguments,
@@ -56,6 +58,21 @@ class MailMethods:
             await self.store.setup_account(account.id)
             self._ready.add(account.id)
         return account
+
+    async def from_account(self, context: CallContext, arguments: Mapping[str, Any]) -> Account:
+        """
+        The account named by ``fromAccountId`` (of ``/copy`` methods, RFC
+        8620 §5.4 and §6.3), set up like :meth:`account`.
+
+        :raises InvalidArguments: ``fromAccountId`` is missing or not an Id.
+        :raises FromAccountNotFound: the user cannot access such an account.
+        """
+        if not is_id(arguments.get("fromAccountId")):
+            raise InvalidArguments("'fromAccountId' must be an Id.")
+        try:
+            return await self.account(context, arguments, "fromAccountId")
+        except AccountNotFound:
+            raise FromAccountNotFound("The user has no account with this fromAccountId.") from None
 
     async def changes_of(
         self,

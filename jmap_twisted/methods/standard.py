@@ -196,6 +196,76 @@ def not_found(requested: Iterable[str], found: Collection[str]) -> list[str]:
     return [i for i in requested if i not in found]
 
 
+def json_equal(a: Any, b: Any) -> bool:
+    """
+    Whether two JSON values are equal as JSON: ``true`` is not ``1``.
+    """
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict):
+        return (
+            isinstance(b, dict) and a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(json_equal, a, b))
+    return bool(a == b)
+
+
+def split_unchanged(
+    patch: Mapping[str, Any], current: Mapping[str, Any], names: Collection[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """
+    Take the paths into properties that cannot change (server-set or
+    immutable ones) out of a PatchObject.
+
+    RFC 8620 §5.3 lets a patch include a server-set property when its
+    value is the current one (a client may send back the object it read);
+    an immutable property repeated with its current value changes nothing
+    either.  Any other value for one makes the update
+    ``invalidProperties``.
+
+    :param current: the object's JSON form, with those properties.
+    :param names: the properties that cannot change.
+    :returns: the patch without the paths into ``names``, and those of its
+        paths that would change one (a path into a property, such as
+        ``myRights/mayDelete``, is compared at that path).
+    """
+    rest: dict[str, Any] = {}
+    changed: list[str] = []
+    for path, value in patch.items():
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")]
+        if parts[0] not in names:
+            rest[path] = value
+            continue
+        target: Any = current
+        for part in parts:
+            if not isinstance(target, Mapping) or part not in target:
+                changed.append(path)
+                break
+            target = target[part]
+        else:
+            if not json_equal(target, value):
+                changed.append(path)
+    return rest, changed
+
+
+def unchangeable(server_set: Sequence[str], other: Sequence[str] = (), why: str = "") -> SetError:
+    """
+    The ``invalidProperties`` SetError of a patch that would change
+    server-set properties (``server_set``) or ``other`` ones, which
+    ``why`` explains (e.g. "Immutable").
+    """
+    reasons = []
+    if server_set:
+        reasons.append(
+            "Set by the server (a patch may only repeat their current values): "
+            + ", ".join(server_set)
+        )
+    if other:
+        reasons.append(f"{why}: " + ", ".join(other))
+    return SetError("invalidProperties", "; ".join(reasons) + ".", properties=[*server_set, *other])
+
+
 def apply_patch(current: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
     """
     Apply a PatchObject (RFC 8620 §5.3) to an object's JSON form.

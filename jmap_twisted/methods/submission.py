@@ -31,7 +31,7 @@ from twisted.logger import Logger
 
 from jmap_twisted.core.registry import CallContext, Registry
 from jmap_twisted.core.request import parse_utc_date
-from jmap_twisted.errors import InvalidArguments, UnsupportedFilter, UnsupportedSort
+from jmap_twisted.errors import InvalidArguments, OverQuota, UnsupportedFilter, UnsupportedSort
 from jmap_twisted.identity import TYPE as IDENTITY
 from jmap_twisted.interfaces import IMailDelivery, IMailReader, IMailWriter, IRelay
 from jmap_twisted.mail.sendlimits import RecipientBudget, SendLimits
@@ -46,6 +46,8 @@ from jmap_twisted.methods.standard import (
     check_known,
     resolve_id,
     set_operations,
+    split_unchanged,
+    unchangeable,
     utc_date,
 )
 
@@ -64,6 +66,10 @@ PROPERTIES = (
     "dsnBlobIds",
     "mdnBlobIds",
 )
+#: The server-set properties of an EmailSubmission (RFC 8621 §7), and
+#: the other immutable ones.
+SERVER_SET = ("id", "threadId", "sendAt", "deliveryStatus", "dsnBlobIds", "mdnBlobIds")
+IMMUTABLE = ("identityId", "emailId", "envelope")
 _ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\Z")
 
 
@@ -322,21 +328,15 @@ class SubmissionMethods(MailMethods):
             for creation_id, doc in documents.items():
                 writer.put_document(TYPE, ids[creation_id], doc)
                 context.created_ids[creation_id] = ids[creation_id]
+            updated: dict[str, Any] = {}
             not_updated: dict[str, Any] = {}
             for submission_id, patch in update.items():
-                if submission_id not in existing:
-                    not_updated[submission_id] = {"type": "notFound"}
-                elif patch == {"undoStatus": "canceled"}:
-                    not_updated[submission_id] = {
-                        "type": "cannotUnsend",
-                        "description": "Submissions are sent at once and final.",
-                    }
+                try:
+                    _check_update(submission_id, existing.get(submission_id), patch)
+                except SetError as e:
+                    not_updated[submission_id] = e.error
                 else:
-                    not_updated[submission_id] = {
-                        "type": "invalidProperties",
-                        "description": "Only undoStatus may change.",
-                        "properties": sorted(patch) if isinstance(patch, dict) else [],
-                    }
+                    updated[submission_id] = None
             destroyed, not_destroyed = [], {}
             for submission_id in destroy:
                 if submission_id in existing:
@@ -350,7 +350,7 @@ class SubmissionMethods(MailMethods):
                 "newState": writer.state(TYPE),
                 "created": {c: _created(ids[c], documents[c], c in envelope_set) for c in documents}
                 or None,
-                "updated": None,
+                "updated": updated or None,
                 "destroyed": destroyed or None,
                 "notCreated": not_created or None,
                 "notUpdated": not_updated or None,
@@ -472,6 +472,13 @@ class SubmissionMethods(MailMethods):
         try:
             assert self.delivery is not None
             await self.delivery.deliver(account_id, raw)
+        except OverQuota:
+            # As LMTP answers for a full mailbox: the recipient may make room.
+            return {
+                "smtpReply": "452 4.2.2 mailbox full",
+                "delivered": "no",
+                "displayed": "unknown",
+            }
         except Exception:
             log.failure("Local delivery of a submission failed")
             return {
@@ -507,6 +514,36 @@ class SubmissionMethods(MailMethods):
                 context, {"accountId": account_id, "update": update, "destroy": destroy}
             )
             context.add_response("Email/set", result)
+
+
+def _check_update(submission_id: str, document: dict[str, Any] | None, patch: Any) -> None:
+    """
+    Check an update of a submission.  Submissions are final at once, so
+    nothing can change; a patch may repeat the current values of
+    server-set properties (RFC 8620 §5.3), immutable ones and
+    ``undoStatus``.
+
+    :raises SetError: ``cannotUnsend`` for ``undoStatus: canceled``,
+        ``invalidProperties`` for any other change.
+    """
+    if document is None:
+        raise SetError("notFound")
+    if not isinstance(patch, dict):
+        raise SetError("invalidPatch", "A patch must be an object.")
+    current = {"id": submission_id, **document}
+    rest, server_set = split_unchanged(patch, current, SERVER_SET)
+    rest, immutable = split_unchanged(rest, current, IMMUTABLE)
+    undo_status = rest.pop("undoStatus", document["undoStatus"])
+    if server_set or immutable or rest:
+        raise unchangeable(server_set, immutable + list(rest), "Immutable or unknown")
+    if undo_status == "canceled":
+        raise SetError("cannotUnsend", "Submissions are sent at once and final.")
+    if undo_status != document["undoStatus"]:
+        raise SetError(
+            "invalidProperties",
+            "undoStatus can only be set to canceled.",
+            properties=["undoStatus"],
+        )
 
 
 def _created(submission_id: str, document: dict[str, Any], envelope_set: bool) -> dict[str, Any]:

@@ -22,7 +22,12 @@ where the RFCs leave room:
 Choices made here: a generated Message-ID is ``<144 random bits,
 base64url@host>``: unlike :func:`email.utils.make_msgid` it reveals no
 process id and reads no clock.  A generated Date is ``now``; ``sentAt``
-keeps its offset.  :attr:`ComposedMessage.smtputf8` says whether a header
+keeps its offset.  The header fields of the root body part are the
+message's: a ``bodyStructure`` root may not repeat a field the Email sets
+(RFC 8621 §4.6), and when the one part of ``textBody``/``htmlBody``/
+``attachments`` does, it is nested in a ``multipart/mixed`` so that both
+keep their own; a root part's ``Date`` or ``Message-ID`` stands for the
+generated one.  :attr:`ComposedMessage.smtputf8` says whether a header
 field carries UTF-8 (RFC 6532), so that submitting the message needs
 SMTPUTF8; ``raw.isascii()`` is false only when the message needs SMTPUTF8
 or 8BITMIME.
@@ -40,7 +45,7 @@ from typing import Any
 import idna
 from attrs import frozen
 
-from jmap_twisted.mime.compose_body import fetch_blobs, read_body, walk
+from jmap_twisted.mime.compose_body import Part, fetch_blobs, read_body, walk
 from jmap_twisted.mime.compose_email import (
     BlobNotFound,
     ComposeError,
@@ -128,10 +133,19 @@ def compose_message(
 
     headers = read_email_headers(email, problems)
     root = read_body(email, problems)
-    defined = {name.lower() for name, _ in headers} | {"date", "message-id", "mime-version"}
-    for field, path in root.fields.items():
-        if field in defined:
-            problems.add(path, "this header field belongs on the Email object")
+    given = {name.lower() for name, _ in headers}
+    repeated = {field: path for field, path in root.fields.items() if field in given}
+    if repeated and email.get("bodyStructure") is not None:
+        for field, path in repeated.items():
+            problems.add(
+                path,
+                f"the Email already sets {field}; the header fields of the bodyStructure"
+                " root are the message's, so it may not repeat them (RFC 8621 §4.6)",
+            )
+    elif repeated:
+        # The one part of textBody/htmlBody/attachments would be the message
+        # itself: nested, it keeps its header fields and the Email its own.
+        root = Part("", "multipart/mixed", sub_parts=[root])
     problems.raise_any()
 
     blobs = fetch_blobs(root, fetch_blob)
@@ -140,14 +154,15 @@ def compose_message(
     if content_size > max_size:
         raise TooLarge(max_size)
 
-    fields = {name.lower() for name, _ in headers}
+    # The root part's header fields are the message's too.
+    fields = given | set(root.fields)
     if "date" not in fields:
         headers.append(("Date", format_datetime(now.replace(microsecond=0))))
     if "message-id" not in fields:
         headers.append(("Message-ID", f"<{secrets.token_urlsafe(18)}@{id_host}>"))
     headers.append(("MIME-Version", "1.0"))
     message_id = _MSG_ID_IN_VALUE.findall(
-        [v for n, v in headers if n.lower() == "message-id"][-1].replace("\r\n", "")
+        [v for n, v in headers + root.headers if n.lower() == "message-id"][-1].replace("\r\n", "")
     )
     raw = serialise(headers, build_mime(root, blobs))
     if len(raw) > max_size:

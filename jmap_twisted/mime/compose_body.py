@@ -11,7 +11,10 @@ attachments with a ``cid`` (and no ``attachment`` disposition) join the
 HTML in a ``multipart/related``; the other attachments make a
 ``multipart/mixed``.  Attachments without a disposition get ``inline``
 (related) or ``attachment`` (mixed).  An empty list means "no such body";
-nothing at all gives an empty ``text/plain`` body.
+nothing at all gives an empty ``text/plain`` body.  A part of any type may
+take its content from ``bodyValues`` (a ``text/*`` one in UTF-8, another
+the text's UTF-8 octets); NUL, which is not text, is refused in a
+``text/*`` one.
 """
 
 from __future__ import annotations
@@ -249,8 +252,11 @@ def _read_part(
             problems.add(property_path(path, "partId"), "has no entry in bodyValues")
         part.text = values.get(part_id, "")
         part.type = part.type or default_type or "text/plain"
-        if not part.type.startswith("text/"):
-            problems.add(property_path(path, "type"), "the content of a bodyValues part is text/*")
+        if part.type.startswith("text/") and "\x00" in part.text:
+            problems.add(
+                property_path("bodyValues", part_id),
+                "a text/* part cannot hold NUL (RFC 2046 §4.1.1): it would not read back",
+            )
         for prop in ("charset", "size"):
             if obj.get(prop) is not None:
                 problems.add(property_path(path, prop), "must be omitted when partId is given")

@@ -11,10 +11,22 @@ be, else base64; other blobs are base64, except ``message/*`` blobs
 (RFC 2046 §5.2 forbids base64 there): 7bit, or 8bit when not ASCII, or
 ``application/octet-stream`` in base64 when neither fits.  So the octets are
 ASCII unless the header fields need SMTPUTF8 or a body 8BITMIME.
+
+Text from ``bodyValues`` reads back as written (RFC 8621 §4.1.4 turns
+CRLF into LF when reading): its line breaks (CRLF, LF or a lone CR) are
+written CRLF, and nothing is added at its end.  In a multipart the line
+break before a delimiter belongs to the delimiter; a text that is the
+whole message and does not end in a line break is quoted-printable, ended
+by a soft line break, so that the message still ends in CRLF.  A
+``bodyValues`` part of another type holds the text's UTF-8 octets, written
+like a blob of that type.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Mapping
 from email import policy as email_policy
 from email.generator import BytesGenerator
@@ -29,24 +41,30 @@ from jmap_twisted.mime.compose_values import FOLD_AT, MAX_LINE, fold
 # held as surrogate escapes unchanged.
 _PART_POLICY = email_policy.SMTP.clone(cte_type="7bit")
 _WRITE_POLICY = email_policy.SMTP.clone(refold_source="none")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-def build_mime(part: Part, blobs: Mapping[str, tuple[bytes, str]]) -> MIMEPart:
+def build_mime(
+    part: Part, blobs: Mapping[str, tuple[bytes, str]], *, whole: bool = True
+) -> MIMEPart:
     """
     The stdlib MIME tree of a validated part.
+
+    :param whole: whether the part is the whole message (its root), not
+        one of the parts of a multipart.
     """
     mime = MIMEPart(policy=_PART_POLICY)
     if part.sub_parts is not None:
         mime["Content-Type"] = part.type or "multipart/mixed"
         for child in part.sub_parts:
-            mime.attach(build_mime(child, blobs))
+            mime.attach(build_mime(child, blobs, whole=False))
         if part.type == "multipart/related":
             first = part.sub_parts[0].type or "application/octet-stream"
             mime.set_param("type", first, replace=True)
+    elif part.text is not None and (part.type or "text/plain").startswith("text/"):
+        _set_text_content(mime, part.type or "text/plain", part.text, whole)
     elif part.text is not None:
-        subtype = (part.type or "text/plain").partition("/")[2]
-        cte = "quoted-printable" if "\x00" in part.text else None
-        mime.set_content(part.text, subtype=subtype, charset="utf-8", cte=cte)
+        _set_blob_content(mime, part, part.text.encode(), "")
     else:
         _set_blob_content(mime, part, *blobs[str(part.blob_id)])
     if part.disposition:
@@ -65,6 +83,36 @@ def build_mime(part: Part, blobs: Mapping[str, tuple[bytes, str]]) -> MIMEPart:
         # Non-ASCII octets travel as surrogate escapes, as the parser keeps them.
         mime.set_raw(name, value.encode().decode("ascii", "surrogateescape"))
     return mime
+
+
+def _set_text_content(mime: MIMEPart, media_type: str, text: str, whole: bool) -> None:
+    """
+    Put text from ``bodyValues`` in ``mime`` as UTF-8, in a transfer
+    encoding that gives back exactly the text (its line breaks as CRLF).
+    """
+    data = _LINE_BREAK.sub("\n", text).encode()
+    payload: bytes
+    ends_open = bool(data) and not data.endswith(b"\n")
+    if (
+        data.isascii()
+        and b"\x00" not in data
+        and all(len(line) <= FOLD_AT for line in data.split(b"\n"))
+        and not (whole and ends_open)
+    ):
+        cte, payload = "7bit", data
+    else:
+        quoted = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+        if ends_open:
+            quoted += b"=\n"  # a soft line break: the text ends, the line does not
+        based = base64.encodebytes(data.replace(b"\n", b"\r\n"))
+        cte, payload = (
+            ("quoted-printable", quoted) if len(quoted) <= len(based) else ("base64", based)
+        )
+    mime["Content-Type"] = media_type
+    mime.set_param("charset", "utf-8")
+    mime["Content-Transfer-Encoding"] = cte
+    # The generator writes each LF of the payload as CRLF.
+    mime.set_payload(payload.decode("ascii"))
 
 
 def _set_blob_content(mime: MIMEPart, part: Part, data: bytes, stored_type: str) -> None:

@@ -24,6 +24,7 @@ PUSH_TYPES = frozenset(
         "Identity",
         "EmailSubmission",
         "VacationResponse",
+        "Quota",
     }
 )
 

@@ -14,7 +14,8 @@ them.
 - Shared model: :mod:`~jmap_twisted.store.backends` (choosing and opening a
   backend), :mod:`~jmap_twisted.store.changelog` (the change log and
   ``Foo/changes``), :mod:`~jmap_twisted.store.mailmodel` (role mailboxes,
-  threading, counts), :mod:`~jmap_twisted.store.mailquery` (the reference
+  threading, counts), :mod:`~jmap_twisted.store.quota` (quota usage and
+  limits), :mod:`~jmap_twisted.store.mailquery` (the reference
   ``Email/query`` semantics), :mod:`~jmap_twisted.store.summary` (what is
   derived from a message when stored), :mod:`~jmap_twisted.store.ids`
   (identifiers).

@@ -11,8 +11,9 @@ record what a bus delivers (:class:`RecordingListener`,
 loopback (:func:`throwaway_certificate`).
 
 The contracts: one base class of pytest tests per interface,
-:class:`MailStoreContract` (with change-log pruning),
-:class:`DirectoryContract`, :class:`BlobStoreContract`,
+:class:`MailStoreContract` (with change-log pruning and quotas),
+:class:`DirectoryContract` (with :class:`MailboxSharesContract`),
+:class:`BlobStoreContract`,
 :class:`PushSubscriptionsContract`, :class:`TicketStoreContract`,
 :class:`EventBusContract` and
 :class:`DeadLettersContract`.  Subclass one in a test module, under a
@@ -56,6 +57,8 @@ pytest.register_assert_rewrite(
     "jmap_twisted.testing._directory",
     "jmap_twisted.testing._mail",
     "jmap_twisted.testing._push",
+    "jmap_twisted.testing._quota",
+    "jmap_twisted.testing._shares",
     "jmap_twisted.testing._tickets",
 )
 
@@ -74,13 +77,15 @@ from jmap_twisted.testing._bus import (  # noqa: E402
 )
 from jmap_twisted.testing._directory import DirectoryContract  # noqa: E402
 from jmap_twisted.testing._doubles import (  # noqa: E402
+    CONTRACT_ACCOUNTS,
     CONTRACT_EPOCH,
     RecordingListener,
     StalledListener,
     message,
 )
-from jmap_twisted.testing._mail import CONTRACT_ACCOUNTS, MailStoreContract  # noqa: E402
+from jmap_twisted.testing._mail import MailStoreContract  # noqa: E402
 from jmap_twisted.testing._push import NewUser, PushSubscriptionsContract  # noqa: E402
+from jmap_twisted.testing._shares import MailboxSharesContract  # noqa: E402
 from jmap_twisted.testing._tickets import TicketStoreContract  # noqa: E402
 from jmap_twisted.testing._tls import throwaway_certificate  # noqa: E402
 
@@ -93,6 +98,7 @@ __all__ = [
     "EventBusContract",
     "InMemoryEventBus",
     "MailStoreContract",
+    "MailboxSharesContract",
     "MemoryBlobStore",
     "MemoryDeadLetters",
     "MemoryDirectory",

@@ -17,6 +17,13 @@ from jmap_twisted.interfaces import IEvent, IEventListener
 #: The POSIX time the contracts' clocks start at.
 CONTRACT_EPOCH = 1_700_000_000.0
 
+#: The account most mail contract tests work in, set up by the ``store`` fixture.
+ACCOUNT = "a0000000000000001"
+#: A second account, set up too, to show accounts are separate.
+OTHER = "a0000000000000002"
+#: The accounts the mail contract's ``store`` fixture sets up.
+CONTRACT_ACCOUNTS = (ACCOUNT, OTHER)
+
 
 def message(
     subject: str = "Hello",

@@ -17,14 +17,13 @@ from zope.interface.verify import verifyObject
 from jmap_twisted.errors import CannotCalculateChanges
 from jmap_twisted.interfaces import IChangeLogPruning, IMailReader, IMailStore, IMailWriter
 from jmap_twisted.records import ChangeBatch, EmailRecord, StoreCommit
-from jmap_twisted.testing._doubles import CONTRACT_EPOCH, message
-
-#: The account most contract tests work in, set up by the ``store`` fixture.
-ACCOUNT = "a0000000000000001"
-#: A second account, set up too, to show accounts are separate.
-OTHER = "a0000000000000002"
-#: The accounts the ``store`` fixture sets up.
-CONTRACT_ACCOUNTS = (ACCOUNT, OTHER)
+from jmap_twisted.testing._doubles import (
+    ACCOUNT,
+    CONTRACT_EPOCH,
+    OTHER,
+    message,
+)
+from jmap_twisted.testing._quota import QuotaContract
 
 
 def roles(reader: IMailReader) -> dict[str, str]:
@@ -72,9 +71,10 @@ async def changes(
     return await store.read(account, lambda r: r.changes(type_name, since, max_changes))
 
 
-class MailStoreContract:
+class MailStoreContract(QuotaContract):
     """
-    The tests every mail store passes, collected by pytest in each subclass.
+    The tests every mail store passes, collected by pytest in each subclass
+    (with the quota tests of :class:`QuotaContract`).
 
     Subclass it in a test module under a name pytest collects (``Test…``)
     and provide a fixture ``mail_store`` that gives a store with no data

@@ -94,6 +94,7 @@ async def test_session_has_every_rfc8620_field(harness: Harness) -> None:
         MAIL,
         "urn:ietf:params:jmap:submission",
         "urn:ietf:params:jmap:vacationresponse",
+        "urn:ietf:params:jmap:quota",
     }
     assert account["accountCapabilities"][MAIL]["mayCreateTopLevelMailbox"] is True
     assert set(session["primaryAccounts"]) == set(session["capabilities"]) - {

@@ -334,7 +334,9 @@ async def test_import_copy_and_parse(make_harness: HarnessFactory) -> None:
     bad = await h.ok(
         "Email/import", {"emails": {"x": {"blobId": "Gnope", "mailboxIds": {inbox: True}}}}
     )
-    assert bad["notCreated"]["x"]["type"] == "blobNotFound"
+    # RFC 8621 §4.8: an unknown blobId is invalidProperties, not blobNotFound.
+    assert bad["notCreated"]["x"]["type"] == "invalidProperties"
+    assert bad["notCreated"]["x"]["properties"] == ["blobId"]
 
     parsed = await h.ok(
         "Email/parse",

@@ -8,20 +8,24 @@ shared between processes or survives a restart.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from jmap_twisted.errors import NoSuchUser, UserExists
-from jmap_twisted.interfaces import IBlobStore, IDirectory
-from jmap_twisted.records import Account, BlobInfo, TokenInfo, User
+from jmap_twisted import rights
+from jmap_twisted.errors import NoSuchAccount, NoSuchUser, UserExists
+from jmap_twisted.interfaces import IBlobStore, IDirectory, IMailboxShares
+from jmap_twisted.records import Account, BlobInfo, MailboxShare, SharedView, TokenInfo, User
 from jmap_twisted.store import ids
 
 
-@implementer(IDirectory)
+@implementer(IDirectory, IMailboxShares)
 class MemoryDirectory:
     """
-    :class:`~jmap_twisted.interfaces.IDirectory` in dictionaries.
+    :class:`~jmap_twisted.interfaces.IDirectory` and
+    :class:`~jmap_twisted.interfaces.IMailboxShares` in dictionaries.
 
     :param clock: gives the ``created`` time of tokens.
     """
@@ -35,6 +39,11 @@ class MemoryDirectory:
         self._delegations: set[tuple[str, str]] = set()  # (owner id, delegate id)
         self._access_version = 0
         self._access_changes: list[tuple[int, str]] = []
+        # (account id, mailbox id, sharee id): (letters, subscribed)
+        self._shares: dict[tuple[str, str, str], tuple[str, bool]] = {}
+        # (account id, sharee id): [generation, subscriptions], kept after unsharing
+        self._views: dict[tuple[str, str], list[int]] = {}
+        self._principal_changes: list[tuple[int, str, str]] = []
 
     def _user_by_id(self, user_id: str) -> User | None:
         for user in self._users.values():
@@ -51,7 +60,11 @@ class MemoryDirectory:
         self._accounts[user.id] = [
             Account(id=ids.new_account_id(), name=username, owner_id=user.id)
         ]
+        self._log_principal(user.id, "created")
         return succeed(user)
+
+    def _log_principal(self, user_id: str, kind: str) -> None:
+        self._principal_changes.append((len(self._principal_changes) + 1, user_id, kind))
 
     def get_user(self, username: str) -> Deferred[User | None]:
         return succeed(self._users.get(username))
@@ -67,11 +80,23 @@ class MemoryDirectory:
         if user is None:
             return succeed(False)
         del self._password_hashes[user.id]
-        del self._accounts[user.id]
+        owned = {account.id for account in self._accounts.pop(user.id)}
         self._tokens = {h: t for h, t in self._tokens.items() if t.user_id != user.id}
         delegates = [to for owner, to in self._delegations if owner == user.id]
         self._delegations = {d for d in self._delegations if user.id not in d}
-        self._changed(user.id, *delegates)
+        sharees = {sharee for account, _, sharee in self._shares if account in owned}
+        self._shares = {
+            key: share
+            for key, share in self._shares.items()
+            if key[0] not in owned and key[2] != user.id
+        }
+        self._views = {
+            key: view
+            for key, view in self._views.items()
+            if key[0] not in owned and key[1] != user.id
+        }
+        self._changed(*sorted({user.id, *delegates, *sharees}))
+        self._log_principal(user.id, "destroyed")
         return succeed(True)
 
     def get_password_hash(self, username: str) -> Deferred[tuple[User, str | None] | None]:
@@ -172,6 +197,115 @@ class MemoryDirectory:
 
     def access_changes_since(self, version: int) -> Deferred[list[str] | None]:
         return succeed(sorted({u for v, u in self._access_changes if v > version}))
+
+    def _account(self, account_id: str) -> Account | None:
+        for accounts in self._accounts.values():
+            for account in accounts:
+                if account.id == account_id:
+                    return account
+        return None
+
+    def set_rights(
+        self, account_id: str, mailbox_id: str, user_id: str, letters: str, granted_by: str | None
+    ) -> Deferred[tuple[str, str]]:
+        try:
+            letters = rights.normalise(letters)
+        except ValueError as error:
+            return fail(error)
+        if not ids.is_valid_id(mailbox_id):
+            return fail(ValueError(f"{mailbox_id!r} is not a mailbox id"))
+        account = self._account(account_id)
+        if account is None:
+            return fail(NoSuchAccount(account_id))
+        if self._user_by_id(user_id) is None:
+            return fail(NoSuchUser(user_id))
+        if account.owner_id == user_id:
+            return fail(ValueError("a mailbox cannot be shared with its account's owner"))
+        key = (account_id, mailbox_id, user_id)
+        old, subscribed = self._shares.get(key, ("", True))
+        if old != letters:
+            if letters:
+                self._shares[key] = (letters, subscribed)
+            else:
+                del self._shares[key]
+            self._views.setdefault((account_id, user_id), [0, 0])[0] += 1
+            self._changed(user_id)
+        return succeed((old, letters))
+
+    def shares_of_account(self, account_id: str) -> Deferred[list[MailboxShare]]:
+        return succeed([self._share(key) for key in sorted(self._shares) if key[0] == account_id])
+
+    def _share(self, key: tuple[str, str, str]) -> MailboxShare:
+        letters, subscribed = self._shares[key]
+        return MailboxShare(
+            account_id=key[0],
+            mailbox_id=key[1],
+            user_id=key[2],
+            rights=letters,
+            subscribed=subscribed,
+        )
+
+    def shares_of_mailboxes(
+        self, account_id: str, mailbox_ids: Collection[str]
+    ) -> Deferred[list[tuple[MailboxShare, int]]]:
+        wanted = set(mailbox_ids)
+        return succeed(
+            [
+                (self._share(key), self._views[key[0], key[2]][0])
+                for key in sorted(self._shares)
+                if key[0] == account_id and key[1] in wanted
+            ]
+        )
+
+    def shared_views_for_user(self, user_id: str) -> Deferred[list[tuple[Account, SharedView]]]:
+        found = []
+        for owner in sorted(self._users.values(), key=lambda u: u.username):
+            if owner.id == user_id or (owner.id, user_id) in self._delegations:
+                continue
+            for account in self._accounts[owner.id]:
+                granted = tuple(
+                    (mailbox_id, letters)
+                    for (account_id, mailbox_id, sharee), (letters, _) in sorted(
+                        self._shares.items()
+                    )
+                    if account_id == account.id and sharee == user_id
+                )
+                if any(rights.holds(letters, "l") for _, letters in granted):
+                    generation, subscriptions = self._views[account.id, user_id]
+                    found.append((account, SharedView(generation, subscriptions, granted)))
+        return succeed(found)
+
+    def set_subscribed(
+        self, account_id: str, mailbox_id: str, user_id: str, subscribed: bool
+    ) -> Deferred[bool]:
+        key = (account_id, mailbox_id, user_id)
+        share = self._shares.get(key)
+        if share is None:
+            return succeed(False)
+        if share[1] != subscribed:
+            self._shares[key] = (share[0], subscribed)
+            self._views[account_id, user_id][1] += 1
+            self._changed(user_id)
+        return succeed(True)
+
+    def forget_mailbox(self, account_id: str, mailbox_id: str) -> Deferred[list[str]]:
+        sharees = sorted(
+            sharee
+            for account, mailbox, sharee in self._shares
+            if (account, mailbox) == (account_id, mailbox_id)
+        )
+        for sharee in sharees:
+            del self._shares[account_id, mailbox_id, sharee]
+            self._views[account_id, sharee][0] += 1
+        if sharees:
+            self._changed(*sharees)
+        return succeed(sharees)
+
+    def principal_state(self) -> Deferred[int]:
+        return succeed(len(self._principal_changes))
+
+    def principal_changes_since(self, since: int) -> Deferred[list[tuple[int, str, str]]]:
+        return succeed([entry for entry in self._principal_changes if entry[0] > since])
 
 
 @implementer(IBlobStore)

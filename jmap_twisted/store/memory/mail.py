@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from jmap_twisted.interfaces import IChangeLogPruning, IMailReader, IMailStore, IMailWriter
 from jmap_twisted.records import (
+    AccountQuota,
     ChangeBatch,
     EmailRecord,
     MailboxCounts,
@@ -30,6 +31,7 @@ from jmap_twisted.records import (
     StoreCommit,
 )
 from jmap_twisted.store import ids, mailquery
+from jmap_twisted.store import quota as quotas
 from jmap_twisted.store.changelog import (
     MAIL_TYPES,
     ChangeRecorder,
@@ -67,6 +69,8 @@ class _AccountData:
     mentions: dict[str, set[str]] = field(factory=dict)
     #: type → id → JSON document.
     documents: dict[str, dict[str, dict[str, Any]]] = field(factory=dict)
+    #: Usage and limits, changed with every email added or destroyed.
+    quota: AccountQuota = field(factory=AccountQuota)
 
     def copy(self) -> _AccountData:
         return _AccountData(
@@ -80,6 +84,7 @@ class _AccountData:
             states=dict(self.states),
             mentions={k: set(v) for k, v in self.mentions.items()},
             documents={k: dict(v) for k, v in self.documents.items()},
+            quota=self.quota,
         )
 
 
@@ -163,6 +168,9 @@ class _Reader:
     def documents(self, type_name: str) -> dict[str, dict[str, Any]]:
         return {k: copy.deepcopy(v) for k, v in self._data.documents.get(type_name, {}).items()}
 
+    def quota(self) -> AccountQuota:
+        return self._data.quota
+
 
 @implementer(IMailWriter)
 class _Writer(_Reader):
@@ -219,6 +227,7 @@ class _Writer(_Reader):
         keywords: Collection[str],
         received_at: float,
     ) -> EmailRecord:
+        quotas.check_room(self._data.quota, len(raw))
         summary = summarize(raw)
         blob_id = ids.blob_id(raw)
         self._data.blobs[blob_id] = raw
@@ -240,6 +249,8 @@ class _Writer(_Reader):
         for message_id in _mentioned(record):
             self._data.mentions.setdefault(message_id, set()).add(record.id)
         record_email_added(self._recorder, record, new_thread, thread_mailboxes)
+        self._data.quota = quotas.with_email(self._data.quota, record.size)
+        quotas.record_usage_changed(self._recorder, self._data.quota)
         return record
 
     def _find_thread(self, probe: EmailRecord) -> str | None:
@@ -293,6 +304,19 @@ class _Writer(_Reader):
         if not any(e.blob_id == record.blob_id for e in self._data.emails.values()):
             self._data.blobs.pop(record.blob_id, None)
         record_email_destroyed(self._recorder, record, thread_left, thread_mailboxes)
+        self._data.quota = quotas.with_email(self._data.quota, record.size, -1)
+        quotas.record_usage_changed(self._recorder, self._data.quota)
+
+    def set_quota(self, storage_limit: int | None, message_limit: int | None) -> AccountQuota:
+        before = self._data.quota
+        after = evolve(
+            before,
+            storage_limit=quotas.checked_limit(storage_limit),
+            message_limit=quotas.checked_limit(message_limit),
+        )
+        self._data.quota = after
+        quotas.record_limits_changed(self._recorder, before, after)
+        return after
 
 
 @implementer(IMailStore, IChangeLogPruning)

@@ -273,7 +273,57 @@ CREATE INDEX tickets_by_user ON tickets (user_id, issued);
 CREATE INDEX tickets_by_expiry ON tickets (expires);
 """
 
-MIGRATIONS: list[str] = [_V1, _V2_PUSH_SUBSCRIPTIONS, _V3_TICKETS]
+_V4_QUOTAS = """
+ALTER TABLE mail_accounts
+    ADD COLUMN used_octets BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN used_messages BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN storage_limit BIGINT,
+    ADD COLUMN message_limit BIGINT;
+
+INSERT INTO mail_accounts (account_id) SELECT DISTINCT account_id FROM emails
+ON CONFLICT (account_id) DO NOTHING;
+UPDATE mail_accounts SET
+    used_octets = (SELECT COALESCE(SUM(size), 0) FROM emails
+                   WHERE emails.account_id = mail_accounts.account_id),
+    used_messages = (SELECT COUNT(*) FROM emails
+                     WHERE emails.account_id = mail_accounts.account_id);
+"""
+
+_V5_SHARES = """
+CREATE TABLE mailbox_shares (
+    account_id TEXT COLLATE "C" NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    mailbox_id TEXT COLLATE "C" NOT NULL,
+    user_id    TEXT COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    rights     TEXT COLLATE "C" NOT NULL CHECK (rights <> ''),
+    subscribed SMALLINT NOT NULL DEFAULT 1 CHECK (subscribed IN (0, 1)),
+    granted_by TEXT COLLATE "C",
+    created    DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (account_id, mailbox_id, user_id)
+);
+CREATE INDEX mailbox_shares_by_user ON mailbox_shares (user_id, account_id);
+
+CREATE TABLE share_views (
+    account_id    TEXT COLLATE "C" NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    user_id       TEXT COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    generation    BIGINT NOT NULL,
+    subscriptions BIGINT NOT NULL,
+    PRIMARY KEY (account_id, user_id)
+);
+
+CREATE TABLE principal_changes (
+    seq     BIGINT PRIMARY KEY,
+    user_id TEXT COLLATE "C" NOT NULL,
+    kind    TEXT NOT NULL CHECK (kind IN ('created', 'updated', 'destroyed')),
+    created DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE principal_version (
+    singleton SMALLINT PRIMARY KEY CHECK (singleton = 1),
+    seq       BIGINT NOT NULL
+);
+INSERT INTO principal_version (singleton, seq) VALUES (1, 0);
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2_PUSH_SUBSCRIPTIONS, _V3_TICKETS, _V4_QUOTAS, _V5_SHARES]
 """
 The schema, one SQL script per version; append only.
 """

@@ -8,17 +8,37 @@ added or a token revoked with ``jmap-admin``, a delegation granted on
 another node) is seen by the next call here.  Timestamps come from the
 injected clock, read on the reactor thread.  The SQL uses ``?``
 placeholders (see :class:`~jmap_twisted.store.sql.query.SQLConnection`).
+
+Mailbox shares (:class:`~jmap_twisted.interfaces.IMailboxShares`) live in
+tables ``mailbox_shares`` and ``share_views``.  Every change of a user's
+rights in an account first locks their ``share_views`` row (creating it),
+so concurrent changes for one sharee and account run one after the other
+on PostgreSQL too; the generation is bumped only by a real change, and the
+row outlives the shares so that a generation is never reused.  The
+principals' log (``principal_changes``) is numbered by the single row of
+``principal_version``, whose row lock orders its writers, so a reader
+never sees an entry before an older one is committed.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from jmap_twisted.errors import NoSuchUser, UserExists
-from jmap_twisted.interfaces import IBlobStore, IDirectory
-from jmap_twisted.records import Account, BlobInfo, TokenInfo, User
+from jmap_twisted import rights
+from jmap_twisted.errors import NoSuchAccount, NoSuchUser, UserExists
+from jmap_twisted.interfaces import IBlobStore, IDirectory, IMailboxShares
+from jmap_twisted.records import (
+    Account,
+    BlobInfo,
+    MailboxShare,
+    SharedView,
+    TokenInfo,
+    User,
+)
 from jmap_twisted.store import ids
 from jmap_twisted.store.sql.mail import Database
 from jmap_twisted.store.sql.push import bump_push_version
@@ -39,7 +59,17 @@ def _create_user(db: SQLConnection, username: str, password_hash: str | None, no
         "INSERT INTO accounts (id, name, owner_id, is_personal, created) VALUES (?, ?, ?, 1, ?)",
         (ids.new_account_id(), username, user.id, now),
     )
+    _log_principal(db, user.id, "created", now)
     return user
+
+
+def _log_principal(db: SQLConnection, user_id: str, kind: str, now: float) -> None:
+    db.execute("UPDATE principal_version SET seq = seq + 1")
+    (seq,) = db.execute("SELECT seq FROM principal_version").fetchone()
+    db.execute(
+        "INSERT INTO principal_changes (seq, user_id, kind, created) VALUES (?, ?, ?, ?)",
+        (seq, user_id, kind, now),
+    )
 
 
 def _get_user(db: SQLConnection, username: str) -> User | None:
@@ -57,7 +87,7 @@ def _list_users(db: SQLConnection) -> list[User]:
     return [User(id=user_id, username=username) for user_id, username in rows]
 
 
-def _delete_user(db: SQLConnection, username: str) -> bool:
+def _delete_user(db: SQLConnection, username: str, now: float) -> bool:
     row = db.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
     if row is None:
         return False
@@ -76,15 +106,28 @@ def _delete_user(db: SQLConnection, username: str) -> bool:
             (user_id,),
         )
     ]
+    sharees = [
+        sharee
+        for (sharee,) in db.execute(
+            "SELECT DISTINCT mailbox_shares.user_id FROM mailbox_shares"
+            " JOIN accounts ON accounts.id = mailbox_shares.account_id"
+            " WHERE accounts.owner_id = ?",
+            (user_id,),
+        )
+    ]
     db.execute("DELETE FROM tokens WHERE user_id = ?", (user_id,))
     db.execute("DELETE FROM delegations WHERE user_id = ?", (user_id,))  # delegated to them
+    db.execute("DELETE FROM mailbox_shares WHERE user_id = ?", (user_id,))  # shared with them
+    db.execute("DELETE FROM share_views WHERE user_id = ?", (user_id,))
     # Every node stops pushing to their subscriptions.
     if db.execute("DELETE FROM push_subscriptions WHERE user_id = ?", (user_id,)).rowcount:
         bump_push_version(db)
-    # Cascades to account_blobs and to the delegations of their accounts.
+    # Cascades to account_blobs and to the delegations, shares and share
+    # views of their accounts.
     db.execute("DELETE FROM accounts WHERE owner_id = ?", (user_id,))
     db.execute("DELETE FROM users WHERE id = ?", (user_id,))
-    _bump_access_version(db, user_id, *delegates)
+    _bump_access_version(db, *sorted({user_id, *delegates, *sharees}))
+    _log_principal(db, user_id, "destroyed", now)
     # Octets no other account refers to any more go with the user.
     db.executemany(
         "DELETE FROM blobs WHERE id = ?"
@@ -268,14 +311,212 @@ def _access_version(db: SQLConnection) -> int:
     return int(version)
 
 
-@implementer(IDirectory)
+def _set_rights(
+    db: SQLConnection,
+    account_id: str,
+    mailbox_id: str,
+    user_id: str,
+    letters: str,
+    granted_by: str | None,
+    now: float,
+) -> tuple[str, str]:
+    row = db.execute("SELECT owner_id FROM accounts WHERE id = ?", (account_id,)).fetchone()
+    if row is None:
+        raise NoSuchAccount(account_id)
+    if db.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
+        raise NoSuchUser(user_id)
+    if row[0] == user_id:
+        raise ValueError("a mailbox cannot be shared with its account's owner")
+    # Lock the sharee's view of the account (see the module's documentation).
+    db.execute(
+        "INSERT INTO share_views (account_id, user_id, generation, subscriptions)"
+        " VALUES (?, ?, 0, 0)"
+        " ON CONFLICT (account_id, user_id) DO UPDATE SET generation = share_views.generation",
+        (account_id, user_id),
+    )
+    key = (account_id, mailbox_id, user_id)
+    row = db.execute(
+        "SELECT rights FROM mailbox_shares WHERE account_id = ? AND mailbox_id = ? AND user_id = ?",
+        key,
+    ).fetchone()
+    old = "" if row is None else str(row[0])
+    if old == letters:
+        return old, letters
+    if not letters:
+        db.execute(
+            "DELETE FROM mailbox_shares WHERE account_id = ? AND mailbox_id = ? AND user_id = ?",
+            key,
+        )
+    elif row is None:
+        db.execute(
+            "INSERT INTO mailbox_shares"
+            " (account_id, mailbox_id, user_id, rights, subscribed, granted_by, created)"
+            " VALUES (?, ?, ?, ?, 1, ?, ?)",
+            (*key, letters, granted_by, now),
+        )
+    else:
+        db.execute(
+            "UPDATE mailbox_shares SET rights = ?, granted_by = ?"
+            " WHERE account_id = ? AND mailbox_id = ? AND user_id = ?",
+            (letters, granted_by, *key),
+        )
+    db.execute(
+        "UPDATE share_views SET generation = generation + 1 WHERE account_id = ? AND user_id = ?",
+        (account_id, user_id),
+    )
+    _bump_access_version(db, user_id)
+    return old, letters
+
+
+def _share(account_id: str, row: tuple[str, str, str, int]) -> MailboxShare:
+    mailbox_id, user_id, letters, subscribed = row
+    return MailboxShare(
+        account_id=account_id,
+        mailbox_id=mailbox_id,
+        user_id=user_id,
+        rights=letters,
+        subscribed=bool(subscribed),
+    )
+
+
+def _shares_of_account(db: SQLConnection, account_id: str) -> list[MailboxShare]:
+    rows = db.execute(
+        "SELECT mailbox_id, user_id, rights, subscribed FROM mailbox_shares"
+        " WHERE account_id = ? ORDER BY mailbox_id, user_id",
+        (account_id,),
+    )
+    return [_share(account_id, row) for row in rows]
+
+
+#: Mailbox ids per statement of ``shares_of_mailboxes``.
+MAILBOX_BATCH = 500
+
+
+def _shares_of_mailboxes(
+    db: SQLConnection, account_id: str, mailbox_ids: list[str]
+) -> list[tuple[MailboxShare, int]]:
+    found: list[tuple[MailboxShare, int]] = []
+    for start in range(0, len(mailbox_ids), MAILBOX_BATCH):
+        batch = mailbox_ids[start : start + MAILBOX_BATCH]
+        rows = db.execute(
+            "SELECT mailbox_shares.mailbox_id, mailbox_shares.user_id, mailbox_shares.rights,"  # noqa: S608 - placeholders only
+            " mailbox_shares.subscribed, share_views.generation"
+            " FROM mailbox_shares JOIN share_views"
+            " ON share_views.account_id = mailbox_shares.account_id"
+            " AND share_views.user_id = mailbox_shares.user_id"
+            " WHERE mailbox_shares.account_id = ?"
+            f" AND mailbox_shares.mailbox_id IN ({', '.join('?' * len(batch))})",
+            (account_id, *batch),
+        )
+        found.extend((_share(account_id, row[:4]), int(row[4])) for row in rows)
+    return sorted(found, key=lambda pair: (pair[0].mailbox_id, pair[0].user_id))
+
+
+def _shared_views_for_user(db: SQLConnection, user_id: str) -> list[tuple[Account, SharedView]]:
+    # Canonical order puts l first: a share with l has rights LIKE 'l%'.
+    accounts = db.execute(
+        "SELECT accounts.id, accounts.name, accounts.owner_id,"
+        " share_views.generation, share_views.subscriptions"
+        " FROM share_views"
+        " JOIN accounts ON accounts.id = share_views.account_id"
+        " JOIN users ON users.id = accounts.owner_id"
+        " WHERE share_views.user_id = ? AND accounts.owner_id <> ?"
+        " AND NOT EXISTS (SELECT 1 FROM delegations"
+        "  WHERE delegations.account_id = accounts.id AND delegations.user_id = ?)"
+        " AND EXISTS (SELECT 1 FROM mailbox_shares"
+        "  WHERE mailbox_shares.account_id = accounts.id AND mailbox_shares.user_id = ?"
+        "  AND mailbox_shares.rights LIKE 'l%')"
+        " ORDER BY users.username, accounts.created, accounts.id",
+        (user_id,) * 4,
+    ).fetchall()
+    letters: dict[str, list[tuple[str, str]]] = {}
+    for account_id, mailbox_id, granted in db.execute(
+        "SELECT account_id, mailbox_id, rights FROM mailbox_shares"
+        " WHERE user_id = ? ORDER BY account_id, mailbox_id",
+        (user_id,),
+    ):
+        letters.setdefault(account_id, []).append((mailbox_id, granted))
+    return [
+        (
+            Account(id=account_id, name=name, owner_id=owner_id),
+            SharedView(
+                generation=int(generation),
+                subscriptions=int(subscriptions),
+                rights=tuple(letters[account_id]),
+            ),
+        )
+        for account_id, name, owner_id, generation, subscriptions in accounts
+    ]
+
+
+def _set_subscribed(
+    db: SQLConnection, account_id: str, mailbox_id: str, user_id: str, subscribed: bool
+) -> bool:
+    key = (account_id, mailbox_id, user_id)
+    cursor = db.execute(
+        "UPDATE mailbox_shares SET subscribed = ?"
+        " WHERE account_id = ? AND mailbox_id = ? AND user_id = ? AND subscribed <> ?",
+        (int(subscribed), *key, int(subscribed)),
+    )
+    if cursor.rowcount == 0:
+        row = db.execute(
+            "SELECT 1 FROM mailbox_shares WHERE account_id = ? AND mailbox_id = ? AND user_id = ?",
+            key,
+        ).fetchone()
+        return row is not None
+    db.execute(
+        "UPDATE share_views SET subscriptions = subscriptions + 1"
+        " WHERE account_id = ? AND user_id = ?",
+        (account_id, user_id),
+    )
+    _bump_access_version(db, user_id)
+    return True
+
+
+def _forget_mailbox(db: SQLConnection, account_id: str, mailbox_id: str) -> list[str]:
+    sharees = [
+        user_id
+        for (user_id,) in db.execute(
+            "SELECT user_id FROM mailbox_shares WHERE account_id = ? AND mailbox_id = ?"
+            " ORDER BY user_id",
+            (account_id, mailbox_id),
+        )
+    ]
+    if not sharees:
+        return []
+    db.executemany(
+        "DELETE FROM mailbox_shares WHERE account_id = ? AND mailbox_id = ? AND user_id = ?",
+        [(account_id, mailbox_id, user_id) for user_id in sharees],
+    )
+    db.executemany(
+        "UPDATE share_views SET generation = generation + 1 WHERE account_id = ? AND user_id = ?",
+        [(account_id, user_id) for user_id in sharees],
+    )
+    _bump_access_version(db, *sharees)
+    return sharees
+
+
+def _principal_state(db: SQLConnection) -> int:
+    (seq,) = db.execute("SELECT seq FROM principal_version").fetchone()
+    return int(seq)
+
+
+def _principal_changes_since(db: SQLConnection, since: int) -> list[tuple[int, str, str]]:
+    rows = db.execute(
+        "SELECT seq, user_id, kind FROM principal_changes WHERE seq > ? ORDER BY seq", (since,)
+    )
+    return [(int(seq), user_id, kind) for seq, user_id, kind in rows]
+
+
+@implementer(IDirectory, IMailboxShares)
 class SQLDirectory:
     """
-    :class:`~jmap_twisted.interfaces.IDirectory` in an SQL database.
+    :class:`~jmap_twisted.interfaces.IDirectory` and
+    :class:`~jmap_twisted.interfaces.IMailboxShares` in an SQL database.
 
     Deleting a user also deletes the blobs that only their accounts stored,
-    the delegations of their accounts and to them, and their push
-    subscriptions (see :mod:`jmap_twisted.store.sql.push`).
+    the delegations and mailbox shares of their accounts and to them, and
+    their push subscriptions (see :mod:`jmap_twisted.store.sql.push`).
 
     :param db: the started database.
     :param clock: gives the ``created`` time of users, accounts, tokens and
@@ -302,7 +543,7 @@ class SQLDirectory:
         return self._db.read(_list_users)
 
     def delete_user(self, username: str) -> Deferred[bool]:
-        return self._db.run(_delete_user, username)
+        return self._db.run(_delete_user, username, self._clock.seconds())
 
     def get_password_hash(self, username: str) -> Deferred[tuple[User, str | None] | None]:
         return self._db.read(_get_password_hash, username)
@@ -357,6 +598,50 @@ class SQLDirectory:
 
     def access_changes_since(self, version: int) -> Deferred[list[str] | None]:
         return self._db.read(_access_changes_since, version)
+
+    def set_rights(
+        self, account_id: str, mailbox_id: str, user_id: str, letters: str, granted_by: str | None
+    ) -> Deferred[tuple[str, str]]:
+        try:
+            letters = rights.normalise(letters)
+        except ValueError as error:
+            return fail(error)
+        if not ids.is_valid_id(mailbox_id):
+            return fail(ValueError(f"{mailbox_id!r} is not a mailbox id"))
+        return self._db.run(
+            _set_rights,
+            account_id,
+            mailbox_id,
+            user_id,
+            letters,
+            granted_by,
+            self._clock.seconds(),
+        )
+
+    def shares_of_account(self, account_id: str) -> Deferred[list[MailboxShare]]:
+        return self._db.read(_shares_of_account, account_id)
+
+    def shares_of_mailboxes(
+        self, account_id: str, mailbox_ids: Collection[str]
+    ) -> Deferred[list[tuple[MailboxShare, int]]]:
+        return self._db.read(_shares_of_mailboxes, account_id, sorted(set(mailbox_ids)))
+
+    def shared_views_for_user(self, user_id: str) -> Deferred[list[tuple[Account, SharedView]]]:
+        return self._db.read(_shared_views_for_user, user_id)
+
+    def set_subscribed(
+        self, account_id: str, mailbox_id: str, user_id: str, subscribed: bool
+    ) -> Deferred[bool]:
+        return self._db.run(_set_subscribed, account_id, mailbox_id, user_id, subscribed)
+
+    def forget_mailbox(self, account_id: str, mailbox_id: str) -> Deferred[list[str]]:
+        return self._db.run(_forget_mailbox, account_id, mailbox_id)
+
+    def principal_state(self) -> Deferred[int]:
+        return self._db.read(_principal_state)
+
+    def principal_changes_since(self, since: int) -> Deferred[list[tuple[int, str, str]]]:
+        return self._db.read(_principal_changes_since, since)
 
 
 # Transactions of SQLBlobStore.

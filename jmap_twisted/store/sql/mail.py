@@ -21,6 +21,11 @@ differs: where the searchable text lives and how a query is compiled
   the state the write will commit, as the reference does.
 - Other JSON documents (``Identity``, ``VacationResponse``, …) live in
   ``mail_documents`` and share the change log.
+- Quotas (:mod:`jmap_twisted.store.quota`): an account's usage (octets and
+  messages) and limits are columns of its ``mail_accounts`` row.  Adding
+  an email reads them, refuses the email past a limit, and adds to them
+  in the same transaction; destroying one takes from them.  The account's
+  writers being serialised, the usage read is the latest.
 - Nothing is cached in the process: several processes or server nodes may
   share the database.
 - Message octets go to the shared, content-addressed ``blobs`` table.  The
@@ -51,6 +56,7 @@ from zope.interface import implementer
 
 from jmap_twisted.interfaces import IChangeLogPruning, IMailReader, IMailStore, IMailWriter
 from jmap_twisted.records import (
+    AccountQuota,
     ChangeBatch,
     EmailRecord,
     EmailSummary,
@@ -60,6 +66,7 @@ from jmap_twisted.records import (
     StoreCommit,
 )
 from jmap_twisted.store import ids
+from jmap_twisted.store import quota as quotas
 from jmap_twisted.store.changelog import (
     ChangeRecorder,
     CommitListeners,
@@ -343,6 +350,22 @@ class SQLReader:
         )
         return {document_id: json.loads(document) for document_id, document in rows}
 
+    def quota(self) -> AccountQuota:
+        row = self._db.execute(
+            "SELECT used_octets, used_messages, storage_limit, message_limit"
+            " FROM mail_accounts WHERE account_id = ?",
+            (self.account_id,),
+        ).fetchone()
+        if row is None:
+            return AccountQuota()
+        used_octets, used_messages, storage_limit, message_limit = row
+        return AccountQuota(
+            int(used_octets),
+            int(used_messages),
+            None if storage_limit is None else int(storage_limit),
+            None if message_limit is None else int(message_limit),
+        )
+
 
 @implementer(IMailWriter)
 class SQLWriter(SQLReader):
@@ -456,6 +479,11 @@ class SQLWriter(SQLReader):
         received_at: float,
     ) -> EmailRecord:
         raw = bytes(raw)
+        # The account's writers are serialised (its mail_accounts row is
+        # locked, or the database's write lock held), so the usage read
+        # here is the latest and nobody else takes the room it leaves.
+        quota = self.quota()
+        quotas.check_room(quota, len(raw))
         summary = summarize(raw)  # parsed and hashed here, on the writer thread
         blob_id = ids.blob_id(raw)
         self._db.execute(
@@ -492,7 +520,42 @@ class SQLWriter(SQLReader):
             [(self.account_id, m, record.id) for m in _mentioned(summary)],
         )
         record_email_added(self._recorder, record, new_thread, thread_mailboxes)
+        self._change_usage(record.size, 1)
+        quotas.record_usage_changed(self._recorder, quota)
         return record
+
+    def _change_usage(self, size: int, count: int) -> None:
+        """
+        Add an email's size and one message to the account's quota usage
+        (``count`` 1), or take them away (``count`` -1).
+        """
+        self._db.execute(
+            "INSERT INTO mail_accounts (account_id) VALUES (?) ON CONFLICT (account_id) DO NOTHING",
+            (self.account_id,),
+        )
+        self._db.execute(
+            "UPDATE mail_accounts SET used_octets = used_octets + ?,"
+            " used_messages = used_messages + ? WHERE account_id = ?",
+            (count * size, count, self.account_id),
+        )
+
+    def set_quota(self, storage_limit: int | None, message_limit: int | None) -> AccountQuota:
+        before = self.quota()
+        after = evolve(
+            before,
+            storage_limit=quotas.checked_limit(storage_limit),
+            message_limit=quotas.checked_limit(message_limit),
+        )
+        self._db.execute(
+            "INSERT INTO mail_accounts (account_id) VALUES (?) ON CONFLICT (account_id) DO NOTHING",
+            (self.account_id,),
+        )
+        self._db.execute(
+            "UPDATE mail_accounts SET storage_limit = ?, message_limit = ? WHERE account_id = ?",
+            (after.storage_limit, after.message_limit, self.account_id),
+        )
+        quotas.record_limits_changed(self._recorder, before, after)
+        return after
 
     #: The ``emails`` columns every backend has, in the order of :meth:`_email_values`.
     EMAIL_INSERT_COLUMNS = (
@@ -649,6 +712,8 @@ class SQLWriter(SQLReader):
             is not None
         )
         record_email_destroyed(self._recorder, record, thread_left, thread_mailboxes)
+        self._change_usage(record.size, -1)
+        quotas.record_usage_changed(self._recorder, self.quota())
 
 
 def record_commit(

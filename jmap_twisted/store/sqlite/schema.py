@@ -295,6 +295,67 @@ CREATE INDEX tickets_by_user ON tickets (user_id, issued);
 CREATE INDEX tickets_by_expiry ON tickets (expires);
 """
 
+_V7_QUOTAS = """
+-- Quotas (RFC 9425, jmap_twisted.store.quota): each account's usage, kept
+-- by the transaction that adds or destroys an email, and its limits.
+ALTER TABLE mail_accounts ADD COLUMN used_octets INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE mail_accounts ADD COLUMN used_messages INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE mail_accounts ADD COLUMN storage_limit INTEGER;  -- NULL: no limit
+ALTER TABLE mail_accounts ADD COLUMN message_limit INTEGER;  -- NULL: no limit
+
+-- The usage of the mail stored before quotas, counted once here.
+INSERT INTO mail_accounts (account_id) SELECT DISTINCT account_id FROM emails WHERE true
+ON CONFLICT (account_id) DO NOTHING;
+UPDATE mail_accounts SET
+    used_octets = (SELECT COALESCE(SUM(size), 0) FROM emails
+                   WHERE emails.account_id = mail_accounts.account_id),
+    used_messages = (SELECT COUNT(*) FROM emails
+                     WHERE emails.account_id = mail_accounts.account_id);
+"""
+
+_V8_SHARES = """
+-- Mailbox sharing (RFC 4314 rights, RFC 9670; jmap_twisted.store.sql.directory):
+-- a mailbox of an account shared with a user who does not own it.
+CREATE TABLE mailbox_shares (
+    account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    mailbox_id TEXT NOT NULL,
+    user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    rights     TEXT NOT NULL CHECK (rights <> ''),  -- RFC 4314 letters, canonical order
+    subscribed INTEGER NOT NULL DEFAULT 1 CHECK (subscribed IN (0, 1)),  -- the sharee's own
+    granted_by TEXT,                                -- a user id; NULL: the administrator
+    created    REAL NOT NULL,
+    PRIMARY KEY (account_id, mailbox_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX mailbox_shares_by_user ON mailbox_shares (user_id, account_id);
+
+-- Each sharee's view of an account: generation bumped by every change of
+-- their rights there, subscriptions by every change of their subscriptions.
+-- Kept after the last share goes, so that a new share never reuses a
+-- generation.
+CREATE TABLE share_views (
+    account_id    TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    user_id       TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    generation    INTEGER NOT NULL,
+    subscriptions INTEGER NOT NULL,
+    PRIMARY KEY (account_id, user_id)
+) WITHOUT ROWID;
+
+-- Principal/changes (RFC 9670): users created and deleted, never pruned.
+-- The single row of principal_version numbers the entries (its row lock
+-- orders concurrent writers).
+CREATE TABLE principal_changes (
+    seq     INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    kind    TEXT NOT NULL CHECK (kind IN ('created', 'updated', 'destroyed')),
+    created REAL NOT NULL
+);
+CREATE TABLE principal_version (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    seq       INTEGER NOT NULL
+);
+INSERT INTO principal_version (singleton, seq) VALUES (1, 0);
+"""
+
 MIGRATIONS: list[str] = [
     _V1_DIRECTORY_AND_BLOBS,
     _V2_MAIL,
@@ -302,6 +363,8 @@ MIGRATIONS: list[str] = [
     _V4_ACCESS_CHANGES,
     _V5_PUSH_SUBSCRIPTIONS,
     _V6_TICKETS,
+    _V7_QUOTAS,
+    _V8_SHARES,
 ]
 """
 The schema, one SQL script per version; append only.

@@ -1,10 +1,11 @@
 """
 The ``jmap-admin`` command: manage users, bearer tokens, account
-delegations, quotas and dead letters.
+delegations, mailbox shares, quotas and dead letters.
 
 It works on the database of a data directory directly, also while a server
 runs on it: the server reads the directory on every request, so a new user,
-password, revoked token or delegation takes effect at once.  Dead letters
+password, revoked token, delegation or mailbox share takes effect at once
+(a share also notifies the sharee, see :mod:`jmap_twisted.sharing`).  Dead letters
 marked with ``dead-letters redeliver`` are redelivered by the running
 server, which looks for them every few seconds.  Quota limits set with
 ``quota set`` hold for the next email stored, on every node.
@@ -32,11 +33,13 @@ from typing import NoReturn
 
 from twisted.internet.task import react
 
+from jmap_twisted import rights
 from jmap_twisted.auth.passwords import PasswordHasher, new_token, token_hash
 from jmap_twisted.errors import DatabaseError, NoSuchUser, UserExists
 from jmap_twisted.extras import MissingExtra, require
 from jmap_twisted.interfaces import IJMAPReactor, IMailWriter
-from jmap_twisted.records import AccountQuota
+from jmap_twisted.records import Account, AccountQuota, MailboxRecord
+from jmap_twisted.sharing import Sharing, SharingIncomplete, SharingRefused
 from jmap_twisted.store.backends import (
     StoreConfigurationError,
     Stores,
@@ -150,6 +153,102 @@ async def _undelegate(stores: Stores, args: argparse.Namespace, _: str | None) -
 async def _delegations(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
     for user in await stores.directory.delegations(args.owner):
         print(user.username)
+
+
+async def _personal_account(stores: Stores, username: str) -> Account:
+    user = await stores.directory.get_user(username)
+    if user is None:
+        raise NoSuchUser(username)
+    for account in await stores.directory.accounts_for_user(user.id):
+        if account.owner_id == user.id:
+            return account
+    raise AdminError(f"{username} has no account")
+
+
+def _mailbox_paths(mailboxes: list[MailboxRecord]) -> dict[str, str]:
+    """
+    The ``/``-separated name path of each mailbox, by id.
+    """
+    by_id = {m.id: m for m in mailboxes}
+    paths: dict[str, str] = {}
+
+    def path(mailbox: MailboxRecord) -> str:
+        if mailbox.id not in paths:
+            parent = by_id.get(mailbox.parent_id or "")
+            paths[mailbox.id] = mailbox.name if parent is None else f"{path(parent)}/{mailbox.name}"
+        return paths[mailbox.id]
+
+    for mailbox in mailboxes:
+        path(mailbox)
+    return paths
+
+
+async def _mailbox(stores: Stores, owner: str, account: Account, name: str) -> tuple[str, str]:
+    """
+    The id and path of a mailbox named by its id or its name path.
+    """
+    paths = _mailbox_paths(await stores.mail.read(account.id, lambda r: r.mailboxes()))
+    if name in paths:
+        return name, paths[name]
+    for mailbox_id, path in paths.items():
+        if path == name:
+            return mailbox_id, path
+    raise AdminError(f"no such mailbox in the account of {owner}: {name}")
+
+
+async def _set_share(stores: Stores, args: argparse.Namespace, letters: str) -> tuple[str, str]:
+    """
+    Give ``args.sharee`` ``letters`` on ``args.mailbox`` of ``args.owner``.
+
+    :return: the mailbox's path and the sharee's letters before.
+    """
+    account = await _personal_account(stores, args.owner)
+    await stores.mail.setup_account(account.id)
+    mailbox_id, path = await _mailbox(stores, args.owner, account, args.mailbox)
+    sharee = await stores.directory.get_user(args.sharee)
+    if sharee is None:
+        raise NoSuchUser(args.sharee)
+    sharing = Sharing(stores.directory, stores.mail, args.clock)
+    try:
+        change = await sharing.set_rights(account, mailbox_id, sharee.id, letters, None)
+    except SharingRefused as error:
+        raise AdminError(str(error)) from None
+    except SharingIncomplete as error:
+        raise AdminError(
+            f"the share of {path} changed, but recording or notifying it failed: {error}"
+        ) from None
+    return path, change.old
+
+
+async def _share(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    try:
+        letters = rights.parse(args.rights)
+    except ValueError as error:
+        raise AdminError(str(error)) from None
+    if not letters:
+        raise AdminError("no rights given (unshare stops sharing)")
+    path, old = await _set_share(stores, args, letters)
+    print(f"shared {path} of {args.owner} with {args.sharee}: {letters} (before: {old or 'none'})")
+
+
+async def _unshare(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    path, old = await _set_share(stores, args, "")
+    if not old:
+        raise AdminError(f"{path} of {args.owner} is not shared with {args.sharee}")
+    print(f"stopped sharing {path} of {args.owner} with {args.sharee} (had: {old})")
+
+
+async def _shares(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    account = await _personal_account(stores, args.owner)
+    paths = _mailbox_paths(await stores.mail.read(account.id, lambda r: r.mailboxes()))
+    lines = []
+    for share in await stores.directory.shares_of_account(account.id):
+        sharee = await stores.directory.get_user_by_id(share.user_id)
+        name = share.user_id if sharee is None else sharee.username
+        path = paths.get(share.mailbox_id, "-")
+        lines.append(f"{path}\t{share.mailbox_id}\t{name}\t{share.rights}")
+    for line in sorted(lines):
+        print(line)
 
 
 async def _dead_letters_list(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
@@ -299,8 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="jmap-admin",
-        description="Manage the users, bearer tokens, delegations, quotas, dead letters and"
-        " VAPID key of a JMAP server.",
+        description="Manage the users, bearer tokens, delegations, mailbox shares, quotas,"
+        " dead letters and VAPID key of a JMAP server.",
     )
     parser.add_argument(
         "--data",
@@ -323,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(
         dest="group",
         required=True,
-        metavar="{user,token,delegate,undelegate,delegations,quota,dead-letters,vapid}",
+        metavar="{user,token,delegate,undelegate,delegations,share,unshare,shares,quota,"
+        "dead-letters,vapid}",
     )
 
     user = groups.add_parser("user", help="manage users").add_subparsers(
@@ -371,6 +471,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     delegations.add_argument("owner", metavar="OWNER")
     delegations.set_defaults(command=_delegations)
+
+    share = groups.add_parser(
+        "share",
+        help="share a mailbox of OWNER with SHAREE (or change their rights on it); the sharee"
+        " is notified",
+    )
+    share.add_argument("owner", metavar="OWNER")
+    share.add_argument("mailbox", metavar="MAILBOX", help="a mailbox id or name path (A/B)")
+    share.add_argument("sharee", metavar="SHAREE")
+    share.add_argument(
+        "rights",
+        metavar="RIGHTS",
+        help="RFC 4314 letters of lrswipkxtea, or "
+        + ", ".join(f"{name} ({letters})" for name, letters in rights.NAMED_SETS.items()),
+    )
+    share.set_defaults(command=_share)
+    unshare = groups.add_parser("unshare", help="stop sharing a mailbox of OWNER with SHAREE")
+    unshare.add_argument("owner", metavar="OWNER")
+    unshare.add_argument("mailbox", metavar="MAILBOX", help="a mailbox id or name path (A/B)")
+    unshare.add_argument("sharee", metavar="SHAREE")
+    unshare.set_defaults(command=_unshare)
+    shares = groups.add_parser(
+        "shares",
+        help="list the shares of OWNER's mailboxes (mailbox path, mailbox id, sharee, rights)",
+    )
+    shares.add_argument("owner", metavar="OWNER")
+    shares.set_defaults(command=_shares)
 
     quota = groups.add_parser(
         "quota",
@@ -526,6 +653,8 @@ async def _run(
         await database.start()
     except opening_errors as error:
         _fail(f"cannot open {settings.description}: {error}")
+    # The time of what commands record (share notifications).
+    args.clock = reactor
     try:
         command: _Command = args.command
         await command(opened, args, password_hash)

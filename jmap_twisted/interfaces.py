@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         MailboxCounts,
         MailboxRecord,
         MailboxShare,
+        MailView,
         PushSubscriptionRecord,
         SharedView,
         StoreCommit,
@@ -418,6 +419,34 @@ class IMailReader(Interface):
             retention.
         """
 
+    def view_state(type_name: str, view: MailView) -> str:
+        """
+        A sharee's state of a data type: ``s<generation>.<seq>`` (for
+        ``Mailbox``, ``s<generation>.<seq>.<subscriptions>``), where
+        ``seq`` is the latest change-log entry concerning a mailbox of the
+        view (listed ones for ``Mailbox``, readable ones for ``Email`` and
+        ``Thread``; a change of a mailbox's sharing only when the view
+        administers it).  It moves only when such a change commits, and
+        never goes back within a generation.  Inside a write, the state
+        the write will commit.
+        """
+
+    def view_changes(
+        type_name: str, since_state: str, max_changes: int | None, view: MailView
+    ) -> ChangeBatch:
+        """
+        As :meth:`changes`, for a sharee, from one of their states: an
+        email moved into a mailbox they read is created for them, one
+        moved out of the last they read destroyed; a thread is updated
+        while they may read one of its emails, destroyed otherwise; a
+        ``Mailbox`` state from before their subscriptions changed also
+        reports every listed mailbox updated.
+
+        :raises jmap_twisted.errors.CannotCalculateChanges: the state is
+            not one the view's generation issued, or changes it would
+            report were pruned.
+        """
+
     def message(blob_id: str) -> bytes | None:
         """
         The octets of a message or other blob stored in this account.
@@ -459,6 +488,15 @@ class IMailWriter(IMailReader):
     def destroy_mailbox(mailbox_id: str) -> None:
         """
         Destroy an (empty, childless) mailbox.
+        """
+
+    def note_acl_change(mailbox_id: str) -> None:
+        """
+        Record that a mailbox's sharing (RFC 9670 ``shareWith``) changed:
+        the mailbox is updated for the account's owner and delegates, and
+        for those of its sharees who administer it.
+
+        :raises KeyError: no such mailbox.
         """
 
     def add_email(

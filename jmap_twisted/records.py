@@ -62,6 +62,30 @@ class Account:
     shared: SharedView | None = None
 
 
+@frozen(cache_hash=True)
+class MailView:
+    """
+    What a sharee sees of an account's mail, as the mail store needs it
+    to compute their states (see :func:`jmap_twisted.rights.mail_view`).
+
+    :ivar generation: the :attr:`SharedView.generation` the view belongs
+        to; a state of another generation cannot be calculated from.
+    :ivar subscriptions: the :attr:`SharedView.subscriptions` counter, part
+        of the ``Mailbox`` state.
+    :ivar listed: the mailboxes they may see (right ``l``).
+    :ivar readable: the mailboxes whose emails they may read (``l`` and
+        ``r``).
+    :ivar admin: the mailboxes they administer (``a``), whose sharing
+        changes they see.
+    """
+
+    generation: int
+    subscriptions: int
+    listed: frozenset[str]
+    readable: frozenset[str]
+    admin: frozenset[str]
+
+
 @frozen
 class MailboxShare:
     """
@@ -269,6 +293,11 @@ class StoreCommit:
     :ivar states: the new state of every type the operation changed.
     :ivar delivery: the operation is a delivery of new mail (not a draft,
         an import or a copy), for ``EmailDelivery`` push.
+    :ivar touched: ``(type, mailbox id, seq, audience)`` for every
+        mailbox the operation's change-log entries concern, with the
+        latest ``seq`` per type, mailbox and audience: what moves the
+        states of sharees' views (see :class:`MailView` and
+        :mod:`jmap_twisted.store.changelog`), sorted.
     """
 
     account_id: str
@@ -276,6 +305,7 @@ class StoreCommit:
     events: tuple[MailboxEvent, ...]
     states: dict[str, str]
     delivery: bool = False
+    touched: tuple[tuple[str, str, int, int], ...] = ()
 
 
 @frozen

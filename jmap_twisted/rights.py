@@ -27,12 +27,16 @@ JMAP right              letters    here also
 ======================  =========  ======================================
 
 :func:`mailbox_rights` turns letters into the object, :func:`letters_of`
-turns an object (a ``shareWith`` value of RFC 9670) back into letters.
+turns an object (a ``shareWith`` value of RFC 9670) back into letters;
+:func:`mail_view` turns a sharee's rights into what the mail store needs
+to compute their states.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+from jmap_twisted.records import MailView, SharedView
 
 #: Every right of RFC 4314 §2.1, in canonical order: lookup, read, keep
 #: seen, write, insert, post, create mailboxes, delete mailbox, delete
@@ -165,3 +169,33 @@ def letters_of(rights: Mapping[str, object]) -> str:
         if value:
             letters.append(_NEEDS[name])
     return normalise("".join(letters))
+
+
+#: The letters that let a sharee change something in an account (the
+#: others, ``l r p a``, let them look, post, or share).
+CHANGING = "swikxte"
+
+
+def read_only(shared: SharedView) -> bool:
+    """
+    Whether a sharee may change nothing in the account (its ``isReadOnly``,
+    RFC 8620 §2): none of their mailboxes grants a letter of
+    :data:`CHANGING`.
+    """
+    return not any(set(letters) & set(CHANGING) for _, letters in shared.rights)
+
+
+def mail_view(shared: SharedView) -> MailView:
+    """
+    What a sharee sees of an account's mail: the mailboxes they may list
+    (``l``), read (``l`` and ``r``) and administer (``a``), with their
+    generation and subscriptions counter.
+    """
+    listed = frozenset(m for m, letters in shared.rights if holds(letters, "l"))
+    return MailView(
+        generation=shared.generation,
+        subscriptions=shared.subscriptions,
+        listed=listed,
+        readable=frozenset(m for m, letters in shared.rights if holds(letters, "lr")),
+        admin=frozenset(m for m, letters in shared.rights if holds(letters, "a")),
+    )

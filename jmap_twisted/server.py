@@ -126,6 +126,7 @@ class JMAPServer:
             config.send_limits,
             push_subscriptions=push_subscriptions,
             push_events=self.webpush,
+            directory=directory,
         )
         self.registry = methods.registry
         if self.webpush is not None:

@@ -24,9 +24,10 @@ from twisted.web.server import Site
 
 from jmap_twisted.bus.changes import register_change_listener
 from jmap_twisted.bus.deadletters import redeliver_requested
+from jmap_twisted.bus.shares import register_share_audience
 from jmap_twisted.config import ServerConfig
 from jmap_twisted.http.admission import ConnectionGuard
-from jmap_twisted.interfaces import IChangeLogPruning, IJMAPReactor
+from jmap_twisted.interfaces import IChangeLogPruning, IJMAPReactor, IMailboxShares
 from jmap_twisted.listening import ListeningService
 from jmap_twisted.loops import SupervisedLoop
 from jmap_twisted.mail.vacation import VacationResponder
@@ -126,6 +127,8 @@ class JMAPService(MultiService):
             server.oidc.start()  # fetches the providers' keys in the background
         self._ticket_upkeep.start(now=False)
         await register_change_listener(server.mailbox_bus, server.jmap_bus)
+        if IMailboxShares.providedBy(server.directory):
+            await register_share_audience(server.mailbox_bus, server.jmap_bus, server.directory)
         if server.webpush is not None:
             try:
                 await self._start_webpush()

@@ -144,3 +144,53 @@ def test_importing_the_server_installs_no_reactor_and_loads_no_driver() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False []"
+
+
+def direct_store_calls(path: Path) -> list[str]:
+    """
+    The ``<…>.store.read(…)``/``.write(…)`` calls (or through ``_store``) of
+    a module, as ``line: call``.
+    """
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("read", "write")
+            and isinstance(node.func.value, ast.Attribute)
+            and node.func.value.attr in ("store", "_store")
+        ):
+            found.append(f"{node.lineno}: {ast.unparse(node.func)}")
+    return found
+
+
+def test_methods_reach_the_store_through_the_rights_checks() -> None:
+    """
+    No method module reads or writes the mail store but through
+    :class:`jmap_twisted.methods.access.MailAccess` (``MailMethods.read``
+    and ``write``), which shows a sharee only what they may see and checks
+    their every change.
+    """
+    methods = PACKAGE / "methods"
+    offenders = {
+        path.name: calls
+        for path in sorted(methods.glob("*.py"))
+        if path.name != "access.py" and (calls := direct_store_calls(path))
+    }
+    assert offenders == {}
+    assert direct_store_calls(methods / "access.py")
+
+
+def test_the_store_call_finder_sees_a_direct_call(tmp_path: Path) -> None:
+    """
+    The check above can fail: direct calls through ``store`` and
+    ``_store`` are found, calls through the access wrapper are not.
+    """
+    module = tmp_path / "m.py"
+    module.write_text(
+        "async def f(self):\n"
+        "    await self.store.read(a, g)\n"
+        "    await self._store.write(a, g)\n"
+        "    await self.read(a, g)\n"
+    )
+    assert direct_store_calls(module) == ["2: self.store.read", "3: self._store.write"]

@@ -9,12 +9,14 @@ from itertools import combinations
 
 import pytest
 
+from jmap_twisted.records import MailView, SharedView
 from jmap_twisted.rights import (
     LETTERS,
     NAMED_SETS,
     RIGHTS_PROPERTIES,
     holds,
     letters_of,
+    mail_view,
     mailbox_rights,
     normalise,
     parse,
@@ -194,3 +196,21 @@ def test_letters_of_refuses_what_is_not_a_right(rights: dict[str, object], messa
     """
     with pytest.raises(ValueError, match=message):
         letters_of(rights)
+
+
+def test_mail_view_of_a_share() -> None:
+    """
+    A sharee's mail view lists the mailboxes they hold ``l`` on, reads
+    those with ``l`` and ``r`` and administers those with ``a``, with
+    their generation and subscriptions counter.
+    """
+    shared = SharedView(
+        7, 2, (("m1", "lr"), ("m2", "l"), ("m3", "r"), ("m4", "la"), ("m5", "lrswitekxa"))
+    )
+    assert mail_view(shared) == MailView(
+        generation=7,
+        subscriptions=2,
+        listed=frozenset({"m1", "m2", "m4", "m5"}),
+        readable=frozenset({"m1", "m5"}),
+        admin=frozenset({"m4", "m5"}),
+    )

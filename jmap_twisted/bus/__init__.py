@@ -10,6 +10,8 @@ The event bus (publish/subscribe) and its listeners.
   redelivery.
 - :mod:`~jmap_twisted.bus.changes`: the mailbox-bus group listener that
   turns store commits into one StateChange per account on the JMAP bus.
+- :mod:`~jmap_twisted.bus.shares`: the mailbox-bus group listener that
+  pushes each commit to the sharees who see it, with their own states.
 
 Two buses run in a server: the *mailbox bus* carries
 :class:`~jmap_twisted.bus.events.MailboxChanged` from the mail store to

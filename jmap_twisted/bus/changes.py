@@ -2,15 +2,16 @@
 From store commits to StateChange events.
 
 :class:`StorePublisher` puts every committed store operation on the
-mailbox bus; :class:`MailboxChangeListener`, a group listener there, works
-out which accounts' JMAP view changed and dispatches one
-:class:`~jmap_twisted.bus.events.StateChange` per account per operation on
-the JMAP bus, keyed by account.
+mailbox bus; :class:`MailboxChangeListener`, a group listener there,
+dispatches one :class:`~jmap_twisted.bus.events.StateChange` per operation
+with the account's new states on the JMAP bus, keyed by account (for its
+owner and delegates).  Sharees of the mailboxes a commit touched
+are pushed their own view by :class:`~jmap_twisted.bus.shares.ShareAudience`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -31,11 +32,8 @@ PUSHED_TYPES = (
     "EmailSubmission",
     "VacationResponse",
     "Quota",
+    "ShareNotification",
 )
-
-#: Given a commit, other accounts whose view of the data changed (mailboxes
-#: shared into them), each with the states to push there.
-SharedInto = Callable[[MailboxChanged], Awaitable[dict[str, dict[str, str]]]]
 
 
 class StorePublisher:
@@ -83,19 +81,17 @@ def state_change_states(event: MailboxChanged) -> dict[str, str]:
 @implementer(IEventListener)
 class MailboxChangeListener:
     """
-    The mailbox bus's group listener producing StateChange events.
+    The mailbox bus's group listener producing StateChange events for
+    the whole account (its owner and delegates).
 
     :param jmap_bus: where StateChange events go.
-    :param shared_into: finds other accounts that see the change (mailbox
-        sharing); none by default.
     """
 
     GROUP = "MailboxChangeListener"
     execution_mode = SYNCHRONOUS
 
-    def __init__(self, jmap_bus: IEventBus, shared_into: SharedInto | None = None) -> None:
+    def __init__(self, jmap_bus: IEventBus) -> None:
         self._jmap_bus = jmap_bus
-        self._shared_into = shared_into
 
     def is_handling(self, event: IEvent) -> bool:
         return isinstance(event, MailboxChanged)
@@ -105,26 +101,18 @@ class MailboxChangeListener:
         return Deferred.fromCoroutine(self._handle(event))
 
     async def _handle(self, event: MailboxChanged) -> None:
-        targets: dict[str, dict[str, str]] = {}
         states = state_change_states(event)
         if states:
-            targets[event.account_id] = states
-        if self._shared_into is not None:
-            for account_id, shared in (await self._shared_into(event)).items():
-                targets.setdefault(account_id, {}).update(shared)
-        for account_id, account_states in targets.items():
             await self._jmap_bus.dispatch(
-                StateChange(account_id, account_states), [AccountKey(account_id)]
+                StateChange(event.account_id, states), [AccountKey(event.account_id)]
             )
 
 
-def register_change_listener(
-    mailbox_bus: IEventBus, jmap_bus: IEventBus, shared_into: SharedInto | None = None
-) -> Deferred[object]:
+def register_change_listener(mailbox_bus: IEventBus, jmap_bus: IEventBus) -> Deferred[object]:
     """
     Register the MailboxChangeListener group on the mailbox bus.
     """
-    listener = MailboxChangeListener(jmap_bus, shared_into)
+    listener = MailboxChangeListener(jmap_bus)
     return mailbox_bus.register_group(listener, MailboxChangeListener.GROUP)  # type: ignore[return-value]
 
 

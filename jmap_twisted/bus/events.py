@@ -51,21 +51,38 @@ class AccountKey:
         return "account:" + self.account_id
 
 
-_KEY_KINDS = {"account": AccountKey}
+@implementer(IRegistrationKey)
+@frozen
+class ViewerKey:
+    """
+    Listeners of one user interested in what they see of an account whose
+    mailboxes were shared with them (their view: see
+    :class:`~jmap_twisted.records.SharedView`).  Owners and delegates see
+    the whole account and listen under :class:`AccountKey`.
+    """
+
+    account_id: str
+    user_id: str
+
+    def as_string(self) -> str:
+        return f"view:{self.account_id}:{self.user_id}"
 
 
 def parse_key(text: str) -> IRegistrationKey:
     """
     The key a string form (from :meth:`IRegistrationKey.as_string`)
-    stands for.
+    stands for.  A view's key splits at its account id's end (ids
+    never hold ``:``).
 
     :raises ValueError: not a key string.
     """
     kind, sep, value = text.partition(":")
-    if not sep or not value or kind not in _KEY_KINDS:
-        raise ValueError(f"not a registration key: {text!r}")
-    key: IRegistrationKey = _KEY_KINDS[kind](value)
-    return key
+    if sep and value and kind == "account":
+        return AccountKey(value)
+    account_id, sep, user_id = value.partition(":")
+    if sep and account_id and user_id and kind == "view":
+        return ViewerKey(account_id, user_id)
+    raise ValueError(f"not a registration key: {text!r}")
 
 
 @implementer(IEvent)
@@ -73,6 +90,10 @@ def parse_key(text: str) -> IRegistrationKey:
 class MailboxChanged:
     """
     A committed store operation (mailbox bus).
+
+    :ivar touched: as :attr:`~jmap_twisted.records.StoreCommit.touched`:
+        ``(type, mailbox id, seq, audience)`` for the mailboxes the
+        operation's changes concern.
     """
 
     account_id: str
@@ -81,11 +102,17 @@ class MailboxChanged:
     states: Mapping[str, str]
     delivery: bool = False
     event_id: str = field(factory=new_event_id)
+    touched: tuple[tuple[str, str, int, int], ...] = ()
 
     @classmethod
     def from_commit(cls, commit: StoreCommit) -> MailboxChanged:
         return cls(
-            commit.account_id, commit.modseq, commit.events, dict(commit.states), commit.delivery
+            commit.account_id,
+            commit.modseq,
+            commit.events,
+            dict(commit.states),
+            commit.delivery,
+            touched=commit.touched,
         )
 
 
@@ -96,11 +123,21 @@ class StateChange:
     New states of data types in one account (JMAP bus), as RFC 8620 §7.1
     pushes them.  ``EmailDelivery`` is among the states when new mail was
     delivered.
+
+    :ivar viewer: ``None`` for the states of the whole account (for its
+        owner and delegates, under :class:`AccountKey`); otherwise the user
+        whose view of the account these states are (under
+        :class:`ViewerKey`).
+    :ivar generation: the generation of that view
+        (:attr:`~jmap_twisted.records.SharedView.generation`) the states
+        belong to; ``0`` for the whole account.
     """
 
     account_id: str
     states: Mapping[str, str]
     event_id: str = field(factory=new_event_id)
+    viewer: str | None = None
+    generation: int = 0
 
 
 def to_json(event: IEvent) -> bytes:
@@ -119,6 +156,7 @@ def to_json(event: IEvent) -> bytes:
             ],
             "states": dict(event.states),
             "delivery": event.delivery,
+            "touched": [list(t) for t in event.touched],
         }
     elif isinstance(event, StateChange):
         body = {
@@ -127,6 +165,9 @@ def to_json(event: IEvent) -> bytes:
             "accountId": event.account_id,
             "states": dict(event.states),
         }
+        if event.viewer is not None:
+            body["viewer"] = event.viewer
+            body["generation"] = event.generation
     else:
         raise UnknownEvent(f"cannot serialise {type(event).__name__}")
     return json.dumps(body, separators=(",", ":")).encode()
@@ -152,9 +193,22 @@ def from_json(data: bytes) -> IEvent:
                 states=dict(body["states"]),
                 delivery=bool(body["delivery"]),
                 event_id=body["id"],
+                touched=tuple(
+                    (str(t), str(m), int(seq), int(audience))
+                    for t, m, seq, audience in body.get("touched", ())
+                ),
             )
         if kind == "StateChange":
-            return StateChange(body["accountId"], dict(body["states"]), body["id"])
+            viewer = body.get("viewer")
+            if viewer is not None and not isinstance(viewer, str):
+                raise TypeError("viewer must be a user id")
+            return StateChange(
+                body["accountId"],
+                dict(body["states"]),
+                body["id"],
+                viewer=viewer,
+                generation=int(body.get("generation", 0)),
+            )
     except (ValueError, KeyError, TypeError) as e:
         raise UnknownEvent(f"malformed event: {e}") from None
     raise UnknownEvent(f"unknown event type {kind!r}")

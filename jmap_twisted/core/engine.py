@@ -14,7 +14,7 @@ from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.core.pointer import resolve_references
 from jmap_twisted.core.registry import CallContext, Registry
 from jmap_twisted.core.request import Request
-from jmap_twisted.core.session import session_state
+from jmap_twisted.core.session import account_capabilities, session_state
 from jmap_twisted.errors import (
     DiskFull,
     MethodError,
@@ -77,7 +77,13 @@ class Engine:
         responses: list[Response] = []
         for call in request.method_calls:
             context = CallContext(
-                principal, self.registry, request.using, created_ids, call.call_id, self.limits
+                principal,
+                self.registry,
+                request.using,
+                created_ids,
+                call.call_id,
+                self.limits,
+                account_capabilities,
             )
             try:
                 method = self.registry.method(call.name, request.using)

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 #: A method implementation: given the call's context and its (resolved)
 #: arguments, the response arguments.
 MethodHandler = Callable[["CallContext", dict[str, Any]], Awaitable[dict[str, Any]]]
+#: The ``accountCapabilities`` of an account as a user sees it (see
+#: :func:`jmap_twisted.core.session.account_capabilities`).
+AccountCapabilities = Callable[["Account", "IPrincipal", "Registry"], Mapping[str, Any]]
 
 CORE = "urn:ietf:params:jmap:core"
 
@@ -122,6 +125,8 @@ class CallContext:
         add to it.
     :ivar call_id: this call's ``methodCallId``.
     :ivar limits: the core limits in force.
+    :param account_capabilities: what each account offers the user; the
+        methods of a capability it lacks refuse it.
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class CallContext:
         created_ids: dict[str, str],
         call_id: str,
         limits: CoreLimits,
+        account_capabilities: AccountCapabilities,
     ) -> None:
         self.principal = principal
         self.using = using
@@ -139,6 +145,7 @@ class CallContext:
         self.call_id = call_id
         self.limits = limits
         self._registry = registry
+        self._account_capabilities = account_capabilities
         self.extra_responses: list[tuple[str, dict[str, Any]]] = []
 
     def account(self, arguments: dict[str, Any], capability: str) -> Account:
@@ -147,7 +154,9 @@ class CallContext:
 
         :raises InvalidArguments: ``accountId`` is missing or not an Id.
         :raises AccountNotFound: the user cannot access such an account.
-        :raises AccountNotSupportedByMethod: the account lacks ``capability``.
+        :raises AccountNotSupportedByMethod: the account lacks ``capability``
+            (as the session lists its ``accountCapabilities``: a sharee's
+            view of an account has mail only).
         """
         account_id = arguments.get("accountId")
         if not is_id(account_id):
@@ -157,7 +166,7 @@ class CallContext:
                 break
         else:
             raise AccountNotFound("The user has no account with this id.")
-        if self._registry.capabilities[capability].account is None:
+        if capability not in self._account_capabilities(account, self.principal, self._registry):
             raise AccountNotSupportedByMethod()
         return account
 

@@ -9,6 +9,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
+from jmap_twisted import rights
 from jmap_twisted.core.registry import CORE, Registry
 from jmap_twisted.interfaces import IPrincipal
 from jmap_twisted.records import Account, User
@@ -23,31 +24,91 @@ WEBSOCKET_PATH = "/ws"
 TICKET_PATH = "/ticket"
 WEBSOCKET = "urn:ietf:params:jmap:websocket"
 TICKETS = "com:linagora:params:jmap:ws:ticket"
+#: RFC 9670 §2: principals (in the session, and in the user's personal
+#: account, which holds them) and an account's owner (in accounts only).
+PRINCIPALS = "urn:ietf:params:jmap:principals"
+PRINCIPALS_OWNER = "urn:ietf:params:jmap:principals:owner"
+#: What a sharee's view of an account offers (RFC 9670 §4): mail, inside
+#: the shared mailboxes only, and nothing of the owner's own (submission,
+#: vacation response, quota).
+SHARED_VIEW_CAPABILITIES = {"urn:ietf:params:jmap:mail": {"mayCreateTopLevelMailbox": False}}
+
+
+def personal_account(principal: IPrincipal) -> Account | None:
+    """
+    The user's own account among those they may access, if any.
+    """
+    return next((a for a in principal.accounts if a.owner_id == principal.user.id), None)
+
+
+def account_capabilities(
+    account: Account, principal: IPrincipal, registry: Registry
+) -> dict[str, Any]:
+    """
+    The ``accountCapabilities`` of one account as a user sees it: also
+    what the methods check (:meth:`~jmap_twisted.core.registry.CallContext.account`),
+    so that a method of a capability an account lacks answers
+    ``accountNotSupportedByMethod``.
+
+    With the principals capability (RFC 9670 §2), the user's personal
+    account holds the principals and says which is theirs
+    (``currentUserPrincipalId``), and every account names its owner's
+    principal (``urn:ietf:params:jmap:principals:owner``).  A sharee's
+    view of an account has :data:`SHARED_VIEW_CAPABILITIES` only (and its
+    owner's principal).
+    """
+    personal = personal_account(principal)
+    capabilities: dict[str, Any] = {}
+    for urn, capability in registry.capabilities.items():
+        if capability.account is None:
+            continue
+        if account.shared is not None:
+            if urn in SHARED_VIEW_CAPABILITIES:
+                capabilities[urn] = {**capability.account, **SHARED_VIEW_CAPABILITIES[urn]}
+            continue
+        if urn == PRINCIPALS:
+            if personal is not None and account.id == personal.id:
+                capabilities[urn] = {
+                    **capability.account,
+                    "currentUserPrincipalId": principal.user.id,
+                }
+            continue
+        capabilities[urn] = dict(capability.account)
+    if PRINCIPALS in registry.capabilities and personal is not None:
+        capabilities[PRINCIPALS_OWNER] = {
+            "accountIdForPrincipal": personal.id,
+            "principalId": account.owner_id,
+        }
+    return capabilities
+
+
+def account_object(account: Account, principal: IPrincipal, registry: Registry) -> dict[str, Any]:
+    """
+    The Account object (RFC 8620 §2) of one account as a user sees it, as
+    the session lists it (and ``Principal`` objects, RFC 9670 §2).  A
+    sharee's view is read-only when none of its mailboxes lets them change
+    anything (:func:`jmap_twisted.rights.read_only`).
+    """
+    return {
+        "name": account.name,
+        "isPersonal": account.owner_id == principal.user.id,
+        "isReadOnly": account.shared is not None and rights.read_only(account.shared),
+        "accountCapabilities": account_capabilities(account, principal, registry),
+    }
 
 
 def _accounts(principal: IPrincipal, registry: Registry) -> dict[str, Any]:
-    account_capabilities = {
-        urn: dict(cap.account)
-        for urn, cap in registry.capabilities.items()
-        if cap.account is not None
-    }
     return {
-        account.id: {
-            "name": account.name,
-            "isPersonal": account.owner_id == principal.user.id,
-            "isReadOnly": False,
-            "accountCapabilities": account_capabilities,
-        }
-        for account in principal.accounts
+        account.id: account_object(account, principal, registry) for account in principal.accounts
     }
 
 
 def _primary_accounts(principal: IPrincipal, registry: Registry) -> dict[str, str]:
-    personal = [a for a in principal.accounts if a.owner_id == principal.user.id]
-    if not personal:
+    personal = personal_account(principal)
+    if personal is None:
         return {}
     return {
-        urn: personal[0].id
+        urn: personal.id
         for urn, cap in registry.capabilities.items()
         if cap.account is not None or urn == CORE
     }

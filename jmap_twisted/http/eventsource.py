@@ -19,13 +19,14 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from jmap_twisted.auth.realm import accounts_of
 from jmap_twisted.core import jsonio
 from jmap_twisted.http.auth import credential_expiry
 from jmap_twisted.http.problem import write_status
 from jmap_twisted.http.resources import JMAPResource
 from jmap_twisted.interfaces import IPrincipal, IPushConnection
 from jmap_twisted.push.listener import PUSH_TYPES
-from jmap_twisted.push.subscription import PushSubscription
+from jmap_twisted.push.subscription import PushSubscription, access_to
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -111,9 +112,9 @@ class EventStream:
         self._probe = probe
         self._close_after_state = close_after_state
         self._ping = ping
-        self._accounts = [a.id for a in principal.accounts]
+        self._accounts = tuple(principal.accounts)
         self.subscription: PushSubscription | None = PushSubscription(
-            server.jmap_bus, server.mail, self._send, types
+            server.jmap_bus, server.mail, self._send, types, principal.user.id
         )
         self._finished = False
         self._paused = False
@@ -283,13 +284,16 @@ class EventStream:
     async def access_changed(self) -> None:
         """
         End the stream if its credentials no longer hold or the accounts
-        its user may see changed.
+        its user may see changed, or how they see one (another generation
+        or subscriptions of their view of a shared account).
         """
         if self._finished:
             return
-        accounts_now = await self._server.directory.accounts_for_user(self.user_id)
+        accounts_now = await accounts_of(self._server.directory, self.user_id)
         valid = await self._probe()
         if self._finished:
             return  # ended while we looked
-        if not valid or {a.id for a in accounts_now} != set(self._accounts):
+        if not valid or {access_to(a) for a in accounts_now} != {
+            access_to(a) for a in self._accounts
+        }:
             self._end()

@@ -33,6 +33,7 @@ from jmap_twisted.http.auth import (
 )
 from jmap_twisted.http.problem import write_json, write_problem, write_status
 from jmap_twisted.interfaces import IPrincipal
+from jmap_twisted.methods.access import find_account, may_upload, uploads_account
 from jmap_twisted.methods.standard import utc_date
 from jmap_twisted.origins import origin_of
 
@@ -295,7 +296,10 @@ class APIResource(JMAPResource):
 
 class UploadResource(JMAPResource):
     """
-    ``POST /jmap/upload/{accountId}/``: store a blob (RFC 8620 §6.1).
+    ``POST /jmap/upload/{accountId}/``: store a blob (RFC 8620 §6.1).  A
+    sharee uploads for a shared account if they may add emails to one of
+    its mailboxes (else ``403``); the blob is kept in their personal
+    account, where the methods find it for them.
     """
 
     allowed_methods = (b"POST",)
@@ -304,8 +308,15 @@ class UploadResource(JMAPResource):
     async def handle(self, request: IRequest) -> None:
         principal = await login(self.jmap.portal, request)
         account_id = request.postpath[0].decode("utf-8", "replace") if request.postpath else ""
-        if not any(a.id == account_id for a in principal.accounts):
+        account = find_account(principal, account_id)
+        if account is None:
             write_status(request, 404, "No such account.")
+            return
+        target = uploads_account(account, principal)
+        if target is None or not may_upload(account):
+            write_status(
+                request, 403, "Uploading needs the right mayAddItems on a mailbox of the account."
+            )
             return
         # Taken on the headers, before the body was read (see admit_body).
         release = getattr(request, "upload_slot", None)
@@ -318,13 +329,13 @@ class UploadResource(JMAPResource):
         try:
             media_type = _media_type(request.getHeader(b"content-type"))
             data = request.content.read()
-            blob = await self.jmap.blobs.put(account_id, data, media_type)
+            blob = await self.jmap.blobs.put(target, data, media_type)
         finally:
             release()
         write_json(
             request,
             {
-                "accountId": blob.account_id,
+                "accountId": account.id,
                 "blobId": blob.blob_id,
                 "type": blob.type,
                 "size": blob.size,
@@ -336,7 +347,9 @@ class UploadResource(JMAPResource):
 class DownloadResource(JMAPResource):
     """
     ``GET /jmap/download/{accountId}/{blobId}/{name}?type={type}`` (RFC 8620
-    §6.2).  Another account's blob is indistinguishable from a missing one.
+    §6.2).  Another account's blob is indistinguishable from a missing one,
+    and so is, in a sharee's view of an account, one of an email they may
+    not read.
     """
 
     allowed_methods = (b"GET", b"HEAD")
@@ -355,8 +368,8 @@ class DownloadResource(JMAPResource):
             write_status(request, 404, "No such blob.")
             return
         found = None
-        if is_id(blob_key) and any(a.id == account for a in principal.accounts):
-            found = await self.jmap.blob_resolver.fetch(account, blob_key)
+        if is_id(blob_key):
+            found = await self.jmap.blob_resolver.download(principal, account, blob_key)
         if found is None:
             write_status(request, 404, "No such blob.")
             return

@@ -13,13 +13,18 @@ JMAP methods, one module per data type.
 - :mod:`~jmap_twisted.methods.vacation`: ``VacationResponse/*``.
 - :mod:`~jmap_twisted.methods.submission`: ``EmailSubmission/*``.
 - :mod:`~jmap_twisted.methods.quota`: ``Quota/*`` (RFC 9425).
+- :mod:`~jmap_twisted.methods.principals`: ``Principal/*`` (RFC 9670).
+- :mod:`~jmap_twisted.methods.share_notifications`: ``ShareNotification/*``
+  (RFC 9670).
 - :mod:`~jmap_twisted.methods.push_subscription`: ``PushSubscription/get``
   and ``/set``, under the core capability.
 
 Shared pieces: :mod:`~jmap_twisted.methods.standard` (argument checks and
 patches), :mod:`~jmap_twisted.methods.querychanges` (query windows and
-``/queryChanges``), :mod:`~jmap_twisted.methods.mailcontext` (the mail
-capability and account set-up), :mod:`~jmap_twisted.methods.keywords`,
+``/queryChanges``), :mod:`~jmap_twisted.methods.objectquery` (filters and
+sorts of objects held in memory), :mod:`~jmap_twisted.methods.mailcontext`
+(the mail capability and account set-up), :mod:`~jmap_twisted.methods.sharewith`
+(``Mailbox.shareWith``), :mod:`~jmap_twisted.methods.keywords`,
 :mod:`~jmap_twisted.methods.blobs` (finding blobs wherever they live, and
 ``Blob/copy`` under the core capability).
 
@@ -38,6 +43,7 @@ from jmap_twisted.core.registry import Capability, Registry
 from jmap_twisted.core.session import TICKETS, WEBSOCKET
 from jmap_twisted.interfaces import (
     IBlobStore,
+    IDirectory,
     IMailDelivery,
     IMailStore,
     IPushSubscriptionEvents,
@@ -53,14 +59,17 @@ from jmap_twisted.methods.email_set import EmailSetMethods
 from jmap_twisted.methods.identity import SUBMISSION, IdentityMethods
 from jmap_twisted.methods.mailbox import MAX_DEPTH, MAX_NAME_OCTETS, MailboxMethods
 from jmap_twisted.methods.mailcontext import MAIL
+from jmap_twisted.methods.principals import PrincipalMethods
 from jmap_twisted.methods.push_subscription import (
     PushSubscriptionLimits,
     PushSubscriptionMethods,
 )
 from jmap_twisted.methods.quota import QuotaMethods
+from jmap_twisted.methods.share_notifications import ShareNotificationMethods
 from jmap_twisted.methods.submission import SubmissionMethods
 from jmap_twisted.methods.thread import ThreadMethods
 from jmap_twisted.methods.vacation import VACATION, VacationMethods
+from jmap_twisted.sharing import Sharing
 
 
 @frozen
@@ -88,12 +97,17 @@ def build_registry(
     push_subscriptions: IPushSubscriptions | None = None,
     push_events: IPushSubscriptionEvents | None = None,
     push_limits: PushSubscriptionLimits | None = None,
+    directory: IDirectory | None = None,
 ) -> Methods:
     """
     Every capability and method this server offers, over the given stores.
 
     ``PushSubscription/get`` and ``/set`` are offered only with a
     ``push_subscriptions`` store; ``push_events`` hears of their changes.
+    Mailbox sharing (RFC 9670: the principals capability, ``Principal/*``,
+    ``ShareNotification/*``, ``Mailbox.shareWith``) is offered only with a
+    ``directory``, which must provide
+    :class:`~jmap_twisted.interfaces.IMailboxShares` too.
     """
     registry = Registry()
     core.install(registry, limits)
@@ -120,7 +134,8 @@ def build_registry(
     emails = EmailMethods(store, blobs, clock)
     resolver = BlobResolver(blobs, store, emails.parsed)
     BlobMethods(store, blobs, clock, resolver=resolver).install(registry)
-    MailboxMethods(store, blobs, clock).install(registry)
+    sharing = None if directory is None else Sharing(directory, store, clock)
+    MailboxMethods(store, blobs, clock, sharing=sharing).install(registry)
     ThreadMethods(store, blobs, clock).install(registry)
     emails.install(registry)
     EmailQueryMethods(store, blobs, clock).install(registry)
@@ -140,6 +155,9 @@ def build_registry(
     IdentityMethods(store, blobs, clock, domains=domains).install(registry)
     VacationMethods(store, blobs, clock).install(registry)
     QuotaMethods(store, blobs, clock).install(registry)
+    if directory is not None:
+        PrincipalMethods(directory).install(registry)
+        ShareNotificationMethods(store, blobs, clock).install(registry)
     if push_subscriptions is not None:
         PushSubscriptionMethods(
             push_subscriptions,

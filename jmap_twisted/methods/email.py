@@ -359,7 +359,7 @@ class EmailMethods(MailMethods):
                 "notFound": [] if ids is None else not_found(ids, records),
             }
 
-        return await self.store.read(account.id, read)
+        return await self.read(account, read)
 
     async def changes(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
         response, _ = await self.changes_of(context, arguments, "Email")

@@ -23,6 +23,7 @@ from jmap_twisted.methods import querychanges
 from jmap_twisted.methods.keywords import is_keyword
 from jmap_twisted.methods.mailcontext import MAIL, MailMethods
 from jmap_twisted.methods.standard import boolean, check_known, unsigned
+from jmap_twisted.store.changelog import decode_view_state, later_state
 
 _STRING_CONDITIONS = ("text", "from", "to", "cc", "bcc", "subject", "body")
 _KEYWORD_CONDITIONS = (
@@ -229,7 +230,7 @@ class EmailQueryMethods(MailMethods):
             ids, total = reader.query_emails(query.filter, query.sort, query.collapse)
             return querychanges.window(account.id, ids, state, arguments, True)
 
-        return await self.store.read(account.id, read)
+        return await self.read(account, read)
 
     async def query_changes(
         self, context: CallContext, arguments: dict[str, Any]
@@ -242,15 +243,20 @@ class EmailQueryMethods(MailMethods):
             also: list[str] = []
             if query.collapse:
                 since = arguments.get("sinceQueryState")
-                if isinstance(since, str) and since.isdigit():
+                if isinstance(since, str) and (
+                    since.isdigit() or decode_view_state(since) is not None
+                ):
+                    # The earlier of the two positions in the one log:
+                    # queryState is an Email state.
                     thread_state = reader.state("Thread")
-                    start = str(min(int(since), int(thread_state)))
+                    later = later_state(since, thread_state)
+                    start = thread_state if later == since else since
                     threads = reader.changes("Thread", start, None)
                     members = reader.thread_emails([*threads.created, *threads.updated])
                     also = [e for ids in members.values() for e in ids]
             return querychanges.compute(reader, "Email", arguments, current, also)
 
-        result = await self.store.read(account.id, read)
+        result = await self.read(account, read)
         result["accountId"] = account.id
         return result
 
@@ -288,7 +294,7 @@ class EmailQueryMethods(MailMethods):
                 "notFound": [i for i in raw_ids if i not in records] or None,
             }
 
-        return await self.store.read(account.id, read)
+        return await self.read(account, read)
 
 
 def _terms(node: Mapping[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ from jmap_twisted.errors import (
     StateMismatch,
 )
 from jmap_twisted.interfaces import IMailReader, IMailWriter
+from jmap_twisted.methods.access import uploads_account
 from jmap_twisted.methods.blobs import BlobResolver
 from jmap_twisted.methods.email import (
     DEFAULT_PROPERTIES,
@@ -46,7 +47,7 @@ from jmap_twisted.methods.standard import (
     unchangeable,
 )
 from jmap_twisted.mime.compose import ComposeError, compose_message
-from jmap_twisted.records import EmailRecord
+from jmap_twisted.records import Account, EmailRecord
 
 #: The server-set properties of an Email (RFC 8621 §4.1.1, §4.1.4): a
 #: patch may repeat their current values, like that of ``receivedAt``
@@ -184,11 +185,12 @@ class EmailSetMethods(MailMethods):
         return float(self.clock.seconds())
 
     async def _fetch_all(
-        self, account_id: str, blob_ids: Iterator[str]
+        self, context: CallContext, account: Account, blob_ids: Iterator[str]
     ) -> dict[str, tuple[bytes, str]]:
         found = {}
+        uploads = uploads_account(account, context.principal)
         for blob_id in dict.fromkeys(blob_ids):
-            blob = await self.resolver.fetch(account_id, blob_id)
+            blob = await self.resolver.fetch(account, blob_id, uploads)
             if blob is not None:
                 found[blob_id] = blob
         return found
@@ -196,7 +198,7 @@ class EmailSetMethods(MailMethods):
     async def set(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
         account = await self.account(context, arguments)
         create, update, destroy = set_operations(context, arguments)
-        blobs = await self._fetch_all(account.id, _blob_ids(create))
+        blobs = await self._fetch_all(context, account, _blob_ids(create))
         now = self._now()
         hostname = self.hostname
 
@@ -225,7 +227,11 @@ class EmailSetMethods(MailMethods):
                 if email_id not in existing:
                     not_destroyed[email_id] = {"type": "notFound"}
                     continue
-                writer.destroy_email(email_id)
+                try:
+                    writer.destroy_email(email_id)
+                except SetError as e:  # a sharee's missing right
+                    not_destroyed[email_id] = e.error
+                    continue
                 existing.pop(email_id)
                 destroyed.append(email_id)
             return {
@@ -240,7 +246,7 @@ class EmailSetMethods(MailMethods):
                 "notDestroyed": not_destroyed or None,
             }
 
-        return await self.store.write(account.id, write)
+        return await self.write(account, write)
 
     def _create(
         self,
@@ -322,7 +328,7 @@ class EmailSetMethods(MailMethods):
             raise RequestTooLarge()
         blob_ids = [e.get("blobId") for e in emails.values() if isinstance(e, dict)]
         blobs = await self._fetch_all(
-            account.id, iter([b for b in blob_ids if isinstance(b, str) and is_id(b)])
+            context, account, iter([b for b in blob_ids if isinstance(b, str) and is_id(b)])
         )
         now = self._now()
 
@@ -340,7 +346,7 @@ class EmailSetMethods(MailMethods):
                 "notCreated": not_created or None,
             }
 
-        return await self.store.write(account.id, write)
+        return await self.write(account, write)
 
     def _import_one(
         self,
@@ -415,7 +421,7 @@ class EmailSetMethods(MailMethods):
             records = reader.emails([i for i in source_ids if isinstance(i, str)])
             return state, {i: (r, reader.message(r.blob_id) or b"") for i, r in records.items()}
 
-        _, sources = await self.store.read(from_account.id, read_sources)
+        _, sources = await self.read(from_account, read_sources)
         now = self._now()
 
         def write(writer: IMailWriter) -> dict[str, Any]:
@@ -433,7 +439,7 @@ class EmailSetMethods(MailMethods):
                 "notCreated": not_created or None,
             }
 
-        result = await self.store.write(account.id, write)
+        result = await self.write(account, write)
         if destroy_original and result["created"]:
             copied = [create[c]["id"] for c in result["created"]]
             destroy_args: dict[str, Any] = {"accountId": from_account.id, "destroy": copied}
@@ -511,7 +517,9 @@ class EmailSetMethods(MailMethods):
         not_parsable: list[str] = []
         not_found: list[str] = []
         for blob_id in dict.fromkeys(blob_ids):
-            blob = await self.resolver.fetch(account.id, blob_id)
+            blob = await self.resolver.fetch(
+                account, blob_id, uploads_account(account, context.principal)
+            )
             if blob is None:
                 not_found.append(blob_id)
                 continue
@@ -526,7 +534,7 @@ class EmailSetMethods(MailMethods):
                 return message_json(self.parsed.get(blob_id, data), blob_id, wanted, options)
 
             try:
-                email = await self.store.read(account.id, render)
+                email = await self.read(account, render)
             except Exception:
                 not_parsable.append(blob_id)
                 continue

@@ -101,7 +101,7 @@ class IdentityMethods(MailMethods):
                     },
                 )
 
-        await self.store.write(account.id, create)
+        await self.write(account, create)
         self._identities_ready.add(account.id)
 
     async def get(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -214,4 +214,4 @@ class IdentityMethods(MailMethods):
                 "notDestroyed": not_destroyed or None,
             }
 
-        return await self.store.write(account.id, write)
+        return await self.write(account, write)

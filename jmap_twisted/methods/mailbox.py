@@ -1,6 +1,12 @@
 """
 Mailbox methods (RFC 8621 §2): ``Mailbox/get``, ``/changes``, ``/query``,
 ``/queryChanges`` and ``/set``.
+
+In a sharee's view of an account (see :mod:`~jmap_twisted.methods.access`),
+``myRights`` comes from their letters, ``isSubscribed`` is their own
+(changing it changes their share, not the mailbox), and a mailbox they
+create inside a shared one is shared as its parent is, as IMAP servers
+give a new mailbox its parent's ACL.
 """
 
 from __future__ import annotations
@@ -8,11 +14,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from attrs import evolve
+
 from jmap_twisted.core.registry import CallContext, Registry
 from jmap_twisted.core.request import is_id
-from jmap_twisted.errors import InvalidArguments, UnsupportedFilter, UnsupportedSort
+from jmap_twisted.errors import (
+    InvalidArguments,
+    ServerPartialFail,
+    UnsupportedFilter,
+    UnsupportedSort,
+)
 from jmap_twisted.interfaces import IMailReader, IMailWriter
-from jmap_twisted.methods import querychanges
+from jmap_twisted.methods import querychanges, sharewith
+from jmap_twisted.methods.access import mailbox_rights, writer_for_destroy
 from jmap_twisted.methods.mailcontext import MAIL, MailMethods
 from jmap_twisted.methods.standard import (
     SetError,
@@ -23,13 +37,15 @@ from jmap_twisted.methods.standard import (
     get_ids,
     get_properties,
     not_found,
+    resolve_id,
     set_operations,
     signed,
     split_unchanged,
     unchangeable,
     unsigned,
 )
-from jmap_twisted.records import MailboxCounts, MailboxRecord
+from jmap_twisted.records import Account, MailboxCounts, MailboxRecord
+from jmap_twisted.sharing import Sharing, SharingIncomplete
 
 PROPERTIES = (
     "id",
@@ -64,22 +80,12 @@ ROLES = frozenset(
 MAX_NAME_OCTETS = 255
 MAX_DEPTH = 10
 
-RIGHTS = {
-    "mayReadItems": True,
-    "mayAddItems": True,
-    "mayRemoveItems": True,
-    "maySetSeen": True,
-    "maySetKeywords": True,
-    "mayCreateChild": True,
-    "mayRename": True,
-    "mayDelete": True,
-    "maySubmit": True,
-}
 
-
-def to_json(record: MailboxRecord, counts: MailboxCounts) -> dict[str, Any]:
+def to_json(
+    record: MailboxRecord, counts: MailboxCounts, my_rights: Mapping[str, bool]
+) -> dict[str, Any]:
     """
-    The Mailbox object of a record.
+    The Mailbox object of a record, with the user's rights on it.
     """
     return {
         "id": record.id,
@@ -91,9 +97,7 @@ def to_json(record: MailboxRecord, counts: MailboxCounts) -> dict[str, Any]:
         "unreadEmails": counts.unread_emails,
         "totalThreads": counts.total_threads,
         "unreadThreads": counts.unread_threads,
-        "myRights": dict(
-            RIGHTS, mayDelete=record.role != "inbox", mayRename=record.role != "inbox"
-        ),
+        "myRights": dict(my_rights),
         "isSubscribed": record.is_subscribed,
     }
 
@@ -101,7 +105,14 @@ def to_json(record: MailboxRecord, counts: MailboxCounts) -> dict[str, Any]:
 class MailboxMethods(MailMethods):
     """
     The Mailbox methods over a mail store.
+
+    :param sharing: how mailboxes are shared (``shareWith``, RFC 9670), or
+        ``None`` when the server does not share them.
     """
+
+    def __init__(self, *args: Any, sharing: Sharing | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sharing = sharing
 
     def install(self, registry: Registry) -> None:
         registry.add_method("Mailbox/get", MAIL, self.get)
@@ -114,7 +125,11 @@ class MailboxMethods(MailMethods):
         account = await self.account(context, arguments)
         check_known(arguments, {"accountId", "ids", "properties"})
         ids = get_ids(context, arguments)
-        properties = get_properties(arguments, "properties", PROPERTIES, PROPERTIES)
+        known = sharewith.properties(PROPERTIES, context, self.sharing)
+        properties = get_properties(arguments, "properties", known, known)
+        shared = None
+        if self.sharing is not None and sharewith.SHARE_WITH in properties:
+            shared = await sharewith.shown(self.sharing, account)
 
         def read(reader: IMailReader) -> dict[str, Any]:
             mailboxes = {m.id: m for m in reader.mailboxes()}
@@ -122,7 +137,10 @@ class MailboxMethods(MailMethods):
             counts = reader.mailbox_counts(wanted)
             listed = []
             for mailbox_id in wanted:
-                full = to_json(mailboxes[mailbox_id], counts[mailbox_id])
+                mailbox = mailboxes[mailbox_id]
+                full = to_json(mailbox, counts[mailbox_id], mailbox_rights(reader, mailbox))
+                if shared is not None:
+                    full[sharewith.SHARE_WITH] = shared.get(mailbox_id)
                 listed.append({p: full[p] for p in ("id", *properties)})
             return {
                 "accountId": account.id,
@@ -131,7 +149,7 @@ class MailboxMethods(MailMethods):
                 "notFound": [] if ids is None else not_found(ids, mailboxes),
             }
 
-        return await self.store.read(account.id, read)
+        return await self.read(account, read, await self._subscriptions(context, account))
 
     async def changes(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
         response, batch = await self.changes_of(context, arguments, "Mailbox")
@@ -145,7 +163,7 @@ class MailboxMethods(MailMethods):
         def read(reader: IMailReader) -> tuple[list[str], str]:
             return request.run(reader.mailboxes()), reader.state("Mailbox")
 
-        ids, state = await self.store.read(account.id, read)
+        ids, state = await self.read(account, read, await self._subscriptions(context, account))
         return querychanges.window(account.id, ids, state, arguments, can_calculate_changes=True)
 
     async def query_changes(
@@ -159,12 +177,20 @@ class MailboxMethods(MailMethods):
                 reader, "Mailbox", arguments, request.run(reader.mailboxes())
             )
 
-        return dict(await self.store.read(account.id, read), accountId=account.id)
+        subscriptions = await self._subscriptions(context, account)
+        return dict(await self.read(account, read, subscriptions), accountId=account.id)
 
     async def set(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
         account = await self.account(context, arguments)
         create, update, destroy = set_operations(context, arguments, {"onDestroyRemoveEmails"})
         remove_emails = boolean(arguments, "onDestroyRemoveEmails", False)
+        subscribing: dict[str, bool] = {}
+        if account.shared is not None:
+            update, subscribing = _own_subscriptions(update)
+        shares = None
+        if self.sharing is not None and sharewith.offered(context, self.sharing):
+            shares = sharewith.ShareWithChanges(self.sharing, account, context)
+            create, update = await shares.take(create, update)
 
         def write(writer: IMailWriter) -> dict[str, Any]:
             old_state = writer.state("Mailbox")
@@ -173,9 +199,106 @@ class MailboxMethods(MailMethods):
                 create, update, destroy, old_state
             )
 
-        result = await self.store.write(account.id, write)
+        result = await self.write(account, write)
+        if self.sharing is not None:
+            await sharewith.forget_destroyed(self.sharing, account, result)
+        changed = shares is not None and await shares.apply(result)
+        if account.shared is not None:
+            changed = (
+                await self._sharee_set(context, account, create, subscribing, result) or changed
+            )
+        if changed:
+            account = await self._fresh(context, account)
+            result["newState"] = await self.read(account, lambda r: r.state("Mailbox"))
         result["accountId"] = account.id
         return result
+
+    async def _subscriptions(
+        self, context: CallContext, account: Account
+    ) -> dict[str, bool] | None:
+        """
+        A sharee's own ``isSubscribed`` per mailbox shared with them
+        (``None`` for an account the user has whole).
+        """
+        if account.shared is None or self.sharing is None:
+            return None
+        user_id = context.principal.user.id
+        found = await self.sharing.shares.shares_of_mailboxes(
+            account.id, [mailbox_id for mailbox_id, _ in account.shared.rights]
+        )
+        return {s.mailbox_id: s.subscribed for s, _ in found if s.user_id == user_id}
+
+    async def _fresh(self, context: CallContext, account: Account) -> Account:
+        """
+        The account as the user sees it now: a sharee's view changes with
+        their subscriptions and shares.
+        """
+        if account.shared is None or self.sharing is None:
+            return account
+        views = await self.sharing.shares.shared_views_for_user(context.principal.user.id)
+        view = next((v for a, v in views if a.id == account.id), account.shared)
+        return evolve(account, shared=view)
+
+    async def _sharee_set(
+        self,
+        context: CallContext,
+        account: Account,
+        create: Mapping[str, Any],
+        subscribing: dict[str, bool],
+        result: Mapping[str, Any],
+    ) -> bool:
+        """
+        After a sharee's ``Mailbox/set``: share the mailboxes they created
+        as their parents are, and set their own subscriptions.
+
+        :return: whether their view changed.
+        :raises ServerPartialFail: a created mailbox could not be shared.
+        """
+        if self.sharing is None:
+            return False
+        shares = self.sharing.shares
+        user = context.principal.user
+        changed = False
+        created = result.get("created") or {}
+        for creation_id, made in created.items():
+            obj = create[creation_id]
+            parent = resolve_id(context, obj.get("parentId"))
+            for share, _ in await shares.shares_of_mailboxes(account.id, [parent]):
+                try:
+                    await self.sharing.set_rights(
+                        account, made["id"], share.user_id, share.rights, user
+                    )
+                except SharingIncomplete:
+                    raise ServerPartialFail(
+                        f"Mailbox {made['id']} was created, but not fully shared."
+                    ) from None
+                changed = True
+            if obj.get("isSubscribed") is False:
+                subscribing[made["id"]] = False
+        done = {made["id"] for made in created.values()} | set(result.get("updated") or {})
+        subscribing = {m: v for m, v in subscribing.items() if m in done}
+        if subscribing:
+            current = await self._subscriptions(context, await self._fresh(context, account))
+            for mailbox_id, subscribed in subscribing.items():
+                if (current or {}).get(mailbox_id, True) != subscribed:
+                    await shares.set_subscribed(account.id, mailbox_id, user.id, subscribed)
+                    changed = True
+        return changed
+
+
+def _own_subscriptions(update: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, bool]]:
+    """
+    A sharee's updates without their ``isSubscribed`` changes, and those
+    changes: a sharee subscribes to a shared mailbox for themselves.
+    """
+    updates: dict[str, Any] = {}
+    subscribing: dict[str, bool] = {}
+    for mailbox_id, patch in update.items():
+        if isinstance(patch, dict) and isinstance(patch.get("isSubscribed"), bool):
+            subscribing[mailbox_id] = patch["isSubscribed"]
+            patch = {k: v for k, v in patch.items() if k != "isSubscribed"}
+        updates[mailbox_id] = patch
+    return updates, subscribing
 
 
 class _QueryRequest:
@@ -374,7 +497,7 @@ class _MailboxSet:
         }
 
     def _created_json(self, record: MailboxRecord, given: Mapping[str, Any]) -> dict[str, Any]:
-        full = to_json(record, MailboxCounts())
+        full = to_json(record, MailboxCounts(), mailbox_rights(self.writer, record))
         return {k: v for k, v in full.items() if k not in given or k == "id"}
 
     def _validate(self, obj: Any, current: MailboxRecord | None) -> dict[str, Any]:
@@ -484,10 +607,11 @@ class _MailboxSet:
         if not isinstance(patch, dict):
             raise SetError("invalidPatch", "A patch must be an object.")
         counts = self.writer.mailbox_counts([mailbox_id])[mailbox_id]
-        patch, server_set = split_unchanged(patch, to_json(current, counts), SERVER_SET)
+        shown = to_json(current, counts, mailbox_rights(self.writer, current))
+        patch, server_set = split_unchanged(patch, shown, SERVER_SET)
         if server_set:
             raise unchangeable(server_set)
-        obj = apply_patch(to_json(current, counts), patch)
+        obj = apply_patch(shown, patch)
         changed = {
             k: v for k, v in obj.items() if k in patch or any(p.startswith(k + "/") for p in patch)
         }
@@ -506,17 +630,19 @@ class _MailboxSet:
             raise SetError("notFound")
         if current.role == "inbox":
             raise SetError("forbidden", "The inbox cannot be destroyed.")
-        if any(m.parent_id == mailbox_id for m in self.mailboxes.values()):
+        # A sharee's children and emails include those they cannot see.
+        writer = writer_for_destroy(self.writer, mailbox_id, self.remove_emails)
+        if any(m.parent_id == mailbox_id for m in writer.mailboxes()):
             raise SetError("mailboxHasChild")
-        inside, _ = self.writer.query_emails({"inMailbox": mailbox_id}, [], False)
+        inside, _ = writer.query_emails({"inMailbox": mailbox_id}, [], False)
         if inside and not self.remove_emails:
             raise SetError("mailboxHasEmail")
-        for email_id, email in self.writer.emails(inside).items():
+        for email_id, email in writer.emails(inside).items():
             if email.mailbox_ids == {mailbox_id}:
-                self.writer.destroy_email(email_id)
+                writer.destroy_email(email_id)
             else:
-                self.writer.update_email(email_id, mailbox_ids=email.mailbox_ids - {mailbox_id})
-        self.writer.destroy_mailbox(mailbox_id)
+                writer.update_email(email_id, mailbox_ids=email.mailbox_ids - {mailbox_id})
+        writer.destroy_mailbox(mailbox_id)
         del self.mailboxes[mailbox_id]
 
 

@@ -1,19 +1,22 @@
 """
-What every mail method shares: the mail capability, the store, and
+What every mail method shares: the mail capability, the store as the user
+may reach it (:meth:`MailMethods.read`, :meth:`MailMethods.write`, the one
+way methods reach it: see :mod:`~jmap_twisted.methods.access`), and
 account checks that also make sure the account's standard mailboxes exist.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 
 from jmap_twisted.core.registry import CallContext
 from jmap_twisted.core.request import is_id
 from jmap_twisted.errors import AccountNotFound, FromAccountNotFound, InvalidArguments
-from jmap_twisted.interfaces import IBlobStore, IMailReader, IMailStore
+from jmap_twisted.interfaces import IBlobStore, IMailReader, IMailStore, IMailWriter
+from jmap_twisted.methods.access import MailAccess
 from jmap_twisted.methods.standard import (
     changes_arguments,
     changes_response,
@@ -25,6 +28,8 @@ from jmap_twisted.methods.standard import (
 from jmap_twisted.records import Account, ChangeBatch
 
 MAIL = "urn:ietf:params:jmap:mail"
+
+T = TypeVar("T")
 
 
 class MailMethods:
@@ -38,9 +43,30 @@ class MailMethods:
 
     def __init__(self, store: IMailStore, blobs: IBlobStore, clock: IReactorTime) -> None:
         self.store = store
+        self.access = MailAccess(store)
         self.blobs = blobs
         self.clock = clock
         self._ready: set[str] = set()
+
+    async def read(
+        self,
+        account: Account,
+        fn: Callable[[IMailReader], T],
+        subscriptions: Mapping[str, bool] | None = None,
+    ) -> T:
+        """
+        Run ``fn`` against the account's mail as the user may see it (see
+        :meth:`~jmap_twisted.methods.access.MailAccess.read`).
+        """
+        return await self.access.read(account, fn, subscriptions)
+
+    async def write(self, account: Account, fn: Callable[[IMailWriter], T]) -> T:
+        """
+        Run ``fn`` in one transaction of the account, each change checked
+        against the user's rights (see
+        :meth:`~jmap_twisted.methods.access.MailAccess.write`).
+        """
+        return await self.access.write(account, fn)
 
     async def account(
         self,
@@ -51,10 +77,11 @@ class MailMethods:
     ) -> Account:
         """
         The account named by an argument, with its standard mailboxes in
-        place (set up once per account per process).
+        place (set up once per account per process; a sharee's view of an
+        account is never set up: its owner's logins do that).
         """
         account = context.account({"accountId": arguments.get(key)}, capability)
-        if account.id not in self._ready:
+        if account.shared is None and account.id not in self._ready:
             await self.store.setup_account(account.id)
             self._ready.add(account.id)
         return account
@@ -87,9 +114,7 @@ class MailMethods:
         """
         account = await self.account(context, arguments, capability=capability)
         since, max_changes = changes_arguments(arguments)
-        batch = await self.store.read(
-            account.id, lambda r: r.changes(type_name, since, max_changes)
-        )
+        batch = await self.read(account, lambda r: r.changes(type_name, since, max_changes))
         return changes_response(account.id, batch), batch
 
     async def documents_get(
@@ -124,4 +149,4 @@ class MailMethods:
                 "notFound": [] if ids is None else not_found(ids, documents),
             }
 
-        return await self.store.read(account.id, read)
+        return await self.read(account, read)

@@ -11,6 +11,7 @@ from typing import Any
 from jmap_twisted.errors import AnchorNotFound, InvalidArguments, TooManyChanges
 from jmap_twisted.interfaces import IMailReader
 from jmap_twisted.methods.standard import boolean, signed, string, unsigned
+from jmap_twisted.records import ChangeBatch
 
 #: The most ids one ``/query`` returns; a larger ``limit`` is capped and
 #: the response says so.
@@ -90,8 +91,23 @@ def compute(
         members of changed threads when collapsing threads).
     """
     since = string(arguments, "sinceQueryState")
+    unsigned(arguments, "maxChanges", None)
+    return from_changes(reader.changes(type_name, since, None), arguments, current, also_changed)
+
+
+def from_changes(
+    batch: ChangeBatch,
+    arguments: Mapping[str, Any],
+    current: Sequence[str],
+    also_changed: Collection[str] = (),
+) -> dict[str, Any]:
+    """
+    ``/queryChanges`` as :func:`compute` answers it, from the changes of
+    the type since ``sinceQueryState`` (all of them), for types whose
+    changes are not in the mail store.
+    """
+    since = string(arguments, "sinceQueryState")
     max_changes = unsigned(arguments, "maxChanges", None)
-    batch = reader.changes(type_name, since, None)
     changed = dict.fromkeys((*batch.destroyed, *batch.updated, *batch.created, *also_changed))
     index = {object_id: i for i, object_id in enumerate(current)}
     removed = [i for i in changed if i not in batch.created]

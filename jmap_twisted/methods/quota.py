@@ -143,7 +143,7 @@ class QuotaMethods(MailMethods):
         def read(reader: IMailReader) -> tuple[AccountQuota, str]:
             return reader.quota(), reader.state(QUOTA_TYPE)
 
-        quota, state = await self.store.read(account.id, read)
+        quota, state = await self.read(account, read)
         return quota_objects(account, quota, context.using), state
 
     async def get(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +185,7 @@ class QuotaMethods(MailMethods):
             objects = quota_objects(account, reader.quota(), using)
             return querychanges.compute(reader, QUOTA_TYPE, arguments, request.run(objects))
 
-        return dict(await self.store.read(account.id, read), accountId=account.id)
+        return dict(await self.read(account, read), accountId=account.id)
 
 
 class _QuotaQuery:

@@ -254,7 +254,7 @@ class SubmissionMethods(MailMethods):
             ids = self._matching(reader, arguments)
             return querychanges.window(account.id, ids, reader.state(TYPE), arguments, True)
 
-        return await self.store.read(account.id, read)
+        return await self.read(account, read)
 
     async def query_changes(
         self, context: CallContext, arguments: dict[str, Any]
@@ -276,7 +276,7 @@ class SubmissionMethods(MailMethods):
         def read(reader: IMailReader) -> dict[str, Any]:
             return querychanges.compute(reader, TYPE, arguments, self._matching(reader, arguments))
 
-        return dict(await self.store.read(account.id, read), accountId=account.id)
+        return dict(await self.read(account, read), accountId=account.id)
 
     async def set(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
         account = await self.account(context, arguments, capability=SUBMISSION)
@@ -301,7 +301,7 @@ class SubmissionMethods(MailMethods):
                     prepared[creation_id] = e
             return reader.state(TYPE), prepared
 
-        old_state, prepared = await self.store.read(account.id, prepare)
+        old_state, prepared = await self.read(account, prepare)
         documents: dict[str, dict[str, Any]] = {}
         envelope_set: set[str] = set()
         not_created: dict[str, Any] = {}
@@ -357,7 +357,7 @@ class SubmissionMethods(MailMethods):
                 "notDestroyed": not_destroyed or None,
             }
 
-        result = await self.store.write(account.id, record)
+        result = await self.write(account, record)
         await self._on_success(context, account.id, ids, documents, on_update, on_destroy)
         return result
 

@@ -49,7 +49,7 @@ class ThreadMethods(MailMethods):
                 "notFound": not_found(ids, threads),
             }
 
-        return await self.store.read(account.id, read)
+        return await self.read(account, read)
 
     async def changes(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
         response, _ = await self.changes_of(context, arguments, "Thread")

@@ -69,7 +69,7 @@ class VacationMethods(MailMethods):
                 "notFound": [] if ids is None else [i for i in ids if i != SINGLETON],
             }
 
-        return await self.store.read(account.id, read)
+        return await self.read(account, read)
 
     async def set(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
         account = await self.account(context, arguments, capability=VACATION)
@@ -114,4 +114,4 @@ class VacationMethods(MailMethods):
                 "notDestroyed": not_destroyed or None,
             }
 
-        return await self.store.write(account.id, write)
+        return await self.write(account, write)

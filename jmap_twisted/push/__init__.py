@@ -2,7 +2,8 @@
 Push (RFC 8620 §7, RFC 8887): what every push transport shares.
 
 - :mod:`~jmap_twisted.push.subscription`: one connection's subscription to
-  StateChanges: registered under the account keys, started with the replay
+  StateChanges: registered under the account keys (a sharee's under the
+  keys of their views), started with the replay
   of a ``pushState``, following access changes, cancelled.
 - :mod:`~jmap_twisted.push.listener`: the per-connection key listener on the
   JMAP bus that filters, coalesces and sends StateChange objects.

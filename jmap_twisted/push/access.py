@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.push.test_access -*-
 """
 Following access changes for the open push connections: the directory's
-access version moves whenever users, credentials, delegations or tokens
-change; then every concerned connection re-checks its credentials and the
-accounts its user may see, and remembered recipient resolutions are
+access version moves whenever users, credentials, delegations, tokens or
+mailbox shares change; then every concerned connection re-checks its
+credentials and the accounts its user may see (and how: a sharee's view of
+an account changes with their rights), and remembered recipient resolutions are
 forgotten.  Also the catch-up after the broker was unreachable.
 """
 
@@ -14,6 +15,7 @@ from twisted.logger import Logger
 from jmap_twisted.interfaces import IDirectory, IMailStore, IRecipientCache
 from jmap_twisted.push.connections import PushConnections
 from jmap_twisted.push.listener import current_states
+from jmap_twisted.records import Account
 
 log = Logger()
 
@@ -90,7 +92,8 @@ async def catch_up(connections: PushConnections, mail: IMailStore) -> int:
     """
     Tell every push connection about what changed while it may have missed
     events (the broker was unreachable): one StateChange per connection
-    with the states that moved since it last heard, read once per account.
+    with the states that moved since it last heard, read once per account
+    (once per view of it, for sharees).
 
     :return: how many connections were sent one.
     """
@@ -99,8 +102,15 @@ async def catch_up(connections: PushConnections, mail: IMailStore) -> int:
         for connection in connections
         if connection.subscription is not None and connection.subscription.active
     ]
-    accounts = sorted({a for subscription in subscriptions for a in subscription.accounts})
-    current = await current_states(mail, accounts)
-    caught_up = sum(1 for subscription in subscriptions if subscription.catch_up(current))
+    # Read once per account as seen: whole, or each sharee's view of it.
+    accounts = list(dict.fromkeys(a for subscription in subscriptions for a in subscription.views))
+    read: dict[Account, dict[str, str]] = {}
+    for account in accounts:
+        read[account] = (await current_states(mail, [account]))[account.id]
+    caught_up = sum(
+        1
+        for subscription in subscriptions
+        if subscription.catch_up({a.id: read[a] for a in subscription.views if a in read})
+    )
     log.info("Caught {count} push connections up", count=caught_up)
     return caught_up

@@ -10,9 +10,12 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
+from jmap_twisted import rights
 from jmap_twisted.bus.events import SYNCHRONOUS, StateChange
-from jmap_twisted.interfaces import IEvent, IEventListener, IMailStore
+from jmap_twisted.interfaces import IEvent, IEventListener, IMailReader, IMailStore
 from jmap_twisted.push import pushstate
+from jmap_twisted.records import Account, MailView
+from jmap_twisted.store.changelog import MAIL_TYPES
 
 #: Every type a client may ask to be pushed.
 PUSH_TYPES = frozenset(
@@ -25,6 +28,7 @@ PUSH_TYPES = frozenset(
         "EmailSubmission",
         "VacationResponse",
         "Quota",
+        "ShareNotification",
     }
 )
 
@@ -39,9 +43,15 @@ class PushListener:
     (:meth:`pause`), pending changes merge per account and type, so a slow
     reader costs at most one entry per account and type.
 
+    Of an account seen whole (as its owner or a delegate), only the whole
+    account's states are taken; of one seen through shared mailboxes,
+    only the states of the user's own view, of its current generation or
+    a later one: those of an older generation, still on their way after
+    the user's rights changed, are dropped.
+
     :param send: writes one StateChange object to the connection.
     :param types: the types to push, or ``None`` for all.
-    :param accounts: the accounts the connection may see.
+    :param user_id: the connection's user.
     """
 
     execution_mode = SYNCHRONOUS
@@ -50,22 +60,34 @@ class PushListener:
         self,
         send: Callable[[dict[str, Any]], None],
         types: Collection[str] | None,
-        accounts: Collection[str],
+        user_id: str,
     ) -> None:
         self._send = send
         self.types = None if types is None else frozenset(types)
-        self.accounts = frozenset(accounts)
+        self.user_id = user_id
+        #: The accounts the connection may see, by id.
+        self.views: dict[str, Account] = {}
+        self.accounts: frozenset[str] = frozenset()
         self.known: pushstate.States = {}
         self._pending: pushstate.States = {}
         self._paused = False
         self._ready = False
 
     def is_handling(self, event: IEvent) -> bool:
-        return isinstance(event, StateChange) and event.account_id in self.accounts
+        return isinstance(event, StateChange) and self._takes(event)
+
+    def _takes(self, event: StateChange) -> bool:
+        account = self.views.get(event.account_id)
+        if account is None:
+            return False
+        if account.shared is None:
+            return event.viewer is None
+        return event.viewer == self.user_id and event.generation >= account.shared.generation
 
     def handle(self, event: IEvent) -> Deferred[None]:
         assert isinstance(event, StateChange)
-        self.merge({event.account_id: dict(event.states)})
+        if self._takes(event):  # access may have changed since it was routed
+            self.merge({event.account_id: dict(event.states)})
         return succeed(None)
 
     def merge(self, changes: Mapping[str, Mapping[str, str]]) -> None:
@@ -106,16 +128,25 @@ class PushListener:
                             self._pending.setdefault(account, {})[type_name] = known_state
         self.flush()
 
-    def set_accounts(self, accounts: Collection[str]) -> None:
+    def set_accounts(self, accounts: Collection[Account]) -> frozenset[str]:
         """
         Follow a change of the accounts the connection may see; what is
-        known or pending about accounts no longer visible is forgotten.
+        known or pending about accounts no longer visible, or now seen
+        otherwise (whole or through shares, another generation or
+        subscriptions of a view), is forgotten.
+
+        :return: the ids of the accounts new or seen otherwise: those whose
+            current states the connection must be told.
         """
-        self.accounts = frozenset(accounts)
-        for gone in set(self.known) - self.accounts:
-            del self.known[gone]
-        for gone in set(self._pending) - self.accounts:
-            del self._pending[gone]
+        views = {account.id: account for account in accounts}
+        fresh = frozenset(a for a, account in views.items() if self.views.get(a) != account)
+        self.views = views
+        self.accounts = frozenset(views)
+        for forgotten in (set(self.known) - self.accounts) | fresh:
+            self.known.pop(forgotten, None)
+        for forgotten in (set(self._pending) - self.accounts) | fresh:
+            self._pending.pop(forgotten, None)
+        return fresh
 
     def pause(self) -> None:
         self._paused = True
@@ -137,15 +168,35 @@ class PushListener:
         )
 
 
-async def current_states(store: IMailStore, account_ids: Collection[str]) -> pushstate.States:
+#: The pushed types of the whole account (``EmailDelivery`` aside).
+_ACCOUNT_TYPES = tuple(sorted(PUSH_TYPES - {"EmailDelivery"}))
+
+
+def _account_states(reader: IMailReader) -> dict[str, str]:
+    return {t: reader.state(t) for t in _ACCOUNT_TYPES}
+
+
+def _view_states(view: MailView) -> Callable[[IMailReader], dict[str, str]]:
+    def read(reader: IMailReader) -> dict[str, str]:
+        return {t: reader.view_state(t, view) for t in MAIL_TYPES}
+
+    return read
+
+
+async def current_states(store: IMailStore, accounts: Collection[Account]) -> pushstate.States:
     """
-    The current state of every pushed type in each account
-    (``EmailDelivery`` shares the Email state).
+    The current state of every pushed type in each account, by account id
+    (``EmailDelivery`` shares the Email state): of the whole account, or,
+    for an account seen through shared mailboxes, of the user's view
+    (only its mail types: sharees see nothing else of it).
     """
-    types = sorted(PUSH_TYPES - {"EmailDelivery"})
     result: pushstate.States = {}
-    for account_id in account_ids:
-        states = await store.read(account_id, lambda r: {t: r.state(t) for t in types})
+    for account in accounts:
+        if account.shared is None:
+            states = await store.read(account.id, _account_states)
+        else:
+            view = rights.mail_view(account.shared)
+            states = await store.read(account.id, _view_states(view))
         states["EmailDelivery"] = states["Email"]
-        result[account_id] = states
+        result[account.id] = states
     return result

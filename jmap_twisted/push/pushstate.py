@@ -14,6 +14,7 @@ from functools import lru_cache
 
 from jmap_twisted.core import jsonio
 from jmap_twisted.errors import NotJSON
+from jmap_twisted.store.changelog import later_state
 
 #: Positions a connection knows: account id → type → state.
 States = dict[str, dict[str, str]]
@@ -73,12 +74,11 @@ def decode(text: object) -> States | None:
 
 def later(a: str, b: str) -> str:
     """
-    The later of two states of one type (states are decimal positions;
-    anything else compares as text).
+    The later of two states of one type, full-account or sharee's
+    (:func:`jmap_twisted.store.changelog.later_state`; anything else
+    compares as text).
     """
-    if a.isdigit() and b.isdigit():
-        return a if int(a) >= int(b) else b
-    return max(a, b)
+    return later_state(a, b)
 
 
 def changed_since(current: Mapping[str, Mapping[str, str]], old: States | None) -> States:

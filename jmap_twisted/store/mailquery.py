@@ -4,7 +4,10 @@ and mailbox counts computed from memberships: the reference semantics that
 the in-memory backend uses and SQL backends must match.
 
 Filters arrive validated by :mod:`jmap_twisted.methods.email_query`, with
-``before``/``after`` already POSIX times.
+``before``/``after`` already POSIX times.  One condition is the server's
+own, refused from clients: ``inAnyMailbox`` (a collection of mailbox ids),
+which a sharee's queries are ANDed with so that they find only the emails
+they may read.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ def _condition(
         return value in record.mailbox_ids
     if name == "inMailboxOtherThan":
         return bool(record.mailbox_ids - set(value))
+    if name == "inAnyMailbox":
+        return not record.mailbox_ids.isdisjoint(value)
     if name == "before":
         return record.received_at < value
     if name == "after":

@@ -56,6 +56,7 @@ pytest.register_assert_rewrite(
     "jmap_twisted.testing._bus",
     "jmap_twisted.testing._directory",
     "jmap_twisted.testing._mail",
+    "jmap_twisted.testing._mail_views",
     "jmap_twisted.testing._push",
     "jmap_twisted.testing._quota",
     "jmap_twisted.testing._shares",

@@ -23,6 +23,7 @@ from jmap_twisted.testing._doubles import (
     OTHER,
     message,
 )
+from jmap_twisted.testing._mail_views import MailViewContract
 from jmap_twisted.testing._quota import QuotaContract
 
 
@@ -71,10 +72,11 @@ async def changes(
     return await store.read(account, lambda r: r.changes(type_name, since, max_changes))
 
 
-class MailStoreContract(QuotaContract):
+class MailStoreContract(QuotaContract, MailViewContract):
     """
     The tests every mail store passes, collected by pytest in each subclass
-    (with the quota tests of :class:`QuotaContract`).
+    (with the quota tests of :class:`QuotaContract` and the sharees' views
+    of :class:`MailViewContract`).
 
     Subclass it in a test module under a name pytest collects (``Test…``)
     and provide a fixture ``mail_store`` that gives a store with no data

@@ -13,7 +13,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from jmap_twisted.auth.realm import Principal
+from jmap_twisted.auth.realm import Principal, accounts_of
 from jmap_twisted.core import eager, jsonio
 from jmap_twisted.errors import LimitExceeded, NotRequest, PushUnavailable, RequestLevelError
 from jmap_twisted.interfaces import IPrincipal, IPushConnection
@@ -158,11 +158,11 @@ class WebSocketSession:
 
     async def _fresh_principal(self) -> IPrincipal:
         """
-        The user with the accounts they may access now (a delegation may
-        have been revoked since the socket opened).
+        The user with the accounts they may access now (a delegation or a
+        share may have been revoked since the socket opened).
         """
         user = self.principal.user
-        accounts = await self.server.directory.accounts_for_user(user.id)
+        accounts = await accounts_of(self.server.directory, user.id)
         self.principal = Principal(user, tuple(accounts))
         return self.principal
 
@@ -219,7 +219,11 @@ class WebSocketSession:
         del value  # not kept while waiting
         await self._unsubscribe()
         subscription = PushSubscription(
-            self.server.jmap_bus, self.server.mail, self.send_state_change, types or None
+            self.server.jmap_bus,
+            self.server.mail,
+            self.send_state_change,
+            types or None,
+            self.principal.user.id,
         )
         self.subscription = subscription
         if self._paused:
@@ -229,8 +233,7 @@ class WebSocketSession:
             return  # disabled or replaced meanwhile
         try:
             await subscription.start(
-                [a.id for a in principal.accounts],
-                push_state if isinstance(push_state, str) else None,
+                principal.accounts, push_state if isinstance(push_state, str) else None
             )
         except BaseException:
             if self.subscription is subscription:
@@ -277,8 +280,9 @@ class WebSocketSession:
         """
         Who-sees-what or credentials changed somewhere: close with 1008 if
         this connection's credentials no longer hold; otherwise follow the
-        accounts the user may access now (a revoked delegation stops its
-        pushes at once; a new one starts them).
+        accounts the user may access now (a revoked delegation or share
+        stops its pushes at once; a new one starts them; a view of an
+        account whose shares changed has its new states pushed at once).
         """
         if self._closed:
             return
@@ -287,7 +291,7 @@ class WebSocketSession:
             return
         principal = await self._fresh_principal()
         if self.subscription is not None:
-            await self.subscription.follow([a.id for a in principal.accounts])
+            await self.subscription.follow(principal.accounts)
 
 
 def _request_body(value: dict[str, Any]) -> dict[str, Any]:

@@ -409,3 +409,40 @@ async def test_streams_per_user_are_bounded() -> None:
         assert again.status() == 200
     finally:
         await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sharee_stream_ends_when_their_view_changes() -> None:
+    """
+    A stream of bob's, alice's inbox shared with him, is sent a delivery
+    there with his view's states of her account; re-checking its access
+    while nothing changed keeps it open, but once his view changed (he
+    unsubscribed from the shared inbox: another Mailbox state) it ends, and
+    the browser reconnects under the new view.
+    """
+    harness, service = _service()
+    try:
+        await harness.mail.setup_account(harness.alice_account)
+        inbox = await harness.mail.read(
+            harness.alice_account, lambda r: next(m.id for m in r.mailboxes() if m.role == "inbox")
+        )
+        await harness.directory.set_rights(harness.alice_account, inbox, harness.bob.id, "lr", None)
+        basic = {b"Authorization": harness.basic("bob", "hunter2")["Authorization"].encode()}
+        stream = RawStream(service, b"?types=*&closeafter=no&ping=0", basic)
+        assert stream.status() == 200
+        await deliver(harness, "shared")
+        (state,) = [e for e in _body_events(stream.data()) if e.get("event") == "state"]
+        changed = json.loads(state["data"])["changed"]
+        assert set(changed) == {harness.alice_account}
+        assert changed[harness.alice_account]["Email"].startswith("s")
+        (connection,) = service.server.push_connections
+        await connection.access_changed()
+        assert len(service.server.push_connections) == 1
+        assert await harness.directory.set_subscribed(
+            harness.alice_account, inbox, harness.bob.id, False
+        )
+        await connection.access_changed()
+        assert len(service.server.push_connections) == 0
+        assert stream.data().endswith(b"0\r\n\r\n")  # the response finished
+    finally:
+        await service.stopService()

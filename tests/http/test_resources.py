@@ -95,6 +95,8 @@ async def test_session_has_every_rfc8620_field(harness: Harness) -> None:
         "urn:ietf:params:jmap:submission",
         "urn:ietf:params:jmap:vacationresponse",
         "urn:ietf:params:jmap:quota",
+        "urn:ietf:params:jmap:principals",
+        "urn:ietf:params:jmap:principals:owner",
     }
     assert account["accountCapabilities"][MAIL]["mayCreateTopLevelMailbox"] is True
     assert set(session["primaryAccounts"]) == set(session["capabilities"]) - {

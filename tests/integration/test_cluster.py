@@ -435,3 +435,86 @@ def test_tickets_are_redeemed_on_any_node(cluster: Cluster) -> None:
     assert replayed["id"] != seen["id"]
     account = account_id(a)
     assert "Email" in json.loads(replayed["data"])["changed"][account]
+
+
+def api(node: Node, user: str, *calls: list[Any]) -> list[list[Any]]:
+    """
+    One JMAP request over HTTP as a user; its method responses.
+    """
+    response = requests.post(
+        node.http + "/jmap/api/",
+        json={"using": USING, "methodCalls": list(calls)},
+        auth=(user, "pw"),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    responses: list[list[Any]] = response.json()["methodResponses"]
+    return responses
+
+
+def next_change_of(ws: ClientConnection, account: str, timeout: float) -> dict[str, str] | None:
+    """
+    The states of the next StateChange naming ``account`` within
+    ``timeout`` (others, such as the sharee's own share notifications,
+    are skipped), or ``None``.
+    """
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        change = next_change(ws, timeout=left)
+        if change is None:
+            return None
+        if account in change["changed"]:
+            states: dict[str, str] = change["changed"][account]
+            return states
+    return None
+
+
+def test_a_shared_inbox_pushes_to_the_sharee_on_another_node(cluster: Cluster) -> None:
+    """
+    Alice shares her inbox with bob (``jmap-admin share``): mail delivered
+    over LMTP to node A reaches bob's WebSocket on node B as a StateChange
+    for alice's account, with his own view's states and EmailDelivery;
+    mail filed into her archive, which he does not see, reaches nothing;
+    once she unshares the inbox (``jmap-admin unshare``) with his socket
+    open, node B drops his view's binding and a delivery pushes him
+    nothing about her account.
+    """
+    a, b = cluster.node("a"), cluster.node("b")
+    alice = account_id(a)
+    (boxes,) = api(a, "alice", ["Mailbox/get", {"accountId": alice, "ids": None}, "m"])
+    archive = next(m["id"] for m in boxes[1]["list"] if m["role"] == "archive")
+    cluster.admin("share", "alice", "Inbox", "bob", "read")
+    with b.socket("bob") as ws:
+        ws.send(json.dumps({"@type": "WebSocketPushEnable", "dataTypes": None}))
+        view = f"view:{alice}:"
+        deadline = time.monotonic() + 10
+        while not any(k.startswith(view) for k in bindings(cluster, "b")):
+            assert time.monotonic() < deadline, bindings(cluster, "b")
+            time.sleep(0.1)
+
+        a.deliver("Into the shared inbox")
+        states = next_change_of(ws, alice, timeout=10)
+        assert states is not None, "no StateChange for alice's account reached bob on node B"
+        assert states["Email"].startswith("s") and states["EmailDelivery"] == states["Email"]
+
+        api(
+            a,
+            "alice",
+            [
+                "Email/set",
+                {
+                    "accountId": alice,
+                    "create": {"e": {"mailboxIds": {archive: True}, "subject": "Not shared"}},
+                },
+                "s",
+            ],
+        )
+        assert next_change_of(ws, alice, timeout=2) is None
+
+        cluster.admin("unshare", "alice", "Inbox", "bob")
+        deadline = time.monotonic() + 10
+        while any(k.startswith(view) for k in bindings(cluster, "b")):
+            assert time.monotonic() < deadline, "node B kept bob's view after the unshare"
+            time.sleep(0.1)
+        a.deliver("After the unshare")
+        assert next_change_of(ws, alice, timeout=2) is None

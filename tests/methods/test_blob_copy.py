@@ -22,7 +22,7 @@ async def test_blob_copy_makes_an_upload_usable_in_the_target_account(
     h = await make_harness()
     raw = message(subject="carried over")
     blob_id = (await h.blobs.put(ACCOUNT, raw, "message/rfc822")).blob_id
-    assert await h.resolver.fetch(SHARED, blob_id) is None
+    assert await h.resolver.download(h.principal, SHARED, blob_id) is None
     result = await h.ok(
         "Blob/copy",
         {"fromAccountId": ACCOUNT, "blobIds": [blob_id, "Gnope", blob_id]},
@@ -33,7 +33,7 @@ async def test_blob_copy_makes_an_upload_usable_in_the_target_account(
     copy = result["copied"][blob_id]
     assert result["notCopied"]["Gnope"]["type"] == "blobNotFound"
     assert result["notCopied"]["Gnope"]["description"]
-    assert await h.resolver.fetch(SHARED, copy) == (raw, "message/rfc822")
+    assert await h.resolver.download(h.principal, SHARED, copy) == (raw, "message/rfc822")
     inbox = (await h.roles(SHARED))["inbox"]
     imported = await h.ok(
         "Email/import",
@@ -58,8 +58,8 @@ async def test_blob_copy_of_stored_messages_and_their_parts(make_harness: Harnes
     )
     assert result["notCopied"] is None
     for blob_id in (email.blob_id, part_blob):
-        data, _ = await h.resolver.fetch(ACCOUNT, blob_id)
-        copied = await h.resolver.fetch(SHARED, result["copied"][blob_id])
+        data, _ = await h.resolver.download(h.principal, ACCOUNT, blob_id)
+        copied = await h.resolver.download(h.principal, SHARED, result["copied"][blob_id])
         assert copied is not None and copied[0] == data
     empty = await h.ok("Blob/copy", {"fromAccountId": ACCOUNT, "blobIds": []}, SHARED)
     assert (empty["copied"], empty["notCopied"]) == (None, None)

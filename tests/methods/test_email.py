@@ -137,9 +137,15 @@ async def test_header_forms_and_body_structure(make_harness: HarnessFactory) -> 
     ]
     pdf = structure["subParts"][1]
     assert pdf["size"] == 9
-    assert await h.resolver.fetch(ACCOUNT, pdf["blobId"]) == (b"%PDF-1.4\n", "application/pdf")
-    assert await h.resolver.fetch(ACCOUNT, email.blob_id) == (MULTIPART, "message/rfc822")
-    assert await h.resolver.fetch(SHARED, pdf["blobId"]) is None
+    assert await h.resolver.download(h.principal, ACCOUNT, pdf["blobId"]) == (
+        b"%PDF-1.4\n",
+        "application/pdf",
+    )
+    assert await h.resolver.download(h.principal, ACCOUNT, email.blob_id) == (
+        MULTIPART,
+        "message/rfc822",
+    )
+    assert await h.resolver.download(h.principal, SHARED, pdf["blobId"]) is None
     _, error = await h.call("Email/get", {"ids": [email.id], "properties": ["header:From:asBogus"]})
     assert error["type"] == "invalidArguments"
 

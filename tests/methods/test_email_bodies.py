@@ -211,7 +211,7 @@ async def test_non_text_parts_may_come_from_body_values(make_harness: HarnessFac
     (attachment,) = got["attachments"]
     assert (attachment["type"], attachment["name"]) == ("application/json", "data.json")
     assert attachment["size"] == len(document.encode())
-    assert await h.resolver.fetch(ACCOUNT, attachment["blobId"]) == (
+    assert await h.resolver.download(h.principal, ACCOUNT, attachment["blobId"]) == (
         document.encode(),
         "application/json",
     )

@@ -20,7 +20,7 @@ from jmap_twisted.push.access import AccessWatch, catch_up
 from jmap_twisted.push.connections import PushConnections
 from jmap_twisted.push.subscription import PushSubscription
 from jmap_twisted.testing import MemoryDirectory, MemoryMailStore
-from tests.push.test_subscription import Push
+from tests.push.test_subscription import USER, Push, whole
 from tests.support import ImmediateReactor
 
 
@@ -256,8 +256,8 @@ async def test_catch_up_tells_each_active_subscription_what_moved() -> None:
     subscriptions = {}
     connections = PushConnections(per_user=5)
     for name, accounts in (("one", ["A1"]), ("two", ["A2"]), ("gone", ["A1"])):
-        subscription = PushSubscription(p.jmap_bus, p.mail, sent[name].append, None)
-        await subscription.start(accounts, None)
+        subscription = PushSubscription(p.jmap_bus, p.mail, sent[name].append, None, USER)
+        await subscription.start(whole(*accounts), None)
         subscriptions[name] = subscription
         connections.add(Connection("u-" + name, subscription=subscription))
     connections.add(Connection("u-none"))

@@ -44,10 +44,12 @@ def test_bad_push_states(text: object) -> None:
 
 def test_later_state() -> None:
     """
-    States compare as positions.
+    States compare as positions; a sharee's by generation, then position.
     """
     assert pushstate.later("10", "9") == "10"
     assert pushstate.later("9", "10") == "10"
+    assert pushstate.later("s1.10", "s1.9") == "s1.10"
+    assert pushstate.later("s2.1", "s1.10") == "s2.1"
 
 
 def test_replay_leaves_out_email_delivery() -> None:

@@ -20,10 +20,21 @@ from jmap_twisted.interfaces import IEventListener, IMailReader, IRegistration, 
 from jmap_twisted.push import pushstate
 from jmap_twisted.push.listener import PUSH_TYPES, current_states
 from jmap_twisted.push.subscription import PushSubscription
+from jmap_twisted.records import Account
 from jmap_twisted.testing import InMemoryEventBus, MemoryDeadLetters, MemoryMailStore, message
 from tests.support import ImmediateReactor
 
 T = TypeVar("T")
+
+#: The user whose connection the subscriptions here serve.
+USER = "u"
+
+
+def whole(*account_ids: str) -> list[Account]:
+    """
+    Accounts seen whole (as their owner or a delegate sees them).
+    """
+    return [Account(account_id, account_id, "owner") for account_id in account_ids]
 
 
 def done(fired: Deferred[T]) -> T:
@@ -59,7 +70,7 @@ class Push:
         self.sent: list[dict[str, Any]] = []
 
     def subscription(self, types: Collection[str] | None = None) -> PushSubscription:
-        return PushSubscription(self.jmap_bus, self.mail, self.sent.append, types)
+        return PushSubscription(self.jmap_bus, self.mail, self.sent.append, types, USER)
 
     def deliver(self, account: str, subject: str = "hi") -> None:
         def write(w: Any) -> None:
@@ -76,7 +87,7 @@ class Push:
         return done(self.mail.read(account, fn))
 
     def states(self, *accounts: str) -> pushstate.States:
-        return done(Deferred.fromCoroutine(current_states(self.mail, accounts)))
+        return done(Deferred.fromCoroutine(current_states(self.mail, whole(*accounts))))
 
     def push_listeners(self) -> list[IEventListener]:
         return [
@@ -96,7 +107,7 @@ async def test_start_registers_each_account_and_sends_their_changes_only() -> No
     """
     p = Push()
     subscription = p.subscription()
-    assert await subscription.start(["A1", "A2"], None)
+    assert await subscription.start(whole("A1", "A2"), None)
     assert subscription.active
     assert p.jmap_bus.key_names() == {"account:A1", "account:A2"}
     assert p.sent == []
@@ -124,7 +135,7 @@ async def test_only_wanted_types_are_sent() -> None:
     """
     p = Push()
     subscription = p.subscription(["Mailbox", "Bogus"])
-    await subscription.start(["A1"], None)
+    await subscription.start(whole("A1"), None)
     p.deliver("A1")
     (change,) = p.sent
     assert set(change["changed"]["A1"]) == {"Mailbox"}
@@ -149,14 +160,14 @@ async def test_replaying_an_old_push_state_sends_what_changed_since() -> None:
     """
     p = Push()
     first = p.subscription()
-    await first.start(["A1"], None)
+    await first.start(whole("A1"), None)
     p.deliver("A1")
     push_state = p.sent[-1]["pushState"]
     await first.cancel()
     p.flag_first_email("A1")
     p.sent.clear()
     again = p.subscription()
-    await again.start(["A1"], push_state)
+    await again.start(whole("A1"), push_state)
     (replay,) = p.sent
     changed = replay["changed"]["A1"]
     assert changed["Email"] == p.read("A1", lambda r: r.state("Email"))
@@ -176,7 +187,7 @@ async def test_a_push_state_that_does_not_decode_replays_every_state() -> None:
     for garbage in ("garbage", "1.!!!", "1." + "W" * 40):
         p.sent.clear()
         subscription = p.subscription()
-        await subscription.start(["A1", "A2"], garbage)
+        await subscription.start(whole("A1", "A2"), garbage)
         (replay,) = p.sent
         current = p.states("A1", "A2")
         for account in ("A1", "A2"):
@@ -238,8 +249,8 @@ async def test_cancel_while_registering_leaves_nothing_registered() -> None:
     """
     p = Push()
     bus = HeldBus(p.jmap_bus)
-    subscription = PushSubscription(bus, p.mail, p.sent.append, None)  # type: ignore[arg-type]
-    starting = Deferred.fromCoroutine(subscription.start(["A1"], "garbage"))
+    subscription = PushSubscription(bus, p.mail, p.sent.append, None, USER)  # type: ignore[arg-type]
+    starting = Deferred.fromCoroutine(subscription.start(whole("A1"), "garbage"))
     assert p.push_listeners()  # registered, not yet confirmed
     await subscription.cancel()
     bus.confirm()
@@ -259,8 +270,8 @@ async def test_cancel_while_reading_states_leaves_nothing_registered() -> None:
     """
     p = Push()
     reads = HeldReads(p.mail)
-    subscription = PushSubscription(p.jmap_bus, reads, p.sent.append, None)  # type: ignore[arg-type]
-    starting = Deferred.fromCoroutine(subscription.start(["A1", "A2"], "garbage"))
+    subscription = PushSubscription(p.jmap_bus, reads, p.sent.append, None, USER)  # type: ignore[arg-type]
+    starting = Deferred.fromCoroutine(subscription.start(whole("A1", "A2"), "garbage"))
     assert reads.held and p.push_listeners()
     await subscription.cancel()
     assert p.push_listeners() == []
@@ -278,8 +289,8 @@ async def test_a_change_arriving_while_states_are_read_is_not_lost() -> None:
     """
     p = Push()
     reads = HeldReads(p.mail)
-    subscription = PushSubscription(p.jmap_bus, reads, p.sent.append, None)  # type: ignore[arg-type]
-    starting = Deferred.fromCoroutine(subscription.start(["A1"], None))
+    subscription = PushSubscription(p.jmap_bus, reads, p.sent.append, None, USER)  # type: ignore[arg-type]
+    starting = Deferred.fromCoroutine(subscription.start(whole("A1"), None))
     p.deliver("A1", "in between")
     assert p.sent == []
     reads.answer()
@@ -298,8 +309,8 @@ async def test_follow_stops_a_revoked_account_at_once_and_starts_a_new_one() -> 
     """
     p = Push()
     subscription = p.subscription()
-    await subscription.start(["A1", "A2"], None)
-    await subscription.follow(["A1"])
+    await subscription.start(whole("A1", "A2"), None)
+    await subscription.follow(whole("A1"))
     assert subscription.accounts == {"A1"}
     assert p.jmap_bus.key_names() == {"account:A1"}
     p.deliver("A2")
@@ -309,7 +320,7 @@ async def test_follow_stops_a_revoked_account_at_once_and_starts_a_new_one() -> 
     assert set(change["changed"]) == {"A1"}
     assert set(pushstate.decode(change["pushState"]) or {}) == {"A1"}
     p.sent.clear()
-    await subscription.follow(["A1", "A3"])
+    await subscription.follow(whole("A1", "A3"))
     assert p.jmap_bus.key_names() == {"account:A1", "account:A3"}
     (added,) = p.sent
     assert set(added["changed"]) == {"A3"}
@@ -329,9 +340,9 @@ async def test_follow_after_cancel_registers_nothing() -> None:
     """
     p = Push()
     subscription = p.subscription()
-    await subscription.start(["A1"], None)
+    await subscription.start(whole("A1"), None)
     await subscription.cancel()
-    await subscription.follow(["A1", "A2"])
+    await subscription.follow(whole("A1", "A2"))
     assert p.push_listeners() == [] and p.sent == []
 
 
@@ -346,7 +357,7 @@ async def test_paused_changes_merge_per_account_and_type_and_resume_sends_one() 
     p = Push()
     subscription = p.subscription()
     subscription.pause()
-    await subscription.start(["A1", "A2"], "garbage")
+    await subscription.start(whole("A1", "A2"), "garbage")
     for index in range(5):
         p.deliver("A1", f"m{index}")
     p.deliver("A2")
@@ -372,7 +383,7 @@ async def test_state_change_events_on_the_bus_are_sent_and_older_ones_ignored() 
     """
     p = Push()
     subscription = p.subscription()
-    await subscription.start(["A1"], None)
+    await subscription.start(whole("A1"), None)
     email = int(p.read("A1", lambda r: r.state("Email")))
     newer, older = str(email + 10), str(email + 5)
     await p.jmap_bus.dispatch(StateChange("A1", {"Email": newer}), [AccountKey("A1")])
@@ -391,7 +402,7 @@ async def test_catch_up_sends_only_what_moved() -> None:
     """
     p = Push()
     subscription = p.subscription()
-    await subscription.start(["A1", "A2"], None)
+    await subscription.start(whole("A1", "A2"), None)
     p.publisher.stop()  # the commits below are missed
     p.deliver("A1")
     p.deliver("B1")

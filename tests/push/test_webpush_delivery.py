@@ -778,6 +778,46 @@ def test_revoked_delegation_is_followed_on_access_change(world: World) -> None:
     assert len(world.sender.posts) == 1
 
 
+def test_a_view_is_pushed_to_its_sharee_only(world: World) -> None:
+    """
+    With a mailbox of alice's shared with carol, the whole account's
+    changes reach alice and her delegate bob, not carol; her view's
+    changes reach carol only, and not once they are of an older generation
+    than her view's, nor once she no longer holds the view (the account
+    was delegated to her).  Then the whole account's states replace her
+    former view's, even one still waiting to be sent.
+    """
+    for name, id in (("alice", "A"), ("bob", "B"), ("carol", "C")):
+        world.subscribe(name, id)
+    account, carol = world.accounts["alice"], world.users["carol"]
+    result_of(world.directory.set_rights(account, "Minbox", carol, "lr", None))
+    ((_, view),) = result_of(world.directory.shared_views_for_user(carol))
+    generation = view.generation
+
+    def to_carol(state: str, generation: int) -> None:
+        event = StateChange(account, {"Email": state}, viewer=carol, generation=generation)
+        assert result_of(world.dispatcher.handle(event)) is None
+
+    world.change("alice", Email="5")
+    assert sorted(p.record.id for p in world.sender.posts) == ["A", "B"]
+    to_carol(f"s{generation}.4", generation)
+    (post,) = world.sender.to("C")
+    assert post.changed == {account: {"Email": f"s{generation}.4"}}
+    to_carol(f"s{generation - 1}.8", generation - 1)
+    ok(post)
+    assert len(world.sender.to("C")) == 1
+    assert len(world.sender.posts) == 3  # nobody else was told either
+
+    to_carol(f"s{generation}.6", generation)  # in flight
+    to_carol(f"s{generation}.7", generation)  # waits
+    result_of(world.directory.delegate("alice", "carol"))
+    world.dispatcher.access_changed()
+    to_carol(f"s{generation}.9", generation)
+    world.change("alice", Email="7")
+    ok(world.sender.to("C")[-1])
+    assert world.sender.to("C")[-1].changed == {account: {"Email": "7"}}
+
+
 def test_reloading_subscriptions_reads_access_again(world: World) -> None:
     """
     Who sees which account is read again whenever the subscriptions are,

@@ -21,7 +21,7 @@ from zope.interface.verify import verifyObject
 
 from jmap_twisted.errors import CannotCalculateChanges
 from jmap_twisted.interfaces import IMailReader, IMailStore, IMailWriter
-from jmap_twisted.records import StoreCommit
+from jmap_twisted.records import MailView, StoreCommit
 from jmap_twisted.store import ids
 from jmap_twisted.store.memory.mail import MemoryMailStore
 from jmap_twisted.store.sql import mail as sql_mail
@@ -39,6 +39,8 @@ MAIL_TABLES = (
     "mail_accounts",
     "mail_states",
     "mail_changes",
+    "mail_change_mailboxes",
+    "mail_mailbox_states",
     "mailboxes",
     "emails",
     "email_mailboxes",
@@ -842,3 +844,89 @@ async def test_cancelled_write_still_commits_and_publishes(store: SQLiteMailStor
     assert commit.account_id == ACCOUNT
     total = await store.read(ACCOUNT, lambda r: r.query_emails(None, [], False)[1])
     assert total == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_prune_drops_the_mailboxes_of_pruned_entries_only(
+    store: SQLiteMailStore, db: SQLiteDatabase, clock: Clock
+) -> None:
+    """
+    Pruning deletes the mailboxes the pruned entries concern with them,
+    keeps those of the entries it keeps, and never deletes high-water
+    marks.
+    """
+    await add(store, message(subject="old"))
+    clock.advance(100)
+    cutoff = clock.seconds()
+    await add(store, message(subject="recent"), role="archive")
+    before = await db.read(counts)
+    assert await store.prune_changes(cutoff) == 6 + 3
+    after = await db.read(counts)
+    # Six mailboxes set up, the old email, its thread and the inbox's counts.
+    assert after["mail_change_mailboxes"] == before["mail_change_mailboxes"] - (6 + 3)
+    assert after["mail_change_mailboxes"] == after["mail_changes"] == 3
+    assert after["mail_mailbox_states"] == before["mail_mailbox_states"] > 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_view_changes_read_whole_entries_across_batches(
+    store: SQLiteMailStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A sharee's changes are read in batches of rows; an entry whose
+    mailboxes straddle a batch's end is read whole: emails moved between
+    mailboxes the sharee reads are updated for them (never created or
+    destroyed, as a part of their mailboxes would say), each once, with
+    every page's state exact.
+    """
+    # Three mailboxes per entry: a batch of four ends one row into an entry.
+    monkeypatch.setattr(sql_mail, "CHANGES_BATCH", 4)
+    ids = await store.read(ACCOUNT, roles)
+    shared = [ids["inbox"], ids["archive"], ids["junk"]]
+    view = MailView(1, 0, frozenset(shared), frozenset(shared), frozenset())
+
+    def many(w: IMailWriter) -> list[str]:
+        return [
+            w.add_email(message(subject=f"m{i}"), [ids["archive"]], (), float(i)).id
+            for i in range(7)
+        ]
+
+    moved = await store.write(ACCOUNT, many)
+    since = start = await store.read(ACCOUNT, lambda r: r.view_state("Email", view))
+
+    def move(w: IMailWriter) -> None:
+        for email_id in moved:
+            w.update_email(email_id, mailbox_ids={ids["inbox"], ids["junk"]})
+
+    await store.write(ACCOUNT, move)
+    batch = await store.read(ACCOUNT, lambda r: r.view_changes("Email", start, None, view))
+    assert (batch.created, batch.updated, batch.destroyed) == ((), tuple(moved), ())
+    seen: list[str] = []
+    while True:
+        page = await store.read(ACCOUNT, lambda r, s=since: r.view_changes("Email", s, 3, view))
+        assert page.created == page.destroyed == ()
+        seen.extend(page.updated)
+        since = page.new_state
+        if not page.has_more_changes:
+            break
+    assert seen == moved
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_sharees_query_of_one_mailbox_walks_it(
+    store: SQLiteMailStore, db: SQLiteDatabase
+) -> None:
+    """
+    The server's inAnyMailbox of a single mailbox (a sharee reading one
+    shared mailbox) walks that mailbox's index like inMailbox.
+    """
+    inbox = await store.read(ACCOUNT, lambda r: roles(r)["inbox"])
+    query = compile_query(
+        ACCOUNT,
+        {"inAnyMailbox": frozenset({inbox})},
+        [{"property": "receivedAt", "isAscending": False}],
+        False,
+    )
+    plan = await db.read(_plan, query.select, dict(query.params, limit=50, offset=0))
+    assert any("email_mailboxes_by_mailbox" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from jmap_twisted.auth.realm import accounts_of
 from jmap_twisted.bus.events import ASYNCHRONOUS, StateChange
 from jmap_twisted.interfaces import IDirectory, IEvent, IEventListener, IPushSubscriptions
 from jmap_twisted.push import pushstate
@@ -43,7 +44,8 @@ from jmap_twisted.push.webpush.sender import (
     push_host,
     topic_for,
 )
-from jmap_twisted.records import PushSubscriptionRecord
+from jmap_twisted.records import Account, PushSubscriptionRecord
+from jmap_twisted.store.changelog import decode_view_state
 
 log = Logger()
 
@@ -55,13 +57,37 @@ def _live(record: PushSubscriptionRecord, now: float) -> bool:
 def _merge(into: pushstate.States, changes: Mapping[str, Mapping[str, str]]) -> None:
     """
     Add ``changes`` to ``into``, the later state winning per account and
-    type.
+    type; a whole account's state and a sharee's view's cannot be
+    compared: the one arriving wins (the user's access changed).
     """
     for account, states in changes.items():
         known = into.setdefault(account, {})
         for type_name, state in states.items():
             old = known.get(type_name)
-            known[type_name] = state if old is None else pushstate.later(old, state)
+            if old is None or _is_view(old) != _is_view(state):
+                known[type_name] = state
+            else:
+                known[type_name] = pushstate.later(old, state)
+
+
+def _is_view(state: str) -> bool:
+    return decode_view_state(state) is not None
+
+
+#: Who hears of an account's StateChanges: the account's id and ``None``
+#: for those seeing it whole (its owner, delegates), or the sharee's id for
+#: their view of it.
+Audience = tuple[str, str | None]
+
+
+def _heard_as(account: Account, user_id: str) -> tuple[Audience, int]:
+    """
+    Under which audience a user hears of an account, and from which
+    generation of their view (``0`` when seen whole).
+    """
+    if account.shared is None:
+        return (account.id, None), 0
+    return (account.id, user_id), account.shared.generation
 
 
 def _message(changed: pushstate.States) -> dict[str, Any]:
@@ -98,8 +124,9 @@ class WebPushDispatcher:
     retries the event then), never for one subscription's push service.
 
     :param subscriptions: the push subscriptions.
-    :param directory: which accounts each user can see (their own and
-        those delegated to them).
+    :param directory: which accounts each user can see (their own, those
+        delegated to them, and their views of those with mailboxes shared
+        with them).
     :param sender: POSTs one message.
     :param clock: schedules retries; the time for expiry.
     :param reload_interval: seconds between looks at the subscriptions'
@@ -145,11 +172,12 @@ class WebPushDispatcher:
         self._version: int | None = None
         self._checked: float | None = None
         self._stale = True
-        # Who sees what: the accounts of each user with subscriptions, and
-        # the users seeing each account.  _generation moves whenever they
-        # are dropped, so a lookup running meanwhile does not keep them.
-        self._accounts: dict[str, frozenset[str]] = {}
-        self._audience: dict[str, list[str]] | None = None
+        # Who sees what: how each user with subscriptions hears of each
+        # account they see (with the generation of their view), and the
+        # users of each audience.  _generation moves whenever they are
+        # dropped, so a lookup running meanwhile does not keep them.
+        self._accounts: dict[str, frozenset[tuple[Audience, int]]] = {}
+        self._audience: dict[Audience, list[tuple[str, int]]] | None = None
         self._generation = 0
         self._queues: dict[str, _Queue] = {}
         #: Per subscription, the latest state heard of per account and type
@@ -171,11 +199,13 @@ class WebPushDispatcher:
 
     async def _handle(self, event: StateChange) -> None:
         audience = await self._current_audience()
-        users = audience.get(event.account_id, ())
+        users = audience.get((event.account_id, event.viewer), ())
         if not users or self._by_user is None:
             return
         now = self._clock.seconds()
-        for user_id in users:
+        for user_id, generation in users:
+            if event.generation < generation:
+                continue  # an older view's, arriving after the rights changed
             for record in self._by_user.get(user_id, ()):
                 if not _live(record, now):
                     continue
@@ -232,10 +262,11 @@ class WebPushDispatcher:
             and self._clock.seconds() - self._checked < self._reload_interval
         )
 
-    async def _current_audience(self) -> dict[str, list[str]]:
+    async def _current_audience(self) -> dict[Audience, list[tuple[str, int]]]:
         """
-        The users seeing each account, among those with subscriptions,
-        after reading the subscriptions again when they may have changed.
+        The users hearing of each account, whole or through their view
+        (with its generation), among those with subscriptions, after
+        reading the subscriptions again when they may have changed.
         """
         if self._fresh() and self._audience is not None:
             return self._audience
@@ -286,23 +317,24 @@ class WebPushDispatcher:
             else:
                 queue.record = current
 
-    async def _find_audience(self) -> dict[str, list[str]]:
+    async def _find_audience(self) -> dict[Audience, list[tuple[str, int]]]:
         users = list(self._by_user or ())
         known = {u: self._accounts[u] for u in users if u in self._accounts}
         missing = [u for u in users if u not in known]
         if missing:
             generation = self._generation
             found = await gatherResults(
-                [self._directory.accounts_for_user(u) for u in missing], consumeErrors=True
+                [Deferred.fromCoroutine(accounts_of(self._directory, u)) for u in missing],
+                consumeErrors=True,
             )
             for user_id, accounts in zip(missing, found, strict=True):
-                known[user_id] = frozenset(a.id for a in accounts)
+                known[user_id] = frozenset(_heard_as(a, user_id) for a in accounts)
             if generation == self._generation:
                 self._accounts.update(known)
-        audience: dict[str, list[str]] = {}
+        audience: dict[Audience, list[tuple[str, int]]] = {}
         for user_id in users:
-            for account_id in known[user_id]:
-                audience.setdefault(account_id, []).append(user_id)
+            for heard_as, view_generation in known[user_id]:
+                audience.setdefault(heard_as, []).append((user_id, view_generation))
         return audience
 
     # -- one subscription's queue

@@ -28,18 +28,26 @@ from jmap_twisted.records import (
     MailboxCounts,
     MailboxEvent,
     MailboxRecord,
+    MailView,
     StoreCommit,
 )
 from jmap_twisted.store import ids, mailquery
 from jmap_twisted.store import quota as quotas
 from jmap_twisted.store.changelog import (
+    ADMINS,
     MAIL_TYPES,
+    VIEWS,
     ChangeRecorder,
     CommitListeners,
     LogEntry,
+    changes_for_view,
     decode_state,
     encode_state,
+    encode_view_state,
+    high_water_marks,
     merge_changes,
+    touched,
+    view_position,
 )
 from jmap_twisted.store.mailmodel import (
     STANDARD_MAILBOXES,
@@ -65,6 +73,9 @@ class _AccountData:
     #: type → the newest position pruned: older states cannot be resolved.
     oldest: dict[str, int] = field(factory=dict)
     states: dict[str, int] = field(factory=dict)
+    #: (type, mailbox id, audience) → the latest entry concerning the
+    #: mailbox: high-water marks of sharees' views, never pruned.
+    marks: dict[tuple[str, str, int], int] = field(factory=dict)
     #: Message-ID → ids of emails mentioning it (own id or references).
     mentions: dict[str, set[str]] = field(factory=dict)
     #: type → id → JSON document.
@@ -82,6 +93,7 @@ class _AccountData:
             modseq=self.modseq,
             oldest=dict(self.oldest),
             states=dict(self.states),
+            marks=dict(self.marks),
             mentions={k: set(v) for k, v in self.mentions.items()},
             documents={k: dict(v) for k, v in self.documents.items()},
             quota=self.quota,
@@ -159,8 +171,46 @@ class _Reader:
     def changes(self, type_name: str, since_state: str, max_changes: int | None) -> ChangeBatch:
         current = self._data.states.get(type_name, 0)
         since = decode_state(since_state, current, self._data.oldest.get(type_name, 0))
-        entries = (e for e, _ in self._data.log if e.type_name == type_name and e.seq > since)
+        entries = (
+            e
+            for e, _ in self._data.log
+            if e.type_name == type_name and e.seq > since and e.audience != VIEWS
+        )
         return merge_changes(entries, since, current, max_changes)
+
+    def _view_position(self, type_name: str, view: MailView) -> int:
+        return view_position(self._data.marks, type_name, view)
+
+    def view_state(self, type_name: str, view: MailView) -> str:
+        subscriptions = view.subscriptions if type_name == "Mailbox" else None
+        return encode_view_state(
+            view.generation, self._view_position(type_name, view), subscriptions
+        )
+
+    def view_changes(
+        self, type_name: str, since_state: str, max_changes: int | None, view: MailView
+    ) -> ChangeBatch:
+        def entries(after: int) -> list[LogEntry]:
+            return [e for e, _ in self._data.log if e.type_name == type_name and e.seq > after]
+
+        def readable_threads(thread_ids: Collection[str]) -> set[str]:
+            return {
+                e.thread_id
+                for e in self._data.emails.values()
+                if e.thread_id in thread_ids and not e.mailbox_ids.isdisjoint(view.readable)
+            }
+
+        return changes_for_view(
+            type_name,
+            since_state,
+            max_changes,
+            view,
+            current=self._view_position(type_name, view),
+            oldest=self._data.oldest.get(type_name, 0),
+            entries=entries,
+            readable_threads=readable_threads,
+            mailbox_ids=lambda: list(self._data.mailboxes),
+        )
 
     def message(self, blob_id: str) -> bytes | None:
         return self._data.blobs.get(blob_id)
@@ -183,6 +233,10 @@ class _Writer(_Reader):
         # /set responses can report their newState.
         pending = self._recorder.pending_state(type_name, self._data.seq + 1)
         return super().state(type_name) if pending is None else encode_state(pending)
+
+    def _view_position(self, type_name: str, view: MailView) -> int:
+        pending = self._recorder.pending_view_position(type_name, self._data.seq + 1, view)
+        return super()._view_position(type_name, view) if pending is None else pending
 
     def create_mailbox(
         self,
@@ -211,6 +265,12 @@ class _Writer(_Reader):
         del self._data.mailboxes[mailbox_id]
         self._recorder.destroyed("Mailbox", mailbox_id)
         self._recorder.event(MailboxEvent("mailbox_deleted", frozenset({mailbox_id})))
+
+    def note_acl_change(self, mailbox_id: str) -> None:
+        if mailbox_id not in self._data.mailboxes:
+            raise KeyError(mailbox_id)
+        self._recorder.updated("Mailbox", mailbox_id, audience=ADMINS)
+        self._recorder.event(MailboxEvent("mailbox_updated", frozenset({mailbox_id})))
 
     def _thread_mailboxes(self, thread_id: str, exclude: str) -> set[str]:
         return {
@@ -380,9 +440,19 @@ class MemoryMailStore:
         data.modseq += 1
         changed: dict[str, str] = {}
         for entry in entries:
-            data.states[entry.type_name] = entry.seq
-            changed[entry.type_name] = encode_state(entry.seq)
-        return StoreCommit(account_id, data.modseq, tuple(recorder.events), changed, delivery)
+            if entry.audience != VIEWS:
+                data.states[entry.type_name] = entry.seq
+                changed[entry.type_name] = encode_state(entry.seq)
+        marks = high_water_marks(entries)
+        data.marks.update(marks)
+        return StoreCommit(
+            account_id,
+            data.modseq,
+            tuple(recorder.events),
+            changed,
+            delivery,
+            touched(marks),
+        )
 
     def subscribe(self, listener: Callable[[StoreCommit], object]) -> Callable[[], None]:
         return self._commits.subscribe(listener)
@@ -391,7 +461,8 @@ class MemoryMailStore:
         """
         Drop, in every account, the change-log entries committed before
         ``before`` and any older entry of their type, as the SQL stores do
-        (:class:`~jmap_twisted.interfaces.IChangeLogPruning`).
+        (:class:`~jmap_twisted.interfaces.IChangeLogPruning`); the
+        high-water marks of sharees' views stay.
 
         :param before: a POSIX time, as given by the store's clock.
         :return: fires with the number of entries deleted.

@@ -321,6 +321,30 @@ CREATE TABLE principal_version (
     seq       BIGINT NOT NULL
 );
 INSERT INTO principal_version (singleton, seq) VALUES (1, 0);
+
+ALTER TABLE mail_changes
+    ADD COLUMN audience SMALLINT NOT NULL DEFAULT 0 CHECK (audience IN (0, 1, 2));
+
+CREATE TABLE mail_change_mailboxes (
+    account_id TEXT COLLATE "C" NOT NULL,
+    seq        BIGINT NOT NULL,
+    type       TEXT COLLATE "C" NOT NULL,
+    mailbox_id TEXT COLLATE "C" NOT NULL,
+    was_in     SMALLINT NOT NULL CHECK (was_in IN (0, 1)),
+    is_in      SMALLINT NOT NULL CHECK (is_in IN (0, 1)),
+    PRIMARY KEY (account_id, seq, mailbox_id)
+);
+CREATE INDEX mail_change_mailboxes_by_mailbox
+    ON mail_change_mailboxes (account_id, type, mailbox_id, seq);
+
+CREATE TABLE mail_mailbox_states (
+    account_id TEXT COLLATE "C" NOT NULL,
+    type       TEXT COLLATE "C" NOT NULL,
+    mailbox_id TEXT COLLATE "C" NOT NULL,
+    audience   SMALLINT NOT NULL CHECK (audience IN (0, 1, 2)),
+    seq        BIGINT NOT NULL,
+    PRIMARY KEY (account_id, type, mailbox_id, audience)
+);
 """
 
 MIGRATIONS: list[str] = [_V1, _V2_PUSH_SUBSCRIPTIONS, _V3_TICKETS, _V4_QUOTAS, _V5_SHARES]

@@ -36,6 +36,13 @@ differs: where the searchable text lives and how a query is compiled
   time.  Each type remembers the newest position it dropped (``oldest``), so
   only states older than that answer ``cannotCalculateChanges``: a type
   that did not change for a while keeps its state usable.
+- Sharees' views (:mod:`jmap_twisted.store.changelog`): the mailboxes an
+  entry concerns are rows of ``mail_change_mailboxes`` (pruned with their
+  entry), its audience a column of ``mail_changes``, and the high-water
+  marks rows of ``mail_mailbox_states`` (never pruned), all written in the
+  operation's transaction.  A view's state is one ``MAX`` over the marks'
+  primary key for its mailboxes; its changes join the entries to their
+  rows for its mailboxes, in batches.
 """
 
 # SQL is assembled from fixed fragments and placeholder lists only; every
@@ -63,17 +70,26 @@ from jmap_twisted.records import (
     MailboxCounts,
     MailboxEvent,
     MailboxRecord,
+    MailView,
     StoreCommit,
 )
 from jmap_twisted.store import ids
 from jmap_twisted.store import quota as quotas
 from jmap_twisted.store.changelog import (
+    ADMINS,
+    EVERYONE,
+    VIEWS,
     ChangeRecorder,
     CommitListeners,
     LogEntry,
+    changes_for_view,
     decode_state,
     encode_state,
+    encode_view_state,
+    high_water_marks,
     merge_changes,
+    touched,
+    view_pools,
 )
 from jmap_twisted.store.mailmodel import (
     STANDARD_MAILBOXES,
@@ -325,14 +341,124 @@ class SQLReader:
         while True:
             rows = self._db.execute(
                 "SELECT seq, object_id, kind, counts_only FROM mail_changes"
-                " WHERE account_id = ? AND type = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (self.account_id, type_name, after, CHANGES_BATCH),
+                " WHERE account_id = ? AND type = ? AND seq > ? AND audience <> ?"
+                " ORDER BY seq LIMIT ?",
+                (self.account_id, type_name, after, VIEWS, CHANGES_BATCH),
             ).fetchall()
             for seq, object_id, kind, counts_only in rows:
                 yield LogEntry(seq, type_name, object_id, kind, bool(counts_only))
             if len(rows) < CHANGES_BATCH:
                 return
             after = rows[-1][0]
+
+    def _view_position(self, type_name: str, view: MailView) -> int:
+        common, admin = view_pools(type_name, view)
+        best = 0
+        for pool, audiences in ((common, (EVERYONE, VIEWS)), (admin, (ADMINS,))):
+            for chunk in _chunks(sorted(pool)):
+                (found,) = self._db.execute(
+                    "SELECT MAX(seq) FROM mail_mailbox_states"
+                    " WHERE account_id = ? AND type = ?"
+                    f" AND mailbox_id IN ({_marks(len(chunk))})"
+                    f" AND audience IN ({_marks(len(audiences))})",
+                    (self.account_id, type_name, *chunk, *audiences),
+                ).fetchone()
+                if found is not None:
+                    best = max(best, int(found))
+        return best
+
+    def view_state(self, type_name: str, view: MailView) -> str:
+        subscriptions = view.subscriptions if type_name == "Mailbox" else None
+        return encode_view_state(
+            view.generation, self._view_position(type_name, view), subscriptions
+        )
+
+    def view_changes(
+        self, type_name: str, since_state: str, max_changes: int | None, view: MailView
+    ) -> ChangeBatch:
+        return changes_for_view(
+            type_name,
+            since_state,
+            max_changes,
+            view,
+            current=self._view_position(type_name, view),
+            oldest=self._type_state(type_name)[1],
+            entries=lambda after: self._view_log(type_name, after, view),
+            readable_threads=lambda ids: self._readable_threads(ids, view.readable),
+            mailbox_ids=lambda: [m.id for m in self.mailboxes()],
+        )
+
+    def _view_log(self, type_name: str, since: int, view: MailView) -> Iterator[LogEntry]:
+        """
+        The type's entries after ``since`` that concern the view's
+        mailboxes, with only those mailboxes, fetched in batches as the
+        consumer asks for them.
+        """
+        common, admin = view_pools(type_name, view)
+        if not common:
+            return
+        # One IN list each: a view of more shared mailboxes than the
+        # database takes parameters is not supported.
+        admin_only = f" OR x.mailbox_id IN ({_marks(len(admin))})" if admin else ""
+        sql = (
+            "SELECT x.seq, c.object_id, c.kind, c.counts_only, c.audience,"
+            " x.mailbox_id, x.was_in, x.is_in"
+            " FROM mail_change_mailboxes x JOIN mail_changes c"
+            " ON c.account_id = x.account_id AND c.seq = x.seq"
+            " WHERE x.account_id = ? AND x.type = ? AND x.seq {}"
+            f" AND x.mailbox_id IN ({_marks(len(common))})"
+            f" AND (c.audience <> ?{admin_only})"
+            " ORDER BY x.seq, x.mailbox_id"
+        )
+        pools = (*sorted(common), ADMINS, *sorted(admin))
+        after = since
+        while True:
+            rows = self._db.execute(
+                sql.format("> ?") + " LIMIT ?",
+                (self.account_id, type_name, after, *pools, CHANGES_BATCH),
+            ).fetchall()
+            full = len(rows) == CHANGES_BATCH
+            if full:
+                # The last entry's rows may go on past the batch: read them whole.
+                last = rows[-1][0]
+                rows = [row for row in rows if row[0] != last]
+                rows += self._db.execute(
+                    sql.format("= ?"), (self.account_id, type_name, last, *pools)
+                ).fetchall()
+            entry: LogEntry | None = None
+            for seq, object_id, kind, counts_only, audience, mailbox_id, was, is_in in rows:
+                concern = (mailbox_id, bool(was), bool(is_in))
+                if entry is not None and entry.seq == seq:
+                    entry = entry._replace(mailboxes=(*entry.mailboxes, concern))
+                    continue
+                if entry is not None:
+                    yield entry
+                entry = LogEntry(
+                    seq, type_name, object_id, kind, bool(counts_only), audience, (concern,)
+                )
+            if entry is not None:
+                yield entry
+            if not full:
+                return
+            after = rows[-1][0]
+
+    def _readable_threads(self, thread_ids: Collection[str], readable: Collection[str]) -> set[str]:
+        """
+        Which of ``thread_ids`` have an email in a mailbox of ``readable``.
+        """
+        found: set[str] = set()
+        mailboxes = sorted(readable)
+        if not mailboxes:
+            return found
+        for chunk in _chunks(sorted(thread_ids)):
+            rows = self._db.execute(
+                "SELECT DISTINCT thread_id FROM email_mailboxes WHERE account_id = ?"
+                f" AND thread_id IN ({_marks(len(chunk))})"
+                f" AND mailbox_id IN ({_marks(len(mailboxes))})",
+                (self.account_id, *chunk, *mailboxes),
+            )
+            found.update(thread_id for (thread_id,) in rows)
+        return found
 
     def message(self, blob_id: str) -> bytes | None:
         row = self._db.execute(
@@ -397,6 +523,14 @@ class SQLWriter(SQLReader):
         pending = self._recorder.pending_state(type_name, (0 if row is None else row[0]) + 1)
         return super().state(type_name) if pending is None else encode_state(pending)
 
+    def _view_position(self, type_name: str, view: MailView) -> int:
+        row = self._db.execute(
+            "SELECT seq FROM mail_accounts WHERE account_id = ?", (self.account_id,)
+        ).fetchone()
+        first = (0 if row is None else row[0]) + 1
+        pending = self._recorder.pending_view_position(type_name, first, view)
+        return super()._view_position(type_name, view) if pending is None else pending
+
     def create_mailbox(
         self,
         name: str,
@@ -444,6 +578,11 @@ class SQLWriter(SQLReader):
             raise KeyError(mailbox_id)
         self._recorder.destroyed("Mailbox", mailbox_id)
         self._recorder.event(MailboxEvent("mailbox_deleted", frozenset({mailbox_id})))
+
+    def note_acl_change(self, mailbox_id: str) -> None:
+        self._mailbox_record(mailbox_id)  # KeyError when there is none
+        self._recorder.updated("Mailbox", mailbox_id, audience=ADMINS)
+        self._recorder.event(MailboxEvent("mailbox_updated", frozenset({mailbox_id})))
 
     def _thread_mailboxes(self, thread_id: str, exclude: str) -> set[str]:
         rows = self._db.execute(
@@ -724,8 +863,10 @@ def record_commit(
     now: float,
 ) -> StoreCommit | None:
     """
-    Write an operation's change-log entries, the account's new ``seq`` and
-    ``modseq`` and the types' states, in the operation's transaction.
+    Write an operation's change-log entries (with the mailboxes they
+    concern and the high-water marks they move), the account's new
+    ``seq`` and ``modseq`` and the types' states, in the operation's
+    transaction.
     """
     if not recorder:
         return None
@@ -740,15 +881,42 @@ def record_commit(
     entries = recorder.entries(seq + 1)
     db.executemany(
         "INSERT INTO mail_changes (account_id, seq, type, object_id, kind, counts_only,"
-        " modseq, committed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " modseq, committed, audience) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (account_id, e.seq, e.type_name, e.object_id, e.kind, int(e.counts_only), modseq, now)
+            (
+                account_id,
+                e.seq,
+                e.type_name,
+                e.object_id,
+                e.kind,
+                int(e.counts_only),
+                modseq,
+                now,
+                e.audience,
+            )
             for e in entries
         ],
     )
+    db.executemany(
+        "INSERT INTO mail_change_mailboxes (account_id, seq, type, mailbox_id, was_in, is_in)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (account_id, e.seq, e.type_name, mailbox_id, int(was), int(is_in))
+            for e in entries
+            for mailbox_id, was, is_in in e.mailboxes
+        ],
+    )
+    marks = high_water_marks(entries)
+    db.executemany(
+        "INSERT INTO mail_mailbox_states (account_id, type, mailbox_id, audience, seq)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, type, mailbox_id, audience)"
+        " DO UPDATE SET seq = excluded.seq",
+        [(account_id, t, m, a, mark) for (t, m, a), mark in sorted(marks.items())],
+    )
     states: dict[str, int] = {}
     for entry in entries:
-        states[entry.type_name] = entry.seq
+        if entry.audience != VIEWS:
+            states[entry.type_name] = entry.seq
     db.executemany(
         "INSERT INTO mail_states (account_id, type, seq) VALUES (?, ?, ?)"
         " ON CONFLICT (account_id, type) DO UPDATE SET seq = excluded.seq",
@@ -766,6 +934,7 @@ def record_commit(
         tuple(recorder.events),
         {t: encode_state(s) for t, s in states.items()},
         delivery,
+        touched(marks),
     )
 
 
@@ -794,8 +963,9 @@ def write_transaction(
 def prune(db: SQLConnection, older_than: float) -> int:
     """
     Delete, per account and type, the change-log entries committed before
-    ``older_than`` (and any older entry of the type), moving the type's
-    ``oldest`` to the newest entry deleted.
+    ``older_than`` (and any older entry of the type) with the mailboxes
+    they concern, moving the type's ``oldest`` to the newest entry
+    deleted.  High-water marks stay.
     """
     cutoffs = db.execute(
         "SELECT account_id, type, MAX(seq) FROM mail_changes WHERE committed < ?"
@@ -808,6 +978,10 @@ def prune(db: SQLConnection, older_than: float) -> int:
             "DELETE FROM mail_changes WHERE account_id = ? AND type = ? AND seq <= ?",
             (account_id, type_name, cutoff),
         ).rowcount
+        db.execute(
+            "DELETE FROM mail_change_mailboxes WHERE account_id = ? AND type = ? AND seq <= ?",
+            (account_id, type_name, cutoff),
+        )
         db.execute(
             "UPDATE mail_states SET oldest = CASE WHEN oldest > ? THEN oldest ELSE ? END"
             " WHERE account_id = ? AND type = ?",

@@ -11,7 +11,8 @@ How the query is built:
 
 - Where it starts (:meth:`QueryCompiler.choose_driver`): a dialect may
   start from its full-text index (SQLite's FTS5 table).  Otherwise a
-  top-level ``inMailbox`` (alone, or in a top-level ``AND``) makes the query
+  top-level ``inMailbox`` (alone, or in a top-level ``AND``), or the
+  server's ``inAnyMailbox`` of a single mailbox, makes the query
   *walk the mailbox*: it reads index ``email_mailboxes_by_mailbox``
   (account, mailbox, receivedAt descending, email id, thread) and joins
   ``emails`` only when some condition or sort needs one of its columns.
@@ -135,11 +136,16 @@ def conjuncts(filter: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
 
 def mailbox_driver(parts: list[Mapping[str, Any]]) -> tuple[Driver, list[Mapping[str, Any]]]:
     """
-    Walk the mailbox of the first top-level ``inMailbox``, if any.
+    Walk the mailbox of the first top-level ``inMailbox``, if any, or else
+    the one mailbox of a top-level ``inAnyMailbox`` of one.
     """
     for index, part in enumerate(parts):
         if "operator" not in part and "inMailbox" in part:
             return Driver(mailbox_id=part["inMailbox"]), parts[:index] + parts[index + 1 :]
+    for index, part in enumerate(parts):
+        if "operator" not in part and len(part.get("inAnyMailbox", ())) == 1:
+            (mailbox_id,) = part["inAnyMailbox"]
+            return Driver(mailbox_id=mailbox_id), parts[:index] + parts[index + 1 :]
     return Driver(), parts
 
 
@@ -235,6 +241,15 @@ class QueryCompiler:
             return (
                 f"EXISTS (SELECT 1 FROM email_mailboxes x WHERE x.account_id = {self.account}"
                 f" AND x.email_id = {self.id}{other})"
+            )
+        if name == "inAnyMailbox":
+            # The server's own condition (a sharee's readable mailboxes).
+            if not value:
+                return self.FALSE
+            wanted = ", ".join(self.param(v) for v in sorted(value))
+            return (
+                f"EXISTS (SELECT 1 FROM email_mailboxes x WHERE x.account_id = {self.account}"
+                f" AND x.email_id = {self.id} AND x.mailbox_id IN ({wanted}))"
             )
         if name == "before":
             return f"{self.received_at} < {self.param(value)}"

@@ -354,6 +354,39 @@ CREATE TABLE principal_version (
     seq       INTEGER NOT NULL
 );
 INSERT INTO principal_version (singleton, seq) VALUES (1, 0);
+
+-- Sharees' views of the mail (jmap_twisted.store.changelog).  An entry's
+-- audience: 0 everyone seeing a mailbox it concerns, 1 a change of a
+-- mailbox's sharing (of sharees, only its administrators see it), 2 sharees
+-- only (the account's own states skip it).
+ALTER TABLE mail_changes ADD COLUMN
+    audience INTEGER NOT NULL DEFAULT 0 CHECK (audience IN (0, 1, 2));
+
+-- The mailboxes each entry concerns: whether its object was in the mailbox
+-- before the operation and is in it after.  Pruned with the entry.
+CREATE TABLE mail_change_mailboxes (
+    account_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    type       TEXT NOT NULL,
+    mailbox_id TEXT NOT NULL,
+    was_in     INTEGER NOT NULL CHECK (was_in IN (0, 1)),
+    is_in      INTEGER NOT NULL CHECK (is_in IN (0, 1)),
+    PRIMARY KEY (account_id, seq, mailbox_id)
+) WITHOUT ROWID;
+CREATE INDEX mail_change_mailboxes_by_mailbox
+    ON mail_change_mailboxes (account_id, type, mailbox_id, seq);
+
+-- High-water marks: the latest entry of a type concerning a mailbox, per
+-- audience; a sharee's state is the largest of their mailboxes'.  Never
+-- pruned (none predates this version: no mailbox was shared before).
+CREATE TABLE mail_mailbox_states (
+    account_id TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    mailbox_id TEXT NOT NULL,
+    audience   INTEGER NOT NULL CHECK (audience IN (0, 1, 2)),
+    seq        INTEGER NOT NULL,
+    PRIMARY KEY (account_id, type, mailbox_id, audience)
+) WITHOUT ROWID;
 """
 
 MIGRATIONS: list[str] = [

@@ -29,7 +29,8 @@ JMAP right              letters    here also
 :func:`mailbox_rights` turns letters into the object, :func:`letters_of`
 turns an object (a ``shareWith`` value of RFC 9670) back into letters;
 :func:`mail_view` turns a sharee's rights into what the mail store needs
-to compute their states.
+to compute their states; :func:`share_letters` checks what every
+directory is given to store.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from jmap_twisted.records import MailView, SharedView
+from jmap_twisted.store import ids
 
 #: Every right of RFC 4314 §2.1, in canonical order: lookup, read, keep
 #: seen, write, insert, post, create mailboxes, delete mailbox, delete
@@ -93,6 +95,23 @@ def normalise(letters: str) -> str:
             f"unknown rights {''.join(unknown)!r}: the rights are letters of {LETTERS!r} (RFC 4314)"
         )
     return "".join(letter for letter in LETTERS if letter in letters)
+
+
+def share_letters(mailbox_id: str, letters: str) -> str:
+    """
+    The rights of a share as a directory stores them, once the arguments of
+    :meth:`~jmap_twisted.interfaces.IMailboxShares.set_rights` that need no
+    store are checked.
+
+    :param mailbox_id: the shared mailbox.
+    :param letters: its rights letters (see :func:`normalise`).
+    :raises ValueError: unknown letters, or a mailbox id that is not a
+        JMAP Id.
+    """
+    letters = normalise(letters)
+    if not ids.is_valid_id(mailbox_id):
+        raise ValueError(f"{mailbox_id!r} is not a mailbox id")
+    return letters
 
 
 def parse(text: str) -> str:

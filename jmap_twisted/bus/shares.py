@@ -29,7 +29,7 @@ from zope.interface import implementer
 from jmap_twisted import rights
 from jmap_twisted.bus.events import SYNCHRONOUS, MailboxChanged, StateChange, ViewerKey
 from jmap_twisted.interfaces import IEvent, IEventBus, IEventListener, IMailboxShares
-from jmap_twisted.store.changelog import ADMINS, MAIL_TYPES, encode_view_state, view_pools
+from jmap_twisted.store.changelog import ADMINS, MAIL_TYPES, sharee_state, view_pools
 
 if TYPE_CHECKING:
     from jmap_twisted.records import MailView
@@ -55,10 +55,7 @@ def view_states(event: MailboxChanged, view: MailView) -> dict[str, str]:
         if mailbox_id in (administered if audience == ADMINS else seen):
             latest[type_name] = max(seq, latest.get(type_name, seq))
     states = {
-        type_name: encode_view_state(
-            view.generation, seq, view.subscriptions if type_name == "Mailbox" else None
-        )
-        for type_name, seq in sorted(latest.items())
+        type_name: sharee_state(type_name, view, seq) for type_name, seq in sorted(latest.items())
     }
     if event.delivery and "Email" in states:
         states["EmailDelivery"] = states["Email"]

@@ -1,8 +1,8 @@
-# -*- test-case-name: tests.methods.test_principals, tests.methods.test_share_notifications -*-
+# -*- test-case-name: tests.methods.test_principals, tests.methods.test_share_notifications, tests.methods.test_quota -*-
 """
 The filter and sort of a ``/query`` or ``/queryChanges`` (RFC 8620 §5.5)
 over objects a method holds whole in memory (principals, share
-notifications): FilterOperators, the type's conditions, its sort
+notifications, quotas): FilterOperators, the type's conditions, its sort
 properties, ties broken by id.
 """
 
@@ -60,6 +60,14 @@ def equals(prop: str) -> Callable[[Any, Mapping[str, Any]], bool]:
     The test of a condition that the property is the value.
     """
     return lambda value, obj: obj.get(prop) == value
+
+
+def includes(prop: str) -> Callable[[Any, Mapping[str, Any]], bool]:
+    """
+    The test of a condition that the property, a list, holds the value
+    (a ``null`` property never matches).
+    """
+    return lambda value, obj: value in (obj.get(prop) or ())
 
 
 class ObjectQuery:

@@ -32,7 +32,7 @@ from jmap_twisted.methods.standard import (
     check_known,
     get_ids,
     get_properties,
-    not_found,
+    get_response,
     set_error,
     set_operations,
     string,
@@ -171,13 +171,7 @@ class PrincipalMethods:
         ids = get_ids(context, arguments)
         properties = get_properties(arguments, "properties", PROPERTIES, PROPERTIES)
         principals, state = await self._principals(context)
-        wanted = list(principals) if ids is None else [i for i in ids if i in principals]
-        return {
-            "accountId": account.id,
-            "state": state,
-            "list": [{p: principals[i][p] for p in ("id", *properties)} for i in wanted],
-            "notFound": [] if ids is None else not_found(ids, principals),
-        }
+        return get_response(account.id, state, principals, ids, properties)
 
     async def changes(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
         account = own_account(context, arguments)

@@ -16,19 +16,27 @@ keeps them in the transactions that change them (``docs/quota.rst``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection
 from typing import Any
 
 from jmap_twisted.core.registry import CallContext, Capability, Registry
-from jmap_twisted.errors import InvalidArguments, OverQuota, UnsupportedFilter, UnsupportedSort
+from jmap_twisted.errors import OverQuota
 from jmap_twisted.interfaces import IMailReader
 from jmap_twisted.methods import querychanges
 from jmap_twisted.methods.mailcontext import MAIL, MailMethods
+from jmap_twisted.methods.objectquery import (
+    Condition,
+    ObjectQuery,
+    contains,
+    equals,
+    includes,
+    is_string,
+)
 from jmap_twisted.methods.standard import (
     check_known,
     get_ids,
     get_properties,
-    not_found,
+    get_response,
     set_error,
 )
 from jmap_twisted.records import Account, AccountQuota
@@ -49,12 +57,19 @@ PROPERTIES = (
     "softLimit",
     "description",
 )
-#: The conditions of a Quota FilterCondition (RFC 9425 §4.4).
-FILTER_CONDITIONS = ("name", "scope", "resourceType", "type")
-#: The properties a Quota/query sorts by (RFC 9425 §4.4).
-SORT_PROPERTIES = ("name", "used")
-#: How deep FilterOperators may nest.
-MAX_FILTER_DEPTH = 16
+#: The conditions of a Quota FilterCondition (RFC 9425 §4.4), each a string.
+CONDITIONS = {
+    "name": Condition(is_string, "a string", contains("name")),
+    "scope": Condition(is_string, "a string", equals("scope")),
+    "resourceType": Condition(is_string, "a string", equals("resourceType")),
+    "type": Condition(is_string, "a string", includes("types")),
+}
+#: What a Quota/query sorts by (RFC 9425 §4.4): names without case, usage
+#: as is.
+SORTS = {
+    "name": lambda quota: str(quota["name"]).casefold(),
+    "used": lambda quota: quota["used"],
+}
 #: The data type every quota of this server applies to, and the
 #: capability a client needs to recognise it.
 _TYPES = {"Mail": MAIL}
@@ -152,13 +167,7 @@ class QuotaMethods(MailMethods):
         ids = get_ids(context, arguments)
         properties = get_properties(arguments, "properties", PROPERTIES, PROPERTIES)
         objects, state = await self._objects(context, account)
-        wanted = list(objects) if ids is None else [i for i in ids if i in objects]
-        return {
-            "accountId": account.id,
-            "state": state,
-            "list": [{p: objects[i][p] for p in ("id", *properties)} for i in wanted],
-            "notFound": [] if ids is None else not_found(ids, objects),
-        }
+        return get_response(account.id, state, objects, ids, properties)
 
     async def changes(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
         response, batch = await self.changes_of(context, arguments, QUOTA_TYPE, QUOTA)
@@ -168,7 +177,7 @@ class QuotaMethods(MailMethods):
 
     async def query(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
         account = await self.account(context, arguments, capability=QUOTA)
-        request = _QuotaQuery(arguments)
+        request = ObjectQuery(arguments, QUOTA_TYPE, CONDITIONS, SORTS)
         objects, state = await self._objects(context, account)
         return querychanges.window(
             account.id, request.run(objects), state, arguments, can_calculate_changes=True
@@ -178,7 +187,7 @@ class QuotaMethods(MailMethods):
         self, context: CallContext, arguments: dict[str, Any]
     ) -> dict[str, Any]:
         account = await self.account(context, arguments, capability=QUOTA)
-        request = _QuotaQuery(arguments, query_changes=True)
+        request = ObjectQuery(arguments, QUOTA_TYPE, CONDITIONS, SORTS, query_changes=True)
         using = context.using
 
         def read(reader: IMailReader) -> dict[str, Any]:
@@ -186,103 +195,3 @@ class QuotaMethods(MailMethods):
             return querychanges.compute(reader, QUOTA_TYPE, arguments, request.run(objects))
 
         return dict(await self.read(account, read), accountId=account.id)
-
-
-class _QuotaQuery:
-    """
-    The filter and sort of a ``Quota/query`` or ``/queryChanges``
-    (RFC 9425 §4.4), checked.
-    """
-
-    def __init__(self, arguments: Mapping[str, Any], query_changes: bool = False) -> None:
-        allowed = {"accountId", "filter", "sort", "calculateTotal"}
-        if query_changes:
-            allowed |= {"sinceQueryState", "maxChanges", "upToId"}
-        else:
-            allowed |= {"position", "anchor", "anchorOffset", "limit"}
-        check_known(arguments, allowed)
-        self.filter = arguments.get("filter")
-        if self.filter is not None:
-            _check_filter(self.filter, 0)
-        sort = arguments.get("sort") or []
-        if not isinstance(sort, list):
-            raise InvalidArguments("'sort' must be an array of Comparators.")
-        for comparator in sort:
-            if not isinstance(comparator, dict) or not isinstance(comparator.get("property"), str):
-                raise InvalidArguments("A Comparator is an object with a property.")
-            if comparator["property"] not in SORT_PROPERTIES:
-                raise UnsupportedSort("Quotas sort by name or used.")
-            if not isinstance(comparator.get("isAscending", True), bool):
-                raise InvalidArguments("'isAscending' must be a boolean.")
-            if not isinstance(comparator.get("collation", ""), str):
-                raise InvalidArguments("'collation' must be a string.")
-        self.sort: list[dict[str, Any]] = sort
-
-    def run(self, objects: Mapping[str, Mapping[str, Any]]) -> list[str]:
-        """
-        The ids of the matching objects, sorted (ties by id).
-        """
-        matching = [o for o in objects.values() if self.filter is None or _matches(self.filter, o)]
-        matching.sort(key=lambda o: str(o["id"]))
-        # Stable sorts, last comparator first: the first one decides.
-        for comparator in reversed(self.sort):
-            matching.sort(
-                key=_sort_key(comparator["property"]),
-                reverse=not comparator.get("isAscending", True),
-            )
-        return [o["id"] for o in matching]
-
-
-def _sort_key(prop: str) -> Callable[[Mapping[str, Any]], Any]:
-    """
-    What a Quota sorts by for a property: names without case, usage as is.
-    """
-    if prop == "name":
-        return lambda quota: str(quota["name"]).casefold()
-    return lambda quota: quota[prop]
-
-
-def _check_filter(node: Any, depth: int) -> None:
-    """
-    :raises InvalidArguments: a malformed FilterOperator or condition.
-    :raises UnsupportedFilter: an unknown condition, or nesting deeper
-        than :data:`MAX_FILTER_DEPTH`.
-    """
-    if not isinstance(node, dict):
-        raise InvalidArguments("'filter' must be a FilterOperator or FilterCondition.")
-    if depth > MAX_FILTER_DEPTH:
-        raise UnsupportedFilter(f"Filters nest at most {MAX_FILTER_DEPTH} deep.")
-    if "operator" in node:
-        if (
-            node.get("operator") not in ("AND", "OR", "NOT")
-            or not isinstance(node.get("conditions"), list)
-            or set(node) != {"operator", "conditions"}
-        ):
-            raise InvalidArguments("A FilterOperator has an operator and conditions only.")
-        for condition in node["conditions"]:
-            _check_filter(condition, depth + 1)
-        return
-    unknown = sorted(set(node) - set(FILTER_CONDITIONS))
-    if unknown:
-        raise UnsupportedFilter("Unknown Quota filter: " + ", ".join(unknown) + ".")
-    for name, value in node.items():
-        if not isinstance(value, str):
-            raise InvalidArguments(f"The Quota filter condition {name!r} takes a string.")
-
-
-def _matches(node: Mapping[str, Any], quota: Mapping[str, Any]) -> bool:
-    if "operator" in node:
-        results = [_matches(c, quota) for c in node["conditions"]]
-        if node["operator"] == "AND":
-            return all(results)
-        if node["operator"] == "OR":
-            return any(results)
-        return not any(results)
-    for name, value in node.items():
-        if name == "name" and value.casefold() not in quota["name"].casefold():
-            return False
-        if name in ("scope", "resourceType") and quota[name] != value:
-            return False
-        if name == "type" and value not in quota["types"]:
-            return False
-    return True

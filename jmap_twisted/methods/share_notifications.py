@@ -14,10 +14,10 @@ and they are pushed like any other type.  The user may only destroy them
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from jmap_twisted.core.registry import CallContext, Registry
+from jmap_twisted.core.request import parse_utc_date
 from jmap_twisted.core.session import PRINCIPALS
 from jmap_twisted.interfaces import IMailReader, IMailWriter
 from jmap_twisted.methods.mailcontext import MailMethods
@@ -42,34 +42,21 @@ PROPERTIES = (
 )
 
 
-def _utc_date(value: Any) -> float | None:
-    """
-    The time of a ``UTCDate`` (RFC 8620 §1.4), or ``None`` when the value
-    is not one.
-    """
-    if not isinstance(value, str) or not value.endswith("Z") or "T" not in value:
-        return None
-    try:
-        return datetime.fromisoformat(value[:-1] + "+00:00").timestamp()
-    except ValueError:
-        return None
-
-
 def _created(notification: Mapping[str, Any]) -> float:
-    return _utc_date(notification.get("created")) or 0.0
+    return parse_utc_date(notification.get("created")) or 0.0
 
 
 #: The conditions of a ShareNotification FilterCondition (RFC 9670 §3.4).
 CONDITIONS = {
     "after": Condition(
-        lambda v: _utc_date(v) is not None,
+        lambda v: parse_utc_date(v) is not None,
         "a UTCDate",
-        lambda v, n: _created(n) >= (_utc_date(v) or 0.0),
+        lambda v, n: _created(n) >= (parse_utc_date(v) or 0.0),
     ),
     "before": Condition(
-        lambda v: _utc_date(v) is not None,
+        lambda v: parse_utc_date(v) is not None,
         "a UTCDate",
-        lambda v, n: _created(n) < (_utc_date(v) or 0.0),
+        lambda v, n: _created(n) < (parse_utc_date(v) or 0.0),
     ),
     "objectType": Condition(is_string, "a string", equals("objectType")),
     "objectAccountId": Condition(is_string, "an account id", equals("objectAccountId")),

@@ -306,6 +306,30 @@ def apply_patch(current: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, 
     return result
 
 
+def get_response(
+    account_id: str,
+    state: str,
+    objects: Mapping[str, Mapping[str, Any]],
+    ids: Sequence[str] | None,
+    properties: Sequence[str],
+) -> dict[str, Any]:
+    """
+    The response of a standard ``/get`` (RFC 8620 §5.1) over objects held
+    whole, by id.
+
+    :param ids: the checked ``ids`` argument (``None``: every object).
+    :param properties: the checked ``properties`` argument; ``id`` is
+        always shown.
+    """
+    wanted = list(objects) if ids is None else [i for i in ids if i in objects]
+    return {
+        "accountId": account_id,
+        "state": state,
+        "list": [{p: objects[i][p] for p in ("id", *properties)} for i in wanted],
+        "notFound": [] if ids is None else not_found(ids, objects),
+    }
+
+
 def changes_response(account_id: str, batch: ChangeBatch) -> dict[str, Any]:
     """
     The response of a standard ``/changes`` (RFC 8620 §5.2).

@@ -27,9 +27,9 @@ and have states of their own, computed from the same log:
   pruned.  A sharee's position is the largest mark of the mailboxes they
   see (:func:`view_pools`), so their state moves only when a change they
   can see commits.  Their state string, ``s<generation>.<seq>`` (the
-  ``Mailbox`` state adds ``.<subscriptions>``), is another generation's
-  once their rights change: older states then answer
-  ``cannotCalculateChanges``.
+  ``Mailbox`` state adds ``.<subscriptions>``; :func:`sharee_state`),
+  is another generation's once their rights change: older states then
+  answer ``cannotCalculateChanges``.
 - :func:`changes_for_view` answers a sharee's ``*/changes`` from the
   entries concerning them, re-kinded as they see them
   (:func:`view_entries`): an email moved into a mailbox they read is
@@ -145,6 +145,15 @@ def encode_view_state(generation: int, seq: int, subscriptions: int | None = Non
     """
     state = f"s{generation}.{seq}"
     return state if subscriptions is None else f"{state}.{subscriptions}"
+
+
+def sharee_state(type_name: str, view: MailView, seq: int) -> str:
+    """
+    A sharee's state of a type at a position of their log: with their
+    subscriptions counter in ``Mailbox`` states only.
+    """
+    subscriptions = view.subscriptions if type_name == "Mailbox" else None
+    return encode_view_state(view.generation, seq, subscriptions)
 
 
 def decode_view_state(state: str) -> ViewState | None:

@@ -43,9 +43,9 @@ from jmap_twisted.store.changelog import (
     changes_for_view,
     decode_state,
     encode_state,
-    encode_view_state,
     high_water_marks,
     merge_changes,
+    sharee_state,
     touched,
     view_position,
 )
@@ -182,10 +182,7 @@ class _Reader:
         return view_position(self._data.marks, type_name, view)
 
     def view_state(self, type_name: str, view: MailView) -> str:
-        subscriptions = view.subscriptions if type_name == "Mailbox" else None
-        return encode_view_state(
-            view.generation, self._view_position(type_name, view), subscriptions
-        )
+        return sharee_state(type_name, view, self._view_position(type_name, view))
 
     def view_changes(
         self, type_name: str, since_state: str, max_changes: int | None, view: MailView

@@ -603,11 +603,9 @@ class SQLDirectory:
         self, account_id: str, mailbox_id: str, user_id: str, letters: str, granted_by: str | None
     ) -> Deferred[tuple[str, str]]:
         try:
-            letters = rights.normalise(letters)
+            letters = rights.share_letters(mailbox_id, letters)
         except ValueError as error:
             return fail(error)
-        if not ids.is_valid_id(mailbox_id):
-            return fail(ValueError(f"{mailbox_id!r} is not a mailbox id"))
         return self._db.run(
             _set_rights,
             account_id,

@@ -164,6 +164,7 @@ class LocalServer:
                     tool("jmap-admin"),
                     "--data",
                     str(self.data),
+                    "--init",
                     "user",
                     "add",
                     user,

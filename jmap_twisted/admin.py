@@ -1,6 +1,12 @@
 """
 The ``jmap-admin`` command: manage users, bearer tokens, account
-delegations, mailbox shares, quotas and dead letters.
+delegations, mailbox shares, quotas and dead letters; import users and
+mail, export mail (:mod:`jmap_twisted.admin_import`); back up and restore
+the SQLite store (:mod:`jmap_twisted.backup`).
+
+A data directory without the server's database is refused unless
+``--init`` is given, so that a mistyped ``--data`` does not silently get a
+new, empty store.
 
 It works on the database of a data directory directly, also while a server
 runs on it: the server reads the directory on every request, so a new user,
@@ -33,7 +39,7 @@ from typing import NoReturn
 
 from twisted.internet.task import react
 
-from jmap_twisted import rights
+from jmap_twisted import admin_import, backup, configfile, rights
 from jmap_twisted.auth.passwords import PasswordHasher, new_token, token_hash
 from jmap_twisted.errors import DatabaseError, NoSuchUser, UserExists
 from jmap_twisted.extras import MissingExtra, require
@@ -47,6 +53,7 @@ from jmap_twisted.store.backends import (
     open_stores,
     read_secret,
 )
+from jmap_twisted.store.sqlite.database import database_path
 
 DEFAULT_DATA = "jmap-data"
 """
@@ -402,9 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
         " dead letters and VAPID key of a JMAP server.",
     )
     parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the server's configuration file (twistd jmap --config): its data, store and"
+        " store-password-file say where the data is, unless given here",
+    )
+    parser.add_argument(
         "--data",
         metavar="DIR",
-        default=DEFAULT_DATA,
         help=f"the server's data directory (default: {DEFAULT_DATA})",
     )
     parser.add_argument(
@@ -418,12 +430,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="file whose first line is the database password",
     )
-    parser.set_defaults(password_source=None)
+    parser.add_argument(
+        "--init",
+        action="store_true",
+        help="create the store when the data directory holds none (without it, a data"
+        " directory without server data is refused)",
+    )
+    parser.set_defaults(password_source=None, offline=None)
     groups = parser.add_subparsers(
         dest="group",
         required=True,
         metavar="{user,token,delegate,undelegate,delegations,share,unshare,shares,quota,"
-        "dead-letters,vapid}",
+        "dead-letters,vapid,mail,backup,restore}",
     )
 
     user = groups.add_parser("user", help="manage users").add_subparsers(
@@ -441,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     passwd.add_argument("name", metavar="NAME")
     _password_options(passwd)
     passwd.set_defaults(command=_user_passwd)
+    bulk = user.add_parser(
+        "import",
+        help="create the users of a CSV file of username,password rows (empty password:"
+        " tokens only); existing users are skipped",
+    )
+    bulk.add_argument("file", metavar="FILE")
+    bulk.set_defaults(command=admin_import.user_import_command, check_username=_username)
 
     token = groups.add_parser("token", help="manage bearer tokens").add_subparsers(
         dest="action", required=True
@@ -562,7 +587,99 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate",
         help="replace the key pair and destroy every push subscription (clients resubscribe)",
     ).set_defaults(command=_vapid_rotate)
+    _transfer_commands(groups)
     return parser
+
+
+def _transfer_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """
+    The ``mail``, ``backup`` and ``restore`` commands.
+    """
+    mail = groups.add_parser(
+        "mail", help="import a user's mail from mbox or Maildir, or export it"
+    ).add_subparsers(dest="action", required=True)
+    mail_import = mail.add_parser(
+        "import",
+        help="import an mbox file or a Maildir directory (subfolders become mailboxes);"
+        " messages already there are skipped, so an interrupted import can be run again",
+    )
+    mail_import.add_argument("name", metavar="USER")
+    mail_import.add_argument("path", metavar="PATH")
+    mail_import.add_argument(
+        "--mailbox",
+        metavar="PATH",
+        help="the mailbox (name path A/B) for the mbox or the Maildir's own messages"
+        " (default: the inbox)",
+    )
+    mail_import.set_defaults(command=admin_import.mail_import_command)
+    mail_export = mail.add_parser(
+        "export", help="write every mailbox of a user to a new Maildir or mbox files"
+    )
+    mail_export.add_argument("name", metavar="USER")
+    mail_export.add_argument("dest", metavar="DEST")
+    mail_export.add_argument(
+        "--format",
+        choices=("maildir", "mbox"),
+        default="maildir",
+        help="a Maildir at DEST (default), or one mbox file per mailbox under DEST",
+    )
+    mail_export.set_defaults(command=admin_import.mail_export_command)
+    for command in (mail_import, mail_export):
+        command.add_argument(
+            "--progress",
+            choices=("auto", "always", "never"),
+            default="auto",
+            help="the progress bar on standard error (auto: when it is a terminal)",
+        )
+    backup_command = groups.add_parser(
+        "backup",
+        help="copy the data directory's store into the empty directory DEST, also while"
+        " the server runs (PostgreSQL: use pg_dump)",
+    )
+    backup_command.add_argument("dest", metavar="DEST")
+    backup_command.set_defaults(offline=_backup)
+    restore_command = groups.add_parser(
+        "restore",
+        help="copy a backup into the empty data directory given by --data (the server"
+        " must not run on it)",
+    )
+    restore_command.add_argument("source", metavar="SRC")
+    restore_command.set_defaults(offline=_restore)
+
+
+def _backup(args: argparse.Namespace, settings: StoreSettings) -> str:
+    if settings.url is not None:
+        raise backup.BackupError("a PostgreSQL store is backed up with pg_dump (see the docs)")
+    copied = backup.backup(settings.data_dir, Path(args.dest))
+    return f"backed up {settings.data_dir} to {copied.path} ({copied.size} octets)"
+
+
+def _restore(args: argparse.Namespace, settings: StoreSettings) -> str:
+    if settings.url is not None:
+        raise backup.BackupError("a PostgreSQL store is restored with pg_restore (see the docs)")
+    copied = backup.restore(Path(args.source), settings.data_dir)
+    return f"restored {args.source} into {settings.data_dir} ({copied.size} octets)"
+
+
+def _require_server_data(settings: StoreSettings) -> None:
+    """
+    Exit unless the data directory of ``settings`` holds the server's
+    database (a missing or mistyped ``--data`` would otherwise get a new,
+    empty one); PostgreSQL databases are named explicitly and not checked.
+    """
+    if settings.url is not None:
+        return
+    path = Path(database_path(str(settings.data_dir)))
+    try:
+        version = backup.schema_version(path)
+    except backup.BackupError as error:
+        _fail(str(error))
+    if not version:
+        _fail(
+            f"no server data in {settings.data_dir} ({path} "
+            + ("does not exist" if version is None else "holds no server tables")
+            + "): check --data, or give --init to create a new store there"
+        )
 
 
 def _password_options(parser: argparse.ArgumentParser) -> None:
@@ -616,6 +733,27 @@ def _password_hash(source: str | None) -> str | None:
         raise AdminError("the password is not valid Unicode text") from None
 
 
+def _store_location(args: argparse.Namespace) -> None:
+    """
+    Complete ``--data``, ``--store`` and ``--store-password-file`` from
+    the ``--config`` file (the command line wins), so ``jmap-admin`` opens
+    the store the server configured by the same file uses; exits (status
+    2) on a file that cannot be used.
+    """
+    location: dict[str, str] = {}
+    if args.config is not None:
+        try:
+            location = configfile.store_location(args.config)
+        except configfile.ConfigFileError as error:
+            _fail(f"--config: {error}", status=2)
+    if args.data is None:
+        args.data = location.get("data", DEFAULT_DATA)
+    if args.store is None:
+        args.store = location.get("store")
+    if args.store_password_file is None:
+        args.store_password_file = location.get("store-password-file")
+
+
 def _store_settings(args: argparse.Namespace) -> StoreSettings:
     """
     Where the data is, from ``--data``, ``--store`` and
@@ -662,7 +800,7 @@ async def _run(
         _fail(f"user already exists: {error}")
     except NoSuchUser as error:
         _fail(f"no such user: {error}")
-    except AdminError as error:
+    except (AdminError, admin_import.TransferError) as error:
         _fail(str(error))
     except database_errors as error:
         _fail(f"database error: {error}")
@@ -682,7 +820,16 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     :param argv: the arguments, by default ``sys.argv[1:]``.
     """
     args = build_parser().parse_args(argv)
+    _store_location(args)
     settings = _store_settings(args)
+    if args.offline is not None:
+        try:
+            print(args.offline(args, settings))
+        except backup.BackupError as error:
+            _fail(str(error))
+        raise SystemExit(0)
+    if not args.init:
+        _require_server_data(settings)
     try:
         password_hash = _password_hash(args.password_source)
     except AdminError as error:

@@ -186,6 +186,8 @@ class ServerConfig:
         (``None``: a random one per process).
     :ivar demo: serve the live-inbox demo page, a browser client, at
         ``/demo/``.
+    :ivar metrics_listen: endpoint of the listener serving Prometheus
+        metrics at ``/metrics``, or ``None`` for none.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
@@ -216,3 +218,4 @@ class ServerConfig:
     bus: AMQPSettings | None = None
     node_id: str | None = None
     demo: bool = False
+    metrics_listen: str | None = None

@@ -45,6 +45,7 @@ from jmap_twisted.interfaces import (
 )
 from jmap_twisted.mail.delivery import LocalDelivery
 from jmap_twisted.methods import build_registry
+from jmap_twisted.metrics import ServerMetrics
 from jmap_twisted.push.access import AccessWatch, catch_up
 from jmap_twisted.push.connections import PushConnections
 from jmap_twisted.push.tickets import TicketChecker, Tickets
@@ -129,10 +130,12 @@ class JMAPServer:
             directory=directory,
         )
         self.registry = methods.registry
+        #: The server's Prometheus metrics, in a registry of its own.
+        self.metrics = ServerMetrics(lambda name: self.registry.capability_of(name) is not None)
         if self.webpush is not None:
             self.webpush.registry = self.registry
         self.blob_resolver = methods.blob_resolver
-        self.engine = Engine(self.registry, config.limits)
+        self.engine = Engine(self.registry, config.limits, self.metrics)
         #: Every transport's requests run here, within each user's slots.
         self.runner = RequestRunner(self.engine, self.registry.capabilities, config.limits)
         self.upload_limiter = ConcurrencyLimiter(
@@ -185,6 +188,9 @@ class JMAPServer:
         #: (:class:`~jmap_twisted.service.JMAPService`) while it runs.
         self.running = False
         self._warned = False
+        self.metrics.watch(self.push_connections, connector)
+        if isinstance(delivery, LocalDelivery):
+            delivery.metrics = self.metrics
 
     def _oidc_checker(self, fetcher: JSONFetcher | None) -> ICredentialsChecker:
         """

@@ -31,6 +31,7 @@ from jmap_twisted.interfaces import IChangeLogPruning, IJMAPReactor, IMailboxSha
 from jmap_twisted.listening import ListeningService
 from jmap_twisted.loops import SupervisedLoop
 from jmap_twisted.mail.vacation import VacationResponder
+from jmap_twisted.metrics import metrics_site
 from jmap_twisted.server import JMAPServer
 from jmap_twisted.store.backends import StoreSettings, open_stores
 from jmap_twisted.web import jmap_site
@@ -202,6 +203,14 @@ class JMAPService(MultiService):
             endpoint = serverFromString(self.server.reactor, description)
             ListeningService(endpoint, self.front).setServiceParent(self)
 
+    def listen_metrics(self, description: str) -> None:
+        """
+        Serve the server's Prometheus metrics at ``/metrics`` on an
+        endpoint description while running (bound with the other ports).
+        """
+        endpoint = serverFromString(self.server.reactor, description)
+        ListeningService(endpoint, metrics_site(self.server.metrics)).setServiceParent(self)
+
     def listening_ports(self) -> list[IListeningPort]:
         """
         The ports listened on now (to learn the port number of ``tcp:0``).
@@ -329,6 +338,8 @@ def make_service(config: ServerConfig, reactor: IJMAPReactor) -> MultiService:
     server = JMAPServer.from_stores(config, stores, reactor, relay=relay, connector=connector)
     jmap = JMAPService(server)
     jmap.listen(config.listen)
+    if config.metrics_listen is not None:
+        jmap.listen_metrics(config.metrics_listen)
     # Imports twisted.mail.smtp, which installs the global reactor: only
     # here, once the reactor is chosen.
     from jmap_twisted.mail.service import delivery_services

@@ -8,8 +8,10 @@ one that is not installed is a usage error naming it.
 
 from __future__ import annotations
 
+import getopt
 import resource
 import socket
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
@@ -18,6 +20,7 @@ from twisted.application.service import IService
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.python import usage
 
+from jmap_twisted import configfile
 from jmap_twisted.auth.throttle import LoginLimits
 from jmap_twisted.config import (
     DEFAULT_DATA,
@@ -32,6 +35,7 @@ from jmap_twisted.config import (
 from jmap_twisted.core.limits import CoreLimits
 from jmap_twisted.extras import MissingExtra, require
 from jmap_twisted.interfaces import IJMAPReactor
+from jmap_twisted.logformat import FORMATS, twistd_json_logger
 from jmap_twisted.mail.sendlimits import SendLimits
 from jmap_twisted.store.backends import StoreConfigurationError, StoreSettings, read_secret
 
@@ -52,6 +56,12 @@ def _positive(name: str) -> Any:
     return parse
 
 
+def _log_format(value: str) -> str:
+    if value not in FORMATS:
+        raise usage.UsageError(f"--log-format is text or json, not {value!r}")
+    return value
+
+
 #: The connection limits' defaults, shown in the options' help.
 _CONNECTIONS = ConnectionLimits()
 #: The password checks' defaults, likewise.
@@ -60,9 +70,18 @@ _LOGIN = LoginLimits()
 
 class Options(usage.Options):
     """
-    Options of ``twistd jmap``.  Logging is configured with twistd's own
-    options (``--logfile``, ``--logger``).
+    Options of ``twistd jmap``.  Where the log goes is configured with
+    twistd's own options (``--logfile``, ``--logger``); ``--log-format``
+    chooses text or JSON lines.
+
+    Every option can also be given in the TOML file named by ``--config``
+    (keys are the long option names); options on the command line
+    override the file's, a repeatable option's values replacing the
+    file's array.
     """
+
+    #: Options that may be given several times: arrays in the file.
+    repeatable = frozenset({"listen", "domain", "allowed-origin", "oidc-issuer"})
 
     synopsis = "[options]"
     longdesc = (
@@ -71,6 +90,20 @@ class Options(usage.Options):
     )
 
     optParameters = [
+        [
+            "config",
+            None,
+            None,
+            "TOML file of these options (keys: the long option names); options given"
+            " here override it.",
+        ],
+        [
+            "log-format",
+            None,
+            "text",
+            "text, or json: one JSON object per line (in twistd's log file or on standard output).",
+            _log_format,
+        ],
         ["data", "d", DEFAULT_DATA, "Data directory of the embedded store."],
         [
             "store",
@@ -193,6 +226,13 @@ class Options(usage.Options):
             "Endpoint of the LMTP listener for incoming mail.",
         ],
         ["smtp", None, None, "Endpoint of an inbound SMTP listener (local recipients only)."],
+        [
+            "metrics",
+            None,
+            None,
+            "Endpoint of a listener serving Prometheus metrics at /metrics"
+            " (e.g. tcp:9464:interface=127.0.0.1; default: none).",
+        ],
         [
             "hostname",
             None,
@@ -349,6 +389,78 @@ class Options(usage.Options):
         self["domain"] = []
         self["allowed-origin"] = []
         self["oidc-issuer"] = []
+        #: Repeatable options whose values came from the configuration
+        #: file: the first one given on the command line replaces them.
+        self._from_file: set[str] = set()
+        self._loading_file = False
+        self._config_path: str | None = None
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Apply the configuration file named by ``--config``, if any, then
+        the command line over it.
+        """
+        argv = sys.argv[1:] if options is None else list(options)
+        path = self._config_option(argv)
+        if path is not None:
+            self._config_path = path
+            self._apply_file(path)
+        super().parseOptions(argv)
+
+    def _config_option(self, argv: list[str]) -> str | None:
+        """
+        The ``--config`` given in ``argv`` (the last, if several); a
+        command line that does not parse is left for the full parse to
+        report.
+        """
+        try:
+            opts, _ = getopt.getopt(argv, self.shortOpt, self.longOpt)
+        except getopt.error:
+            return None
+        paths = [value for name, value in opts if name == "--config"]
+        return paths[-1] if paths else None
+
+    def _apply_file(self, path: str) -> None:
+        """
+        Apply every key of the configuration file as its option, checked
+        as on the command line.
+        """
+        try:
+            table = configfile.read_table(path)
+        except configfile.ConfigFileError as e:
+            raise usage.UsageError(f"--config: {e}") from None
+        flags = {name for name in self.longOpt if not name.endswith("=")}
+        parameters = {name[:-1] for name in self.longOpt if name.endswith("=")}
+        self._loading_file = True
+        try:
+            for key, value in table.items():
+                try:
+                    if key in flags - {"help", "version"}:
+                        self[key] = int(configfile.flag_value(path, key, value))
+                    elif key in self.repeatable:
+                        for text in configfile.option_texts(path, key, value):
+                            self._dispatch[key](key, text)
+                        self._from_file.add(key)
+                    elif key in parameters - {"config"} - self.repeatable:
+                        text = configfile.option_text(path, key, value)
+                        self._dispatch[key].dispatch(key, text)
+                    else:
+                        raise configfile.ConfigFileError(f"{path}: unknown option {key!r}")
+                except configfile.ConfigFileError as e:
+                    raise usage.UsageError(str(e)) from None
+                except usage.UsageError as e:
+                    raise usage.UsageError(f"{path}: {key}: {e}") from None
+        finally:
+            self._loading_file = False
+
+    def _repeated(self, key: str) -> None:
+        """
+        Note that the command line gives repeatable option ``key``: its
+        first value there replaces the configuration file's values.
+        """
+        if not self._loading_file and key in self._from_file:
+            self._from_file.discard(key)
+            self[key] = []
 
     def opt_oidc_issuer(self, issuer: str) -> None:
         """
@@ -356,6 +468,7 @@ class Options(usage.Options):
         http only on a loopback host) whose bearer tokens are accepted
         (repeat for several; needs --oidc-audience).
         """
+        self._repeated("oidc-issuer")
         from jmap_twisted.auth.oidc_http import check_provider_url
 
         try:
@@ -372,6 +485,7 @@ class Options(usage.Options):
         whose pages may use the server with a user's credentials: CORS, the
         WebSocket and EventSource (repeat for several).
         """
+        self._repeated("allowed-origin")
         parts = urlsplit(origin)
         if (
             parts.scheme not in ("http", "https")
@@ -393,6 +507,7 @@ class Options(usage.Options):
         A mail domain whose users are local (repeat for several).  Default:
         the hostname.
         """
+        self._repeated("domain")
         self["domain"].append(domain.strip().lower())
 
     def opt_listen(self, description: str) -> None:
@@ -401,9 +516,36 @@ class Options(usage.Options):
         ssl:8443:privateKey=key.pem:certKey=cert.pem).  Repeat to listen on
         several.  Default: tcp:8080:interface=127.0.0.1.
         """
+        self._repeated("listen")
         self["listen"].append(description)
 
     def postOptions(self) -> None:
+        try:
+            self._check()
+        except usage.UsageError as e:
+            if self._config_path is None:
+                raise
+            raise usage.UsageError(f"{e} (options from {self._config_path})") from None
+        self._choose_log_format()
+
+    def _choose_log_format(self) -> None:
+        """
+        With ``--log-format json``, have twistd log JSON lines where it
+        would log text.
+        """
+        parent = getattr(self, "parent", None)
+        if self["log-format"] != "json" or parent is None:
+            return  # text, or not run by twistd
+        if parent.get("logger"):
+            raise usage.UsageError("--log-format json and twistd's --logger: give only one")
+        if parent.get("syslog"):
+            raise usage.UsageError("--log-format json writes a file, not syslog")
+        parent["logger"] = twistd_json_logger(parent.get("logfile"), bool(parent.get("nodaemon")))
+
+    def _check(self) -> None:
+        """
+        Check the options together and build :attr:`config`.
+        """
         from twisted.internet import reactor
 
         listen = self["listen"] or [DEFAULT_LISTEN]
@@ -429,7 +571,7 @@ class Options(usage.Options):
         ):
             if self[option] is not None:
                 limits[field_name] = self[option]
-        for option in ("lmtp", "smtp"):
+        for option in ("lmtp", "smtp", "metrics"):
             description = self[option]
             if description and not (option == "lmtp" and self["no-lmtp"]):
                 try:
@@ -520,6 +662,7 @@ class Options(usage.Options):
             bus=bus,
             node_id=self["node-id"],
             demo=bool(self["demo"]),
+            metrics_listen=self["metrics"],
         )
 
     def _oidc(self) -> OIDCOptions:

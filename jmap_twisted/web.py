@@ -24,6 +24,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
+from jmap_twisted.health import HealthResource
 from jmap_twisted.http.auth import login
 from jmap_twisted.http.demo import DemoResource
 from jmap_twisted.http.eventsource import EventSourceResource
@@ -138,7 +139,8 @@ def resource(server: JMAPServer) -> JMAPRoot:
 def jmap_site(server: JMAPServer, **kwargs: Any) -> JMAPSite:
     """
     This project's own site: the tree at ``/jmap``, the session at
-    ``/.well-known/jmap``, the live-inbox page at ``/demo/`` when the
+    ``/.well-known/jmap``, the health probes at ``/healthz/live`` and
+    ``/healthz/ready`` (:mod:`jmap_twisted.health`), the live-inbox page at ``/demo/`` when the
     configuration asks for it, request bodies bounded and logged in before
     they are read, an access log without secrets.  ``kwargs`` go to
     :class:`~twisted.web.server.Site`.
@@ -149,6 +151,7 @@ def jmap_site(server: JMAPServer, **kwargs: Any) -> JMAPSite:
     well_known = _Folder()
     well_known.putChild(b"jmap", tree.well_known(MOUNT))
     root.putChild(b".well-known", well_known)
+    root.putChild(b"healthz", HealthResource(server))
     if server.config.demo:
         root.putChild(b"demo", DemoResource(server))
     limits = server.config.limits

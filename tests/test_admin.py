@@ -39,12 +39,18 @@ def _script() -> str | None:
 
 
 def admin(
-    data: Path, *args: str, stdin: str = "", script: bool = False, new_session: bool = False
+    data: Path,
+    *args: str,
+    stdin: str = "",
+    script: bool = False,
+    new_session: bool = False,
+    init: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """
     Run jmap-admin on a data directory: as the installed script if
     ``script``, else as ``python -m jmap_twisted.admin``.  ``new_session``
     detaches it from any terminal, so that getpass reads standard input.
+    ``init`` (``--init``) lets it create the store of a new data directory.
     """
     if script:
         found = _script()
@@ -54,7 +60,7 @@ def admin(
     else:
         command = [sys.executable, "-m", "jmap_twisted.admin"]
     return subprocess.run(
-        [*command, "--data", str(data), *args],
+        [*command, "--data", str(data), *(["--init"] if init else []), *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -335,7 +341,16 @@ def test_default_data_directory(tmp_path):
     Without --data, the data directory is ./jmap-data, as for the server.
     """
     result = subprocess.run(
-        [sys.executable, "-m", "jmap_twisted.admin", "user", "add", "alice", "--no-password"],
+        [
+            sys.executable,
+            "-m",
+            "jmap_twisted.admin",
+            "--init",
+            "user",
+            "add",
+            "alice",
+            "--no-password",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -11,6 +11,7 @@ are pushed their own view by :class:`~jmap_twisted.bus.shares.ShareAudience`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection
 
 from twisted.internet.defer import Deferred, succeed
@@ -38,12 +39,19 @@ PUSHED_TYPES = (
 
 class StorePublisher:
     """
-    Dispatches each store commit on the mailbox bus, once it is durable.
+    Dispatches each store commit on the mailbox bus, once it is durable,
+    stamped with the time it was published (for the push latency metric).
+
+    :param now: the time since the epoch; the wall clock by default (the
+        stamp travels to other nodes).
     """
 
-    def __init__(self, store: IMailStore, bus: IEventBus) -> None:
+    def __init__(
+        self, store: IMailStore, bus: IEventBus, now: Callable[[], float] = time.time
+    ) -> None:
         self._store = store
         self._bus = bus
+        self._now = now
         self._unsubscribe: Callable[[], None] | None = None
 
     def start(self) -> None:
@@ -59,7 +67,7 @@ class StorePublisher:
         Dispatch one commit; failures are logged (the change itself is
         already durable, and ``*/changes`` will still report it).
         """
-        event = MailboxChanged.from_commit(commit)
+        event = MailboxChanged.from_commit(commit, self._now())
         dispatched = self._bus.dispatch(event, [AccountKey(commit.account_id)])
         dispatched.addErrback(
             lambda f: log.failure("Could not publish commit {modseq}", f, modseq=commit.modseq)
@@ -104,7 +112,8 @@ class MailboxChangeListener:
         states = state_change_states(event)
         if states:
             await self._jmap_bus.dispatch(
-                StateChange(event.account_id, states), [AccountKey(event.account_id)]
+                StateChange(event.account_id, states, committed_at=event.committed_at),
+                [AccountKey(event.account_id)],
             )
 
 

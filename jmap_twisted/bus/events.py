@@ -94,6 +94,8 @@ class MailboxChanged:
     :ivar touched: as :attr:`~jmap_twisted.records.StoreCommit.touched`:
         ``(type, mailbox id, seq, audience)`` for the mailboxes the
         operation's changes concern.
+    :ivar committed_at: when the commit was published (seconds since the
+        epoch), for the push latency metric; ``None`` when unknown.
     """
 
     account_id: str
@@ -103,9 +105,10 @@ class MailboxChanged:
     delivery: bool = False
     event_id: str = field(factory=new_event_id)
     touched: tuple[tuple[str, str, int, int], ...] = ()
+    committed_at: float | None = None
 
     @classmethod
-    def from_commit(cls, commit: StoreCommit) -> MailboxChanged:
+    def from_commit(cls, commit: StoreCommit, committed_at: float | None = None) -> MailboxChanged:
         return cls(
             commit.account_id,
             commit.modseq,
@@ -113,6 +116,7 @@ class MailboxChanged:
             dict(commit.states),
             commit.delivery,
             touched=commit.touched,
+            committed_at=committed_at,
         )
 
 
@@ -131,6 +135,9 @@ class StateChange:
     :ivar generation: the generation of that view
         (:attr:`~jmap_twisted.records.SharedView.generation`) the states
         belong to; ``0`` for the whole account.
+    :ivar committed_at: when the commit these states come from was
+        published (seconds since the epoch), for the push latency metric;
+        ``None`` when unknown (then not observed).
     """
 
     account_id: str
@@ -138,6 +145,7 @@ class StateChange:
     event_id: str = field(factory=new_event_id)
     viewer: str | None = None
     generation: int = 0
+    committed_at: float | None = None
 
 
 def to_json(event: IEvent) -> bytes:
@@ -158,6 +166,8 @@ def to_json(event: IEvent) -> bytes:
             "delivery": event.delivery,
             "touched": [list(t) for t in event.touched],
         }
+        if event.committed_at is not None:
+            body["committedAt"] = event.committed_at
     elif isinstance(event, StateChange):
         body = {
             "type": "StateChange",
@@ -168,6 +178,8 @@ def to_json(event: IEvent) -> bytes:
         if event.viewer is not None:
             body["viewer"] = event.viewer
             body["generation"] = event.generation
+        if event.committed_at is not None:
+            body["committedAt"] = event.committed_at
     else:
         raise UnknownEvent(f"cannot serialise {type(event).__name__}")
     return json.dumps(body, separators=(",", ":")).encode()
@@ -197,6 +209,7 @@ def from_json(data: bytes) -> IEvent:
                     (str(t), str(m), int(seq), int(audience))
                     for t, m, seq, audience in body.get("touched", ())
                 ),
+                committed_at=_moment(body.get("committedAt")),
             )
         if kind == "StateChange":
             viewer = body.get("viewer")
@@ -208,7 +221,19 @@ def from_json(data: bytes) -> IEvent:
                 body["id"],
                 viewer=viewer,
                 generation=int(body.get("generation", 0)),
+                committed_at=_moment(body.get("committedAt")),
             )
     except (ValueError, KeyError, TypeError) as e:
         raise UnknownEvent(f"malformed event: {e}") from None
     raise UnknownEvent(f"unknown event type {kind!r}")
+
+
+def _moment(value: object) -> float | None:
+    """
+    A serialised ``committedAt``: a number, or ``None`` when absent.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("committedAt must be a number")
+    return float(value)

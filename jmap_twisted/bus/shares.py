@@ -104,7 +104,11 @@ class ShareAudience:
             if states:
                 await self._jmap_bus.dispatch(
                     StateChange(
-                        event.account_id, states, viewer=user_id, generation=view.generation
+                        event.account_id,
+                        states,
+                        viewer=user_id,
+                        generation=view.generation,
+                        committed_at=event.committed_at,
                     ),
                     [ViewerKey(event.account_id, user_id)],
                 )

@@ -5,7 +5,8 @@ Response.
 
 from __future__ import annotations
 
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
@@ -25,6 +26,9 @@ from jmap_twisted.errors import (
 )
 from jmap_twisted.interfaces import IPrincipal
 
+if TYPE_CHECKING:
+    from jmap_twisted.metrics import ServerMetrics
+
 log = Logger()
 
 Response = tuple[str, dict[str, Any], str]
@@ -33,11 +37,16 @@ Response = tuple[str, dict[str, Any], str]
 class Engine:
     """
     Executes validated requests for authenticated principals.
+
+    :param metrics: where each call's method, time and error are counted.
     """
 
-    def __init__(self, registry: Registry, limits: CoreLimits) -> None:
+    def __init__(
+        self, registry: Registry, limits: CoreLimits, metrics: ServerMetrics | None = None
+    ) -> None:
         self.registry = registry
         self.limits = limits
+        self.metrics = metrics
         #: The last principal seen and its session state: a WebSocket
         #: keeps one principal for request after request.
         self._last_state: tuple[IPrincipal | None, str] = (None, "")
@@ -48,6 +57,17 @@ class Engine:
             state = session_state(principal, self.registry)
             self._last_state = (principal, state)
         return state
+
+    def _observe(self, name: str, seconds: float, answers: list[Response]) -> None:
+        """
+        Count one call: its method, how long it took, and the error type
+        it was answered with, if any (its first answer is the error).
+        """
+        assert self.metrics is not None
+        error = None
+        if answers and answers[0][0] == "error":
+            error = str(answers[0][1].get("type", "serverFail"))
+        self.metrics.api_call(name, seconds, error)
 
     def _unknown(self, name: str) -> MethodError:
         """
@@ -76,57 +96,62 @@ class Engine:
         created_ids = dict(request.created_ids or {})
         responses: list[Response] = []
         for call in request.method_calls:
-            context = CallContext(
-                principal,
-                self.registry,
-                request.using,
-                created_ids,
-                call.call_id,
-                self.limits,
-                account_capabilities,
-            )
+            started, answered = perf_counter(), len(responses)
             try:
-                method = self.registry.method(call.name, request.using)
-                if method is None:
-                    raise self._unknown(call.name)
-                arguments = resolve_references(call.arguments, responses)
-                result = await method.handler(context, arguments)
-            except MethodError as error:
-                responses.append(("error", error.to_arguments(), call.call_id))
-                continue
-            except CancelledError:
-                raise  # nobody waits for the response: run no further call
-            except QueryTimeout as error:
-                log.warn(
-                    "Method {method} of user {user_id} stopped: {error}",
-                    method=call.name,
-                    user_id=principal.user.id,
-                    error=str(error),
+                context = CallContext(
+                    principal,
+                    self.registry,
+                    request.using,
+                    created_ids,
+                    call.call_id,
+                    self.limits,
+                    account_capabilities,
                 )
-                failed = ServerFail(
-                    f"The call ran longer than the server allows ({error.budget:g} s) and"
-                    " was stopped; nothing was changed.  Narrow its filter."
-                )
-                responses.append(("error", failed.to_arguments(), call.call_id))
-                continue
-            except DiskFull:
-                log.warn("Method {method} failed: the disk is full", method=call.name)
-                unavailable = ServerUnavailable(
-                    "The server's disk is full; nothing was changed.  Destroying mail still works."
-                )
-                responses.append(("error", unavailable.to_arguments(), call.call_id))
-                continue
-            except Exception:
-                log.failure(
-                    "Method {method} failed for user {user_id}",
-                    method=call.name,
-                    user_id=principal.user.id,
-                )
-                responses.append(("error", ServerFail().to_arguments(), call.call_id))
-                continue
-            responses.append((call.name, result, call.call_id))
-            for name, extra in context.extra_responses:
-                responses.append((name, extra, call.call_id))
+                try:
+                    method = self.registry.method(call.name, request.using)
+                    if method is None:
+                        raise self._unknown(call.name)
+                    arguments = resolve_references(call.arguments, responses)
+                    result = await method.handler(context, arguments)
+                except MethodError as error:
+                    responses.append(("error", error.to_arguments(), call.call_id))
+                    continue
+                except CancelledError:
+                    raise  # nobody waits for the response: run no further call
+                except QueryTimeout as error:
+                    log.warn(
+                        "Method {method} of user {user_id} stopped: {error}",
+                        method=call.name,
+                        user_id=principal.user.id,
+                        error=str(error),
+                    )
+                    failed = ServerFail(
+                        f"The call ran longer than the server allows ({error.budget:g} s) and"
+                        " was stopped; nothing was changed.  Narrow its filter."
+                    )
+                    responses.append(("error", failed.to_arguments(), call.call_id))
+                    continue
+                except DiskFull:
+                    log.warn("Method {method} failed: the disk is full", method=call.name)
+                    unavailable = ServerUnavailable(
+                        "The server's disk is full; nothing was changed.  Destroying mail still works."
+                    )
+                    responses.append(("error", unavailable.to_arguments(), call.call_id))
+                    continue
+                except Exception:
+                    log.failure(
+                        "Method {method} failed for user {user_id}",
+                        method=call.name,
+                        user_id=principal.user.id,
+                    )
+                    responses.append(("error", ServerFail().to_arguments(), call.call_id))
+                    continue
+                responses.append((call.name, result, call.call_id))
+                for name, extra in context.extra_responses:
+                    responses.append((name, extra, call.call_id))
+            finally:
+                if self.metrics is not None:
+                    self._observe(call.name, perf_counter() - started, responses[answered:])
         response: dict[str, Any] = {
             "methodResponses": [list(r) for r in responses],
             "sessionState": self._session_state(principal),

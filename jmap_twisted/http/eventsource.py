@@ -114,7 +114,12 @@ class EventStream:
         self._ping = ping
         self._accounts = tuple(principal.accounts)
         self.subscription: PushSubscription | None = PushSubscription(
-            server.jmap_bus, server.mail, self._send, types, principal.user.id
+            server.jmap_bus,
+            server.mail,
+            self._send,
+            types,
+            principal.user.id,
+            server.metrics.push["eventsource"],
         )
         self._finished = False
         self._paused = False
@@ -125,6 +130,16 @@ class EventStream:
         self.user_id = principal.user.id
         #: The stream's hold on the ticket that opened it, if one did.
         self._hold = hold
+        #: When the stream began, on the server's clock (``None`` before).
+        self._opened_at: float | None = None
+        #: Why the stream ended, as logged: ``client`` (it went away),
+        #: ``server`` (closeafter, access or credentials changed,
+        #: shutdown) or ``stalled`` (the client did not read).
+        self._end_reason = "client"
+        self._events_out = 0
+        self._octets_out = 0
+        address = request.getClientAddress()
+        self._client = str(getattr(address, "host", "-"))
 
     async def run(self, access_seen: int | None) -> None:
         """
@@ -149,6 +164,13 @@ class EventStream:
         request.setHeader(b"X-Accel-Buffering", b"no")
         request.registerProducer(self, True)
         request.write(b": jmap push\n\n")
+        self._opened_at = self._server.reactor.seconds()
+        log.info(
+            "EventSource stream opened for {user_id} from {client}",
+            user_id=self.user_id,
+            transport="eventsource",
+            client=self._client,
+        )
         try:
             await self._start(access_seen)
         except CancelledError:
@@ -173,6 +195,8 @@ class EventStream:
 
     def _write(self, data: bytes) -> None:
         if not self._finished:
+            self._events_out += 1
+            self._octets_out += len(data)
             self._request.write(data)
 
     def _send(self, change: dict[str, Any]) -> None:
@@ -232,6 +256,7 @@ class EventStream:
             seconds=self._server.config.push_stall_timeout,
         )
         transport = self._request.transport
+        self._end_reason = "stalled"
         self._cleanup(None)
         if transport is not None:
             # What is buffered for a client that does not read is dropped
@@ -247,6 +272,8 @@ class EventStream:
         """
         request = self._request
         finished = self._finished
+        if not finished:
+            self._end_reason = "server"
         self._cleanup(None)
         if not finished and not request.finished and not request._disconnected:
             request.finish()
@@ -274,6 +301,19 @@ class EventStream:
         subscription, self.subscription = self.subscription, None
         if subscription is not None:
             subscription.cancel()
+        if self._opened_at is not None:
+            log.info(
+                "EventSource stream closed for {user_id} from {client} after"
+                " {duration:.1f} s ({end}, events out {frames_out})",
+                user_id=self.user_id,
+                transport="eventsource",
+                client=self._client,
+                duration=self._server.reactor.seconds() - self._opened_at,
+                end=self._end_reason,
+                frames_in=0,
+                frames_out=self._events_out,
+                octets_out=self._octets_out,
+            )
 
     def close(self, code: int, reason: str) -> None:
         """

@@ -13,12 +13,15 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from jmap_twisted.errors import OverQuota
 from jmap_twisted.interfaces import (
     IDeliveryQuota,
     IDirectory,
@@ -29,6 +32,9 @@ from jmap_twisted.interfaces import (
 )
 from jmap_twisted.records import EmailRecord
 from jmap_twisted.store.quota import has_room
+
+if TYPE_CHECKING:
+    from jmap_twisted.metrics import ServerMetrics
 
 log = Logger()
 
@@ -112,6 +118,9 @@ class LocalDelivery:
         #: new user receives mail at once); emptied by :meth:`forget`.
         self._resolved: OrderedDict[str, str] = OrderedDict()
         self._generation = 0
+        #: Where addresses resolving to nobody and deliveries' outcomes
+        #: are counted, if anywhere.
+        self.metrics: ServerMetrics | None = None
 
     def resolve(self, address: str) -> Deferred[str | None]:
         known = self._resolved.get(address)
@@ -122,6 +131,8 @@ class LocalDelivery:
         generation = self._generation
 
         def remember(account_id: str | None) -> str | None:
+            if account_id is None and self.metrics is not None:
+                self.metrics.delivery("unknown_recipient")
             # Not if forgotten meanwhile: the answer may predate the change.
             if account_id is not None and generation == self._generation:
                 self._resolved[address] = account_id
@@ -182,7 +193,21 @@ class LocalDelivery:
         with :class:`~jmap_twisted.errors.OverQuota` when the account's
         quota has no room for it.
         """
-        return Deferred.fromCoroutine(self._deliver(account_id, bytes(message)))
+        delivering = Deferred.fromCoroutine(self._deliver(account_id, bytes(message)))
+        metrics = self.metrics
+        if metrics is not None:
+
+            def counted(result: object) -> object:
+                if not isinstance(result, Failure):
+                    metrics.delivery("delivered")
+                elif result.check(OverQuota):
+                    metrics.delivery("over_quota")
+                else:
+                    metrics.delivery("failed")
+                return result
+
+            delivering.addBoth(counted)
+        return delivering
 
     async def _deliver(self, account_id: str, message: bytes) -> None:
         received_at = self._clock.seconds()

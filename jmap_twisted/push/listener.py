@@ -5,7 +5,7 @@ The per-connection listener on the JMAP bus.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
@@ -16,6 +16,9 @@ from jmap_twisted.interfaces import IEvent, IEventListener, IMailReader, IMailSt
 from jmap_twisted.push import pushstate
 from jmap_twisted.records import Account, MailView
 from jmap_twisted.store.changelog import MAIL_TYPES
+
+if TYPE_CHECKING:
+    from jmap_twisted.metrics import PushMetrics
 
 #: Every type a client may ask to be pushed.
 PUSH_TYPES = frozenset(
@@ -52,6 +55,8 @@ class PushListener:
     :param send: writes one StateChange object to the connection.
     :param types: the types to push, or ``None`` for all.
     :param user_id: the connection's user.
+    :param metrics: where StateChanges sent and merged, and their latency
+        from the commit, are counted (nowhere by default).
     """
 
     execution_mode = SYNCHRONOUS
@@ -61,8 +66,13 @@ class PushListener:
         send: Callable[[dict[str, Any]], None],
         types: Collection[str] | None,
         user_id: str,
+        metrics: PushMetrics | None = None,
     ) -> None:
         self._send = send
+        self._metrics = metrics
+        #: When the oldest commit behind the pending changes was published
+        #: (one number, however many merge while the reader is slow).
+        self._committed: float | None = None
         self.types = None if types is None else frozenset(types)
         self.user_id = user_id
         #: The accounts the connection may see, by id.
@@ -87,6 +97,9 @@ class PushListener:
     def handle(self, event: IEvent) -> Deferred[None]:
         assert isinstance(event, StateChange)
         if self._takes(event):  # access may have changed since it was routed
+            if event.committed_at is not None and self._metrics is not None:
+                if self._committed is None or event.committed_at < self._committed:
+                    self._committed = event.committed_at
             self.merge({event.account_id: dict(event.states)})
         return succeed(None)
 
@@ -103,7 +116,10 @@ class PushListener:
                     continue  # an older state arriving late
                 known[type_name] = state
                 if self.types is None or type_name in self.types:
-                    self._pending.setdefault(account, {})[type_name] = state
+                    pending = self._pending.setdefault(account, {})
+                    if type_name in pending and self._metrics is not None:
+                        self._metrics.merged()
+                    pending[type_name] = state
         self.flush()
 
     def start(
@@ -161,11 +177,16 @@ class PushListener:
         take it.
         """
         if self._paused or not self._ready or not self._pending:
+            if not self._pending:
+                self._committed = None  # nothing wanted came of those commits
             return
         changed, self._pending = self._pending, {}
+        committed, self._committed = self._committed, None
         self._send(
             {"@type": "StateChange", "changed": changed, "pushState": pushstate.encode(self.known)}
         )
+        if self._metrics is not None:
+            self._metrics.sent(committed)
 
 
 #: The pushed types of the whole account (``EmailDelivery`` aside).

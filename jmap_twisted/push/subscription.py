@@ -13,7 +13,7 @@ connection ends.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -23,6 +23,9 @@ from jmap_twisted.interfaces import IEventBus, IMailStore, IRegistration, IRegis
 from jmap_twisted.push import pushstate
 from jmap_twisted.push.listener import PUSH_TYPES, PushListener, current_states
 from jmap_twisted.records import Account
+
+if TYPE_CHECKING:
+    from jmap_twisted.metrics import PushMetrics
 
 log = Logger()
 
@@ -63,6 +66,7 @@ class PushSubscription:
     :param send: writes one StateChange object to the connection.
     :param types: the types the client wants, or ``None`` for all.
     :param user_id: the connection's user.
+    :param metrics: where the transport's StateChanges are counted.
     """
 
     def __init__(
@@ -72,12 +76,13 @@ class PushSubscription:
         send: Callable[[dict[str, Any]], None],
         types: Collection[str] | None,
         user_id: str,
+        metrics: PushMetrics | None = None,
     ) -> None:
         self._bus = bus
         self._mail = mail
         self._user_id = user_id
         wanted = None if types is None else [t for t in types if t in PUSH_TYPES]
-        self.listener = PushListener(send, wanted, user_id)
+        self.listener = PushListener(send, wanted, user_id, metrics)
         self._registration: IRegistration | None = None
         self._keys: frozenset[str] = frozenset()
         self._cancelled = False

@@ -189,6 +189,10 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
     #: Closes the socket when its credentials expire (an OpenID Connect
     #: token's ``exp``).
     _expiry: IDelayedCall | None = None
+    #: When the socket opened, on the factory's clock (``None`` before).
+    _opened_at: float | None = None
+    #: The client's address, as logged.
+    _client = "-"
 
     def onConnect(self, request: Any) -> str | None:
         offered = list(request.protocols or [])
@@ -213,6 +217,16 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             self.probe,
         )
         self.factory.opened(self)
+        self._opened_at = self.factory.reactor.seconds()
+        peer = self.transport.getPeer() if self.transport is not None else None
+        self._client = str(getattr(peer, "host", "-"))
+        log.info(
+            "WebSocket opened for {user_id} from {client}",
+            user_id=self.principal.user.id,
+            transport="websocket",
+            client=self._client,
+            deflate=self._perMessageCompress is not None,
+        )
         expires = credential_expiry(self.probe)
         if expires is not None:
             clock = self.factory.reactor
@@ -311,6 +325,37 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         if self.session is not None:
             self.session.connection_lost()
             self.session = None
+        if self._opened_at is not None:
+            self._log_close(code)
+            self._opened_at = None
+
+    def _log_close(self, code: int | None) -> None:
+        """
+        Log the socket's end: how long it was open, the data frames and
+        octets each way (the octets before and after permessage-deflate),
+        and the close codes.
+        """
+        assert self._opened_at is not None
+        stats = self.trafficStats
+        log.info(
+            "WebSocket closed for {user_id} from {client} after {duration:.1f} s"
+            " (code {close_code}, frames in {frames_in}, out {frames_out})",
+            user_id=self.principal.user.id,
+            transport="websocket",
+            client=self._client,
+            duration=self.factory.reactor.seconds() - self._opened_at,
+            close_code=code,
+            local_close_code=self.localCloseCode,
+            clean=bool(self.wasClean),
+            frames_in=stats.incomingWebSocketFrames,
+            frames_out=stats.outgoingWebSocketFrames,
+            messages_in=stats.incomingWebSocketMessages,
+            messages_out=stats.outgoingWebSocketMessages,
+            octets_in=stats.incomingOctetsAppLevel,
+            octets_in_deflated=stats.incomingOctetsWebSocketLevel,
+            octets_out=stats.outgoingOctetsAppLevel,
+            octets_out_deflated=stats.outgoingOctetsWebSocketLevel,
+        )
 
 
 class JMAPWebSocketFactory(WebSocketServerFactory):

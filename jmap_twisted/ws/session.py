@@ -224,6 +224,7 @@ class WebSocketSession:
             self.send_state_change,
             types or None,
             self.principal.user.id,
+            self.server.metrics.push["websocket"],
         )
         self.subscription = subscription
         if self._paused:

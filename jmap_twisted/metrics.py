@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -29,6 +30,9 @@ from twisted.web.server import Request, Site
 
 #: The push transports, as labelled.
 TRANSPORTS = ("websocket", "eventsource", "webpush")
+
+#: The credentials schemes of authentications, as labelled.
+SCHEMES = ("basic", "bearer", "ticket", "oidc")
 
 #: Latency buckets (seconds) of pushes and calls: from a millisecond to a
 #: minute.
@@ -129,6 +133,35 @@ class ServerMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.websocket_octets = Counter(
+            "jmap_websocket_octets",
+            "Octets of WebSocket messages, per direction, on the wire (after"
+            " permessage-deflate, frame headers excluded) or as payload (uncompressed);"
+            " counted when a socket closes.",
+            ["direction", "stage"],
+            registry=registry,
+        )
+        self.authentications = Counter(
+            "jmap_authentications",
+            "HTTP authentications, per credentials scheme and outcome.",
+            ["scheme", "outcome"],
+            registry=registry,
+        )
+        self.store_transaction_seconds = Histogram(
+            "jmap_store_transaction_seconds",
+            "Time from submitting a database transaction to its result, per kind.",
+            ["kind"],
+            registry=registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        for direction in ("in", "out"):
+            for stage in ("wire", "payload"):
+                self.websocket_octets.labels(direction, stage)
+        for scheme in SCHEMES:
+            for outcome in ("ok", "failed"):
+                self.authentications.labels(scheme, outcome)
+        for kind in ("read", "write"):
+            self.store_transaction_seconds.labels(kind)
         for transport in TRANSPORTS:
             self.push_latency.labels(transport)
             self.state_changes_sent.labels(transport)
@@ -161,6 +194,33 @@ class ServerMetrics:
         ``over_quota``, ``unknown_recipient`` or ``failed``.
         """
         self.deliveries.labels(outcome).inc()
+
+    def websocket_closed(self, stats: Any) -> None:
+        """
+        Count the octets of a closed WebSocket, from Autobahn's
+        ``trafficStats``: message payloads each way, as they crossed the
+        wire (compressed) and uncompressed.
+        """
+        octets = self.websocket_octets
+        octets.labels("in", "wire").inc(stats.incomingOctetsWebSocketLevel)
+        octets.labels("in", "payload").inc(stats.incomingOctetsAppLevel)
+        octets.labels("out", "wire").inc(stats.outgoingOctetsWebSocketLevel)
+        octets.labels("out", "payload").inc(stats.outgoingOctetsAppLevel)
+
+    def authentication(self, scheme: str, ok: bool) -> None:
+        """
+        Count one authentication with credentials of ``scheme`` (one of
+        :data:`SCHEMES`), succeeded or failed.
+        """
+        self.authentications.labels(scheme, "ok" if ok else "failed").inc()
+
+    def store_transaction(self, kind: str, seconds: float) -> None:
+        """
+        Observe one database transaction of ``kind`` (``read`` or
+        ``write``) that took ``seconds``: the databases'
+        ``observe`` hook.
+        """
+        self.store_transaction_seconds.labels(kind).observe(seconds)
 
     def watch(self, connections: Iterable[object], connector: object | None) -> None:
         """

@@ -16,12 +16,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.cred.checkers import ICredentialsChecker
-from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from jmap_twisted.auth.checkers import PasswordChecker, TokenChecker
 from jmap_twisted.auth.passwords import PasswordHasher
+from jmap_twisted.auth.portal import ObservedPortal
 from jmap_twisted.auth.realm import JMAPRealm
 from jmap_twisted.bus.changes import StorePublisher
 from jmap_twisted.bus.deadletters import MemoryDeadLetters
@@ -134,6 +134,7 @@ class JMAPServer:
         self.metrics = ServerMetrics(lambda name: self.registry.capability_of(name) is not None)
         if self.webpush is not None:
             self.webpush.registry = self.registry
+            self.webpush.metrics = self.metrics.push["webpush"]
         self.blob_resolver = methods.blob_resolver
         self.engine = Engine(self.registry, config.limits, self.metrics)
         #: Every transport's requests run here, within each user's slots.
@@ -151,7 +152,7 @@ class JMAPServer:
         bearer: ICredentialsChecker = TokenChecker(directory)
         if config.oidc.enabled:
             bearer = self._oidc_checker(oidc_fetcher)
-        self.portal = Portal(
+        self.portal = ObservedPortal(
             JMAPRealm(directory),
             [
                 PasswordChecker(
@@ -164,6 +165,7 @@ class JMAPServer:
                 bearer,
                 TicketChecker(self.tickets),
             ],
+            observe=self.metrics.authentication,
         )
         self.dead_letters: IEventDeadLetters = dead_letters or MemoryDeadLetters()
         self.connector = connector
@@ -215,10 +217,11 @@ class JMAPServer:
     ) -> JMAPServer:
         """
         A server over the stores :func:`~jmap_twisted.store.backends.open_stores`
-        opened (their dead letters included); ``kwargs`` as for the
+        opened (their dead letters included, and their database's transactions
+        timed in :attr:`metrics`); ``kwargs`` as for the
         constructor.
         """
-        return cls(
+        server = cls(
             config,
             stores.directory,
             stores.blobs,
@@ -229,6 +232,9 @@ class JMAPServer:
             tickets=stores.tickets,
             **kwargs,
         )
+        # Time the database's transactions in the server's metrics.
+        stores.database.observe = server.metrics.store_transaction
+        return server
 
     def pushes(self) -> bool:
         """

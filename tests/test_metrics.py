@@ -2,7 +2,8 @@
 The server's Prometheus metrics: a registry per server, bounded labels,
 and the hooks that move them (push latency from a commit's stamp, merged
 StateChanges, method calls and their errors, deliveries, open push
-connections).
+connections, WebSocket octets, authentications, database transactions,
+web push).
 """
 
 from __future__ import annotations
@@ -264,3 +265,168 @@ def test_metrics_listener_is_off_unless_asked_for() -> None:
     assert given.metrics_listen == "tcp:9464:interface=127.0.0.1"
     with pytest.raises(usage.UsageError, match="--metrics"):
         parse("--metrics", "nonsense:1")
+
+
+def test_websocket_octets_are_counted_before_and_after_deflate_at_close() -> None:
+    """
+    A closed WebSocket adds its message octets each way, as payload and as
+    they crossed the wire after permessage-deflate; nothing is counted
+    while it is open.
+    """
+    from tests.ws.memory import Connection
+
+    c = Connection()
+    metrics = c.service.server.metrics
+    c.client.send_json(
+        {
+            "@type": "Request",
+            "id": "1",
+            "using": ["urn:ietf:params:jmap:core"],
+            "methodCalls": [["Core/echo", {"text": "abc" * 2000}, "a"]],
+        }
+    )
+    c.flush()
+    assert value(metrics, "jmap_websocket_octets_total", direction="out", stage="payload") == 0
+    c.client.sendClose(1000)
+    c.flush()
+    out_payload = value(metrics, "jmap_websocket_octets_total", direction="out", stage="payload")
+    out_wire = value(metrics, "jmap_websocket_octets_total", direction="out", stage="wire")
+    in_payload = value(metrics, "jmap_websocket_octets_total", direction="in", stage="payload")
+    in_wire = value(metrics, "jmap_websocket_octets_total", direction="in", stage="wire")
+    assert out_payload > 6000
+    assert 0 < out_wire < out_payload / 10
+    assert in_payload > in_wire > 0
+
+
+def authentications(metrics: ServerMetrics, scheme: str, outcome: str) -> float:
+    return value(metrics, "jmap_authentications_total", scheme=scheme, outcome=outcome)
+
+
+@pytest_twisted.ensureDeferred
+async def test_authentications_are_counted_by_scheme_and_outcome() -> None:
+    """
+    Each login checked counts under its credentials' scheme, accepted or
+    failed: Basic, a directory bearer token, a JWT-shaped token (OpenID
+    Connect), a push ticket.  A request without credentials is no
+    authentication.
+    """
+    from twisted.cred.error import UnauthorizedLogin
+
+    from jmap_twisted.auth.checkers import BearerToken
+    from jmap_twisted.auth.passwords import new_token, token_hash
+    from jmap_twisted.interfaces import IPrincipal
+    from jmap_twisted.push.tickets import TicketCredentials
+
+    jmap = server()
+    found = await jmap.directory.get_password_hash("alice")
+    assert found is not None
+    token = new_token()
+    await jmap.directory.add_token(found[0].id, token_hash(token), "t")
+    treq = StubTreq(jmap_site(jmap).resource)
+
+    async def session(authorization: str | None) -> int:
+        headers = {} if authorization is None else {"Authorization": authorization}
+        response = await treq.get("http://jmap.test/jmap/session", headers=headers)
+        await response.content()
+        return int(response.code)
+
+    basic = "Basic " + b64encode(b"alice:secret").decode()
+    wrong = "Basic " + b64encode(b"alice:wrong").decode()
+    assert await session(basic) == 200
+    assert await session(wrong) == 401
+    assert await session("Bearer " + token) == 200
+    assert await session("Bearer nope") == 401
+    assert await session("Bearer aaa.bbb.ccc") == 401
+    assert await session(None) == 401
+    with pytest.raises(UnauthorizedLogin):
+        await jmap.portal.login(TicketCredentials("no-such-ticket", None), None, IPrincipal)
+    with pytest.raises(UnauthorizedLogin):
+        await jmap.portal.login(BearerToken("nope"), None, IPrincipal)
+    metrics = jmap.metrics
+    assert authentications(metrics, "basic", "ok") == 1
+    assert authentications(metrics, "basic", "failed") == 1
+    assert authentications(metrics, "bearer", "ok") == 1
+    assert authentications(metrics, "bearer", "failed") == 2
+    assert authentications(metrics, "oidc", "failed") == 1
+    assert authentications(metrics, "ticket", "failed") == 1
+    assert authentications(metrics, "ticket", "ok") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_servers_database_transactions_are_timed_by_kind(tmp_path: Any) -> None:
+    """
+    A server over opened stores times its database's transactions: a
+    write counts under ``write``, a read under ``read``.
+    """
+    from twisted.internet import reactor
+
+    from jmap_twisted.store.backends import StoreSettings, open_stores
+
+    stores = open_stores(StoreSettings(tmp_path), reactor)  # type: ignore[arg-type]
+    await stores.database.start()
+    try:
+        jmap = JMAPServer.from_stores(
+            ServerConfig(password_cost=2**4, domains=("example.com",)),
+            stores,
+            reactor,  # type: ignore[arg-type]
+        )
+        metrics = jmap.metrics
+        writes = value(metrics, "jmap_store_transaction_seconds_count", kind="write")
+        reads = value(metrics, "jmap_store_transaction_seconds_count", kind="read")
+        await stores.directory.create_user("alice", CHEAP_HASHER.hash("secret"))
+        assert value(metrics, "jmap_store_transaction_seconds_count", kind="write") > writes
+        assert value(metrics, "jmap_store_transaction_seconds_count", kind="read") == reads
+        assert await stores.directory.get_password_hash("alice") is not None
+        assert value(metrics, "jmap_store_transaction_seconds_count", kind="read") > reads
+    finally:
+        await stores.database.stop()
+
+
+def test_web_push_observes_the_latency_of_an_accepted_post() -> None:
+    """
+    A StateChange a push service accepts counts as sent on the ``webpush``
+    transport and observes the latency from its commit, also when it was
+    accepted only on a retry; one without a commit time is counted but not
+    observed.
+    """
+    from twisted.internet.task import Clock
+
+    from jmap_twisted.push.webpush.dispatcher import WebPushDispatcher
+    from jmap_twisted.push.webpush.sender import FAILED, OK, Outcome
+    from jmap_twisted.store.memory.push import MemoryPushSubscriptions
+    from tests.push.test_webpush_delivery import FakeSender, result_of, subscription
+
+    clock = Clock()
+    clock.advance(time.time())
+    directory = MemoryDirectory(clock)
+    user = result_of(directory.create_user("alice", None))
+    account = result_of(directory.accounts_for_user(user.id))[0].id
+    subscriptions = MemoryPushSubscriptions()
+    result_of(subscriptions.add(subscription(id="s1", user_id=user.id)))
+    metrics = ServerMetrics()
+    sender = FakeSender()
+    dispatcher = WebPushDispatcher(
+        subscriptions, directory, sender, clock, metrics=metrics.push["webpush"]
+    )
+
+    def latencies() -> float:
+        return value(metrics, "jmap_push_latency_seconds_count", transport="webpush")
+
+    result_of(dispatcher.handle(StateChange(account, {"Email": "2"}, committed_at=1.0)))
+    (first,) = sender.posts
+    first.answer.callback(Outcome(FAILED, 500))
+    assert latencies() == 0
+    clock.advance(dispatcher.FIRST_BACKOFF)
+    retried = sender.posts[-1]
+    assert retried is not first and retried.changed == {account: {"Email": "2"}}
+    answered_at = time.time()
+    retried.answer.callback(Outcome(OK, 201))
+    assert latencies() == 1
+    # From the commit at 1.0, carried across the retry.
+    assert value(metrics, "jmap_push_latency_seconds_sum", transport="webpush") >= (
+        answered_at - 1.0
+    )
+    result_of(dispatcher.handle(StateChange(account, {"Email": "3"})))
+    sender.posts[-1].answer.callback(Outcome(OK, 201))
+    assert value(metrics, "jmap_push_state_changes_sent_total", transport="webpush") == 2
+    assert latencies() == 1

@@ -14,6 +14,8 @@ Authentication with twisted.cred.
   (discovery, key sets, JWT verification),
   :mod:`~jmap_twisted.auth.introspection` (opaque tokens, RFC 7662) and
   :mod:`~jmap_twisted.auth.oidc_http` (bounded requests to providers).
+- :mod:`~jmap_twisted.auth.portal`: the portal telling the server's
+  metrics of every login, by credentials scheme and outcome.
 - :mod:`~jmap_twisted.auth.realm`: the realm returning an
   :class:`~jmap_twisted.interfaces.IPrincipal` avatar with the user's
   accounts.

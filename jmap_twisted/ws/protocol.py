@@ -327,6 +327,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             self.session = None
         if self._opened_at is not None:
             self._log_close(code)
+            self.factory.server.metrics.websocket_closed(self.trafficStats)
             self._opened_at = None
 
     def _log_close(self, code: int | None) -> None:

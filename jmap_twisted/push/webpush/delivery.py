@@ -8,7 +8,7 @@ new subscription, and the dispatcher that POSTs StateChanges.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -30,6 +30,9 @@ from jmap_twisted.push.webpush.dispatcher import WebPushDispatcher
 from jmap_twisted.push.webpush.policy import push_agent
 from jmap_twisted.push.webpush.sender import WebPushSender
 from jmap_twisted.records import PushSubscriptionRecord
+
+if TYPE_CHECKING:
+    from jmap_twisted.metrics import PushMetrics
 
 log = Logger()
 
@@ -67,6 +70,9 @@ class WebPush:
         self._pool: HTTPConnectionPool | None = None
         self.sender: WebPushSender | None = None
         self.dispatcher: WebPushDispatcher | None = None
+        #: Where pushes accepted by push services are counted (set by the
+        #: server before :meth:`start`).
+        self.metrics: PushMetrics | None = None
 
     async def start(self) -> None:
         """
@@ -89,6 +95,7 @@ class WebPush:
             self.sender,
             self._reactor,
             ttl=self._options.ttl,
+            metrics=self.metrics,
         )
         self._use(key)
 

@@ -18,7 +18,7 @@ dropped, and the client catches up with ``*/changes``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
 from twisted.internet.defer import (
@@ -47,6 +47,9 @@ from jmap_twisted.push.webpush.sender import (
 from jmap_twisted.records import Account, PushSubscriptionRecord
 from jmap_twisted.store.changelog import decode_view_state
 
+if TYPE_CHECKING:
+    from jmap_twisted.metrics import PushMetrics
+
 log = Logger()
 
 
@@ -68,6 +71,16 @@ def _merge(into: pushstate.States, changes: Mapping[str, Mapping[str, str]]) -> 
                 known[type_name] = state
             else:
                 known[type_name] = pushstate.later(old, state)
+
+
+def _committed(queue: _Queue, changes: pushstate.States, committed_at: float) -> None:
+    """
+    Note that ``changes`` were committed at ``committed_at``, keeping the
+    oldest commit of each account's pending changes.
+    """
+    for account in changes:
+        known = queue.committed.get(account)
+        queue.committed[account] = committed_at if known is None else min(known, committed_at)
 
 
 def _is_view(state: str) -> bool:
@@ -110,6 +123,11 @@ class _Queue:
     waking: IDelayedCall | None = None
     #: Failed attempts in a row.
     failures: int = 0
+    #: Per account with pending changes, when the oldest of them was
+    #: committed (seconds since the epoch), if known.
+    committed: dict[str, float] = field(factory=dict)
+    #: When the oldest change of the POST in flight was committed.
+    sending_committed: float | None = None
 
 
 @implementer(IEventListener)
@@ -134,6 +152,8 @@ class WebPushDispatcher:
     :param ttl: seconds a push service keeps a StateChange for an
         unreachable device.
     :param concurrency: POSTs in flight at once, over all subscriptions.
+    :param metrics: where StateChanges a push service accepted are counted,
+        with the latency from the oldest commit they carry.
     """
 
     GROUP = "webpush"
@@ -157,8 +177,10 @@ class WebPushDispatcher:
         reload_interval: float = 2.0,
         ttl: int = 3600,
         concurrency: int = 32,
+        metrics: PushMetrics | None = None,
     ) -> None:
         self._subscriptions = subscriptions
+        self._metrics = metrics
         self._directory = directory
         self._sender = sender
         self._clock = clock
@@ -215,7 +237,7 @@ class WebPushDispatcher:
                     if record.types is None or t in record.types
                 }
                 if states:
-                    self._enqueue(record, {event.account_id: states})
+                    self._enqueue(record, {event.account_id: states}, event.committed_at)
 
     # -- what the server's life cycle calls
 
@@ -339,10 +361,17 @@ class WebPushDispatcher:
 
     # -- one subscription's queue
 
-    def _enqueue(self, record: PushSubscriptionRecord, changes: pushstate.States) -> None:
+    def _enqueue(
+        self,
+        record: PushSubscriptionRecord,
+        changes: pushstate.States,
+        committed_at: float | None = None,
+    ) -> None:
         queue = self._queues.get(record.id)
         if queue is None:
             queue = self._queues[record.id] = _Queue(record)
+        if committed_at is not None:
+            _committed(queue, changes, committed_at)
         _merge(queue.pending, changes)
         _merge(self._known.setdefault(record.id, {}), changes)
         self._pump(queue)
@@ -411,6 +440,7 @@ class WebPushDispatcher:
         account, under that account's topic.
         """
         account = next(iter(queue.pending))
+        queue.sending_committed = queue.committed.pop(account, None)
         return {account: queue.pending.pop(account)}
 
     def _settle(self, queue: _Queue, batch: pushstate.States, outcome: Outcome) -> None:
@@ -420,18 +450,21 @@ class WebPushDispatcher:
         if self._stopped or self._queues.get(queue.record.id) is not queue:
             return  # dropped meanwhile
         record = queue.record
+        committed, queue.sending_committed = queue.sending_committed, None
+        if outcome.ok and self._metrics is not None:
+            self._metrics.sent(committed)
         if outcome.gone:
             self._gone(queue)
             return
         if outcome.kind == RETRY_AFTER:
             assert outcome.retry_after is not None
-            self._put_back(queue, batch)
+            self._put_back(queue, batch, committed)
             self._wait(queue, min(outcome.retry_after, self.MAX_RETRY_AFTER))
             return
         if outcome.failed:
             queue.failures += 1
             if queue.failures < self.MAX_ATTEMPTS:
-                self._put_back(queue, batch)
+                self._put_back(queue, batch, committed)
                 delay = self.FIRST_BACKOFF * 2 ** (queue.failures - 1)
                 self._wait(queue, min(delay, self.MAX_BACKOFF))
                 return
@@ -451,10 +484,13 @@ class WebPushDispatcher:
         queue.failures = 0
         self._pump(queue)
 
-    def _put_back(self, queue: _Queue, batch: pushstate.States) -> None:
+    def _put_back(self, queue: _Queue, batch: pushstate.States, committed: float | None) -> None:
         """
-        Return an unsent batch before what arrived since.
+        Return an unsent batch before what arrived since, with when its
+        oldest change was committed.
         """
+        if committed is not None:
+            _committed(queue, batch, committed)
         pending, queue.pending = queue.pending, {}
         _merge(queue.pending, batch)
         _merge(queue.pending, pending)

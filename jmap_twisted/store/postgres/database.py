@@ -285,7 +285,7 @@ class PostgresDatabase(ThreadedDatabase):
         :return: fires with ``fn``'s result after ``COMMIT`` returned.
         """
         return self._submit(
-            self._threads, lambda: self._transaction("BEGIN", fn, args, pipelined=True)
+            self._threads, lambda: self._transaction("BEGIN", fn, args, pipelined=True), "write"
         )
 
     def read(self, fn: Callable[[Statements, *_Ts], _T], *args: *_Ts) -> Deferred[_T]:

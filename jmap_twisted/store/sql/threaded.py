@@ -16,11 +16,17 @@ reader threads per account, a time budget, cancellation).  ``read(…)`` is
 the server's own short reads (the directory: password hashes, tokens,
 accounts), run on threads reserved for them, so that logging in never
 waits behind anybody's queries.
+
+Whoever runs the database may set :attr:`ThreadedDatabase.observe` to be
+told how long each transaction took, from its submission to its result
+(waiting for a thread included): ``observe("write", seconds)`` for
+``run``, ``observe("read", seconds)`` for ``read`` and ``read_for``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -100,7 +106,13 @@ class ThreadedDatabase:
         :class:`~twisted.internet.interfaces.IReactorCore`, a database still
         running when the reactor shuts down is closed then.
     :param migrations: the schema scripts, one per version.
+
+    :ivar observe: called, in the reactor's thread, with a transaction's
+        kind (``read`` or ``write``) and the seconds it took once it is
+        over (failed ones too); ``None``: not timed.
     """
+
+    observe: Callable[[str, float], None] | None = None
 
     def __init__(self, reactor: IReactorFromThreads, migrations: Sequence[str]) -> None:
         self._reactor = reactor
@@ -246,17 +258,19 @@ class ThreadedDatabase:
         for waiter in waiters:
             waiter.callback(None)
 
-    def _submit(self, pool: ThreadPool | None, work: Callable[[], _T]) -> Deferred[_T]:
+    def _submit(
+        self, pool: ThreadPool | None, work: Callable[[], _T], kind: str = "read"
+    ) -> Deferred[_T]:
         """
         Run ``work`` in a thread of ``pool``, counted as in flight until it
-        finishes.
+        finishes, and timed as a transaction of ``kind``.
         """
         if self._state != "running" or pool is None:
             return fail(DatabaseNotRunningError(f"{self.description} is {self._state}"))
         self._in_flight += 1
         result = deferToThreadPool(self._reactor, pool, work)
         result.addBoth(self._work_done)
-        return result
+        return self._timed(result, kind)
 
     def _submit_fair(
         self, reads: FairReads | None, owner: str, work: Callable[[Work], _T]
@@ -271,7 +285,22 @@ class ThreadedDatabase:
         self._in_flight += 1
         result = reads.submit(owner, work)
         result.addBoth(self._work_done)
-        return result
+        return self._timed(result, "read")
+
+    def _timed(self, result: Deferred[_T], kind: str) -> Deferred[_T]:
+        """
+        Tell :attr:`observe`, if set, how long ``result`` took to fire.
+        """
+        observe = self.observe
+        if observe is None:
+            return result
+        started = time.monotonic()
+
+        def done(outcome: _T) -> _T:
+            observe(kind, time.monotonic() - started)
+            return outcome
+
+        return result.addBoth(done)
 
     def _work_done(self, result: _T) -> _T:
         self._in_flight -= 1

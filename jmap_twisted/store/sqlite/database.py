@@ -275,7 +275,7 @@ class SQLiteDatabase(ThreadedDatabase):
             nor keep ``connection`` beyond the call.
         :return: fires with ``fn``'s result after the commit is durable.
         """
-        return self._submit(self._writer, lambda: self._write_transaction(fn, args))
+        return self._submit(self._writer, lambda: self._write_transaction(fn, args), "write")
 
     def read(self, fn: Callable[[sqlite3.Connection, *_Ts], _T], *args: *_Ts) -> Deferred[_T]:
         """

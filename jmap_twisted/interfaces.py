@@ -919,6 +919,10 @@ class IEventBus(Interface):
     retries).  Implementations: :class:`jmap_twisted.bus.memory.InMemoryEventBus`.
     """
 
+    observer = Attribute(
+        ":class:`IBusObserver` told what the bus does (for metrics), or ``None``; settable."
+    )
+
     def register(
         listener: IEventListener, keys: Collection[IRegistrationKey]
     ) -> Deferred[IRegistration]:
@@ -956,6 +960,34 @@ class IEventBus(Interface):
     def stop() -> Deferred[None]:
         """
         Stop operating; pending retries are abandoned to dead letters.
+        """
+
+
+class IBusObserver(Interface):
+    """
+    What an event bus reports as it works, to whoever counts it (the
+    server's metrics).  Each call is cheap and must not raise.
+    """
+
+    def dispatched() -> None:
+        """
+        One event was dispatched on this node.
+        """
+
+    def handled(kind: str, seconds: float) -> None:
+        """
+        One call of a listener's ``handle`` finished (or failed, or timed
+        out) ``seconds`` after it began; ``kind`` is ``key`` or ``group``.
+        """
+
+    def retry_scheduled() -> None:
+        """
+        A failed group delivery was scheduled for another attempt.
+        """
+
+    def dead_lettered() -> None:
+        """
+        An event was given up on for one group and stored as a dead letter.
         """
 
 

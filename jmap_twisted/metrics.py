@@ -13,7 +13,7 @@ plain method calls on :class:`ServerMetrics`, cheap enough for hot paths.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -27,12 +27,18 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+from zope.interface import implementer
+
+from jmap_twisted.interfaces import IBusObserver
 
 #: The push transports, as labelled.
 TRANSPORTS = ("websocket", "eventsource", "webpush")
 
 #: The credentials schemes of authentications, as labelled.
 SCHEMES = ("basic", "bearer", "ticket", "oidc")
+
+#: The event buses of a server, as labelled.
+BUSES = ("mailbox", "jmap")
 
 #: Latency buckets (seconds) of pushes and calls: from a millisecond to a
 #: minute.
@@ -74,6 +80,35 @@ class PushMetrics:
         self._sent.inc()
         if committed_at is not None:
             self._latency.observe(max(0.0, time.time() - committed_at))
+
+
+@implementer(IBusObserver)
+class BusMetrics:
+    """
+    What one event bus reports: dispatches, listener calls by kind,
+    retries and dead letters (the bus's
+    :attr:`~jmap_twisted.interfaces.IEventBus.observer`).
+    """
+
+    def __init__(self, metrics: ServerMetrics, bus: str) -> None:
+        self._dispatched = metrics.bus_dispatched.labels(bus)
+        self._handle = {
+            kind: metrics.bus_handle_seconds.labels(bus, kind) for kind in ("key", "group")
+        }
+        self._retries = metrics.bus_retries.labels(bus)
+        self._dead_letters = metrics.bus_dead_letters.labels(bus)
+
+    def dispatched(self) -> None:
+        self._dispatched.inc()
+
+    def handled(self, kind: str, seconds: float) -> None:
+        self._handle[kind].observe(max(0.0, seconds))
+
+    def retry_scheduled(self) -> None:
+        self._retries.inc()
+
+    def dead_lettered(self) -> None:
+        self._dead_letters.inc()
 
 
 class ServerMetrics:
@@ -154,6 +189,32 @@ class ServerMetrics:
             registry=registry,
             buckets=_LATENCY_BUCKETS,
         )
+        self.bus_dispatched = Counter(
+            "jmap_bus_dispatched",
+            "Events dispatched on this node, per bus.",
+            ["bus"],
+            registry=registry,
+        )
+        self.bus_handle_seconds = Histogram(
+            "jmap_bus_handle_seconds",
+            "Time one event listener call took (to success, failure or timeout),"
+            " per bus and kind of listener (key or group).",
+            ["bus", "kind"],
+            registry=registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.bus_retries = Counter(
+            "jmap_bus_retries",
+            "Failed group deliveries scheduled for another attempt, per bus.",
+            ["bus"],
+            registry=registry,
+        )
+        self.bus_dead_letters = Counter(
+            "jmap_bus_dead_letters",
+            "Events given up on for a group and kept as dead letters, per bus.",
+            ["bus"],
+            registry=registry,
+        )
         for direction in ("in", "out"):
             for stage in ("wire", "payload"):
                 self.websocket_octets.labels(direction, stage)
@@ -169,6 +230,8 @@ class ServerMetrics:
         for outcome in ("delivered", "over_quota", "unknown_recipient", "failed"):
             self.deliveries.labels(outcome)
         self.push = {transport: PushMetrics(self, transport) for transport in TRANSPORTS}
+        #: The observers of the server's buses, by bus.
+        self.buses = {bus: BusMetrics(self, bus) for bus in BUSES}
 
     def method_label(self, name: str) -> str:
         """
@@ -229,6 +292,14 @@ class ServerMetrics:
         """
         self.registry.register(_ServerState(connections, connector))
 
+    def watch_outboxes(self, buses: Mapping[str, object]) -> None:
+        """
+        Report when scraped how many group events wait in each bus's
+        outbox for the broker (buses with an ``outbox_size``: the AMQP
+        ones; nothing is reported without any).
+        """
+        self.registry.register(_Outboxes(buses))
+
 
 class _ServerState(Collector):
     """
@@ -258,6 +329,32 @@ class _ServerState(Collector):
                 "1 while the node is connected to the message broker.",
                 value=1 if getattr(connector, "connected", False) else 0,
             )
+
+
+class _Outboxes(Collector):
+    """
+    The broker outbox depth of a server's buses, read when scraped.
+    """
+
+    def __init__(self, buses: Mapping[str, object]) -> None:
+        self._buses = buses
+
+    def collect(self) -> Iterable[Metric]:
+        sizes = {
+            name: size
+            for name, bus in self._buses.items()
+            if isinstance(size := getattr(bus, "outbox_size", None), int)
+        }
+        if not sizes:
+            return
+        outbox = GaugeMetricFamily(
+            "jmap_broker_outbox_events",
+            "Group events waiting on this node for the message broker to take them, per bus.",
+            labels=["bus"],
+        )
+        for name, size in sizes.items():
+            outbox.add_metric([name], size)
+        yield outbox
 
 
 class MetricsPage(Resource):

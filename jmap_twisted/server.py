@@ -191,6 +191,10 @@ class JMAPServer:
         self.running = False
         self._warned = False
         self.metrics.watch(self.push_connections, connector)
+        buses = {"mailbox": self.mailbox_bus, "jmap": self.jmap_bus}
+        for name, bus in buses.items():
+            bus.observer = self.metrics.buses[name]
+        self.metrics.watch_outboxes(buses)
         if isinstance(delivery, LocalDelivery):
             delivery.metrics = self.metrics
 

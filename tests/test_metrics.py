@@ -3,7 +3,7 @@ The server's Prometheus metrics: a registry per server, bounded labels,
 and the hooks that move them (push latency from a commit's stamp, merged
 StateChanges, method calls and their errors, deliveries, open push
 connections, WebSocket octets, authentications, database transactions,
-web push).
+web push, the event buses and the broker outbox).
 """
 
 from __future__ import annotations
@@ -430,3 +430,101 @@ def test_web_push_observes_the_latency_of_an_accepted_post() -> None:
     sender.posts[-1].answer.callback(Outcome(OK, 201))
     assert value(metrics, "jmap_push_state_changes_sent_total", transport="webpush") == 2
     assert latencies() == 1
+
+
+def test_a_bus_reports_dispatches_listener_times_retries_and_dead_letters() -> None:
+    """
+    A bus with the server's observer counts each dispatch, times each key
+    and group listener call on its clock (failed calls too), counts each
+    retry it schedules and each dead letter it keeps, under its own bus
+    label only.
+    """
+    from twisted.internet.task import Clock
+
+    from jmap_twisted.bus.retry import RetryPolicy
+    from jmap_twisted.testing import RecordingListener, StalledListener
+
+    clock = Clock()
+    dead = MemoryDeadLetters()
+    bus = InMemoryEventBus(clock, dead, RetryPolicy(1, 1.0, 0.0), None, lambda: 0.0)
+    metrics = ServerMetrics()
+    bus.observer = metrics.buses["mailbox"]
+    slow = StalledListener()
+    bus.register(slow, [AccountKey("a1")])
+    bus.register_group(RecordingListener(failures=100), "broken")
+    bus.dispatch(StateChange("a1", {"Email": "2"}), [AccountKey("a1")])
+    assert value(metrics, "jmap_bus_dispatched_total", bus="mailbox") == 1
+    assert value(metrics, "jmap_bus_retries_total", bus="mailbox") == 1
+    assert value(metrics, "jmap_bus_handle_seconds_count", bus="mailbox", kind="group") == 1
+    clock.advance(2.0)  # the retry runs and fails: no retries left
+    slow.pending[0].callback(None)
+    assert value(metrics, "jmap_bus_handle_seconds_count", bus="mailbox", kind="key") == 1
+    assert value(metrics, "jmap_bus_handle_seconds_sum", bus="mailbox", kind="key") == 2.0
+    assert value(metrics, "jmap_bus_handle_seconds_count", bus="mailbox", kind="group") == 2
+    assert value(metrics, "jmap_bus_retries_total", bus="mailbox") == 1
+    assert value(metrics, "jmap_bus_dead_letters_total", bus="mailbox") == 1
+    assert len(dead._letters["broken"]) == 1
+    assert value(metrics, "jmap_bus_dispatched_total", bus="jmap") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_servers_buses_report_under_their_own_labels() -> None:
+    """
+    A server observes both of its buses: a delivery's commit is dispatched
+    on the mailbox bus, handled by its group listener, and passed on as a
+    StateChange dispatched on the JMAP bus.
+    """
+    from jmap_twisted.bus.changes import register_change_listener
+
+    jmap = server()
+    await register_change_listener(jmap.mailbox_bus, jmap.jmap_bus)
+    jmap.publisher.start()
+    account = await jmap.delivery.resolve("alice@example.com")
+    assert account is not None
+    await jmap.delivery.deliver(account, b"Subject: hi\r\n\r\nhello\r\n")
+    metrics = jmap.metrics
+    assert value(metrics, "jmap_bus_dispatched_total", bus="mailbox") >= 1
+    assert value(metrics, "jmap_bus_handle_seconds_count", bus="mailbox", kind="group") >= 1
+    assert value(metrics, "jmap_bus_dispatched_total", bus="jmap") >= 1
+    assert value(metrics, "jmap_bus_dead_letters_total", bus="mailbox") == 0
+    assert generate_latest(metrics.registry).count(b"jmap_broker_outbox_events") == 0
+
+
+def test_the_broker_outbox_depth_is_read_when_scraped() -> None:
+    """
+    With the broker unreachable, the group events a node dispatches wait
+    in its bus's outbox, and the scrape reports how many, per bus.
+    """
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import Clock
+
+    from jmap_twisted.bus.amqp_node import AMQPConnector, AMQPSettings
+    from jmap_twisted.bus.changes import register_change_listener
+
+    class NeverConnects:
+        def connect(self, factory: Any) -> Deferred[Any]:
+            return Deferred()
+
+    reactor = ImmediateReactor()
+    unreachable = AMQPSettings.from_url("amqp://guest@127.0.0.1:1/", "guest")
+    connector = AMQPConnector(Clock(), unreachable, endpoint=NeverConnects())  # type: ignore[arg-type]
+    jmap = JMAPServer(
+        ServerConfig(password_cost=2**4),
+        MemoryDirectory(reactor),
+        MemoryBlobStore(reactor),
+        MemoryMailStore(reactor),
+        reactor,
+        connector=connector,
+    )
+    register_change_listener(jmap.mailbox_bus, jmap.jmap_bus)
+    metrics = jmap.metrics
+
+    def outbox(bus: str) -> float | None:
+        return metrics.registry.get_sample_value("jmap_broker_outbox_events", {"bus": bus})
+
+    assert outbox("mailbox") == 0
+    for n in range(3):
+        jmap.mailbox_bus.dispatch(MailboxChanged("a1", n, (), {"Email": str(n)}), [])
+    assert outbox("mailbox") == 3
+    assert outbox("jmap") == 0
+    assert value(metrics, "jmap_bus_dispatched_total", bus="mailbox") == 3

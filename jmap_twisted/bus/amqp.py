@@ -64,6 +64,7 @@ from jmap_twisted.bus.events import (
 from jmap_twisted.bus.memory import InMemoryEventBus, Registration, deliver_to_keys
 from jmap_twisted.bus.retry import RetryPolicy
 from jmap_twisted.interfaces import (
+    IBusObserver,
     IEvent,
     IEventBus,
     IEventDeadLetters,
@@ -144,6 +145,25 @@ class AMQPEventBus:
         self._outbox: list[IEvent] = []
         self._recent: OrderedDict[str, None] = OrderedDict()
         connector.attach(self)
+
+    @property
+    def observer(self) -> IBusObserver | None:
+        """
+        Told what the bus does (dispatches on this node, listener calls,
+        retries, dead letters), or ``None``.
+        """
+        return self.groups.observer
+
+    @observer.setter
+    def observer(self, observer: IBusObserver | None) -> None:
+        self.groups.observer = observer
+
+    @property
+    def outbox_size(self) -> int:
+        """
+        Group events waiting here for the broker to take them.
+        """
+        return len(self._outbox)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -337,6 +357,8 @@ class AMQPEventBus:
     # -- dispatch ------------------------------------------------------------
 
     def dispatch(self, event: IEvent, keys: Collection[IRegistrationKey]) -> Deferred[None]:
+        if self.groups.observer is not None:
+            self.groups.observer.dispatched()
         names = [key.as_string() for key in keys]
         waits = deliver_to_keys(self.groups, self._local.listeners_named(names), event)
         client = self._client

@@ -17,6 +17,7 @@ from zope.interface import implementer
 from jmap_twisted.bus.events import ASYNCHRONOUS, GroupAlreadyRegistered
 from jmap_twisted.bus.retry import RetryPolicy
 from jmap_twisted.interfaces import (
+    IBusObserver,
     IEvent,
     IEventBus,
     IEventDeadLetters,
@@ -68,14 +69,27 @@ class GroupDelivery:
         self.execution_timeout = execution_timeout
         self.random = random
         self._pending: dict[IDelayedCall, tuple[str, IEvent]] = {}
+        #: Told of every listener call, retry and dead letter, if set.
+        self.observer: IBusObserver | None = None
 
-    def run(self, listener: IEventListener, event: IEvent) -> Deferred[None]:
+    def run(self, listener: IEventListener, event: IEvent, kind: str = "group") -> Deferred[None]:
         """
-        One call of ``listener.handle``, bounded by the execution timeout.
+        One call of ``listener.handle``, bounded by the execution timeout;
+        its time (on the clock) is reported to the observer under ``kind``
+        (``key`` or ``group``).
         """
+        observer = self.observer
+        started = self.clock.seconds()
         handled: Deferred[None] = maybeDeferred(listener.handle, event)
         if self.execution_timeout is not None:
             handled.addTimeout(self.execution_timeout, self.clock)
+        if observer is not None:
+
+            def observed(result: object) -> object:
+                observer.handled(kind, self.clock.seconds() - started)
+                return result
+
+            handled.addBoth(observed)
         return handled
 
     def deliver(
@@ -127,6 +141,8 @@ class GroupDelivery:
                     delay, self._retry, group, listener, event, retry + 1, settled
                 )
                 self._pending[call] = (group, event)
+                if self.observer is not None:
+                    self.observer.retry_scheduled()
             else:
                 stored = self.dead_letter(group, event)
                 if settled is not None:
@@ -154,6 +170,8 @@ class GroupDelivery:
         log.warn(
             "Event {event_id} dead-lettered for group {group}", event_id=event.event_id, group=group
         )
+        if self.observer is not None:
+            self.observer.dead_lettered()
         stored = self.dead_letters.store(group, event)
         stored.addErrback(
             lambda f: log.failure("Could not store a dead letter for {group}", f, group=group)
@@ -203,6 +221,18 @@ class InMemoryEventBus:
         self._group_listeners: dict[str, IEventListener] = {}
         #: key string → listener id → [listener, registrations]
         self._keys: dict[str, dict[int, list[Any]]] = {}
+
+    @property
+    def observer(self) -> IBusObserver | None:
+        """
+        Told what the bus does (dispatches, listener calls, retries, dead
+        letters), or ``None``.
+        """
+        return self.groups.observer
+
+    @observer.setter
+    def observer(self, observer: IBusObserver | None) -> None:
+        self.groups.observer = observer
 
     def start(self) -> Deferred[None]:
         return succeed(None)
@@ -282,6 +312,8 @@ class InMemoryEventBus:
         return list(found.values())
 
     def dispatch(self, event: IEvent, keys: Collection[IRegistrationKey]) -> Deferred[None]:
+        if self.groups.observer is not None:
+            self.groups.observer.dispatched()
         waits: list[Deferred[None]] = []
         for group, listener in list(self._group_listeners.items()):
             if listener.is_handling(event):
@@ -309,7 +341,7 @@ def deliver_to_keys(
     for listener in listeners:
         if not listener.is_handling(event):
             continue
-        handled = groups.run(listener, event)
+        handled = groups.run(listener, event, "key")
         handled.addErrback(
             lambda f: log.failure(
                 "A key listener failed on event {event_id}", f, event_id=event.event_id

@@ -100,6 +100,7 @@ class TwoNodes:
     def __init__(self, sender: AMQPEventBus, receiver: AMQPEventBus) -> None:
         self.sender = sender
         self.receiver = receiver
+        self.observer = None
 
     def register(
         self, listener: IEventListener, keys: Collection[IRegistrationKey]

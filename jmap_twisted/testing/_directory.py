@@ -17,25 +17,12 @@ from jmap_twisted.store.ids import is_valid_id
 from jmap_twisted.testing._doubles import CONTRACT_EPOCH
 
 
-class DirectoryContract:
+class DirectoryFixtures:
     """
-    The tests every directory passes, collected by pytest in each subclass.
-
-    Subclass it in a test module under a name pytest collects (``Test…``)
-    and provide a fixture ``directory`` that gives an empty directory
-    reading token creation times from the contract's ``clock`` fixture (a
+    The fixtures of the directory contracts: ``clock`` (a
     :class:`~twisted.internet.task.Clock` at
-    :data:`~jmap_twisted.testing.CONTRACT_EPOCH`)::
-
-        from jmap_twisted.testing import DirectoryContract
-
-        class TestMyDirectory(DirectoryContract):
-            @pytest.fixture
-            def directory(self, clock):
-                return MyDirectory(clock)
-
-    Use ``@pytest_twisted.async_yield_fixture`` when opening or closing the
-    directory needs awaiting.
+    :data:`~jmap_twisted.testing.CONTRACT_EPOCH`) and ``directory``, which
+    a subclass overrides to give the directory under test.
     """
 
     @pytest.fixture
@@ -55,6 +42,28 @@ class DirectoryContract:
         raise NotImplementedError(
             f"{type(self).__name__} must provide a pytest fixture named 'directory'"
         )
+
+
+class DirectoryContract(DirectoryFixtures):
+    """
+    The tests every directory passes, collected by pytest in each subclass.
+
+    Subclass it in a test module under a name pytest collects (``Test…``)
+    and provide a fixture ``directory`` that gives an empty directory
+    reading token creation times from the contract's ``clock`` fixture (a
+    :class:`~twisted.internet.task.Clock` at
+    :data:`~jmap_twisted.testing.CONTRACT_EPOCH`)::
+
+        from jmap_twisted.testing import DirectoryContract
+
+        class TestMyDirectory(DirectoryContract):
+            @pytest.fixture
+            def directory(self, clock):
+                return MyDirectory(clock)
+
+    Use ``@pytest_twisted.async_yield_fixture`` when opening or closing the
+    directory needs awaiting.
+    """
 
     def test_provides_interface(self, directory: IDirectory) -> None:
         """

@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from jmap_twisted.errors import NoSuchAccount, NoSuchUser
 from jmap_twisted.interfaces import IDirectory, IMailboxShares
 from jmap_twisted.records import Account, MailboxShare, SharedView, User
-from jmap_twisted.testing._doubles import CONTRACT_EPOCH
+from jmap_twisted.testing._directory import DirectoryFixtures
 
 #: Mailbox ids the contract shares; the directory never checks them.
 INBOX, ARCHIVE, LISTS = "M1inbox", "M2archive", "M3lists"
@@ -35,7 +34,7 @@ async def _users(directory: IDirectory, *names: str) -> list[tuple[User, Account
     return created
 
 
-class MailboxSharesContract:
+class MailboxSharesContract(DirectoryFixtures):
     """
     The tests every directory sharing mailboxes passes, collected by pytest
     in each subclass.
@@ -57,24 +56,6 @@ class MailboxSharesContract:
     Use ``@pytest_twisted.async_yield_fixture`` when opening or closing the
     directory needs awaiting.
     """
-
-    @pytest.fixture
-    def clock(self) -> Clock:
-        """
-        The clock the directory under test reads.
-        """
-        clock = Clock()
-        clock.advance(CONTRACT_EPOCH)
-        return clock
-
-    @pytest.fixture
-    def directory(self) -> IDirectory:
-        """
-        The directory under test: subclasses override this fixture.
-        """
-        raise NotImplementedError(
-            f"{type(self).__name__} must provide a pytest fixture named 'directory'"
-        )
 
     @pytest.fixture
     def shares(self, directory: IDirectory) -> IMailboxShares:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         MailboxShare,
         MailView,
         PushSubscriptionRecord,
+        Recount,
         SharedView,
         StoreCommit,
         TicketClaim,
@@ -620,6 +621,25 @@ class IChangeLogPruning(Interface):
         """
 
 
+class IMailboxCounters(Interface):
+    """
+    Repairing the mailbox counts a mail store keeps as counters, updated
+    by every write (``jmap-admin recount``).
+
+    Implementations: every :class:`IMailStore` of jmap-twisted.
+    """
+
+    def recount(account_id: str) -> Deferred[Recount]:
+        """
+        Recompute the account's mailbox counts from its emails, in one
+        write transaction, and keep the right ones where they differ; a
+        mailbox whose counts change is recorded as changed (its counts
+        only), so clients fetch them again.
+
+        :return: fires with what was wrong.
+        """
+
+
 class IMailDelivery(Interface):
     """
     Where SMTP and LMTP put accepted mail.
@@ -978,6 +998,9 @@ class IBusObserver(Interface):
         """
         One call of a listener's ``handle`` finished (or failed, or timed
         out) ``seconds`` after it began; ``kind`` is ``key`` or ``group``.
+        The key listeners of one dispatch whose calls finish at once (push
+        connections, thousands for one event) are reported together, as
+        one call.
         """
 
     def retry_scheduled() -> None:

@@ -198,7 +198,8 @@ class ServerMetrics:
         self.bus_handle_seconds = Histogram(
             "jmap_bus_handle_seconds",
             "Time one event listener call took (to success, failure or timeout),"
-            " per bus and kind of listener (key or group).",
+            " per bus and kind of listener (key or group); the key listeners of one"
+            " dispatch that finish at once are one observation together.",
             ["bus", "kind"],
             registry=registry,
             buckets=_LATENCY_BUCKETS,

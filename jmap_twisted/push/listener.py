@@ -82,6 +82,11 @@ class PushListener:
         self._pending: pushstate.States = {}
         self._paused = False
         self._ready = False
+        #: :attr:`known` is shared with other connections: copied before
+        #: it changes (:meth:`_own_known`).
+        self._shared_known = False
+        #: The pushState of :attr:`known`, once worked out.
+        self._push_state: str | None = None
 
     def is_handling(self, event: IEvent) -> bool:
         return isinstance(event, StateChange) and self._takes(event)
@@ -100,27 +105,77 @@ class PushListener:
             if event.committed_at is not None and self._metrics is not None:
                 if self._committed is None or event.committed_at < self._committed:
                     self._committed = event.committed_at
-            self.merge({event.account_id: dict(event.states)})
+            if self._ready and not self._paused and not self._pending:
+                self._take_shared(event)
+            else:
+                self.merge({event.account_id: event.states})
         return succeed(None)
 
     def merge(self, changes: Mapping[str, Mapping[str, str]]) -> None:
         """
         Take new states; send those of wanted types (now or once resumed).
         """
+        known = self._own_known()
         for account, states in changes.items():
             if account not in self.accounts:
                 continue
-            known = self.known.setdefault(account, {})
-            for type_name, state in states.items():
-                if type_name in known and pushstate.later(known[type_name], state) != state:
-                    continue  # an older state arriving late
-                known[type_name] = state
-                if self.types is None or type_name in self.types:
-                    pending = self._pending.setdefault(account, {})
-                    if type_name in pending and self._metrics is not None:
-                        self._metrics.merged()
-                    pending[type_name] = state
+            wanted = _advance(known, account, states, self.types)
+            if wanted:
+                pending = self._pending.setdefault(account, {})
+                if self._metrics is not None:
+                    for type_name in wanted:
+                        if type_name in pending:
+                            self._metrics.merged()
+                pending.update(wanted)
         self.flush()
+
+    def _own_known(self) -> pushstate.States:
+        """
+        The known states, for changing: a copy of its own if they were
+        shared with other connections by :meth:`_take_shared`.
+        """
+        self._push_state = None
+        if self._shared_known:
+            self.known = {account: dict(types) for account, types in self.known.items()}
+            self._shared_known = False
+        return self.known
+
+    def _take_shared(self, event: StateChange) -> None:
+        """
+        Take one event's states when nothing is pending and the connection
+        can take a StateChange at once: the connections of an account all
+        move from the same known states to the same next ones and send the
+        same StateChange, so it is worked out once (by the first
+        connection) and the others take the result, sharing the dicts.
+        """
+        memo = _shared_steps(event.event_id)
+        push_state = self._push_state
+        if push_state is None:
+            push_state = self._push_state = pushstate.encode(self.known)
+        key = (push_state, self.types, self.accounts)
+        step = memo.get(key)
+        if step is None:
+            known = {account: dict(types) for account, types in self.known.items()}
+            value: dict[str, Any] | None = None
+            if event.account_id in self.accounts:
+                wanted = _advance(known, event.account_id, event.states, self.types)
+                encoded = pushstate.encode(known)
+                if wanted:
+                    value = {
+                        "@type": "StateChange",
+                        "changed": {event.account_id: wanted},
+                        "pushState": encoded,
+                    }
+            else:
+                encoded = push_state
+            step = memo[key] = (known, encoded, value)
+        self.known, self._push_state, value = step
+        self._shared_known = True
+        committed, self._committed = self._committed, None
+        if value is not None:
+            self._send(value)
+            if self._metrics is not None:
+                self._metrics.sent(committed)
 
     def start(
         self, current: Mapping[str, Mapping[str, str]], replay: pushstate.States | None
@@ -130,8 +185,9 @@ class PushListener:
         enabled; ``replay`` what to send at once (changes since the
         client's pushState), if anything.
         """
+        own = self._own_known()
         for account, states in current.items():
-            known = self.known.setdefault(account, {})
+            known = own.setdefault(account, {})
             for type_name, state in states.items():
                 known[type_name] = pushstate.later(known.get(type_name, state), state)
         self._ready = True
@@ -158,8 +214,9 @@ class PushListener:
         fresh = frozenset(a for a, account in views.items() if self.views.get(a) != account)
         self.views = views
         self.accounts = frozenset(views)
-        for forgotten in (set(self.known) - self.accounts) | fresh:
-            self.known.pop(forgotten, None)
+        known = self._own_known()
+        for forgotten in (set(known) - self.accounts) | fresh:
+            known.pop(forgotten, None)
         for forgotten in (set(self._pending) - self.accounts) | fresh:
             self._pending.pop(forgotten, None)
         return fresh
@@ -187,6 +244,50 @@ class PushListener:
         )
         if self._metrics is not None:
             self._metrics.sent(committed)
+
+
+def _advance(
+    known: pushstate.States,
+    account: str,
+    states: Mapping[str, str],
+    types: frozenset[str] | None,
+) -> dict[str, str]:
+    """
+    Move ``known`` to the later of its states and ``states`` for one
+    account; return the states that moved, of the ``types`` wanted
+    (all when ``None``).
+    """
+    mine = known.setdefault(account, {})
+    wanted: dict[str, str] = {}
+    for type_name, state in states.items():
+        if type_name in mine and pushstate.later(mine[type_name], state) != state:
+            continue  # an older state arriving late
+        mine[type_name] = state
+        if types is None or type_name in types:
+            wanted[type_name] = state
+    return wanted
+
+
+#: The steps worked out for the event being dispatched (its id, and by
+#: known pushState, wanted types and visible accounts: the known states
+#: after it and the StateChange to send).
+_STEPS: tuple[str, dict[tuple[Any, ...], tuple[pushstate.States, str, dict[str, Any] | None]]] = (
+    "",
+    {},
+)
+#: Distinct steps kept for one event, at most.
+MAX_SHARED_STEPS = 1024
+
+
+def _shared_steps(
+    event_id: str,
+) -> dict[tuple[Any, ...], tuple[pushstate.States, str, dict[str, Any] | None]]:
+    global _STEPS
+    current_id, steps = _STEPS
+    if current_id != event_id or len(steps) >= MAX_SHARED_STEPS:
+        steps = {}
+        _STEPS = (event_id, steps)
+    return steps
 
 
 #: The pushed types of the whole account (``EmailDelivery`` aside).

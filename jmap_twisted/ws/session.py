@@ -5,7 +5,6 @@ responses out (possibly out of order), and push.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +33,9 @@ class WebSocketSession:
 
     :param send: writes one JSON object as a text message.
     :param close: closes the socket with a code and reason.
+    :param send_shared: writes a text message that other sockets send
+        too (a StateChange), the same object for each; ``send`` if not
+        given.
     """
 
     def __init__(
@@ -43,10 +45,12 @@ class WebSocketSession:
         send: Callable[[bytes], None],
         close: Callable[[int, str], None],
         probe: Callable[[], Awaitable[bool]] | None = None,
+        send_shared: Callable[[bytes], None] | None = None,
     ) -> None:
         self.server = server
         self.principal = principal
         self._send_bytes = send
+        self._send_shared = send if send_shared is None else send_shared
         self._close = close
         self._probe = probe
         #: The push subscription while push is enabled.
@@ -64,16 +68,18 @@ class WebSocketSession:
 
     def send_state_change(self, value: dict[str, Any]) -> None:
         """
-        Send a StateChange; its serialised form is shared by every socket
-        sending the same one (all the sockets of an account, after a
-        change).
+        Send a StateChange.  The sockets of an account are given the same
+        object one after another (see
+        :class:`~jmap_twisted.push.listener.PushListener`): it is
+        serialised (and framed) once for all of them.
         """
+        global _LAST_STATE_CHANGE
         if not self._closed:
-            key = (
-                value["pushState"],
-                tuple((a, tuple(sorted(t.items()))) for a, t in sorted(value["changed"].items())),
-            )
-            self._send_bytes(_serialised_state_change(key, value))
+            last, data = _LAST_STATE_CHANGE
+            if last is not value:
+                data = jsonio.dumps(value)
+                _LAST_STATE_CHANGE = (value, data)
+            self._send_shared(data)
 
     def _request_error(self, error: RequestLevelError, request_id: object) -> None:
         problem = error.to_problem()
@@ -303,19 +309,6 @@ def _request_body(value: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in value.items() if k not in ("@type", "id")}
 
 
-#: Serialised StateChanges by content, shared by sockets.
-_STATE_CHANGES: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
-STATE_CHANGE_CACHE = 256
-#: StateChanges whose pushState is longer are not kept.
-STATE_CHANGE_CACHED_OCTETS = 2048
-
-
-def _serialised_state_change(key: tuple[Any, ...], value: dict[str, Any]) -> bytes:
-    if len(key[0]) > STATE_CHANGE_CACHED_OCTETS:
-        return jsonio.dumps(value)  # many accounts: not worth keeping
-    found = _STATE_CHANGES.get(key)
-    if found is None:
-        found = _STATE_CHANGES[key] = jsonio.dumps(value)
-        if len(_STATE_CHANGES) > STATE_CHANGE_CACHE:
-            _STATE_CHANGES.popitem(last=False)
-    return found
+#: The StateChange serialised last, and its serialised form: compared by
+#: identity (holding it keeps its identity from being reused).
+_LAST_STATE_CHANGE: tuple[object, bytes] = (None, b"")

@@ -5,6 +5,7 @@ One compression for a message many sockets send (no context takeover).
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 from jmap_twisted.ws import protocol
 from jmap_twisted.ws.protocol import LeanPerMessageDeflate
@@ -57,30 +58,53 @@ def test_the_cache_is_bounded() -> None:
     assert len(protocol._DEFLATED) == protocol.DEFLATE_CACHE_ENTRIES
 
 
-def test_state_changes_are_serialised_once_per_content() -> None:
+def test_one_state_change_is_serialised_and_framed_once_for_an_accounts_sockets(
+    monkeypatch: Any,
+) -> None:
     """
-    Sockets sending the same StateChange share its serialised form; a
-    different pushState or change is serialised on its own; the cache is
-    bounded and skips very large pushStates.
+    A delivery to an account with several push sockets: every socket
+    gets the same frame octets, serialised once and compressed once for
+    all of them; each client inflates the right StateChange, and a
+    socket whose pushes are merging (its transport full) still gets the
+    merged StateChange with the latest states once it drains.
     """
-    import json
-
+    from jmap_twisted.core import jsonio
     from jmap_twisted.ws import session
+    from tests.ws.memory import Connection
 
-    session._STATE_CHANGES.clear()
-
-    def serialise(push_state: str, changed: dict[str, dict[str, str]]) -> bytes:
-        value = {"@type": "StateChange", "changed": changed, "pushState": push_state}
-        key = (push_state, tuple((a, tuple(sorted(t.items()))) for a, t in sorted(changed.items())))
-        return session._serialised_state_change(key, value)
-
-    one = serialise("1.a", {"A": {"Email": "2"}})
-    assert serialise("1.a", {"A": {"Email": "2"}}) is one
-    other = serialise("1.b", {"A": {"Email": "2"}})
-    assert json.loads(other)["pushState"] == "1.b"
-    assert json.loads(serialise("1.a", {"A": {"Email": "3"}}))["changed"] == {"A": {"Email": "3"}}
-    serialise("x" * (session.STATE_CHANGE_CACHED_OCTETS + 1), {"A": {"Email": "2"}})
-    assert len(session._STATE_CHANGES) == 3
-    for n in range(session.STATE_CHANGE_CACHE + 5):
-        serialise(f"1.{n}", {"A": {"Email": "1"}})
-    assert len(session._STATE_CHANGES) == session.STATE_CHANGE_CACHE
+    c = Connection()
+    clients = [c.client] + [c.connect() for _ in range(4)]
+    for client in clients:
+        client.send_json({"@type": "WebSocketPushEnable", "dataTypes": ["Email"]})
+    c.flush()
+    written: list[bytes] = []
+    dumped: list[object] = []
+    real_dumps = jsonio.dumps
+    monkeypatch.setattr(
+        session.jsonio, "dumps", lambda value: dumped.append(value) or real_dumps(value)
+    )
+    transports = [pump.serverIO for pump in c.pumps]
+    for transport in transports:
+        real_write = transport.write
+        monkeypatch.setattr(
+            transport, "write", lambda data, w=real_write: written.append(data) or w(data)
+        )
+    c.deliver("one")
+    state = c.mail.read(c.account, lambda r: r.state("Email")).result
+    assert len(written) == len(clients) and len(set(written)) == 1
+    assert written[0][0] == 0xC1  # FIN, RSV1 (compressed), text
+    assert sum(1 for value in dumped if value.get("@type") == "StateChange") == 1
+    for client in clients:
+        (message,) = client.messages
+        assert message["changed"] == {c.account: {"Email": state}}
+    assert len({client.messages[0]["pushState"] for client in clients}) == 1
+    slow = transports[2].producer
+    slow.pauseProducing()
+    c.deliver("two")
+    c.deliver("three")
+    slow.resumeProducing()
+    c.flush()
+    latest = c.mail.read(c.account, lambda r: r.state("Email")).result
+    assert [len(client.messages) for client in clients] == [3, 3, 2, 3, 3]
+    assert clients[2].messages[-1] == clients[0].messages[-1]
+    assert clients[0].messages[-1]["changed"] == {c.account: {"Email": latest}}

@@ -145,23 +145,50 @@ BENCH_LIMITS = (
 )
 
 
+def checkout_commands(checkout: Path | None) -> tuple[list[str], list[str], dict[str, str]]:
+    """
+    How to run ``jmap-admin`` and ``twistd`` of a source tree, and their
+    environment: this tree's installed commands (``checkout`` ``None``), or
+    another checkout's code (a baseline of a same-run comparison), with its
+    own ``.venv`` if it has one, else this Python with the checkout first on
+    its path.
+    """
+    if checkout is None:
+        return [tool("jmap-admin")], [tool("twistd")], dict(os.environ)
+    checkout = checkout.resolve()
+    own = checkout / ".venv" / "bin" / "python"
+    python = str(own) if own.exists() else sys.executable
+    env = dict(os.environ, PYTHONPATH=str(checkout))
+    admin = [python, "-c", "from jmap_twisted.admin import main; main()"]
+    twistd = [python, "-c", "from twisted.scripts.twistd import run; run()"]
+    return admin, twistd, env
+
+
 class LocalServer:
     """
     ``twistd jmap`` in a temporary directory, with users ``bench`` and
     ``other`` (and any of ``more_users``, password ``<name>-pw``).
+
+    :param checkout: another source tree whose code to run (see
+        :func:`checkout_commands`); ``None`` for this one.
     """
 
     def __init__(
-        self, root: Path, extra: list[str] | None = None, more_users: tuple[str, ...] = ()
+        self,
+        root: Path,
+        extra: list[str] | None = None,
+        more_users: tuple[str, ...] = (),
+        checkout: Path | None = None,
     ) -> None:
         self.root = root
+        admin, twistd, env = checkout_commands(checkout)
         self.http_port = free_port()
         self.lmtp_port = free_port()
         self.data = root / "data"
         for user in ("bench", "other", *more_users):
             subprocess.run(
                 [
-                    tool("jmap-admin"),
+                    *admin,
                     "--data",
                     str(self.data),
                     "--init",
@@ -174,10 +201,12 @@ class LocalServer:
                 text=True,
                 check=True,
                 capture_output=True,
+                env=env,
+                cwd=root,  # ``python -c`` puts the working directory first
             )
         self.process = subprocess.Popen(
             [
-                tool("twistd"),
+                *twistd,
                 "-n",
                 "--pidfile=",
                 "--logfile",
@@ -198,6 +227,7 @@ class LocalServer:
                 *(extra or []),
             ],
             cwd=root,
+            env=env,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -227,13 +257,16 @@ class LocalServer:
 
 
 @contextmanager
-def running_server(extra: list[str] | None = None) -> Iterator[Target]:
+def running_server(
+    extra: list[str] | None = None, checkout: Path | None = None
+) -> Iterator[Target]:
     """
-    A fresh local server (``extra`` options for ``twistd jmap``), stopped
-    and removed afterwards.
+    A fresh local server (``extra`` options for ``twistd jmap``; the code
+    of ``checkout``, if given: see :class:`LocalServer`), stopped and
+    removed afterwards.
     """
     root = Path(tempfile.mkdtemp(prefix="jmap-bench-"))
-    server = LocalServer(root, extra)
+    server = LocalServer(root, extra, checkout=checkout)
     try:
         yield server.target()
     finally:

@@ -18,7 +18,8 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable
 
 PUSH_ENABLE = b'{"@type":"WebSocketPushEnable","dataTypes":["Email"]}'
 
@@ -42,13 +43,17 @@ class LeanSocket:
     One upgraded socket: a buffer and the count of data frames received.
     """
 
-    __slots__ = ("buffer", "frames", "last", "sock")
+    __slots__ = ("buffer", "frames", "last", "payload", "seen", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = b""
         self.frames = 0
         self.last = 0.0
+        #: The last data frame's payload (compressed if its RSV1 was set).
+        self.payload = b""
+        #: The last payload has been looked into (:meth:`LeanClient.wait_content`).
+        self.seen = False
 
     def feed(self, data: bytes, now: float) -> int:
         """
@@ -59,7 +64,8 @@ class LeanSocket:
         counted = 0
         buffer = self.buffer + data
         while len(buffer) >= 2:
-            opcode = buffer[0] & 0x0F
+            first = buffer[0]
+            opcode = first & 0x0F
             size = buffer[1] & 0x7F
             offset = 2
             if size == 126:
@@ -81,9 +87,17 @@ class LeanSocket:
             elif opcode < 0x8:
                 self.frames += 1
                 self.last = now
+                self.payload = payload if first & 0x40 else b"=" + payload
+                self.seen = False
                 counted += 1
         self.buffer = buffer
         return counted
+
+
+def _content(payload: bytes) -> bytes:
+    if payload.startswith(b"="):
+        return payload[1:]
+    return zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
 
 
 class LeanClient:
@@ -166,17 +180,48 @@ class LeanClient:
             self.received += lean.feed(data, now)
         return len(events)
 
-    def wait_frames(self, total: int, timeout: float = 30.0) -> float:
+    def wait_frames(
+        self, total: int, timeout: float = 30.0, failed: Callable[[], object] = lambda: None
+    ) -> float:
         """
         Read until the sockets hold ``total`` data frames in all; return
-        the time the last one arrived (``perf_counter``).
+        the time the last one arrived (``perf_counter``).  Stops early
+        when ``failed()`` returns an exception.
         """
         deadline = time.monotonic() + timeout
         while self.received < total:
+            error = failed()
+            if isinstance(error, BaseException):
+                raise error
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.received} of {total} frames arrived")
+                counts = sorted({lean.frames for lean in self.sockets.values()})
+                raise TimeoutError(
+                    f"{self.received} of {total} frames arrived on {len(self.sockets)} sockets"
+                    f" (frames per socket: {counts[:5]}…{counts[-5:]})"
+                )
             self.pump(0.5)
         return max(lean.last for lean in self.sockets.values())
+
+    def wait_content(self, marker: bytes, timeout: float = 30.0) -> float:
+        """
+        Read until the last data frame of every socket holds ``marker``
+        (pushes may merge: a later frame stands for the earlier ones);
+        return when the last of them arrived (``perf_counter``).
+        """
+        deadline = time.monotonic() + timeout
+        waiting = set(self.sockets.values())
+        while True:
+            for lean in list(waiting):
+                if lean.seen or not lean.payload:
+                    continue
+                lean.seen = True
+                if marker in _content(lean.payload):
+                    waiting.discard(lean)
+            if not waiting:
+                return max(lean.last for lean in self.sockets.values())
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(waiting)} sockets lack {marker!r}")
+            self.pump(0.5)
 
     def settle(self, quiet: float = 0.3) -> None:
         """

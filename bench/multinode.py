@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,9 @@ from twisted.internet import defer, task, threads
 
 ACCOUNTS = 100
 
+#: The connections (to as many accounts) of the LMTP rates into PostgreSQL.
+LMTP_CONNECTIONS = (4, 8)
+
 
 class LocalCluster:
     """
@@ -76,7 +80,7 @@ class LocalCluster:
         self.secret = root / "db-password"
         self.secret.write_text(self.postgres.password + "\n")
         self.prefix = "bench"
-        for user in ("bench", "other", *(f"user{n}" for n in range(4))):
+        for user in ("bench", "other", *(f"user{n}" for n in range(max(LMTP_CONNECTIONS)))):
             subprocess.run(
                 [
                     tool("jmap-admin"),
@@ -181,28 +185,35 @@ async def push_latency(reactor: Any, target: Target, deliveries: int) -> dict[st
             protocol.dropConnection()
 
 
-def lmtp_rates(target: Target, messages: int, connections: int) -> dict[str, float]:
+def lmtp_rates(
+    target: Target, messages: int, connections: Sequence[int]
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """
-    LMTP mails/s into one account on one connection, then on
+    LMTP mails/s into one account on one connection, then on each of
     ``connections`` connections to as many accounts (one account's writes
-    are serialised by design; accounts proceed in parallel).
+    are serialised by design; accounts proceed in parallel), with the time
+    from the end of DATA to ``250`` of each run.
     """
-    one = delivery_rate(target, messages)
-    each = messages // connections
+    rates = {"one_account_one_connection": delivery_rate(target, messages)}
+    taken_ms: dict[str, dict[str, float]] = {}
+    for count in connections:
+        each = messages // count
+        taken: list[float] = []
 
-    def send(n: int) -> None:
-        with smtplib.LMTP(target.lmtp_host, target.lmtp_port) as client:
-            for index in range(each):
-                client.sendmail("bench@example.com", [f"user{n}@bench.test"], message(index))
+        def send(n: int, each: int = each, taken: list[float] = taken) -> None:
+            with smtplib.LMTP(target.lmtp_host, target.lmtp_port) as client:
+                for index in range(each):
+                    began = time.perf_counter()
+                    client.sendmail("bench@example.com", [f"user{n}@bench.test"], message(index))
+                    taken.append((time.perf_counter() - began) * 1000)
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(connections) as pool:
-        list(pool.map(send, range(connections)))
-    many = each * connections / (time.perf_counter() - started)
-    return {
-        "one_account_one_connection": one,
-        f"{connections}_accounts_{connections}_connections": many,
-    }
+        started = time.perf_counter()
+        with ThreadPoolExecutor(count) as pool:
+            list(pool.map(send, range(count)))
+        label = f"{count}_accounts_{count}_connections"
+        rates[label] = each * count / (time.perf_counter() - started)
+        taken_ms[label] = summary(taken)
+    return rates, taken_ms
 
 
 # -- the bus between two processes ------------------------------------------------
@@ -367,9 +378,11 @@ async def run(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         results["cross_node_push"] = await push_latency(reactor, cross, args.deliveries)
         if same is not cross:
             results["same_node_push"] = await push_latency(reactor, same, args.deliveries)
-        results["postgres_lmtp_mails_per_second"] = await threads.deferToThread(
-            lmtp_rates, cross, args.messages, 4
+        rates, lmtp_latencies = await threads.deferToThread(
+            lmtp_rates, cross, args.messages, LMTP_CONNECTIONS
         )
+        results["postgres_lmtp_mails_per_second"] = rates
+        results["postgres_lmtp_latency_ms"] = lmtp_latencies
         if broker_url:
             results["bus_flat_out"] = await bus_between_processes(
                 reactor, broker_url, args.events, None
@@ -391,7 +404,9 @@ def report(results: dict[str, Any]) -> None:
             lat = results[key]["reply_250_to_frame_ms"]
             print(f"{key:<24} 250 -> frame p50 {lat['median']:.2f} ms  p99 {lat['p99']:.2f} ms")
     for key, value in results.get("postgres_lmtp_mails_per_second", {}).items():
-        print(f"LMTP into PostgreSQL, {key:<16} {value:8.0f} mails/s")
+        lat = results.get("postgres_lmtp_latency_ms", {}).get(key)
+        after = f", 250 p50 {lat['median']:.2f} ms p99 {lat['p99']:.2f} ms" if lat else ""
+        print(f"LMTP into PostgreSQL, {key:<16} {value:8.0f} mails/s{after}")
     for key in ("bus_flat_out", "bus_paced", "memory_bus_flat_out"):
         if key in results:
             value = results[key]

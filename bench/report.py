@@ -23,18 +23,28 @@ TARGETS = {
     "webpush": "p50 ≤ 10 ms",
     "fanout": "≤ 250 ms (1,000 sockets)",
     "memory": "≤ 25 KB per compressed socket",
+    "idle_cpu": "≤ 2% of a core (19,000 sockets, pings on)",
+    "idle_memory": "≤ 12 KiB (19,000 sockets)",
+    "idle_push": "p99 ≤ 10 ms (19,000 sockets)",
     "ws_http": "≥ 2×",
-    "ws_floor": "≥ 50%",
+    "ws_floor": "≥ 60%, median of alternated rounds",
+    "view_baseline": "≥ 3× the same run's before",
     "compression": "≤ 25%",
     "resync": "≤ 1%",
     "lmtp": "≥ 300 mails/s",
     "query": "≤ 20 ms",
+    "mailbox_counts": "≤ 2 ms",
     "bus_one": "≤ 50 µs",
     "bus_all": "≤ 50 ms",
     "store_delivery_pg": "≥ 200 mails/s",
     "cross_node": "p99 ≤ 30 ms",
     "bus_events": "≥ 2,000 events/s",
     "lmtp_pg": "≥ 200 mails/s",
+    "lmtp_8": "≥ 1,500 mails/s",
+    "lmtp_pg_8": "≥ 1,000 mails/s",
+    "delivery_cpu": "≤ 3 ms",
+    "fanout_floor": "≤ 1.15× the floor (1,000 sockets)",
+    "fanout_rate": "≥ 100 mails/s (1,000 sockets)",
 }
 
 
@@ -153,6 +163,8 @@ def rows(results: Path) -> list[tuple[str, str, str, str]]:
                         "push",
                     )
                 )
+    table.extend(idle_rows(results, lat))
+    table.extend(fanout_rows(results, lat))
     eventsource = load(results, "eventsource")
     if eventsource:
         table.append(
@@ -204,6 +216,24 @@ def rows(results: Path) -> list[tuple[str, str, str, str]]:
                     "throughput",
                 )
             )
+        if "mailbox_view_ratio" in rates:
+            table.append(
+                (
+                    "Mailbox view over WebSocket vs the baseline checkout, same run "
+                    "(median of alternated rounds)",
+                    f"{rates['ws_mailbox_view']:.0f} vs {rates['baseline_ws_mailbox_view']:.0f} "
+                    f"views/s = {rates['mailbox_view_ratio']:.2f}×"
+                    + (
+                        f"; server CPU {rates['ws_mailbox_view_cpu_ms']:.2f} vs "
+                        f"{rates['baseline_ws_mailbox_view_cpu_ms']:.2f} ms per view = "
+                        f"{rates['mailbox_view_cpu_ratio']:.2f}× less"
+                        if "mailbox_view_cpu_ratio" in rates
+                        else ""
+                    ),
+                    TARGETS["view_baseline"],
+                    "throughput",
+                )
+            )
         table.append(
             (
                 "Core/echo over WebSocket vs bare Autobahn echo",
@@ -242,10 +272,24 @@ def rows(results: Path) -> list[tuple[str, str, str, str]]:
                 (
                     f"LMTP delivery, {key.split('_')[0]} connection(s)",
                     f"{value['mails_per_second']:.0f} mails/s, 250 after {lat(value['latency_ms'])}",
-                    TARGETS["lmtp"],
+                    TARGETS["lmtp_8" if key.startswith("8_") else "lmtp"],
                     "lmtp_delivery",
                 )
             )
+    cpu = load(results, "delivery_cpu")
+    if cpu:
+        table.append(
+            (
+                "Server CPU per delivery, 1 socket, SQLite",
+                f"{cpu['server_cpu_ms']:.2f} ms vs floor {cpu['floor_cpu_ms']:.2f} ms "
+                + (f"({cpu['ratio']:.1f}×)" if cpu["ratio"] else "(floor below a clock tick)")
+                + "; end of DATA → frame "
+                f"{lat(cpu['server_end_of_data_to_frame_ms'])} "
+                f"(floor p50 {cpu['floor_end_of_data_to_frame_ms']['median']:.2f} ms)",
+                TARGETS["delivery_cpu"],
+                "delivery_cpu",
+            )
+        )
     query = load(results, "store_query")
     if query:
         table.append(
@@ -256,6 +300,17 @@ def rows(results: Path) -> list[tuple[str, str, str, str]]:
                 "store_query",
             )
         )
+        if "mailbox_counts_ms" in query:
+            table.append(
+                (
+                    f"Mailbox/get with counts over {query['messages']} messages (server time;"
+                    f" recount from the rows: p50 {query['recount_ms']['median']:.0f} ms)",
+                    f"p50 {query['mailbox_counts_ms']['median']:.3f} ms,"
+                    f" p99 {query['mailbox_counts_ms']['p99']:.3f} ms",
+                    TARGETS["mailbox_counts"],
+                    "store_query",
+                )
+            )
         table.append(
             (
                 "One-message store writes",
@@ -276,6 +331,7 @@ def rows(results: Path) -> list[tuple[str, str, str, str]]:
                 )
             )
     table.extend(multinode_rows(results, lat))
+    table.extend(capacity_rows(results))
     bus = load(results, "bus_dispatch")
     if bus:
         table.append(
@@ -292,6 +348,122 @@ def rows(results: Path) -> list[tuple[str, str, str, str]]:
                 f"median {bus['all_keys_ms']['median']:.1f} ms",
                 TARGETS["bus_all"],
                 "bus_dispatch",
+            )
+        )
+    return table
+
+
+def fanout_rows(results: Path, lat: Any) -> list[tuple[str, str, str, str]]:
+    """
+    The rows of ``bench/fanout.py``: one account's sockets against the
+    floor, in alternated rounds of one run.
+    """
+    fan = load(results, "fanout")
+    if not fan:
+        return []
+    n = f"{fan['sockets']:,}"
+    ours, floor = fan["server"], fan["floor"]
+    return [
+        (
+            f"Fan-out, one delivery to {n} sockets of one account: end of DATA → last frame",
+            f"{lat(ours['end_of_data_to_last_frame_ms'])}; floor "
+            f"{lat(floor['end_of_data_to_last_frame_ms'])}; {fan['ratio_p50']:.2f}× the floor (p50)",
+            TARGETS["fanout_floor"],
+            "fanout",
+        ),
+        (
+            f"Deliveries to one account holding {n} open sockets, back to back",
+            f"{ours['deliveries_per_s']:.0f} mails/s, {ours['cpu_ms_per_delivery']:.1f} ms server CPU"
+            f" per delivery; floor {floor['deliveries_per_s']:.0f} mails/s,"
+            f" {floor['cpu_ms_per_delivery']:.1f} ms",
+            TARGETS["fanout_rate"],
+            "fanout",
+        ),
+    ]
+
+
+def idle_rows(results: Path, lat: Any) -> list[tuple[str, str, str, str]]:
+    """
+    The rows of ``bench/idle.py``: idle compressed sockets, with the
+    baseline checkout's figures of the same run beside them if measured.
+    """
+    idle = load(results, "idle")
+    if not idle:
+        return []
+    now, before = idle["current"], idle.get("baseline")
+    sockets = f"{idle['sockets']:,} idle compressed sockets"
+
+    def beside(key: str, unit: str, digits: int = 1) -> str:
+        return f" (baseline {before[key]:.{digits}f}{unit})" if before else ""
+
+    push = now["push_to_one"]["end_of_data_to_frame_ms"]
+    return [
+        (
+            f"Server CPU with {sockets}, pings every {idle['ping_interval']} s",
+            f"{now['cpu_percent_of_core']:.2f}% of a core"
+            f" ({now['pings_answered_per_second']:.0f} pings/s)"
+            + beside("cpu_percent_of_core", "%", 2),
+            TARGETS["idle_cpu"],
+            "idle",
+        ),
+        (
+            f"RSS per socket after a push, {sockets}",
+            f"{now['kib_per_socket_after_push']:.1f} KiB"
+            + beside("kib_per_socket_after_push", " KiB"),
+            TARGETS["idle_memory"],
+            "idle",
+        ),
+        (
+            f"Push to 1 of {sockets}: end of DATA → frame",
+            lat(push)
+            + (
+                f" (baseline p99 {before['push_to_one']['end_of_data_to_frame_ms']['p99']:.1f} ms)"
+                if before
+                else ""
+            ),
+            TARGETS["idle_push"],
+            "idle",
+        ),
+    ]
+
+
+def capacity_rows(results: Path) -> list[tuple[str, str, str, str]]:
+    """
+    The rows of ``bench/capacity.py``: the node model's unit costs, and its
+    prediction beside the measured CPU and RSS at each checked size.
+    """
+    found = load(results, "capacity")
+    if not found:
+        return []
+
+    def signed(error: float | None, digits: int) -> str:
+        return "error n/a" if error is None else f"{error:+.{digits}f}%"
+
+    model = found["model"]
+    table = [
+        (
+            "Capacity model of a node, SQLite "
+            f"(calibrated on {model['sockets']:,} sockets, pings every {model['ping_interval']} s)",
+            f"base {model['base_rss_kib'] / 1024:.0f} MiB, {model['base_cpu_percent']:.2f}%;"
+            f" per socket {model['kib_per_socket']:.1f} KiB and"
+            f" {model['idle_us_per_socket_second']:.1f} µs CPU/s;"
+            f" per delivery {model['delivery_ms']:.2f} ms + {model['frame_ms']:.3f} ms per frame",
+            "—",
+            "capacity",
+        )
+    ]
+    for value in found["checks"].values():
+        measured, predicted = value["measured"], value["predicted"]
+        table.append(
+            (
+                f"Capacity model vs measured: {value['sockets']:,} sockets of"
+                f" {value['users']:,} users, {measured['deliveries_per_second']:.1f} deliveries/s",
+                f"CPU {predicted['cpu_percent']:.1f}% predicted, {measured['cpu_percent']:.1f}%"
+                f" measured ({signed(value['cpu_error_percent'], 0)}); RSS"
+                f" {predicted['rss_kib'] / 1024:.0f} vs {measured['rss_kib'] / 1024:.0f} MiB"
+                f" ({signed(value['rss_error_percent'], 1)})",
+                "—",
+                "capacity",
             )
         )
     return table
@@ -321,12 +493,14 @@ def multinode_rows(results: Path, lat: Any) -> list[tuple[str, str, str, str]]:
                 "multinode",
             )
         )
+    lmtp_latency = found.get("postgres_lmtp_latency_ms", {})
     for label, rate in found.get("postgres_lmtp_mails_per_second", {}).items():
+        after = f", 250 after {lat(lmtp_latency[label])}" if label in lmtp_latency else ""
         table.append(
             (
                 f"LMTP into PostgreSQL (two-node cluster), {label.replace('_', ' ')}",
-                f"{rate:.0f} mails/s",
-                TARGETS["lmtp_pg"],
+                f"{rate:.0f} mails/s{after}",
+                TARGETS["lmtp_pg_8" if label.startswith("8_") else "lmtp_pg"],
                 "multinode",
             )
         )

@@ -23,31 +23,63 @@ HERE = Path(__file__).resolve().parent
 SIZES = {
     "tiny": {
         "push": ["--idle", "10,20", "--fanout", "3,5", "--deliveries", "5"],
+        "idle": ["--sockets", "50", "--interval", "2", "--rounds", "2", "--deliveries", "5"],
         "eventsource": ["--deliveries", "5"],
         "webpush": ["--deliveries", "5"],
         "throughput": ["--requests", "100", "--rounds", "1"],
         "compression": ["--messages", "5"],
         "resync": ["--messages", "50"],
         "lmtp_delivery": ["--messages", "40", "--connections", "2"],
-        "store_query": ["--messages", "500", "--runs", "5", "--writes", "20"],
+        "store_query": ["--messages", "500", "--runs", "5", "--recounts", "2", "--writes", "20"],
         "store_delivery": ["--size", "tiny"],
         "bus_dispatch": ["--listeners", "1000", "--repeat", "20"],
         "multinode": ["--deliveries", "5", "--messages", "40", "--events", "500", "--rate", "500"],
+        "delivery_cpu": ["--deliveries", "20", "--rounds", "1"],
+        "fanout": [
+            "--sockets",
+            "20",
+            "--deliveries",
+            "3",
+            "--rate-deliveries",
+            "10",
+            "--rounds",
+            "1",
+        ],
+        "capacity": [
+            *("--calibrate", "20/4", "--sizes", "10/2@2,30/6@4", "--interval", "2"),
+            *("--base-window", "1", "--deliveries", "10", "--fanout", "5"),
+        ],
     },
     "full": {
         "push": ["--idle", "1000,10000", "--fanout", "100,1000", "--deliveries", "50"],
+        "idle": ["--sockets", "19000", "--interval", "30", "--rounds", "2", "--deliveries", "50"],
         "eventsource": ["--deliveries", "50"],
         "webpush": ["--deliveries", "50"],
         "throughput": ["--requests", "2000"],
         "compression": ["--messages", "50"],
         "resync": ["--messages", "10000"],
-        "lmtp_delivery": ["--messages", "1000", "--connections", "4"],
+        "lmtp_delivery": ["--messages", "1600", "--connections", "8"],
         "store_query": ["--messages", "100000"],
         "store_delivery": ["--size", "full"],
         "bus_dispatch": ["--listeners", "10000"],
         "multinode": ["--deliveries", "200", "--messages", "1000", "--events", "20000"],
+        "delivery_cpu": ["--deliveries", "200", "--rounds", "5"],
+        "fanout": [
+            "--sockets",
+            "1000",
+            "--deliveries",
+            "20",
+            "--rate-deliveries",
+            "200",
+            "--rounds",
+            "3",
+        ],
+        "capacity": ["--calibrate", "1000/100", "--sizes", "2000/200@10,8000/800@40"],
     },
 }
+
+#: Benchmarks that measure a baseline tree beside this one in the same run.
+BASELINED = {"idle", "throughput", "delivery_cpu"}
 
 #: Benchmarks that take the target options (the others measure the store
 #: and the bus in-process).
@@ -65,6 +97,11 @@ def main() -> None:
     parser.add_argument(
         "--pause", type=float, default=5.0, help="seconds between benchmarks (default 5)"
     )
+    parser.add_argument(
+        "--baseline-checkout",
+        help="another source tree (a git worktree of an earlier commit) that the benchmarks"
+        " comparing before and after run beside this one: " + ", ".join(sorted(BASELINED)),
+    )
     args, target = parser.parse_known_args()
     args.out.mkdir(parents=True, exist_ok=True)
     failed = []
@@ -81,6 +118,8 @@ def main() -> None:
         ]
         if name in TARGETED:
             command += target
+        if args.baseline_checkout and name in BASELINED:
+            command += ["--baseline-checkout", args.baseline_checkout]
         print(f"== {name}: {' '.join(command[2:])}", flush=True)
         result = subprocess.run(command, check=False)
         print(

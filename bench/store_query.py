@@ -7,6 +7,10 @@ then measures:
 - the mailbox listing ``Email/query`` issues most: ``inMailbox`` sorted by
   ``receivedAt`` descending, the first 50, with the total — timed inside the
   reader function (server time, without thread hand-offs);
+- what ``Mailbox/get`` with counts reads: every mailbox and its counts
+  (counters), timed inside the reader function; beside it, in the same
+  run, a recount of every count from the emails' rows (what the repair
+  does, and what answering from aggregates costs);
 - delivery throughput: one ``add_email`` per write transaction (each one
   fsynced, as with LMTP), awaited one after the other.
 
@@ -29,6 +33,8 @@ from typing import Any
 from twisted.internet import task
 
 from jmap_twisted.interfaces import IMailReader, IMailWriter
+from jmap_twisted.records import Recount
+from jmap_twisted.store.sql.mail import SQLWriter
 from jmap_twisted.store.sqlite.database import SQLiteDatabase
 from jmap_twisted.store.sqlite.mail import SQLiteMailStore
 
@@ -90,6 +96,53 @@ async def time_queries(store: SQLiteMailStore, inbox: str, runs: int) -> list[fl
     return samples
 
 
+async def time_counts(store: SQLiteMailStore, runs: int) -> list[float]:
+    """
+    Server time of what ``Mailbox/get`` reads: the mailboxes and their counts.
+    """
+
+    def timed(reader: IMailReader) -> tuple[float, int]:
+        started = time.perf_counter()
+        mailboxes = reader.mailboxes()
+        counts = reader.mailbox_counts([m.id for m in mailboxes])
+        return time.perf_counter() - started, sum(c.total_emails for c in counts.values())
+
+    samples = []
+    for _ in range(runs):
+        elapsed, total = await store.read(ACCOUNT, timed)
+        samples.append(elapsed * 1000)
+    print(f"  the counts add up to {total} emails")
+    return samples
+
+
+async def time_recounts(store: SQLiteMailStore, runs: int) -> list[float]:
+    """
+    Server time of recounting every count from the emails' rows.
+    """
+
+    def timed(writer: IMailWriter) -> tuple[float, Recount]:
+        assert isinstance(writer, SQLWriter)
+        started = time.perf_counter()
+        repaired = writer.recount()
+        return time.perf_counter() - started, repaired
+
+    samples = []
+    for _ in range(runs):
+        elapsed, repaired = await store.write(ACCOUNT, timed)
+        assert repaired == Recount(), repaired
+        samples.append(elapsed * 1000)
+    return samples
+
+
+def figures(samples: list[float]) -> dict[str, Any]:
+    return {
+        "median": statistics.median(samples),
+        "p99": percentile(samples, 0.99),
+        "max": max(samples),
+        "samples": samples,
+    }
+
+
 async def deliver(store: SQLiteMailStore, inbox: str, writes: int, start: int) -> float:
     started = time.perf_counter()
     for n in range(start, start + writes):
@@ -119,6 +172,14 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
                 f" median {statistics.median(samples):.2f} ms,"
                 f" p99 {percentile(samples, 0.99):.2f} ms"
             )
+            counts = await time_counts(store, options.runs)
+            recounts = await time_recounts(store, options.recounts)
+            print(
+                f"Mailbox/get with counts (server time, {options.runs} runs):"
+                f" median {statistics.median(counts):.3f} ms, p99 {percentile(counts, 0.99):.3f} ms;"
+                f" recount from the rows ({options.recounts} runs):"
+                f" median {statistics.median(recounts):.1f} ms"
+            )
             rate = await deliver(store, inbox, options.writes, options.messages)
             print(
                 f"Delivery, one message per write ({options.writes} writes): {rate:.0f} messages/s"
@@ -128,12 +189,9 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
                     json.dumps(
                         {
                             "messages": options.messages,
-                            "query_ms": {
-                                "median": statistics.median(samples),
-                                "p99": percentile(samples, 0.99),
-                                "max": max(samples),
-                                "samples": samples,
-                            },
+                            "query_ms": figures(samples),
+                            "mailbox_counts_ms": figures(counts),
+                            "recount_ms": figures(recounts),
                             "one_message_writes_per_second": rate,
                         },
                         indent=2,
@@ -148,6 +206,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=100_000, help="messages to fill in")
     parser.add_argument("--batch", type=int, default=1000, help="messages per fill write")
     parser.add_argument("--runs", type=int, default=50, help="query repetitions")
+    parser.add_argument("--recounts", type=int, default=5, help="recount repetitions")
     parser.add_argument("--writes", type=int, default=500, help="one-message writes to time")
     parser.add_argument("--json", type=Path, help="write the figures here")
     return parser.parse_args()

@@ -1,6 +1,7 @@
 """
 The ``jmap-admin`` command: manage users, bearer tokens, account
-delegations, mailbox shares, quotas and dead letters; import users and
+delegations, mailbox shares, quotas and dead letters; recount mailbox
+counts; import users and
 mail, export mail (:mod:`jmap_twisted.admin_import`); back up and restore
 the SQLite store (:mod:`jmap_twisted.backup`).
 
@@ -15,6 +16,8 @@ password, revoked token, delegation or mailbox share takes effect at once
 marked with ``dead-letters redeliver`` are redelivered by the running
 server, which looks for them every few seconds.  Quota limits set with
 ``quota set`` hold for the next email stored, on every node.
+``recount`` repairs, in one write transaction per account, mailbox counts
+that disagree with the emails (they are counters, kept by every write).
 
 Passwords are never taken from the command line (other users can read it):
 they are asked twice on the terminal, or read from the first line of
@@ -43,8 +46,8 @@ from jmap_twisted import admin_import, backup, configfile, rights
 from jmap_twisted.auth.passwords import PasswordHasher, new_token, token_hash
 from jmap_twisted.errors import DatabaseError, NoSuchUser, UserExists
 from jmap_twisted.extras import MissingExtra, require
-from jmap_twisted.interfaces import IJMAPReactor, IMailWriter
-from jmap_twisted.records import Account, AccountQuota, MailboxRecord
+from jmap_twisted.interfaces import IJMAPReactor, IMailboxCounters, IMailWriter
+from jmap_twisted.records import Account, AccountQuota, MailboxCounts, MailboxRecord
 from jmap_twisted.sharing import Sharing, SharingIncomplete, SharingRefused
 from jmap_twisted.store.backends import (
     StoreConfigurationError,
@@ -382,18 +385,59 @@ async def _quota_clear(stores: Stores, args: argparse.Namespace, _: str | None) 
     _print_quota(username, account_id, await stores.mail.write(account_id, change))
 
 
+async def _own_accounts(stores: Stores) -> list[tuple[str, str]]:
+    """
+    Every user's own account, as (username, account id).
+    """
+    accounts = []
+    for user in await stores.directory.list_users():
+        for account in await stores.directory.accounts_for_user(user.id):
+            if account.owner_id == user.id:
+                accounts.append((user.username, account.id))
+    return accounts
+
+
 async def _quota_show(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
     if args.account is not None:
         accounts = [await _quota_account(stores, args.account)]
     else:
-        accounts = []
-        for user in await stores.directory.list_users():
-            for account in await stores.directory.accounts_for_user(user.id):
-                if account.owner_id == user.id:
-                    accounts.append((user.username, account.id))
+        accounts = await _own_accounts(stores)
     for username, account_id in accounts:
         quota = await stores.mail.read(account_id, lambda reader: reader.quota())
         _print_quota(username, account_id, quota)
+
+
+def _counts_text(counts: MailboxCounts) -> str:
+    return (
+        f"{counts.total_emails}/{counts.unread_emails}"
+        f"/{counts.total_threads}/{counts.unread_threads}"
+    )
+
+
+async def _recount(stores: Stores, args: argparse.Namespace, _: str | None) -> None:
+    """
+    Recount the mailbox counts of the named users' accounts (all when none
+    is named); print each mailbox that was wrong, then one line per account.
+    """
+    if not IMailboxCounters.providedBy(stores.mail):
+        raise AdminError("this store computes mailbox counts on every request")
+    counters = IMailboxCounters(stores.mail)
+    if args.accounts:
+        accounts = [await _quota_account(stores, name) for name in args.accounts]
+    else:
+        accounts = await _own_accounts(stores)
+    for username, account_id in accounts:
+        result = await counters.recount(account_id)
+        paths = _mailbox_paths(await stores.mail.read(account_id, lambda r: r.mailboxes()))
+        for fixed in result.mailboxes:
+            print(
+                f"{username}\t{paths.get(fixed.mailbox_id, '?')}\t{fixed.mailbox_id}"
+                f"\twas {_counts_text(fixed.kept)}\tnow {_counts_text(fixed.counted)}"
+            )
+        print(
+            f"{username}\t{account_id}\t{len(result.mailboxes)} mailbox(es) fixed,"
+            f" {result.threads} thread tally(ies) fixed"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -441,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="group",
         required=True,
         metavar="{user,token,delegate,undelegate,delegations,share,unshare,shares,quota,"
-        "dead-letters,vapid,mail,backup,restore}",
+        "recount,dead-letters,vapid,mail,backup,restore}",
     )
 
     user = groups.add_parser("user", help="manage users").add_subparsers(
@@ -558,6 +602,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quota_show.add_argument("account", metavar="ACCOUNT|USER", nargs="?")
     quota_show.set_defaults(command=_quota_show)
+
+    recount = groups.add_parser(
+        "recount",
+        help="recompute the mailbox counts of users' accounts (every user's when none is"
+        " named) and repair those that are wrong; print each repaired mailbox (username,"
+        " mailbox path, mailbox id, and its emails/unread emails/threads/unread threads before"
+        " and after), then a line per account",
+    )
+    recount.add_argument("accounts", metavar="ACCOUNT|USER", nargs="*")
+    recount.set_defaults(command=_recount)
 
     dead = groups.add_parser(
         "dead-letters", help="inspect and redeliver events that failed every retry"

@@ -651,10 +651,12 @@ class IMailDelivery(Interface):
         ``None`` when the address is not local.
         """
 
-    def deliver(account_id: str, message: bytes) -> Deferred[None]:
+    def deliver(account_id: str, message: bytes) -> Deferred[EmailRecord | None]:
         """
         Store a message in the account's inbox as a delivery.  Fires once
-        the message and its change-log entries are durable.
+        the message and its change-log entries are durable, with the
+        stored email (for the delivery's log line), or ``None`` when the
+        implementation does not say.
 
         :raises jmap_twisted.errors.OverQuota: (in the Deferred) the
             account's quota has no room for it; nothing was stored.

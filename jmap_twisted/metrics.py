@@ -123,6 +123,9 @@ class ServerMetrics:
     def __init__(self, known: Callable[[str], bool] = lambda name: False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._known = known
+        #: The counter and histogram of each known method (``labels`` looks
+        #: them up under a lock, at every call otherwise).
+        self._method_children: dict[str, tuple[Any, Any]] = {}
         registry = self.registry
         self.push_latency = Histogram(
             "jmap_push_latency_seconds",
@@ -222,14 +225,19 @@ class ServerMetrics:
         for scheme in SCHEMES:
             for outcome in ("ok", "failed"):
                 self.authentications.labels(scheme, outcome)
-        for kind in ("read", "write"):
-            self.store_transaction_seconds.labels(kind)
+        # The children observed on every transaction and delivery, looked
+        # up once (``labels`` takes a lock and builds a key each call).
+        self._store_transaction = {
+            kind: self.store_transaction_seconds.labels(kind) for kind in ("read", "write")
+        }
         for transport in TRANSPORTS:
             self.push_latency.labels(transport)
             self.state_changes_sent.labels(transport)
             self.state_changes_merged.labels(transport)
-        for outcome in ("delivered", "over_quota", "unknown_recipient", "failed"):
-            self.deliveries.labels(outcome)
+        self._deliveries = {
+            outcome: self.deliveries.labels(outcome)
+            for outcome in ("delivered", "over_quota", "unknown_recipient", "failed")
+        }
         self.push = {transport: PushMetrics(self, transport) for transport in TRANSPORTS}
         #: The observers of the server's buses, by bus.
         self.buses = {bus: BusMetrics(self, bus) for bus in BUSES}
@@ -246,9 +254,17 @@ class ServerMetrics:
         Count one method call that took ``seconds``; ``error`` is the JMAP
         error type it was answered with, if any.
         """
-        label = self.method_label(name)
-        self.api_calls.labels(label).inc()
-        self.api_call_seconds.labels(label).observe(seconds)
+        children = self._method_children.get(name)
+        if children is None:
+            label = self.method_label(name)
+            children = (self.api_calls.labels(label), self.api_call_seconds.labels(label))
+            if label != "other":  # a client's made-up names are not kept
+                self._method_children[name] = children
+        else:
+            label = name
+        calls, call_seconds = children
+        calls.inc()
+        call_seconds.observe(seconds)
         if error is not None:
             self.api_errors.labels(label, error).inc()
 
@@ -257,7 +273,7 @@ class ServerMetrics:
         Count one message offered to a local recipient: ``delivered``,
         ``over_quota``, ``unknown_recipient`` or ``failed``.
         """
-        self.deliveries.labels(outcome).inc()
+        self._deliveries[outcome].inc()
 
     def websocket_closed(self, stats: Any) -> None:
         """
@@ -284,7 +300,7 @@ class ServerMetrics:
         ``write``) that took ``seconds``: the databases'
         ``observe`` hook.
         """
-        self.store_transaction_seconds.labels(kind).observe(seconds)
+        self._store_transaction[kind].observe(seconds)
 
     def watch(self, connections: Iterable[object], connector: object | None) -> None:
         """

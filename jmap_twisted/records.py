@@ -167,6 +167,35 @@ class MailboxCounts:
 
 
 @frozen
+class MailboxRecount:
+    """
+    A mailbox whose kept counts were wrong, found by a recount.
+
+    :ivar mailbox_id: the mailbox.
+    :ivar kept: the counts the store held.
+    :ivar counted: the counts recomputed from its emails, now kept.
+    """
+
+    mailbox_id: str
+    kept: MailboxCounts
+    counted: MailboxCounts
+
+
+@frozen
+class Recount:
+    """
+    What recounting an account's mailbox counts repaired.
+
+    :ivar mailboxes: the mailboxes whose counts were wrong.
+    :ivar threads: how many threads' tallies (the per-thread counters the
+        counts are kept from) were wrong.
+    """
+
+    mailboxes: tuple[MailboxRecount, ...] = ()
+    threads: int = 0
+
+
+@frozen
 class EmailSummary:
     """
     What is derived from a message once, when it is stored, for threading,

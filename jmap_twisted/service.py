@@ -127,7 +127,7 @@ class JMAPService(MultiService):
         if server.oidc is not None:
             server.oidc.start()  # fetches the providers' keys in the background
         self._ticket_upkeep.start(now=False)
-        await register_change_listener(server.mailbox_bus, server.jmap_bus)
+        await register_change_listener(server.mailbox_bus, server.jmap_bus, server.reactor)
         if IMailboxShares.providedBy(server.directory):
             await register_share_audience(server.mailbox_bus, server.jmap_bus, server.directory)
         if server.webpush is not None:

@@ -44,6 +44,7 @@ def test_benchmarks_run_at_tiny_size(tmp_path: Path) -> None:
     names = {p.stem for p in (tmp_path / "results").glob("*.json")}
     assert names == {
         "push",
+        "idle",
         "eventsource",
         "webpush",
         "throughput",
@@ -54,6 +55,9 @@ def test_benchmarks_run_at_tiny_size(tmp_path: Path) -> None:
         "store_delivery",
         "bus_dispatch",
         "multinode",
+        "delivery_cpu",
+        "fanout",
+        "capacity",
     }
     for path in (tmp_path / "results").glob("*.json"):
         assert json.loads(path.read_text())

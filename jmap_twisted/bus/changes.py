@@ -15,12 +15,14 @@ import time
 from collections.abc import Callable, Collection
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from jmap_twisted.bus.events import SYNCHRONOUS, AccountKey, MailboxChanged, StateChange
 from jmap_twisted.interfaces import IEvent, IEventBus, IEventListener, IMailStore
 from jmap_twisted.records import StoreCommit
+from jmap_twisted.store.changelog import later_state
 
 log = Logger()
 
@@ -86,42 +88,122 @@ def state_change_states(event: MailboxChanged) -> dict[str, str]:
     return states
 
 
+#: An account's fan-out may take at most this share of the time between
+#: one StateChange dispatch of it and the next (see
+#: :class:`MailboxChangeListener`).
+FANOUT_SHARE = 0.5
+#: Dispatches that take less than this (seconds) are never paced: an
+#: account with a few sockets is always pushed at once.
+PACED_ABOVE = 0.002
+#: The longest an account's changes wait for its next StateChange.
+MAX_PACE = 0.25
+
+
 @implementer(IEventListener)
 class MailboxChangeListener:
     """
     The mailbox bus's group listener producing StateChange events for
     the whole account (its owner and delegates).
 
+    An account whose StateChange took long to dispatch (thousands of
+    sockets, each written on this reactor) is paced: until as long again
+    has passed (:data:`FANOUT_SHARE`), its further changes merge, each
+    type keeping its latest state, and go out as one StateChange then.
+    A lone change, and every change of an account with few sockets, is
+    dispatched at once; one account receiving mail faster than its
+    sockets can be written to takes at most about half of the reactor's
+    time, and its clients see every state (later ones sooner merged).
+
     :param jmap_bus: where StateChange events go.
+    :param clock: times the dispatches and schedules the paced ones;
+        ``None``: no pacing.
     """
 
     GROUP = "MailboxChangeListener"
     execution_mode = SYNCHRONOUS
 
-    def __init__(self, jmap_bus: IEventBus) -> None:
+    def __init__(
+        self,
+        jmap_bus: IEventBus,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self._jmap_bus = jmap_bus
+        self._clock = clock
+        #: Per paced account: when its next dispatch may go, on the clock.
+        self._next: dict[str, float] = {}
+        #: Per paced account: the merged states waiting, the earliest
+        #: commit time among them, and the call that dispatches them.
+        self._held: dict[str, tuple[dict[str, str], float | None, IDelayedCall]] = {}
 
     def is_handling(self, event: IEvent) -> bool:
         return isinstance(event, MailboxChanged)
 
     def handle(self, event: IEvent) -> Deferred[None]:
         assert isinstance(event, MailboxChanged)
-        return Deferred.fromCoroutine(self._handle(event))
-
-    async def _handle(self, event: MailboxChanged) -> None:
+        # Runs for every commit: no coroutine around the one dispatch.
         states = state_change_states(event)
-        if states:
-            await self._jmap_bus.dispatch(
-                StateChange(event.account_id, states, committed_at=event.committed_at),
-                [AccountKey(event.account_id)],
+        if not states:
+            return succeed(None)
+        account = event.account_id
+        clock = self._clock
+        if clock is not None and account in self._next:
+            now = clock.seconds()
+            if account in self._held or now < self._next[account]:
+                self._hold(account, states, event.committed_at, now)
+                return succeed(None)
+            del self._next[account]
+        return self._dispatch(account, states, event.committed_at)
+
+    def _dispatch(
+        self, account: str, states: dict[str, str], committed_at: float | None
+    ) -> Deferred[None]:
+        clock = self._clock
+        started = 0.0 if clock is None else clock.seconds()
+        dispatched = self._jmap_bus.dispatch(
+            StateChange(account, states, committed_at=committed_at), [AccountKey(account)]
+        )
+        if clock is not None:
+            ended = clock.seconds()
+            took = ended - started
+            if took > PACED_ABOVE:
+                self._next[account] = ended + min(MAX_PACE, took / FANOUT_SHARE - took)
+        return dispatched
+
+    def _hold(
+        self, account: str, states: dict[str, str], committed_at: float | None, now: float
+    ) -> None:
+        held = self._held.get(account)
+        if held is None:
+            assert self._clock is not None
+            call = self._clock.callLater(
+                max(0.0, self._next[account] - now), self._release, account
             )
+            self._held[account] = (dict(states), committed_at, call)
+            return
+        merged, earliest, call = held
+        for type_name, state in states.items():
+            merged[type_name] = later_state(merged.get(type_name, state), state)
+        if earliest is None or (committed_at is not None and committed_at < earliest):
+            earliest = committed_at
+        self._held[account] = (merged, earliest, call)
+
+    def _release(self, account: str) -> None:
+        merged, earliest, _ = self._held.pop(account)
+        self._next.pop(account, None)
+        dispatched = self._dispatch(account, merged, earliest)
+        dispatched.addErrback(
+            lambda f: log.failure("Could not dispatch the changes of {account}", f, account=account)
+        )
 
 
-def register_change_listener(mailbox_bus: IEventBus, jmap_bus: IEventBus) -> Deferred[object]:
+def register_change_listener(
+    mailbox_bus: IEventBus, jmap_bus: IEventBus, clock: IReactorTime | None = None
+) -> Deferred[object]:
     """
-    Register the MailboxChangeListener group on the mailbox bus.
+    Register the MailboxChangeListener group on the mailbox bus (paced
+    on ``clock``, if given).
     """
-    listener = MailboxChangeListener(jmap_bus)
+    listener = MailboxChangeListener(jmap_bus, clock)
     return mailbox_bus.register_group(listener, MailboxChangeListener.GROUP)  # type: ignore[return-value]
 
 

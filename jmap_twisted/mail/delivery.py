@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -35,8 +34,6 @@ from jmap_twisted.store.quota import has_room
 
 if TYPE_CHECKING:
     from jmap_twisted.metrics import ServerMetrics
-
-log = Logger()
 
 
 class NoInbox(Exception):
@@ -121,6 +118,11 @@ class LocalDelivery:
         #: Where addresses resolving to nobody and deliveries' outcomes
         #: are counted, if anywhere.
         self.metrics: ServerMetrics | None = None
+        #: Called inside each delivery's write transaction (in the
+        #: database's thread) with the writer, the new email and its
+        #: ``receivedAt``: what a consumer of deliveries can learn there
+        #: costs no read of its own after the commit.
+        self.in_delivery: list[Callable[[IMailWriter, EmailRecord, float], object]] = []
 
     def resolve(self, address: str) -> Deferred[str | None]:
         known = self._resolved.get(address)
@@ -186,14 +188,20 @@ class LocalDelivery:
         """
         return self._store.read(account_id, lambda reader: has_room(reader.quota(), size))
 
-    def deliver(self, account_id: str, message: bytes) -> Deferred[None]:
+    def deliver(self, account_id: str, message: bytes) -> Deferred[EmailRecord | None]:
         """
         Store ``message`` (the octets exactly as they are to be kept, trace
-        headers included) in the account's inbox as a delivery.  Fails
-        with :class:`~jmap_twisted.errors.OverQuota` when the account's
-        quota has no room for it.
+        headers included) in the account's inbox as a delivery; fires with
+        the stored email.  Fails with :class:`~jmap_twisted.errors.OverQuota`
+        when the account's quota has no room for it.
+
+        Nothing is logged here: the caller logs one line per delivery
+        (:class:`~jmap_twisted.mail.incoming.IncomingMessage` names the
+        delivery, the account and the stored email).
         """
-        delivering = Deferred.fromCoroutine(self._deliver(account_id, bytes(message)))
+        delivering: Deferred[EmailRecord | None] = Deferred.fromCoroutine(
+            self._deliver(account_id, bytes(message))
+        )
         metrics = self.metrics
         if metrics is not None:
 
@@ -209,13 +217,18 @@ class LocalDelivery:
             delivering.addBoth(counted)
         return delivering
 
-    async def _deliver(self, account_id: str, message: bytes) -> None:
+    async def _deliver(self, account_id: str, message: bytes) -> EmailRecord | None:
         received_at = self._clock.seconds()
+
+        hooks = tuple(self.in_delivery)
 
         def add(writer: IMailWriter) -> EmailRecord | None:
             for mailbox in writer.mailboxes():
                 if mailbox.role == "inbox":
-                    return writer.add_email(message, [mailbox.id], [], received_at)
+                    record = writer.add_email(message, [mailbox.id], [], received_at)
+                    for hook in hooks:
+                        hook(writer, record, received_at)
+                    return record
             return None
 
         # The inbox is nearly always there: look for it in the delivery's
@@ -226,15 +239,7 @@ class LocalDelivery:
             record = await self._store.write(account_id, add, delivery=True)
         if record is None:
             raise NoInbox(account_id)
-        message_ids = record.summary.message_ids
-        log.info(
-            "Stored delivered email {email_id} ({size} octets, Message-ID {message_id}) "
-            "in account {account_id}",
-            email_id=record.id,
-            size=len(message),
-            message_id=message_ids[0] if message_ids else None,
-            account_id=account_id,
-        )
+        return record
 
 
 #: Resolutions remembered by :class:`LocalDelivery`.

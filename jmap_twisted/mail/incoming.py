@@ -130,8 +130,10 @@ class IncomingMessage:
     :class:`~jmap_twisted.mail.spool.MessageSpool` and, at the end of
     data, delivered.
 
-    Lines arrive without their CRLF and with dot-stuffing undone; the
-    message is stored as ``trace`` followed by every line ended by CRLF.
+    Lines arrive without their CRLF and with dot-stuffing undone
+    (:meth:`lineReceived`), or several at a time with their CRLFs
+    (:meth:`lines_received`, from :class:`~jmap_twisted.mail.smtp.DeliveryESMTP`);
+    the message is stored as ``trace`` followed by every line ended by CRLF.
     Only the client's lines count towards ``max_size``.
 
     The messages of one transaction's recipients share one ``spool``: the
@@ -181,6 +183,15 @@ class IncomingMessage:
         if self._writes and self._spool is not None:
             self._spool.add_line(line)
 
+    def lines_received(self, octets: bytes) -> None:
+        """
+        Take several lines at once: ``octets`` holds whole lines, each
+        ended by CRLF, dot-stuffing undone (what :meth:`lineReceived` would
+        be given, one line at a time, with the CRLFs put back).
+        """
+        if self._writes and self._spool is not None:
+            self._spool.add_lines(octets)
+
     def eomReceived(self) -> Deferred[str]:
         """
         Deliver the message.
@@ -217,9 +228,13 @@ class IncomingMessage:
             try:
                 if self._large_turns is not None and spool.large:
                     async with self._large_turns:
-                        await self._delivery.deliver(self._account_id, spool.octets(self._trace))
+                        stored = await self._delivery.deliver(
+                            self._account_id, spool.octets(self._trace)
+                        )
                 else:
-                    await self._delivery.deliver(self._account_id, spool.octets(self._trace))
+                    stored = await self._delivery.deliver(
+                        self._account_id, spool.octets(self._trace)
+                    )
             except DiskFull:
                 # Expected while the disk is full: the sender tries again.
                 log.warn(
@@ -245,11 +260,16 @@ class IncomingMessage:
                     account_id=self._account_id,
                 )
                 raise SMTPServerError(451, "4.3.0 Local delivery failed; try again later") from None
+        # The one log line of a delivery.
+        message_ids = stored.summary.message_ids if stored is not None else ()
         log.info(
-            "Delivered {delivery_id}: {size} octets to account {account_id}",
+            "Delivered {delivery_id}: {size} octets to account {account_id}"
+            " as email {email_id} (Message-ID {message_id})",
             delivery_id=self._delivery_id,
             size=size,
             account_id=self._account_id,
+            email_id=stored.id if stored is not None else None,
+            message_id=message_ids[0] if message_ids else None,
         )
         return f"2.0.0 <{_path_text(self._recipient)}> Delivered as {self._delivery_id}"
 

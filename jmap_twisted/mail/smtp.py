@@ -7,8 +7,9 @@ what a delivery server needs and Twisted leaves out: ``SIZE`` (RFC 1870),
 ``8BITMIME`` (RFC 6152), ``PIPELINING`` (RFC 2920) with replies kept in
 command order even when validation or delivery is asynchronous,
 ``ENHANCEDSTATUSCODES`` (RFC 2034), a bound on line length and on
-recipients, and a hook for the replies after ``DATA``.  Everything about
-who is local and how mail is stored is in
+recipients, a hook for the replies after ``DATA``, and the message
+content of ``DATA`` (RFC 5321 §4.1.1.4) read in bulk rather than line by
+line.  Everything about who is local and how mail is stored is in
 :mod:`jmap_twisted.mail.delivery`.
 """
 
@@ -51,6 +52,26 @@ _DEFAULT_ENHANCED = {
 #: than an ``SMTPServerError``.
 _LOCAL_ERROR = (451, b"4.3.0 Local error in processing")
 
+#: The end of the message content of ``DATA``: a line of one dot.
+_END_OF_DATA = b"\r\n.\r\n"
+
+
+def _has_long_line(octets: bytes, limit: int) -> bool:
+    """
+    Whether ``octets``, whole lines each ended by CRLF, holds a line of
+    more than ``limit`` octets (its CRLF not counted).
+
+    Looks at a few windows of ``limit`` octets rather than at every line:
+    a window that holds no CRLF is inside a line too long.
+    """
+    start, size = 0, len(octets)
+    while size - start > limit + 2:
+        end = octets.rfind(b"\r\n", start, start + limit + 2)
+        if end < 0:
+            return True
+        start = end + 2
+    return False
+
 
 def with_enhanced_code(code: int, text: bytes) -> bytes:
     """
@@ -78,6 +99,18 @@ class DeliveryESMTP(ESMTP):
     longer than :attr:`MAX_LENGTH` gets 500 and closes the connection (the
     rest of it could otherwise be read as commands).  A greeting is
     required before ``MAIL``.
+
+    Commands are read line by line, as Twisted's ``LineOnlyReceiver``
+    does.  Once ``DATA`` is answered 354, its message content is read in
+    bulk instead: each segment of whole lines that arrives is searched for
+    the final ``CRLF . CRLF``, dot-stuffing is undone over the segment at
+    once, and it is handed to every recipient's message in one call
+    (``lines_received`` where the message offers it, else
+    ``lineReceived`` per line).  What follows the final dot is read as
+    commands again.  Only CRLF ends a line, as in the line-by-line path: a
+    bare LF is content, and ``LF . LF`` does not end the message.  The
+    octets stored are those the line-by-line path would store, and the
+    size limit, line length bound and idle timeout apply alike.
 
     :param delivery: validates addresses and makes the messages.
     :param max_size: the largest message accepted, in octets (``SIZE``).
@@ -114,6 +147,10 @@ class DeliveryESMTP(ESMTP):
         #: 0 when none: recipients whose quota has no room for it are
         #: refused at ``RCPT``.
         self.declared_size = 0
+        self._input = b""  # received octets not yet split into lines
+        self._in_body = False  # reading the message content of DATA in bulk
+        self._body_tail = b""  # the content's unfinished last line
+        self._body_start = True  # no line of the content handed over yet
 
     # -- hooks for subclasses ------------------------------------------------
 
@@ -142,6 +179,121 @@ class DeliveryESMTP(ESMTP):
         # which no single interface describes.
         return self.transport
 
+    def dataReceived(self, data: bytes) -> None:
+        while data:
+            rest = self._body_received(data) if self._in_body else self._lines_received(data)
+            if rest is None:
+                return
+            data = rest
+
+    def _lines_received(self, data: bytes) -> bytes | None:
+        """
+        Split ``data`` into lines for :meth:`lineReceived`, as
+        ``LineOnlyReceiver`` does, until the message content of ``DATA``
+        begins.
+
+        :return: the octets after the ``DATA`` line once its content
+            begins, else ``None``.
+        """
+        buffer = self._input + data if self._input else data
+        self._input = b""
+        position = 0
+        while not self._in_body:
+            if self._connection.disconnecting:
+                return None
+            end = buffer.find(b"\r\n", position)
+            if end < 0:
+                self._input = buffer[position:]
+                if len(self._input) > self.MAX_LENGTH:
+                    self.lineLengthExceeded(self._input)
+                return None
+            line = buffer[position:end]
+            position = end + 2
+            if len(line) > self.MAX_LENGTH:
+                self.lineLengthExceeded(line)
+                return None
+            self.lineReceived(line)
+        return buffer[position:]
+
+    def _body_received(self, data: bytes) -> bytes | None:
+        """
+        Take octets of the message content of ``DATA``: hand its whole
+        lines to the messages, keep its unfinished last line for the next
+        octets, and end the content at its final dot.
+
+        :return: the octets after the final dot once it arrived, else
+            ``None``.
+        """
+        if self._connection.disconnecting:
+            return None
+        self.resetTimeout()
+        # It starts at the start of a line, the unfinished one kept.
+        buffer = self._body_tail + data if self._body_tail else data
+        if buffer.startswith(b".\r\n"):
+            end, after = 0, 3
+        else:
+            found = buffer.find(_END_OF_DATA)
+            if found >= 0:
+                end, after = found + 2, found + len(_END_OF_DATA)
+            else:
+                last = buffer.rfind(b"\r\n")
+                end, after = (last + 2 if last >= 0 else 0), -1
+        lines = buffer[:end]
+        if _has_long_line(lines, self.MAX_LENGTH):
+            self.lineLengthExceeded(lines)
+            return None
+        if after < 0:
+            tail = buffer[end:]
+            if len(tail) > self.MAX_LENGTH:
+                self.lineLengthExceeded(tail)
+                return None
+            self._body_tail = tail
+            if lines:
+                self._content_lines(lines)
+            return None
+        self._body_tail = b""
+        self._in_body = False
+        if lines:
+            self._content_lines(lines)
+        self._replied = self._data_replied = False
+        SMTP.dataLineReceived(self, b".")
+        if not self._data_replied:
+            self._waiting = "data"
+        return buffer[after:]
+
+    def _content_lines(self, lines: bytes) -> None:
+        """
+        Hand whole lines of the message content to every recipient's
+        message, as Twisted's ``dataLineReceived`` would one by one.
+        """
+        if lines[:1] == b".":
+            lines = lines[1:]
+        if b"\r\n." in lines:
+            lines = lines.replace(b"\r\n.", b"\r\n")
+        if self._body_start:
+            self._body_start = False
+            first = lines[: lines.find(b"\r\n")]
+            if first and b":" not in first:
+                # Twisted separates a content without header fields from
+                # a Received field it adds by an empty line.
+                lines = b"\r\n" + lines
+        if self.datafailed:
+            return
+        # Twisted's list of the transaction's messages, made in do_DATA.
+        messages = getattr(self, "_SMTP__messages", [])
+        try:
+            for message in messages:
+                in_bulk = getattr(message, "lines_received", None)
+                if in_bulk is not None:
+                    in_bulk(lines)
+                else:
+                    for line in lines[:-2].split(b"\r\n"):
+                        message.lineReceived(line)
+        except SMTPServerError as error:
+            self.datafailed = error
+            for message in messages:
+                message.connectionLost()
+
     def lineReceived(self, line: bytes) -> None:
         if self._waiting is not None or self._queue:
             self._queue.append(line)
@@ -156,6 +308,8 @@ class DeliveryESMTP(ESMTP):
         is_command = self.mode == COMMAND
         self._replied = self._data_replied = False
         SMTP.lineReceived(self, line)
+        if self.mode != DATA:
+            self._in_body = False
         if ends_data and not self._data_replied:
             self._waiting = "data"
         elif is_command and not self._replied:
@@ -167,6 +321,12 @@ class DeliveryESMTP(ESMTP):
                 self._queue.clear()
                 return
             self._dispatch(self._queue.popleft())
+            if self._in_body:
+                # The lines after DATA are its content: read it in bulk.
+                queued = b"".join(line + b"\r\n" for line in self._queue) + self._input
+                self._queue.clear()
+                self._input = b""
+                self.dataReceived(queued)
         if not self._queue and self._paused:
             self._paused = False
             if not (self._closing or self._connection.disconnecting):
@@ -210,6 +370,7 @@ class DeliveryESMTP(ESMTP):
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._closing = True
+        self._in_body = False
         self._queue.clear()
         SMTP.lineLengthExceeded(self, line)
         self._connection.loseConnection()
@@ -314,6 +475,10 @@ class DeliveryESMTP(ESMTP):
             ESMTP.do_DATA(self, rest)
         finally:
             self.data_spool = None
+        if self.mode == DATA:
+            self._in_body = True
+            self._body_tail = b""
+            self._body_start = True
 
     def do_RCPT(self, rest: bytes) -> None:
         if self._from is not None:

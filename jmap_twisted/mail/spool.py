@@ -81,13 +81,36 @@ class MessageSpool:
             self._file.write(self._pending)
             self._pending.clear()
 
+    def add_lines(self, octets: bytes) -> None:
+        """
+        Append ``octets``: whole lines, each ended by CRLF, dot-stuffing
+        undone; the same as :meth:`add_line` for each, in one step.
+        """
+        if self.too_big or self._file is None:
+            return
+        self.size += len(octets)
+        if self.size > self._max_size:
+            self.too_big = True
+            self.close()
+            return
+        if len(octets) >= _CHUNK:
+            if self._pending:
+                self._file.write(self._pending)
+                self._pending.clear()
+            self._file.write(octets)
+            return
+        self._pending += octets
+        if len(self._pending) >= _CHUNK:
+            self._file.write(self._pending)
+            self._pending.clear()
+
     def hold(self) -> bool:
         """
         Count one more user of the spool (a recipient's message); the
         spool is closed when the last one releases it (:meth:`release`).
 
         :return: whether this is the first user, the one to
-            :meth:`add_line` the message's lines.
+            :meth:`add_line` (or :meth:`add_lines`) the message's lines.
         """
         self._holders += 1
         first, self._writer_chosen = not self._writer_chosen, True

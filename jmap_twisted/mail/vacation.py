@@ -20,7 +20,8 @@ from twisted.python.failure import Failure
 
 from jmap_twisted.identity import identity_addresses
 from jmap_twisted.interfaces import IMailDelivery, IMailReader, IMailStore, IMailWriter, IRelay
-from jmap_twisted.records import StoreCommit
+from jmap_twisted.mail.delivery import LocalDelivery
+from jmap_twisted.records import EmailRecord, StoreCommit
 from jmap_twisted.vacation import current, is_active
 
 log = Logger()
@@ -29,6 +30,8 @@ log = Logger()
 REPLIED = "VacationReplied"
 #: Answer a sender at most once in this many seconds (RFC 3834 suggests 7 days).
 PERIOD = 7 * 24 * 3600.0
+#: Emails remembered as delivered without a vacation response, at most.
+_UNANSWERED_MAX = 10_000
 
 _NEVER_ANSWER = (
     "mailer-daemon",
@@ -83,18 +86,42 @@ class VacationResponder:
         self.relay = relay
         #: The replies in flight, for tests and orderly shutdown.
         self.pending: set[Deferred[None]] = set()
+        #: Emails delivered while their account's vacation response was
+        #: off, as seen inside the delivery's own transaction (see
+        #: :meth:`_note_delivery`): no reply, and no read to find that out.
+        self._unanswered: set[str] = set()
 
     def start(self) -> None:
         self._unsubscribe = self.store.subscribe(self._committed)
+        if isinstance(self.delivery, LocalDelivery):
+            self.delivery.in_delivery.append(self._note_delivery)
 
     def stop(self) -> None:
         self._unsubscribe()
+        if isinstance(self.delivery, LocalDelivery):
+            self.delivery.in_delivery.remove(self._note_delivery)
+
+    def _note_delivery(self, writer: IMailWriter, record: EmailRecord, now: float) -> None:
+        """
+        Inside a delivery's write transaction: remember the email when its
+        account's vacation response is off (as nearly always), so that
+        :meth:`_committed` need not read the response again.
+        """
+        if not is_active(current(writer), now):
+            if len(self._unanswered) >= _UNANSWERED_MAX:
+                # Ids of transactions rolled back are never taken out:
+                # forget them all now and then (those emails are read for).
+                self._unanswered.clear()
+            self._unanswered.add(record.id)
 
     def _committed(self, commit: StoreCommit) -> None:
         if not commit.delivery:
             return
         email_ids = [e for event in commit.events if event.kind == "added" for e in event.email_ids]
         for email_id in email_ids:
+            if email_id in self._unanswered:
+                self._unanswered.discard(email_id)
+                continue
             self._track(Deferred.fromCoroutine(self.respond(commit.account_id, email_id)))
 
     def _track(self, reply: Deferred[None]) -> None:

@@ -6,8 +6,9 @@ form of an email.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
-from threading import local
+from collections.abc import Callable, Sequence
+from operator import attrgetter
+from threading import Lock, local
 from typing import Any
 
 from jmap_twisted.core.registry import CallContext, Registry
@@ -77,8 +78,6 @@ DEFAULT_BODY_PROPERTIES = (
     "language",
     "location",
 )
-#: Properties answered from the stored record without parsing the message.
-_FROM_RECORD = frozenset({*METADATA, "hasAttachment", "preview"})
 
 
 def part_blob_id(message_blob_id: str, part_id: str) -> str:
@@ -99,7 +98,8 @@ def split_part_blob_id(blob_id: str) -> tuple[str, str] | None:
 class ParseCache:
     """
     Recently parsed messages by blob id (parsing is the expensive part of
-    ``Email/get``; messages are immutable).
+    ``Email/get``; messages are immutable), with the header-derived
+    property values already computed from each.
 
     A parsed message computes its parts lazily and is not safe to share
     between threads, so each thread (the store's readers and writer) keeps
@@ -116,26 +116,116 @@ class ParseCache:
         self._octets = octets
         self._local = local()
 
-    def get(self, blob_id: str, raw: bytes) -> ParsedMessage:
-        entries: OrderedDict[str, tuple[ParsedMessage, int]] | None = getattr(
-            self._local, "entries", None
-        )
+    def _entries(self) -> OrderedDict[str, _Parsed]:
+        entries: OrderedDict[str, _Parsed] | None = getattr(self._local, "entries", None)
         if entries is None:
             entries = self._local.entries = OrderedDict()
             self._local.held = 0
+        return entries
+
+    def cached(self, blob_id: str) -> _Parsed | None:
+        """
+        The message parsed before in this thread, if it is still kept (then
+        its octets need not be read again).
+        """
+        entries = self._entries()
         found = entries.get(blob_id)
         if found is not None:
             entries.move_to_end(blob_id)
-            return found[0]
-        parsed = parse_message(raw)
+        return found
+
+    def parsed(self, blob_id: str, raw: bytes) -> _Parsed:
+        """
+        The message of ``raw`` parsed, kept if it is small enough.
+        """
+        found = self.cached(blob_id)
+        if found is not None:
+            return found
+        entry = _Parsed(parse_message(raw))
         if len(raw) > self._octets // 4:
-            return parsed
-        entries[blob_id] = (parsed, len(raw))
+            return entry
+        entries = self._entries()
+        entries[blob_id] = entry
+        entry.octets = len(raw)
         self._local.held += len(raw)
         while len(entries) > self._size or self._local.held > self._octets:
-            _, (_, held) = entries.popitem(last=False)
-            self._local.held -= held
-        return parsed
+            _, dropped = entries.popitem(last=False)
+            self._local.held -= dropped.octets
+        return entry
+
+    def get(self, blob_id: str, raw: bytes) -> ParsedMessage:
+        """
+        The message of ``raw`` parsed (see :meth:`parsed`).
+        """
+        return self.parsed(blob_id, raw).message
+
+
+class _Parsed:
+    """
+    One message of a :class:`ParseCache`: parsed, and the values of the
+    properties computed from its header section alone (they depend on
+    nothing else, so a later ``Email/get`` of the same message reuses
+    them).
+    """
+
+    __slots__ = ("message", "octets", "values")
+
+    def __init__(self, message: ParsedMessage) -> None:
+        self.message = message
+        self.octets = 0
+        self.values: dict[str, Any] = {}
+
+
+class RenderedEmails:
+    """
+    ``Email/get`` items already rendered, by account, as of one Email state
+    of the account: a client showing a mailbox asks for the same list
+    properties of the same emails again and again (after each push, from
+    each of its devices), and as long as the account's Email state has not
+    moved (RFC 8620 §5.1: it moves with every change to any of its
+    emails) those items are still right, without reading the emails'
+    records nor parsing their messages again.
+
+    Only the items of whole accounts are kept (a sharee's view depends on
+    their rights too), and only for properties read from the stored record
+    and from the header section (body properties depend on more
+    arguments).  Items are shared between responses: nothing may change
+    them.  The reader threads share this cache, under a lock.
+
+    :param accounts: accounts kept (the least recently used is dropped).
+    :param items: items kept per account (none are added beyond).
+    """
+
+    def __init__(self, accounts: int = 64, items: int = 512) -> None:
+        self._accounts = accounts
+        self._items = items
+        self._lock = Lock()
+        self._by_account: OrderedDict[str, tuple[str, dict[Any, dict[str, Any]]]] = OrderedDict()
+
+    def at(self, account_id: str, state: str) -> dict[Any, dict[str, Any]]:
+        """
+        The items of the account as of ``state``, by email id and
+        properties (emptied when the state moved on).
+        """
+        with self._lock:
+            found = self._by_account.get(account_id)
+            if found is not None and found[0] == state:
+                self._by_account.move_to_end(account_id)
+                return found[1]
+            items: dict[Any, dict[str, Any]] = {}
+            self._by_account[account_id] = (state, items)
+            self._by_account.move_to_end(account_id)
+            while len(self._by_account) > self._accounts:
+                self._by_account.popitem(last=False)
+            return items
+
+    def keep(self, items: dict[Any, dict[str, Any]], key: Any, item: dict[str, Any]) -> None:
+        """
+        Keep a rendered item among ``items`` (from :meth:`at`) if there is
+        room.
+        """
+        if len(items) < self._items:
+            items[key] = item
 
 
 def check_properties(
@@ -162,18 +252,25 @@ def check_properties(
     return list(dict.fromkeys(requested))
 
 
+#: How each property answered from the stored record is computed.
+_FROM_RECORD: dict[str, Callable[[EmailRecord], Any]] = {
+    "id": attrgetter("id"),
+    "blobId": attrgetter("blob_id"),
+    "threadId": attrgetter("thread_id"),
+    "mailboxIds": lambda record: dict.fromkeys(sorted(record.mailbox_ids), True),
+    "keywords": lambda record: dict.fromkeys(sorted(record.keywords), True),
+    "size": attrgetter("size"),
+    "receivedAt": lambda record: utc_date(record.received_at),
+    "hasAttachment": lambda record: record.summary.has_attachment,
+    "preview": lambda record: record.summary.preview,
+}
+
+
 def metadata_json(record: EmailRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "blobId": record.blob_id,
-        "threadId": record.thread_id,
-        "mailboxIds": dict.fromkeys(sorted(record.mailbox_ids), True),
-        "keywords": dict.fromkeys(sorted(record.keywords), True),
-        "size": record.size,
-        "receivedAt": utc_date(record.received_at),
-        "hasAttachment": record.summary.has_attachment,
-        "preview": record.summary.preview,
-    }
+    """
+    The properties of an email answered from its stored record.
+    """
+    return {prop: value(record) for prop, value in _FROM_RECORD.items()}
 
 
 class BodyOptions:
@@ -194,14 +291,37 @@ class BodyOptions:
         self.max_bytes = unsigned(arguments, "maxBodyValueBytes", 0) or 0
 
 
+#: How each property computed from the header section alone is read from
+#: a parsed message (``header:…`` forms aside).
+_FROM_HEADERS: dict[str, Callable[[ParsedMessage], Any]] = {
+    "headers": ParsedMessage.header_objects,
+    "messageId": attrgetter("message_id"),
+    "inReplyTo": attrgetter("in_reply_to"),
+    "references": attrgetter("references"),
+    "sender": attrgetter("sender"),
+    "from": attrgetter("from_"),
+    "to": attrgetter("to"),
+    "cc": attrgetter("cc"),
+    "bcc": attrgetter("bcc"),
+    "replyTo": attrgetter("reply_to"),
+    "subject": attrgetter("subject"),
+    "sentAt": attrgetter("sent_at"),
+}
+
+
 def message_json(
     parsed: ParsedMessage,
     message_blob_id: str,
     properties: Sequence[str],
     options: BodyOptions,
+    values: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """
     The header and body properties of an email, from its parsed message.
+
+    :param values: the values of header properties computed from this
+        message before, by property; the ones computed now are added.
+        They are shared between responses: nothing may change them.
     """
 
     def blob_for(part_id: str) -> str:
@@ -210,30 +330,20 @@ def message_json(
     result: dict[str, Any] = {}
     body_props = options.body_properties
     for prop in properties:
-        if prop == "headers":
-            result[prop] = parsed.header_objects()
-        elif prop == "messageId":
-            result[prop] = parsed.message_id
-        elif prop == "inReplyTo":
-            result[prop] = parsed.in_reply_to
-        elif prop == "references":
-            result[prop] = parsed.references
-        elif prop == "sender":
-            result[prop] = parsed.sender
-        elif prop == "from":
-            result[prop] = parsed.from_
-        elif prop == "to":
-            result[prop] = parsed.to
-        elif prop == "cc":
-            result[prop] = parsed.cc
-        elif prop == "bcc":
-            result[prop] = parsed.bcc
-        elif prop == "replyTo":
-            result[prop] = parsed.reply_to
-        elif prop == "subject":
-            result[prop] = parsed.subject
-        elif prop == "sentAt":
-            result[prop] = parsed.sent_at
+        from_headers = _FROM_HEADERS.get(prop)
+        if from_headers is not None or prop.startswith("header:"):
+            if values is not None and prop in values:
+                result[prop] = values[prop]
+                continue
+            if from_headers is not None:
+                value = from_headers(parsed)
+            else:
+                header = parse_header_property(prop)
+                assert header is not None
+                value = header_value(parsed.headers, header)
+            if values is not None:
+                values[prop] = value
+            result[prop] = value
         elif prop == "bodyStructure":
             result[prop] = parsed.body_structure(body_props, blob_id_for_part=blob_for)
         elif prop == "textBody":
@@ -248,10 +358,6 @@ def message_json(
             result[prop] = parsed.preview
         elif prop == "bodyValues":
             result[prop] = body_values(parsed, options)
-        elif prop.startswith("header:"):
-            header = parse_header_property(prop)
-            assert header is not None
-            result[prop] = header_value(parsed.headers, header)
     return result
 
 
@@ -301,6 +407,7 @@ class EmailMethods(MailMethods):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.parsed = ParseCache()
+        self.rendered = RenderedEmails()
 
     def install(self, registry: Registry) -> None:
         registry.add_method("Email/get", MAIL, self.get)
@@ -326,7 +433,14 @@ class EmailMethods(MailMethods):
             arguments.get("properties"), PROPERTIES, DEFAULT_PROPERTIES, "properties"
         )
         options = BodyOptions(arguments)
-        cache = self.parsed
+        from_record = [(p, _FROM_RECORD[p]) for p in properties if p in _FROM_RECORD]
+        needs_message = [p for p in properties if p not in _FROM_RECORD]
+        rendered = self.rendered
+        # Items of a whole account with list properties only may be kept.
+        keep = account.shared is None and all(
+            p in _FROM_HEADERS or p.startswith("header:") for p in needs_message
+        )
+        shape = tuple(properties)
 
         def read(reader: IMailReader) -> dict[str, Any]:
             if ids is None:
@@ -335,31 +449,58 @@ class EmailMethods(MailMethods):
                 )
             else:
                 found_ids = ids
-            records = reader.emails(found_ids)
+            state = reader.state("Email")
+            kept = rendered.at(account.id, state) if keep else {}
+            wanted = [i for i in found_ids if (i, shape) not in kept]
+            records = reader.emails(wanted) if wanted else {}
             listed = []
+            found: set[str] = set()
             for email_id in found_ids:
-                record = records.get(email_id)
-                if record is None:
-                    continue
-                base = metadata_json(record)
-                item = {"id": record.id}
-                needs_message = [p for p in properties if p not in _FROM_RECORD]
-                for prop in properties:
-                    if prop in _FROM_RECORD:
-                        item[prop] = base[prop]
-                if needs_message:
-                    raw = reader.message(record.blob_id) or b""
-                    parsed = cache.get(record.blob_id, raw)
-                    item.update(message_json(parsed, record.blob_id, needs_message, options))
+                item = kept.get((email_id, shape))
+                if item is None:
+                    record = records.get(email_id)
+                    if record is None:
+                        continue
+                    item = self._item(reader, record, from_record, needs_message, options)
+                    if keep:
+                        rendered.keep(kept, (email_id, shape), item)
+                found.add(email_id)
                 listed.append(item)
             return {
                 "accountId": account.id,
-                "state": reader.state("Email"),
+                "state": state,
                 "list": listed,
-                "notFound": [] if ids is None else not_found(ids, records),
+                "notFound": [] if ids is None else not_found(ids, found),
             }
 
         return await self.read(account, read)
+
+    def _item(
+        self,
+        reader: IMailReader,
+        record: EmailRecord,
+        from_record: Sequence[tuple[str, Callable[[EmailRecord], Any]]],
+        needs_message: Sequence[str],
+        options: BodyOptions,
+    ) -> dict[str, Any]:
+        """
+        One email's item of an ``Email/get`` response (in a store thread).
+        """
+        item = {"id": record.id}
+        for prop, value in from_record:
+            item[prop] = value(record)
+        if needs_message:
+            cache = self.parsed
+            entry = cache.cached(record.blob_id)
+            if entry is None:
+                # Read the octets only for a message not parsed before
+                # (it is immutable).
+                raw = reader.message(record.blob_id) or b""
+                entry = cache.parsed(record.blob_id, raw)
+            item.update(
+                message_json(entry.message, record.blob_id, needs_message, options, entry.values)
+            )
+        return item
 
     async def changes(self, context: CallContext, arguments: dict[str, Any]) -> dict[str, Any]:
         response, _ = await self.changes_of(context, arguments, "Email")

@@ -5,6 +5,7 @@ Argument checking and shapes shared by the standard methods of RFC 8620 §5
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -186,7 +187,11 @@ def utc_date(timestamp: float) -> str:
     """
     A ``UTCDate`` (RFC 8620 §1.4): ``YYYY-MM-DDTHH:MM:SSZ``.
     """
-    return datetime.fromtimestamp(int(timestamp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    fields = time.gmtime(int(timestamp))
+    if not 1000 <= fields.tm_year <= 9999:
+        # The C library writes such a year with other than four digits.
+        return datetime.fromtimestamp(int(timestamp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", fields)
 
 
 def not_found(requested: Iterable[str], found: Collection[str]) -> list[str]:

@@ -54,6 +54,7 @@ import pytest
 pytest.register_assert_rewrite(
     "jmap_twisted.testing._blobs",
     "jmap_twisted.testing._bus",
+    "jmap_twisted.testing._counts",
     "jmap_twisted.testing._directory",
     "jmap_twisted.testing._mail",
     "jmap_twisted.testing._mail_views",

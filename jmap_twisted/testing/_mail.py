@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 from jmap_twisted.errors import CannotCalculateChanges
 from jmap_twisted.interfaces import IChangeLogPruning, IMailReader, IMailStore, IMailWriter
 from jmap_twisted.records import ChangeBatch, EmailRecord, StoreCommit
+from jmap_twisted.testing._counts import MailboxCountsContract
 from jmap_twisted.testing._doubles import (
     ACCOUNT,
     CONTRACT_EPOCH,
@@ -72,11 +73,12 @@ async def changes(
     return await store.read(account, lambda r: r.changes(type_name, since, max_changes))
 
 
-class MailStoreContract(QuotaContract, MailViewContract):
+class MailStoreContract(QuotaContract, MailViewContract, MailboxCountsContract):
     """
     The tests every mail store passes, collected by pytest in each subclass
-    (with the quota tests of :class:`QuotaContract` and the sharees' views
-    of :class:`MailViewContract`).
+    (with the quota tests of :class:`QuotaContract`, the sharees' views
+    of :class:`MailViewContract` and the mailbox counts of
+    :class:`MailboxCountsContract`).
 
     Subclass it in a test module under a name pytest collects (``Test…``)
     and provide a fixture ``mail_store`` that gives a store with no data

@@ -15,15 +15,23 @@ from autobahn.websocket.compress import (
     PerMessageDeflateOfferAccept,
 )
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import implementer
 
 from jmap_twisted.config import WebSocketOptions
 from jmap_twisted.core.runner import OctetBudget
 from jmap_twisted.http.auth import CredentialProbe, credential_expiry
 from jmap_twisted.interfaces import IPrincipal
+from jmap_twisted.ws.liveness import (
+    PING_FRAME,
+    PONG_FRAME_LENGTH,
+    PONG_FRAME_START,
+    LivenessWheel,
+)
 from jmap_twisted.ws.session import WebSocketSession
 
 if TYPE_CHECKING:
@@ -144,6 +152,52 @@ class LeanPerMessageDeflate(PerMessageDeflate):
             self._decompressor = None
 
 
+#: The last message sent with ``_send_shared``, by compression parameters
+#: (window bits and memory level; ``(0, 0)`` uncompressed): the message,
+#: its payload's size and its whole frame.
+_FRAMED: dict[tuple[int, int], tuple[bytes, int, bytes]] = {}
+
+
+def write_now(transport: Any, data: bytes) -> None:
+    """
+    Write ``data`` to a connection, sending it at once when it is a plain
+    TCP connection with nothing waiting to be sent: the reactor then does
+    not register the socket for writing and send it a moment later (two
+    ``epoll_ctl`` calls and a pass of its loop saved per socket, what a
+    push to thousands of sockets costs most).  Anything not sent at once,
+    and every other kind of connection, goes through ``transport.write``.
+    """
+    raw = transport.transport if isinstance(transport, ProtocolWrapper) else transport
+    if (
+        type(raw) is tcp.Server
+        and not raw.TLS
+        and raw.connected
+        and not raw.disconnecting
+        and not raw._writeDisconnected
+        and not raw._tempDataBuffer
+        and raw.offset == len(raw.dataBuffer)
+    ):
+        sent = raw.writeSomeData(data)
+        if isinstance(sent, int):
+            if sent == len(data):
+                return
+            data = data[sent:]
+    transport.write(data)
+
+
+def _frame_header(size: int, compressed: bool) -> bytes:
+    """
+    The header of an unmasked, unfragmented text frame (RFC 6455 §5.2),
+    with RSV1 set for a compressed message (RFC 7692 §6).
+    """
+    first = 0xC1 if compressed else 0x81
+    if size < 126:
+        return bytes((first, size))
+    if size < 65536:
+        return bytes((first, 126)) + size.to_bytes(2, "big")
+    return bytes((first, 127)) + size.to_bytes(8, "big")
+
+
 @implementer(IPushProducer)
 class _Backpressure:
     """
@@ -152,6 +206,8 @@ class _Backpressure:
     the socket stops *reading*, so a client that sends requests without
     reading the responses cannot make the server buffer without bound.
     """
+
+    __slots__ = ("session", "transport")
 
     def __init__(self, session: WebSocketSession, transport: Any) -> None:
         self.session = session
@@ -169,10 +225,52 @@ class _Backpressure:
         self.session.pause()
 
 
+class _SendQueue(list[Any]):
+    """
+    What Autobahn queues for chopped or synchronous writes (which this
+    server never asks for): empty, and smaller than the ``deque`` Autobahn
+    gives every socket.
+    """
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+#: What Autobahn keeps of the opening handshake and no longer needs once
+#: the socket is open: the request's text and parsed headers, the offered
+#: extensions and subprotocols, the response, the transport's details
+#: (for WAMP), and the observable events (fired only by the ``onMessage``
+#: this class replaces).
+_HANDSHAKE_LEFTOVERS = frozenset(
+    {
+        "_results",
+        "_transport_details",
+        "_valid_events",
+        "http_headers",
+        "http_request_data",
+        "http_request_host",
+        "http_request_params",
+        "http_request_path",
+        "http_request_uri",
+        "http_response_data",
+        "http_status_line",
+        "websocket_extensions",
+        "websocket_extensions_in_use",
+        "websocket_origin",
+        "websocket_protocols",
+        "_wskey",
+    }
+)
+
+
 class JMAPWebSocketProtocol(WebSocketServerProtocol):
     """
     One client's WebSocket.  Authenticated before the handshake by
-    :class:`~jmap_twisted.ws.resource.WebSocketUpgradeResource`.
+    :class:`~jmap_twisted.ws.resource.WebSocketUpgradeResource`; kept
+    alive, and closed when its peer is gone, by the factory's
+    :class:`~jmap_twisted.ws.liveness.LivenessWheel`.
     """
 
     factory: JMAPWebSocketFactory
@@ -193,6 +291,10 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
     _opened_at: float | None = None
     #: The client's address, as logged.
     _client = "-"
+    # What the liveness wheel keeps on the socket (see Watched).
+    liveness_heard = True
+    liveness_awaiting = False
+    liveness_slot = -1
 
     def onConnect(self, request: Any) -> str | None:
         offered = list(request.protocols or [])
@@ -215,6 +317,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             self._send_text,
             self.close_with,
             self.probe,
+            send_shared=self._send_shared,
         )
         self.factory.opened(self)
         self._opened_at = self.factory.reactor.seconds()
@@ -236,11 +339,51 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             # twisted.web's channel, from before the takeover.
             transport.unregisterProducer()
         transport.registerProducer(_Backpressure(self.session, transport), True)
+        self.factory.liveness.watch(self)
+        self._shed_handshake()
         if self.factory.server.access.version_seen != self.access_seen:
             # Access changed while this connection logged in: the watcher
             # may have looked before the connection was registered.
             changed = Deferred.fromCoroutine(self.session.access_changed())
             changed.addErrback(lambda f: log.failure("Re-checking a new connection failed", f))
+
+    def _shed_handshake(self) -> None:
+        """
+        Drop what the opening handshake left behind, and rebuild the
+        attributes' dictionary, which never shrinks by itself: an idle
+        socket keeps only what it uses.
+        """
+        kept = {k: v for k, v in vars(self).items() if k not in _HANDSHAKE_LEFTOVERS}
+        kept["send_queue"] = _SendQueue()
+        self.__dict__ = kept
+
+    # Liveness (see jmap_twisted.ws.liveness): any frame from the peer
+    # shows it is there; the answer to a ping, when it comes on its own,
+    # needs nothing more.
+
+    def dataReceived(self, data: bytes) -> None:
+        self.liveness_heard = True
+        if (
+            len(data) == PONG_FRAME_LENGTH
+            and data.startswith(PONG_FRAME_START)
+            and self.state == self.STATE_OPEN
+            and not self.data
+            and self.current_frame is None
+        ):
+            return
+        super().dataReceived(data)
+
+    def send_ping(self) -> None:
+        if self.state != self.STATE_OPEN:
+            return
+        if self.send_queue:
+            self.sendData(PING_FRAME)  # behind what Autobahn queued
+        else:
+            write_now(self.transport, PING_FRAME)
+
+    def ping_unanswered(self) -> None:
+        # As Autobahn's own ping timeout: the peer is gone, abort.
+        self.onAutoPingTimeout()
 
     def _expired(self) -> None:
         self._expiry = None
@@ -249,6 +392,44 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
 
     def _send_text(self, data: bytes) -> None:
         self.sendMessage(data, isBinary=False)
+
+    def _send_shared(self, data: bytes) -> None:
+        """
+        Send a text message that many sockets send one after another (a
+        StateChange to the sockets of an account): the same ``data``
+        object is framed (and compressed, without context takeover) once
+        per set of compression parameters, and each socket only writes
+        the frame.  Sockets in any other situation send it as usual.
+        """
+        compress = self._perMessageCompress
+        if compress is None:
+            params: tuple[int, int] = (0, 0)
+        elif type(compress) is LeanPerMessageDeflate and compress._fresh_each_message():
+            params = (compress.server_max_window_bits, compress.mem_level)
+        else:
+            self.sendMessage(data, isBinary=False)
+            return
+        if self.state != self.STATE_OPEN or self.send_queue:
+            self.sendMessage(data, isBinary=False)
+            return
+        framed = _FRAMED.get(params)
+        if framed is not None and framed[0] is data:
+            payload_size, frame = framed[1], framed[2]
+        else:
+            payload = data
+            if compress is not None:
+                compress.start_compress_message()
+                payload = compress.compress_message_data(data) + compress.end_compress_message()
+            payload_size = len(payload)
+            frame = _frame_header(payload_size, compress is not None) + payload
+            _FRAMED[params] = (data, payload_size, frame)
+        stats = self.trafficStats
+        stats.outgoingWebSocketMessages += 1
+        stats.outgoingWebSocketFrames += 1
+        stats.outgoingOctetsAppLevel += len(data)
+        stats.outgoingOctetsWebSocketLevel += payload_size
+        stats.outgoingOctetsWireLevel += len(frame)
+        write_now(self.transport, frame)
 
     def close_with(self, code: int, reason: str) -> None:
         """
@@ -292,6 +473,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
         if not self._dropping:
             super().onMessageEnd()
             self._give_back_held()
+            self.current_frame_masker = None  # the unmasker of the last frame
             return
         self._dropping = False
         self.message_data = None  # type: ignore[assignment]
@@ -317,6 +499,7 @@ class JMAPWebSocketProtocol(WebSocketServerProtocol):
             self.session.message_received(payload)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.liveness.forget(self)
         self._give_back_held()
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
@@ -371,11 +554,14 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
         self, server: JMAPServer, options: WebSocketOptions, reactor: IReactorTime
     ) -> None:
         super().__init__(protocols=[SUBPROTOCOL], reactor=reactor)
-        # Autobahn schedules pings and handshake timeouts with txaio's
-        # global loop; schedule them on the injected reactor instead.
+        # Autobahn schedules handshake timeouts with txaio's global loop;
+        # schedule them on the injected reactor instead.
         self._batched_timer = _ClockTimer(reactor)
         self.server = server
         self.options = options
+        #: Pings the open sockets and closes those whose peer is gone
+        #: (instead of Autobahn's two timers per socket).
+        self.liveness = LivenessWheel(reactor, options.ping_interval, options.ping_timeout)
         self.connections: set[JMAPWebSocketProtocol] = set()
         self.next_principal: tuple[IPrincipal, CredentialProbe, int | None] | None = None
         limit = server.config.limits.max_size_request
@@ -389,14 +575,22 @@ class JMAPWebSocketFactory(WebSocketServerFactory):
             # limit error.  Autobahn counts the inflated size.
             maxMessagePayloadSize=2 * limit,
             maxFramePayloadSize=2 * limit,
-            autoPingInterval=options.ping_interval,
-            autoPingTimeout=options.ping_timeout,
             openHandshakeTimeout=10,
             # Send a close frame with the reason (1009, 1002, …) rather than
             # dropping the TCP connection silently.
             failByDrop=False,
             closeHandshakeTimeout=5,
             perMessageCompressionAccept=self._accept_compression,
+        )
+        # Autobahn copies every option into each socket's attributes
+        # unless its class has them: give this factory's sockets a class
+        # that has.
+        options_of_sockets = {name: getattr(self, name) for name in self.protocol.CONFIG_ATTRS}
+        self.protocol = type(  # type: ignore[assignment]
+            JMAPWebSocketProtocol.__name__,
+            (JMAPWebSocketProtocol,),
+            {"__module__": __name__, "__qualname__": JMAPWebSocketProtocol.__qualname__}
+            | options_of_sockets,
         )
 
     def _accept_compression(self, offers: list[Any]) -> PerMessageDeflateOfferAccept | None:

@@ -126,7 +126,7 @@ class WebSocketSession:
         if kind == "Request":
             started = self._start_request(value, request_id, payload)
             if started is None:
-                return
+                return  # answered already
             handling = started
         elif kind == "WebSocketPushEnable":
             handling = Deferred.fromCoroutine(self._push_enable(value, request_id))
@@ -177,7 +177,7 @@ class WebSocketSession:
     ) -> Deferred[None] | None:
         """
         Run a Request now if the user has a slot free, otherwise once one
-        frees (``None`` when it was refused at once).
+        frees (``None`` when it was refused or answered at once).
         """
         if request_id is not None and not isinstance(request_id, str):
             self._request_error(NotRequest("'id' must be a string."), None)
@@ -192,7 +192,7 @@ class WebSocketSession:
             return None
         # Most requests find a slot free and finish without waiting: run
         # them on the spot.
-        return eager.start(self._answer(running, request_id))
+        return eager.detach(self._answer(running, request_id))
 
     async def _answer(self, running: Awaitable[dict[str, Any]], request_id: object) -> None:
         try:

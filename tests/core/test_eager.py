@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
 
-from jmap_twisted.core.eager import start
+from jmap_twisted.core.eager import detach, start
 
 
 def outcome(d: Deferred[Any]) -> Any:
@@ -99,3 +99,33 @@ def test_results_pass_through(value: Any) -> None:
         return value
 
     assert outcome(start(gives())) == value
+
+
+def test_detach_runs_to_the_end_at_once_or_hands_over_the_rest() -> None:
+    """
+    A detached coroutine that never waits has run when ``detach`` returns
+    (and no Deferred is made); one that fails at once, or waits, gives its
+    outcome as a Deferred.
+    """
+    ran: list[str] = []
+    waiting: Deferred[str] = Deferred()
+
+    async def quick() -> None:
+        ran.append("quick")
+
+    async def broken() -> None:
+        raise ValueError("no")
+
+    async def slow() -> str:
+        ran.append(await waiting)
+        return "done"
+
+    assert detach(quick()) is None
+    assert ran == ["quick"]
+    failed = detach(broken())
+    assert failed is not None and outcome(failed).check(ValueError)
+    later = detach(slow())
+    assert later is not None and not later.called
+    waiting.callback("slow")
+    assert ran == ["quick", "slow"]
+    assert outcome(later) == "done"

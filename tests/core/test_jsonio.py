@@ -77,12 +77,27 @@ def test_depth_counts_only_brackets_outside_strings(inside: str) -> None:
     assert "deeper" in info.value.detail
 
 
-def test_dumps_refuses_non_finite_numbers() -> None:
+def test_dumps_never_writes_non_finite_numbers() -> None:
     """
-    ``Infinity`` and ``NaN`` are never written: they are not JSON.
+    ``Infinity`` and ``NaN`` are never written (they are not JSON): the
+    output still parses as I-JSON.
     """
-    with pytest.raises(ValueError):
-        jsonio.dumps({"a": float("inf")})
+    written = jsonio.dumps({"a": float("inf"), "b": float("nan")})
+    assert jsonio.loads(written) == {"a": None, "b": None}
+
+
+def test_dumps_writes_what_the_fast_encoder_refuses() -> None:
+    """
+    Integers beyond 64 bits and non-string keys are written as the standard
+    library writes them; a value that is not JSON at all is refused with
+    ``TypeError``.
+    """
+    assert (
+        jsonio.dumps({"n": 2**70, 1: [True, None]})
+        == b'{"n":1180591620717411303424,"1":[true,null]}'
+    )
+    with pytest.raises(TypeError):
+        jsonio.dumps({"a": {1, 2}})
 
 
 def test_dumps_is_compact_utf8() -> None:

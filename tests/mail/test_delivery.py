@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.mail.interfaces import IMessageDelivery, IMessageSMTP
 from twisted.mail.smtp import Address, SMTPBadRcpt, SMTPServerError, User
 from zope.interface import implementer
@@ -213,11 +213,13 @@ def test_deliver_stores_in_the_inbox_as_a_delivery(
 ) -> None:
     """
     ``deliver`` adds the octets unchanged to the inbox in one write,
-    without keywords, at the clock's time, flagged as a delivery; an
-    account that has its inbox is not set up again.
+    without keywords, at the clock's time, flagged as a delivery, and
+    fires with the stored email; an account that has its inbox is not
+    set up again.
     """
     store = FakeMailStore()
-    assert result(local(directory, clock, store).deliver("A1", RAW)) is None
+    stored = result(local(directory, clock, store).deliver("A1", RAW))
+    assert stored is not None and stored.id == "M1"
     assert store.calls == [("write", "A1", True)]
     assert store.writer.added == [(RAW, ["mb-inbox"], [], NOW)]
 
@@ -231,7 +233,8 @@ def test_deliver_sets_up_an_account_without_inbox(tmp_path: object, clock: Clock
 
     store = MemoryMailStore(clock)
     directory = MemoryDirectory(clock)
-    assert result(local(directory, clock, store).deliver("A9", RAW)) is None
+    stored = result(local(directory, clock, store).deliver("A9", RAW))
+    assert stored is not None and stored.size == len(RAW)
 
     def inbox_count(reader: Any) -> int:
         (inbox,) = [m for m in reader.mailboxes() if m.role == "inbox"]
@@ -255,12 +258,18 @@ def test_deliver_logs_ids_and_size_but_not_contents(
     directory: MemoryDirectory, clock: Clock
 ) -> None:
     """
-    A delivery is logged with the account id, email id, Message-ID and
-    size as structured fields, and nothing of the message's text.
+    A delivery is logged in one line with the delivery id, account id,
+    email id, Message-ID and size as structured fields, and nothing of
+    the message's text.
     """
+    message = IncomingMessage(local(directory, clock), "A1", "a@example.com", b"", 10**6, "D1")
     with capturedLogs() as events:
-        result(local(directory, clock).deliver("A1", RAW))
+        for line in RAW.split(b"\r\n")[:-1]:
+            message.lineReceived(line)
+        result(message.eomReceived())
     (event,) = [e for e in events if e.get("email_id") == "M1"]
+    assert len([e for e in events if e.get("log_level") == LogLevel.info]) == 1
+    assert event["delivery_id"] == "D1"
     assert event["account_id"] == "A1"
     assert event["size"] == len(RAW)
     assert event["message_id"] == "id-1@remote.example"

@@ -494,3 +494,41 @@ async def test_filter_values_that_are_not_conditions(make_harness: HarnessFactor
     for name in ("minSize", "maxSize"):
         error = (await h.call("Email/query", {"filter": {name: None}}))[1]
         assert error["type"] == "invalidArguments", error
+
+
+@pytest_twisted.ensureDeferred
+async def test_email_get_shows_every_change_to_an_email_asked_for_again(
+    make_harness: HarnessFactory,
+) -> None:
+    """
+    Asking again for the same list properties of the same emails (as a
+    client showing a mailbox does) shows every change made to them in
+    between, each answer with the state it was read at; asking for other
+    properties answers those.
+    """
+    h = await make_harness()
+    kept = await h.deliver(message(subject="kept"))
+    changed = await h.deliver(message(subject="changed"))
+    properties = ["keywords", "mailboxIds", "subject", "from", "receivedAt"]
+    ids = [kept.id, changed.id, "Mnonexistent"]
+    first = await h.ok("Email/get", {"ids": ids, "properties": properties})
+    again = await h.ok("Email/get", {"ids": ids, "properties": properties})
+    assert again == first
+    assert first["notFound"] == ["Mnonexistent"]
+    roles = await h.roles()
+    await h.ok(
+        "Email/set",
+        {"update": {changed.id: {"keywords/$seen": True, "mailboxIds": {roles["trash"]: True}}}},
+    )
+    after = await h.ok("Email/get", {"ids": ids, "properties": properties})
+    assert after["state"] != first["state"]
+    by_id = {item["id"]: item for item in after["list"]}
+    assert by_id[changed.id]["keywords"] == {"$seen": True}
+    assert by_id[changed.id]["mailboxIds"] == {roles["trash"]: True}
+    assert by_id[kept.id] == {item["id"]: item for item in first["list"]}[kept.id]
+    await h.ok("Email/set", {"destroy": [kept.id]})
+    gone = await h.ok("Email/get", {"ids": ids, "properties": properties})
+    assert [item["id"] for item in gone["list"]] == [changed.id]
+    assert gone["notFound"] == [kept.id, "Mnonexistent"]
+    other = await h.ok("Email/get", {"ids": [changed.id], "properties": ["subject", "size"]})
+    assert set(other["list"][0]) == {"id", "subject", "size"}

@@ -4,11 +4,18 @@ The vacation auto-responder (RFC 8621 §8, RFC 3834).
 
 from __future__ import annotations
 
-import pytest_twisted
+from collections.abc import Sequence
 
+import pytest_twisted
+from twisted.internet.defer import Deferred, succeed
+from zope.interface import implementer
+
+from jmap_twisted.interfaces import IRelay
+from jmap_twisted.mail.delivery import LocalDelivery
 from jmap_twisted.mail.vacation import VacationResponder
+from jmap_twisted.store.memory.directory import MemoryDirectory
 from tests.mailfactory import message
-from tests.methods.harness import SHARED, HarnessFactory, MailHarness
+from tests.methods.harness import ACCOUNT, SHARED, HarnessFactory, MailHarness
 
 
 def incoming(sender: str = "bob@example.com", extra: str = "", subject: str = "Question") -> bytes:
@@ -92,3 +99,46 @@ async def test_replies_once_per_sender_and_never_to_lists(make_harness: HarnessF
     await h.deliver(incoming(subject="Third"))
     assert len(await replies_to_bob(h, responder)) == 2
     responder.stop()
+
+
+@implementer(IRelay)
+class RecordingRelay:
+    """
+    A relay that accepts everything and remembers the recipients.
+    """
+
+    def __init__(self) -> None:
+        self.recipients: list[list[str]] = []
+
+    def send(
+        self, mail_from: str, rcpt_to: Sequence[str], message: bytes
+    ) -> Deferred[dict[str, tuple[int, str]]]:
+        self.recipients.append(list(rcpt_to))
+        return succeed({r: (250, "ok") for r in rcpt_to})
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_delivery_is_answered_only_with_the_response_on(
+    make_harness: HarnessFactory,
+) -> None:
+    """
+    Mail stored by the server's own delivery gets no reply while the
+    vacation response is off and one once it is on (whether it is on is
+    seen inside the delivery's own transaction).
+    """
+    h = await make_harness()
+    delivery = LocalDelivery(MemoryDirectory(h.clock), h.store, ["example.com"], h.clock)
+    relay = RecordingRelay()
+    responder = VacationResponder(h.store, h.clock, "test.example", delivery, relay)
+    responder.start()
+    await h.ok("Identity/get", {})
+    await h.roles()
+    await delivery.deliver(ACCOUNT, incoming(subject="Off"))
+    await settle(responder)
+    assert relay.recipients == []
+    await h.ok("VacationResponse/set", {"update": {"singleton": {"isEnabled": True}}})
+    await delivery.deliver(ACCOUNT, incoming(subject="On"))
+    await settle(responder)
+    assert relay.recipients == [["bob@example.com"]]
+    responder.stop()
+    assert delivery.in_delivery == []

@@ -65,8 +65,21 @@ async def main(reactor):
     except DiskFull:
         pass
     assert os.path.exists(db.reserve_path)
+    # An add and a removal sharing a transaction (queued behind another
+    # write): the add is refused alone, the removal goes through.
+    ahead = db.run(lambda connection: None)
+    adding = store.write("a", lambda w: w.add_email(message(-2), [inbox], [], 0))
+    removing = store.write("a", lambda w, e=ids[0]: w.destroy_email(e))
+    await ahead
+    try:
+        await adding
+        raise AssertionError("an add succeeded on a full disk")
+    except DiskFull:
+        pass
+    await removing
+    assert not os.path.exists(db.reserve_path)
     # Destroying works, several times.
-    for email_id in ids[:5]:
+    for email_id in ids[1:5]:
         await store.write("a", lambda w, e=email_id: w.destroy_email(e))
     left = await store.read("a", lambda r: r.query_emails(None, [], False))
     assert left[1] == len(ids) - 5, left

@@ -4,6 +4,9 @@ The in-memory mail store: the reference implementation of
 
 Each write works on a copy of the account's data and replaces it on
 success, so a failing operation leaves nothing behind.
+
+Mailbox counts are counters kept from per-thread tallies, as the SQL
+stores keep them (:mod:`jmap_twisted.store.counters`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from jmap_twisted.interfaces import IChangeLogPruning, IMailReader, IMailStore, IMailWriter
+from jmap_twisted.interfaces import (
+    IChangeLogPruning,
+    IMailboxCounters,
+    IMailReader,
+    IMailStore,
+    IMailWriter,
+)
 from jmap_twisted.records import (
     AccountQuota,
     ChangeBatch,
@@ -28,10 +37,12 @@ from jmap_twisted.records import (
     MailboxCounts,
     MailboxEvent,
     MailboxRecord,
+    MailboxRecount,
     MailView,
+    Recount,
     StoreCommit,
 )
-from jmap_twisted.store import ids, mailquery
+from jmap_twisted.store import counters, ids, mailquery
 from jmap_twisted.store import quota as quotas
 from jmap_twisted.store.changelog import (
     ADMINS,
@@ -49,6 +60,7 @@ from jmap_twisted.store.changelog import (
     touched,
     view_position,
 )
+from jmap_twisted.store.counters import Membership, ThreadTally
 from jmap_twisted.store.mailmodel import (
     STANDARD_MAILBOXES,
     record_email_added,
@@ -82,6 +94,10 @@ class _AccountData:
     documents: dict[str, dict[str, dict[str, Any]]] = field(factory=dict)
     #: Usage and limits, changed with every email added or destroyed.
     quota: AccountQuota = field(factory=AccountQuota)
+    #: thread id → its tally (threads with none are absent).
+    tallies: dict[str, ThreadTally] = field(factory=dict)
+    #: mailbox id → its counts, for every mailbox.
+    counts: dict[str, MailboxCounts] = field(factory=dict)
 
     def copy(self) -> _AccountData:
         return _AccountData(
@@ -97,6 +113,8 @@ class _AccountData:
             mentions={k: set(v) for k, v in self.mentions.items()},
             documents={k: dict(v) for k, v in self.documents.items()},
             quota=self.quota,
+            tallies=dict(self.tallies),
+            counts=dict(self.counts),
         )
 
 
@@ -118,13 +136,8 @@ class _Reader:
         return next((m.id for m in self._data.mailboxes.values() if m.role == "trash"), None)
 
     def mailbox_counts(self, mailbox_ids: Collection[str]) -> dict[str, MailboxCounts]:
-        trash = self._trash_id()
-        emails = list(self._data.emails.values())
-        return {
-            mailbox_id: mailquery.mailbox_counts(mailbox_id, emails, trash)
-            for mailbox_id in mailbox_ids
-            if mailbox_id in self._data.mailboxes
-        }
+        counts = self._data.counts
+        return {m: counts[m] for m in mailbox_ids if m in counts}
 
     def emails(self, email_ids: Collection[str]) -> dict[str, EmailRecord]:
         found = self._data.emails
@@ -246,36 +259,84 @@ class _Writer(_Reader):
         record = MailboxRecord(
             ids.new_mailbox_id(), name, parent_id, role, sort_order, is_subscribed
         )
+        trash = self._trash_id()
         self._data.mailboxes[record.id] = record
+        self._data.counts[record.id] = counters.ZERO
         self._recorder.created("Mailbox", record.id)
         self._recorder.event(MailboxEvent("mailbox_added", frozenset({record.id})))
+        self._recount_if_trash_moved(trash)
         return record
 
     def update_mailbox(self, mailbox_id: str, **fields: Any) -> MailboxRecord:
+        trash = self._trash_id()
         record = evolve(self._data.mailboxes[mailbox_id], **fields)
         self._data.mailboxes[mailbox_id] = record
         self._recorder.updated("Mailbox", mailbox_id)
         self._recorder.event(MailboxEvent("mailbox_updated", frozenset({mailbox_id})))
+        self._recount_if_trash_moved(trash)
         return record
 
     def destroy_mailbox(self, mailbox_id: str) -> None:
+        trash = self._trash_id()
         del self._data.mailboxes[mailbox_id]
+        del self._data.counts[mailbox_id]
         self._recorder.destroyed("Mailbox", mailbox_id)
         self._recorder.event(MailboxEvent("mailbox_deleted", frozenset({mailbox_id})))
+        self._recount_if_trash_moved(trash)
+
+    def _recount_if_trash_moved(self, trash_before: str | None) -> None:
+        # Which emails count for unreadThreads depends on the trash.
+        if self._trash_id() != trash_before:
+            self.recount()
+
+    def _move(
+        self, thread_id: str, before: Membership | None, after: Membership | None
+    ) -> ThreadTally:
+        """
+        Count one email's change; return its thread's new tally.
+        """
+        tallies, counts = self._data.tallies, self._data.counts
+        tally, deltas = counters.moved(
+            tallies.get(thread_id, ThreadTally()), before, after, self._trash_id()
+        )
+        if tally:
+            tallies[thread_id] = tally
+        else:
+            tallies.pop(thread_id, None)
+        for mailbox_id, delta in deltas.items():
+            if mailbox_id in counts:
+                counts[mailbox_id] = counters.plus(counts[mailbox_id], delta)
+        return tally
+
+    def recount(self) -> Recount:
+        """
+        Recompute the counters from the emails and keep those that differ
+        (:class:`~jmap_twisted.interfaces.IMailboxCounters`).
+        """
+        trash = self._trash_id()
+        counted = counters.recount(
+            ((e.thread_id, Membership.of(e)) for e in self._data.emails.values()), trash
+        )
+        kept = self._data.tallies
+        wrong_threads = sum(
+            kept.get(t, ThreadTally()) != counted.get(t, ThreadTally())
+            for t in kept.keys() | counted.keys()
+        )
+        self._data.tallies = counted
+        right = counters.totals(counted.values(), self._data.counts, trash)
+        repaired = []
+        for mailbox_id, counts in self._data.counts.items():
+            if counts != right[mailbox_id]:
+                repaired.append(MailboxRecount(mailbox_id, counts, right[mailbox_id]))
+                self._recorder.updated("Mailbox", mailbox_id, counts_only=True)
+        self._data.counts = right
+        return Recount(tuple(repaired), wrong_threads)
 
     def note_acl_change(self, mailbox_id: str) -> None:
         if mailbox_id not in self._data.mailboxes:
             raise KeyError(mailbox_id)
         self._recorder.updated("Mailbox", mailbox_id, audience=ADMINS)
         self._recorder.event(MailboxEvent("mailbox_updated", frozenset({mailbox_id})))
-
-    def _thread_mailboxes(self, thread_id: str, exclude: str) -> set[str]:
-        return {
-            m
-            for e in self._data.emails.values()
-            if e.thread_id == thread_id and e.id != exclude
-            for m in e.mailbox_ids
-        }
 
     def add_email(
         self,
@@ -301,11 +362,12 @@ class _Writer(_Reader):
             received_at=received_at,
             summary=summary,
         )
-        thread_mailboxes = self._thread_mailboxes(record.thread_id, record.id)
         self._data.emails[record.id] = record
         for message_id in _mentioned(record):
             self._data.mentions.setdefault(message_id, set()).add(record.id)
-        record_email_added(self._recorder, record, new_thread, thread_mailboxes)
+        membership = Membership.of(record)
+        tally = self._move(record.thread_id, None, membership)
+        record_email_added(self._recorder, record, new_thread, counters.others(tally, membership))
         self._data.quota = quotas.with_email(self._data.quota, record.size)
         quotas.record_usage_changed(self._recorder, self._data.quota)
         return record
@@ -331,9 +393,11 @@ class _Writer(_Reader):
         if keywords is not None:
             after = evolve(after, keywords=frozenset(keywords))
         self._data.emails[email_id] = after
-        record_email_updated(
-            self._recorder, before, after, self._thread_mailboxes(after.thread_id, after.id)
-        )
+        was, now = Membership.of(before), Membership.of(after)
+        thread_mailboxes: set[str] = set()
+        if was != now:
+            thread_mailboxes = counters.others(self._move(after.thread_id, was, now), now)
+        record_email_updated(self._recorder, before, after, thread_mailboxes)
         return after
 
     def put_document(self, type_name: str, document_id: str, document: Mapping[str, Any]) -> None:
@@ -356,7 +420,9 @@ class _Writer(_Reader):
                 holders.discard(email_id)
                 if not holders:
                     del self._data.mentions[message_id]
-        thread_mailboxes = self._thread_mailboxes(record.thread_id, record.id)
+        thread_mailboxes = counters.others(
+            self._move(record.thread_id, Membership.of(record), None), None
+        )
         thread_left = any(e.thread_id == record.thread_id for e in self._data.emails.values())
         if not any(e.blob_id == record.blob_id for e in self._data.emails.values()):
             self._data.blobs.pop(record.blob_id, None)
@@ -376,7 +442,7 @@ class _Writer(_Reader):
         return after
 
 
-@implementer(IMailStore, IChangeLogPruning)
+@implementer(IMailStore, IChangeLogPruning, IMailboxCounters)
 class MemoryMailStore:
     """
     Mail kept in memory.  Operations run synchronously and return fired
@@ -480,6 +546,18 @@ class MemoryMailStore:
             for type_name, cutoff in cutoffs.items():
                 data.oldest[type_name] = max(data.oldest.get(type_name, 0), cutoff)
         return succeed(deleted)
+
+    def recount(self, account_id: str) -> Deferred[Recount]:
+        """
+        Recompute the account's mailbox counts from its emails
+        (:class:`~jmap_twisted.interfaces.IMailboxCounters`).
+        """
+
+        def recount(writer: IMailWriter) -> Recount:
+            assert isinstance(writer, _Writer)
+            return writer.recount()
+
+        return self.write(account_id, recount)
 
 
 __all__ = ["MAIL_TYPES", "MemoryMailStore"]

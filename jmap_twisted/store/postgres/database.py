@@ -21,6 +21,17 @@ nodes: :class:`PostgresDatabase`.
   ``COMMIT`` leaves the outcome unknown, so that failure is reported, not
   retried.  The function given to ``run`` or ``read`` may therefore be
   called more than once; it must not have effects outside the transaction.
+- Writes that arrive while their lane's transaction is in flight share the
+  next one, a savepoint each (group commit, see
+  :mod:`~jmap_twisted.store.sql.group_commit`).  A mail write names its
+  account (:meth:`PostgresDatabase.run_for`), whose writes stay in one
+  lane while any is pending; inside a group, writes run in the order of
+  their accounts, so that every group takes account row locks in the same
+  order and two groups cannot deadlock on them.  A
+  group that fails as a whole (a deadlock on shared rows, a serialisation
+  failure, a lost connection, a failed ``COMMIT``) runs its writes again
+  alone, each with the retries above; a connection lost during its
+  ``COMMIT`` fails every write of the group.
 - Transactions other than migrations run in psycopg's pipeline mode:
   ``BEGIN`` and the statements whose results are not read go out without
   waiting for each other's replies, so a delivery costs a few round trips
@@ -60,6 +71,7 @@ from psycopg_pool import ConnectionPool
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from jmap_twisted.errors import DatabaseError
@@ -70,6 +82,7 @@ from jmap_twisted.store.sql.fair_reads import (
     QueryTimeout,
     Work,
 )
+from jmap_twisted.store.sql.group_commit import GroupOutcome, Write
 from jmap_twisted.store.sql.threaded import SchemaVersionError, ThreadedDatabase
 
 _T = TypeVar("_T")
@@ -214,6 +227,11 @@ class PostgresDatabase(ThreadedDatabase):
     :param read_budget: seconds one :meth:`read_for` may run;
         ``None`` for no limit.
     :param monotonic: the clock of the budget, read in the worker threads.
+    :param write_lanes: how many write transactions (each holding a group
+        of writes) may be in flight at once; by default ``pool_size``, so
+        that writes of up to that many accounts run in parallel as they
+        did without grouping, and only the writes that would have waited
+        for a thread group together.
     """
 
     def __init__(
@@ -228,6 +246,7 @@ class PostgresDatabase(ThreadedDatabase):
         reader_share: int | None = None,
         read_budget: float | None = DEFAULT_READ_BUDGET,
         monotonic: Callable[[], float] = time.monotonic,
+        write_lanes: int | None = None,
     ) -> None:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
@@ -245,6 +264,7 @@ class PostgresDatabase(ThreadedDatabase):
         self.reads: FairReads | None = None
         self._connections: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._pool_lock = threading.Lock()
+        self._lane_count = write_lanes or pool_size
 
     @property
     def description(self) -> str:
@@ -275,18 +295,39 @@ class PostgresDatabase(ThreadedDatabase):
 
     def run(self, fn: Callable[[Statements, *_Ts], _T], *args: *_Ts) -> Deferred[_T]:
         """
-        Run ``fn(statements, *args)`` in one ``READ COMMITTED`` write
-        transaction in a worker thread; it commits when ``fn`` returns and
-        rolls back if ``fn`` raises (the exception fails the Deferred).
+        Run ``fn(statements, *args)`` in a ``READ COMMITTED`` write
+        transaction in a worker thread; it commits once ``fn`` returned.
+        Writes submitted while their lane's transaction is in flight share
+        the next one (group commit, see the module's documentation), each
+        inside a savepoint: if ``fn`` raises, its own changes are rolled
+        back and the exception fails the Deferred, the other writes of the
+        transaction are not affected.
 
         :param fn: runs in a worker thread, maybe more than once (see the
             module's documentation); must not touch reactor APIs, nor keep
             ``statements`` beyond the call.
-        :return: fires with ``fn``'s result after ``COMMIT`` returned.
+        :return: fires with ``fn``'s result after the ``COMMIT`` holding it
+            returned.
         """
-        return self._submit(
-            self._threads, lambda: self._transaction("BEGIN", fn, args, pipelined=True), "write"
-        )
+        return self._submit_write(None, fn, args)
+
+    def run_for(
+        self, owner: str, fn: Callable[[Statements, *_Ts], _T], *args: *_Ts
+    ) -> Deferred[_T]:
+        """
+        Run ``fn(statements, *args)``, a write of ``owner``'s data (which
+        starts by locking the owner's row), as :meth:`run` does; the
+        owner's writes stay in one lane while any of them is pending.
+
+        :param owner: whose data it writes (an account id).
+        """
+        return self._submit_write(owner, fn, args)
+
+    def _write_pool(self) -> ThreadPool | None:
+        return self._threads
+
+    def _write_lanes(self) -> int:
+        return self._lane_count
 
     def read(self, fn: Callable[[Statements, *_Ts], _T], *args: *_Ts) -> Deferred[_T]:
         """
@@ -448,18 +489,132 @@ class PostgresDatabase(ThreadedDatabase):
                     connection.execute(begin)
                     result = fn(Statements(connection), *args)
             except BaseException as e:
-                if connection.broken:
-                    _mark_broken(e)
-                elif connection.info.transaction_status != pq.TransactionStatus.IDLE:
-                    connection.execute("ROLLBACK")
+                _abandon(connection, e)
                 raise
-            try:
-                connection.execute("COMMIT")
-            except psycopg.OperationalError as e:
-                if connection.broken:
-                    raise _CommitInDoubt("connection lost during COMMIT") from e
-                raise
+            _commit(connection)
             return result
+
+    def _write_group(self, writes: Sequence[Write]) -> GroupOutcome:
+        """
+        Run ``writes`` in one transaction, a savepoint each, in the order
+        of their keys (see the module's documentation); alone when there is
+        one.
+        """
+        order = sorted(range(len(writes)), key=lambda i: writes[i].key or "")
+        results: list[Any] = [_PENDING] * len(writes)
+        if len(writes) > 1:
+            try:
+                self._write_together([writes[i] for i in order], order, results)
+            except _CommitInDoubt as e:
+                # Every write that had not failed alone may have committed.
+                doubt = Failure(e.__cause__ or e)
+                return GroupOutcome([r if isinstance(r, Failure) else doubt for r in results], 0)
+            except Exception as e:  # each write runs again alone
+                _log.info(
+                    "A group of {count} writes to {path} could not commit ({error});"
+                    " running them alone",
+                    count=len(writes),
+                    path=self._redacted,
+                    error=str(e).strip() or type(e).__name__,
+                )
+            else:
+                return GroupOutcome(results, 1)
+        commits = 0
+        for index in order:
+            if isinstance(results[index], Failure):
+                continue  # it failed on its own, in its savepoint
+            write = writes[index]
+            try:
+                results[index] = self._transaction("BEGIN", write.fn, write.args, pipelined=True)
+            except Exception:  # it fails alone
+                results[index] = Failure()
+            else:
+                commits += 1
+        return GroupOutcome(results, commits)
+
+    def _write_together(
+        self, writes: Sequence[Write], indexes: Sequence[int], results: list[Any]
+    ) -> None:
+        """
+        Run ``writes`` (the group's ``indexes``-th) in one pipelined
+        transaction, each in a savepoint: one that raises is rolled back to
+        it and its failure kept in ``results``; the others' results are
+        kept once ``COMMIT`` returned.
+
+        :raises _CommitInDoubt: the connection was lost during ``COMMIT``.
+        :raises Exception: the transaction cannot go on (a serialisation
+            failure, a deadlock, a lost connection, a failed ``COMMIT``);
+            nothing was committed, and ``results`` keeps the failures of
+            writes that failed on their own only.
+        """
+        done: list[Any] = [_PENDING] * len(writes)
+        with self._pool().connection() as connection:
+            try:
+                with connection.pipeline() as pipeline:
+                    connection.execute("BEGIN")
+                    for position, write in enumerate(writes):
+                        connection.execute("SAVEPOINT jmap_write")
+                        try:
+                            done[position] = write.fn(Statements(connection, pipeline), *write.args)
+                            connection.execute("RELEASE SAVEPOINT jmap_write")
+                            pipeline.sync()  # its errors are its own
+                        except Exception as e:
+                            if connection.broken or isinstance(e, _RETRYABLE):
+                                raise
+                            done[position] = _PENDING
+                            results[indexes[position]] = Failure()
+                            _undo_savepoint(connection, pipeline)
+            except BaseException as e:
+                _abandon(connection, e)
+                raise
+            _commit(connection)
+        for position, result in enumerate(done):
+            if result is not _PENDING:
+                results[indexes[position]] = result
+
+
+#: A write of a group that has not run (or whose group was rolled back).
+_PENDING: Any = object()
+
+
+def _abandon(connection: psycopg.Connection[Any], error: BaseException) -> None:
+    """
+    After ``error`` inside a transaction: mark it as a broken connection's
+    (for the retry), or roll the transaction back.
+    """
+    if connection.broken:
+        _mark_broken(error)
+    elif connection.info.transaction_status != pq.TransactionStatus.IDLE:
+        connection.execute("ROLLBACK")
+
+
+def _commit(connection: psycopg.Connection[Any]) -> None:
+    """
+    Commit; a connection lost while ``COMMIT`` was in flight leaves the
+    outcome unknown (:class:`_CommitInDoubt`).
+    """
+    try:
+        connection.execute("COMMIT")
+    except psycopg.OperationalError as e:
+        if connection.broken:
+            raise _CommitInDoubt("connection lost during COMMIT") from e
+        raise
+
+
+def _undo_savepoint(connection: psycopg.Connection[Any], pipeline: psycopg.Pipeline) -> None:
+    """
+    Roll the group's transaction back to the failed write's savepoint.
+
+    :raises Exception: the transaction cannot go on.
+    """
+    try:
+        pipeline.sync()  # what the write left in flight fails, or not
+    except psycopg.Error as e:
+        if connection.broken or isinstance(e, _RETRYABLE):
+            raise
+    connection.execute("ROLLBACK TO SAVEPOINT jmap_write")
+    connection.execute("RELEASE SAVEPOINT jmap_write")
+    pipeline.sync()
 
 
 def _limit(connection: psycopg.Connection[Any], work: Work) -> Callable[[], None]:

@@ -347,7 +347,72 @@ CREATE TABLE mail_mailbox_states (
 );
 """
 
-MIGRATIONS: list[str] = [_V1, _V2_PUSH_SUBSCRIPTIONS, _V3_TICKETS, _V4_QUOTAS, _V5_SHARES]
+_V6_MAILBOX_COUNTERS = """
+ALTER TABLE mailboxes
+    ADD COLUMN total_emails BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN unread_emails BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN total_threads BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN unread_threads BIGINT NOT NULL DEFAULT 0;
+
+CREATE TABLE mailbox_threads (
+    account_id TEXT COLLATE "C" NOT NULL,
+    thread_id  TEXT COLLATE "C" NOT NULL,
+    mailbox_id TEXT COLLATE "C" NOT NULL,
+    emails     BIGINT NOT NULL CHECK (emails > 0),
+    unread     BIGINT NOT NULL CHECK (unread >= 0),
+    PRIMARY KEY (account_id, thread_id, mailbox_id)
+);
+
+CREATE TABLE thread_unread (
+    account_id TEXT COLLATE "C" NOT NULL,
+    thread_id  TEXT COLLATE "C" NOT NULL,
+    unread     BIGINT NOT NULL CHECK (unread > 0),
+    PRIMARY KEY (account_id, thread_id)
+);
+
+INSERT INTO mailbox_threads (account_id, thread_id, mailbox_id, emails, unread)
+SELECT account_id, thread_id, mailbox_id, COUNT(*), SUM(1 - seen) FROM email_mailboxes
+GROUP BY account_id, thread_id, mailbox_id;
+
+INSERT INTO thread_unread (account_id, thread_id, unread)
+SELECT e.account_id, e.thread_id, COUNT(*) FROM emails e
+WHERE e.seen = 0 AND NOT EXISTS (
+    SELECT 1 FROM mailboxes t
+    WHERE t.num = (SELECT MIN(num) FROM mailboxes
+                   WHERE account_id = e.account_id AND role = 'trash')
+    AND EXISTS (SELECT 1 FROM email_mailboxes x WHERE x.account_id = e.account_id
+                AND x.email_id = e.id AND x.mailbox_id = t.id)
+    AND NOT EXISTS (SELECT 1 FROM email_mailboxes x WHERE x.account_id = e.account_id
+                    AND x.email_id = e.id AND x.mailbox_id <> t.id))
+GROUP BY e.account_id, e.thread_id;
+
+UPDATE mailboxes SET
+    total_emails = c.emails,
+    unread_emails = c.unread,
+    total_threads = c.threads,
+    unread_threads = c.unread_threads
+FROM (
+    SELECT m.account_id, m.mailbox_id, SUM(m.emails) AS emails, SUM(m.unread) AS unread,
+           COUNT(*) AS threads,
+           SUM(CASE WHEN m.mailbox_id = (SELECT id FROM mailboxes WHERE account_id = m.account_id
+                                         AND role = 'trash' ORDER BY num LIMIT 1)
+                    THEN CASE WHEN m.unread > 0 THEN 1 ELSE 0 END
+                    ELSE CASE WHEN u.unread IS NULL THEN 0 ELSE 1 END END) AS unread_threads
+    FROM mailbox_threads m LEFT JOIN thread_unread u
+    ON u.account_id = m.account_id AND u.thread_id = m.thread_id
+    GROUP BY m.account_id, m.mailbox_id
+) AS c
+WHERE mailboxes.account_id = c.account_id AND mailboxes.id = c.mailbox_id;
+"""
+
+MIGRATIONS: list[str] = [
+    _V1,
+    _V2_PUSH_SUBSCRIPTIONS,
+    _V3_TICKETS,
+    _V4_QUOTAS,
+    _V5_SHARES,
+    _V6_MAILBOX_COUNTERS,
+]
 """
 The schema, one SQL script per version; append only.
 """

@@ -21,6 +21,12 @@ differs: where the searchable text lives and how a query is compiled
   the state the write will commit, as the reference does.
 - Other JSON documents (``Identity``, ``VacationResponse``, …) live in
   ``mail_documents`` and share the change log.
+- Mailbox counts (:mod:`jmap_twisted.store.counters`) are counters:
+  columns of the ``mailboxes`` row, kept from per-thread tallies (rows of
+  ``mailbox_threads`` per thread and mailbox, of ``thread_unread`` per
+  thread), all changed by the writer in the transaction of every change
+  of an email's mailboxes or ``$seen``; reading them is one indexed
+  lookup.  :meth:`SQLMailStore.recount` recomputes them from the emails.
 - Quotas (:mod:`jmap_twisted.store.quota`): an account's usage (octets and
   messages) and limits are columns of its ``mail_accounts`` row.  Adding
   an email reads them, refuses the email past a limit, and adds to them
@@ -61,7 +67,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from jmap_twisted.interfaces import IChangeLogPruning, IMailReader, IMailStore, IMailWriter
+from jmap_twisted.interfaces import (
+    IChangeLogPruning,
+    IMailboxCounters,
+    IMailReader,
+    IMailStore,
+    IMailWriter,
+)
 from jmap_twisted.records import (
     AccountQuota,
     ChangeBatch,
@@ -70,10 +82,12 @@ from jmap_twisted.records import (
     MailboxCounts,
     MailboxEvent,
     MailboxRecord,
+    MailboxRecount,
     MailView,
+    Recount,
     StoreCommit,
 )
-from jmap_twisted.store import ids
+from jmap_twisted.store import counters, ids
 from jmap_twisted.store import quota as quotas
 from jmap_twisted.store.changelog import (
     ADMINS,
@@ -91,18 +105,14 @@ from jmap_twisted.store.changelog import (
     touched,
     view_pools,
 )
+from jmap_twisted.store.counters import Membership, ThreadTally
 from jmap_twisted.store.mailmodel import (
     STANDARD_MAILBOXES,
     record_email_added,
     record_email_destroyed,
     record_email_updated,
 )
-from jmap_twisted.store.sql.query import (
-    QueryCompiler,
-    SQLConnection,
-    mailbox_counts,
-    run_query,
-)
+from jmap_twisted.store.sql.query import QueryCompiler, SQLConnection, run_query
 from jmap_twisted.store.sql.threaded import frees_space
 from jmap_twisted.store.summary import summarize
 
@@ -118,6 +128,15 @@ CHANGES_BATCH = 256
 _CHUNK = 500
 
 _MAILBOX_COLUMNS = "id, name, parent_id, role, sort_order, is_subscribed"
+
+#: The ``mailboxes`` columns of a :class:`MailboxCounts`, in order.
+_COUNT_COLUMNS = "total_emails, unread_emails, total_threads, unread_threads"
+
+#: A thread without emails.
+_NO_THREAD = ThreadTally()
+
+#: What :meth:`SQLWriter._trash` holds before it looks.
+_UNKNOWN = object()
 
 #: The ``emails`` columns of an :class:`EmailRecord` (the body text comes last).
 EMAIL_COLUMNS = (
@@ -135,6 +154,8 @@ class Database(Protocol):
     """
 
     def run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]: ...
+
+    def run_for(self, owner: str, fn: Callable[..., T], *args: Any) -> Deferred[T]: ...
 
     def read(self, fn: Callable[..., T], *args: Any) -> Deferred[T]: ...
 
@@ -173,6 +194,13 @@ def _summary(row: Sequence[Any]) -> EmailSummary:
         has_attachment=bool(row[15]),
         body_text=row[19] or "",
     )
+
+
+def _values(counts: MailboxCounts) -> tuple[int, int, int, int]:
+    """
+    The four counts, in the order of :data:`_COUNT_COLUMNS`.
+    """
+    return (counts.total_emails, counts.unread_emails, counts.total_threads, counts.unread_threads)
 
 
 def _mentioned(summary: EmailSummary) -> list[str]:
@@ -223,13 +251,15 @@ class SQLReader:
         return None if row is None else str(row[0])
 
     def mailbox_counts(self, mailbox_ids: Collection[str]) -> dict[str, MailboxCounts]:
-        existing = {m.id for m in self.mailboxes()}
-        trash = self._trash_id()
-        return {
-            mailbox_id: mailbox_counts(self._db, self.account_id, mailbox_id, trash)
-            for mailbox_id in mailbox_ids
-            if mailbox_id in existing
+        # The counters of every mailbox of the account: one index range.
+        kept = {
+            mailbox_id: MailboxCounts(*(int(count) for count in counts))
+            for mailbox_id, *counts in self._db.execute(
+                f"SELECT id, {_COUNT_COLUMNS} FROM mailboxes WHERE account_id = ?",
+                (self.account_id,),
+            )
         }
+        return {m: kept[m] for m in mailbox_ids if m in kept}
 
     def emails(self, email_ids: Collection[str]) -> dict[str, EmailRecord]:
         wanted = list(dict.fromkeys(email_ids))
@@ -504,6 +534,7 @@ class SQLWriter(SQLReader):
     ) -> None:
         super().__init__(connection, account_id)
         self._recorder = recorder
+        self._trash_cache: object = _UNKNOWN
 
     def begin(self) -> None:
         """
@@ -539,6 +570,7 @@ class SQLWriter(SQLReader):
         record = MailboxRecord(
             ids.new_mailbox_id(), name, parent_id, role, sort_order, is_subscribed
         )
+        becomes_trash = role == "trash" and self._trash() is None
         self._db.execute(
             "INSERT INTO mailboxes (account_id, id, name, parent_id, role, sort_order,"
             " is_subscribed) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -546,10 +578,15 @@ class SQLWriter(SQLReader):
         )
         self._recorder.created("Mailbox", record.id)
         self._recorder.event(MailboxEvent("mailbox_added", frozenset({record.id})))
+        if becomes_trash:
+            self._trash_changed()
         return record
 
     def update_mailbox(self, mailbox_id: str, **fields: Any) -> MailboxRecord:
-        record = evolve(self._mailbox_record(mailbox_id), **fields)
+        before = self._mailbox_record(mailbox_id)
+        record = evolve(before, **fields)
+        roles = {before.role, record.role}
+        trash_before = self._trash() if "trash" in roles and len(roles) == 2 else None
         self._db.execute(
             "UPDATE mailboxes SET name = ?, parent_id = ?, role = ?, sort_order = ?,"
             " is_subscribed = ? WHERE account_id = ? AND id = ?",
@@ -565,9 +602,14 @@ class SQLWriter(SQLReader):
         )
         self._recorder.updated("Mailbox", mailbox_id)
         self._recorder.event(MailboxEvent("mailbox_updated", frozenset({mailbox_id})))
+        if "trash" in roles and len(roles) == 2:
+            self._trash_cache = _UNKNOWN
+            if self._trash() != trash_before:
+                self._trash_changed()
         return record
 
     def destroy_mailbox(self, mailbox_id: str) -> None:
+        trash_before = self._trash()
         deleted = self._db.execute(
             "DELETE FROM mailboxes WHERE account_id = ? AND id = ?", (self.account_id, mailbox_id)
         )
@@ -575,20 +617,183 @@ class SQLWriter(SQLReader):
             raise KeyError(mailbox_id)
         self._recorder.destroyed("Mailbox", mailbox_id)
         self._recorder.event(MailboxEvent("mailbox_deleted", frozenset({mailbox_id})))
+        if mailbox_id == trash_before:
+            self._trash_changed()
 
     def note_acl_change(self, mailbox_id: str) -> None:
         self._mailbox_record(mailbox_id)  # KeyError when there is none
         self._recorder.updated("Mailbox", mailbox_id, audience=ADMINS)
         self._recorder.event(MailboxEvent("mailbox_updated", frozenset({mailbox_id})))
 
-    def _thread_mailboxes(self, thread_id: str, exclude: str) -> set[str]:
-        rows = self._db.execute(
-            "SELECT DISTINCT x.mailbox_id FROM emails t JOIN email_mailboxes x"
-            " ON x.account_id = t.account_id AND x.email_id = t.id"
-            " WHERE t.account_id = ? AND t.thread_id = ? AND t.id != ?",
-            (self.account_id, thread_id, exclude),
-        )
-        return {mailbox_id for (mailbox_id,) in rows}
+    # The counters (jmap_twisted.store.counters).
+
+    def _trash(self) -> str | None:
+        """
+        The account's trash mailbox, looked up once per transaction (and
+        again after a change of roles).
+        """
+        if self._trash_cache is _UNKNOWN:
+            self._trash_cache = self._trash_id()
+        return self._trash_cache  # type: ignore[return-value]
+
+    def _tally(self, thread_id: str) -> ThreadTally:
+        mailboxes = {}
+        unread = 0
+        for mailbox_id, emails, unread_emails in self._db.execute(
+            "SELECT mailbox_id, emails, unread FROM mailbox_threads"
+            " WHERE account_id = ? AND thread_id = ?"
+            " UNION ALL SELECT NULL, unread, 0 FROM thread_unread"
+            " WHERE account_id = ? AND thread_id = ?",
+            (self.account_id, thread_id) * 2,
+        ):
+            if mailbox_id is None:
+                unread = int(emails)
+            else:
+                mailboxes[mailbox_id] = (int(emails), int(unread_emails))
+        return ThreadTally(mailboxes, unread)
+
+    def _keep_tally(self, thread_id: str, old: ThreadTally, new: ThreadTally) -> None:
+        """
+        Change the thread's stored tally from ``old`` to ``new``.
+        """
+        key = (self.account_id, thread_id)
+        gone = [(*key, m) for m in old.mailboxes if m not in new.mailboxes]
+        added = [(*key, m, *c) for m, c in new.mailboxes.items() if m not in old.mailboxes]
+        changed = [
+            (*c, *key, m)
+            for m, c in new.mailboxes.items()
+            if m in old.mailboxes and old.mailboxes[m] != c
+        ]
+        if gone:
+            self._db.executemany(
+                "DELETE FROM mailbox_threads WHERE account_id = ? AND thread_id = ?"
+                " AND mailbox_id = ?",
+                gone,
+            )
+        if added:
+            self._db.executemany(
+                "INSERT INTO mailbox_threads (account_id, thread_id, mailbox_id, emails, unread)"
+                " VALUES (?, ?, ?, ?, ?)",
+                added,
+            )
+        if changed:
+            self._db.executemany(
+                "UPDATE mailbox_threads SET emails = ?, unread = ?"
+                " WHERE account_id = ? AND thread_id = ? AND mailbox_id = ?",
+                changed,
+            )
+        if new.unread == old.unread:
+            return
+        if not old.unread:
+            self._db.execute(
+                "INSERT INTO thread_unread (account_id, thread_id, unread) VALUES (?, ?, ?)",
+                (*key, new.unread),
+            )
+        elif not new.unread:
+            self._db.execute(
+                "DELETE FROM thread_unread WHERE account_id = ? AND thread_id = ?", key
+            )
+        else:
+            self._db.execute(
+                "UPDATE thread_unread SET unread = ? WHERE account_id = ? AND thread_id = ?",
+                (new.unread, *key),
+            )
+
+    def _move(
+        self,
+        thread_id: str,
+        before: Membership | None,
+        after: Membership | None,
+        new_thread: bool = False,
+    ) -> ThreadTally:
+        """
+        Count one email's change (see :func:`~jmap_twisted.store.counters.moved`).
+
+        :param new_thread: the email starts its thread (nothing to read).
+        :return: the thread's tally after the change.
+        """
+        old = _NO_THREAD if new_thread else self._tally(thread_id)
+        new, deltas = counters.moved(old, before, after, self._trash())
+        self._keep_tally(thread_id, old, new)
+        if deltas:
+            self._db.executemany(
+                "UPDATE mailboxes SET total_emails = total_emails + ?,"
+                " unread_emails = unread_emails + ?, total_threads = total_threads + ?,"
+                " unread_threads = unread_threads + ? WHERE account_id = ? AND id = ?",
+                [(*_values(d), self.account_id, m) for m, d in sorted(deltas.items())],
+            )
+        return new
+
+    def _memberships(self) -> Iterator[tuple[str, Membership]]:
+        """
+        Every email of the account, from its rows: thread and membership.
+        """
+        mailboxes: dict[str, set[str]] = {}
+        for email_id, mailbox_id in self._db.execute(
+            "SELECT email_id, mailbox_id FROM email_mailboxes WHERE account_id = ?",
+            (self.account_id,),
+        ):
+            mailboxes.setdefault(email_id, set()).add(mailbox_id)
+        for email_id, thread_id, seen in self._db.execute(
+            "SELECT id, thread_id, seen FROM emails WHERE account_id = ?", (self.account_id,)
+        ):
+            yield thread_id, Membership(frozenset(mailboxes.get(email_id, ())), not seen)
+
+    def _kept_tallies(self) -> dict[str, ThreadTally]:
+        mailboxes: dict[str, dict[str, tuple[int, int]]] = {}
+        unread: dict[str, int] = {}
+        for thread_id, mailbox_id, emails, unread_emails in self._db.execute(
+            "SELECT thread_id, mailbox_id, emails, unread FROM mailbox_threads"
+            " WHERE account_id = ?",
+            (self.account_id,),
+        ):
+            mailboxes.setdefault(thread_id, {})[mailbox_id] = (int(emails), int(unread_emails))
+        for thread_id, count in self._db.execute(
+            "SELECT thread_id, unread FROM thread_unread WHERE account_id = ?",
+            (self.account_id,),
+        ):
+            unread[thread_id] = int(count)
+        return {
+            t: ThreadTally(mailboxes.get(t, {}), unread.get(t, 0))
+            for t in mailboxes.keys() | unread.keys()
+        }
+
+    def recount(self) -> Recount:
+        """
+        Recompute the account's counters from its emails and keep those
+        that differ; mailboxes whose counts change are recorded as
+        changed (counts only).
+        """
+        trash = self._trash()
+        counted = counters.recount(self._memberships(), trash)
+        kept = self._kept_tallies()
+        wrong_threads = 0
+        for thread_id in sorted(kept.keys() | counted.keys()):
+            old = kept.get(thread_id, _NO_THREAD)
+            new = counted.get(thread_id, _NO_THREAD)
+            if old != new:
+                self._keep_tally(thread_id, old, new)
+                wrong_threads += 1
+        held = self.mailbox_counts([m.id for m in self.mailboxes()])
+        right = counters.totals(counted.values(), held, trash)
+        repaired = []
+        for mailbox_id, counts in held.items():
+            if counts == right[mailbox_id]:
+                continue
+            fixed = right[mailbox_id]
+            self._db.execute(
+                "UPDATE mailboxes SET total_emails = ?, unread_emails = ?, total_threads = ?,"
+                " unread_threads = ? WHERE account_id = ? AND id = ?",
+                (*_values(fixed), self.account_id, mailbox_id),
+            )
+            self._recorder.updated("Mailbox", mailbox_id, counts_only=True)
+            repaired.append(MailboxRecount(mailbox_id, counts, fixed))
+        return Recount(tuple(repaired), wrong_threads)
+
+    def _trash_changed(self) -> None:
+        # Which emails count for unreadThreads changed: count again.
+        self._trash_cache = _UNKNOWN
+        self.recount()
 
     def _find_thread(self, summary: EmailSummary) -> str | None:
         """
@@ -641,9 +846,6 @@ class SQLWriter(SQLReader):
             received_at=received_at,
             summary=summary,
         )
-        thread_mailboxes = (
-            set() if new_thread else self._thread_mailboxes(record.thread_id, record.id)
-        )
         seen = int(SEEN in record.keywords)
         self._insert_email(record, raw, seen)
         self._insert_mailboxes(record, record.mailbox_ids, seen)
@@ -655,7 +857,9 @@ class SQLWriter(SQLReader):
             "INSERT INTO email_message_ids (account_id, message_id, email_id) VALUES (?, ?, ?)",
             [(self.account_id, m, record.id) for m in _mentioned(summary)],
         )
-        record_email_added(self._recorder, record, new_thread, thread_mailboxes)
+        membership = Membership.of(record)
+        tally = self._move(record.thread_id, None, membership, new_thread)
+        record_email_added(self._recorder, record, new_thread, counters.others(tally, membership))
         self._change_usage(record.size, 1)
         quotas.record_usage_changed(self._recorder, quota)
         return record
@@ -792,9 +996,12 @@ class SQLWriter(SQLReader):
                 "UPDATE email_mailboxes SET seen = ? WHERE account_id = ? AND email_id = ?",
                 (seen, *key),
             )
-        record_email_updated(
-            self._recorder, before, after, self._thread_mailboxes(after.thread_id, after.id)
-        )
+        was, now = Membership.of(before), Membership.of(after)
+        thread_mailboxes: set[str] = set()
+        if was != now:
+            tally = self._move(after.thread_id, was, now)
+            thread_mailboxes = counters.others(tally, now)
+        record_email_updated(self._recorder, before, after, thread_mailboxes)
         return after
 
     def put_document(self, type_name: str, document_id: str, document: Mapping[str, Any]) -> None:
@@ -839,7 +1046,8 @@ class SQLWriter(SQLReader):
             " AND NOT EXISTS (SELECT 1 FROM account_blobs WHERE blob_id = ?)",
             (record.blob_id,) * 3,
         )
-        thread_mailboxes = self._thread_mailboxes(record.thread_id, record.id)
+        tally = self._move(record.thread_id, Membership.of(record), None)
+        thread_mailboxes = counters.others(tally, None)
         thread_left = (
             self._db.execute(
                 "SELECT 1 FROM emails WHERE account_id = ? AND thread_id = ? LIMIT 1",
@@ -987,7 +1195,7 @@ def prune(db: SQLConnection, older_than: float) -> int:
     return deleted
 
 
-@implementer(IMailStore, IChangeLogPruning)
+@implementer(IMailStore, IChangeLogPruning, IMailboxCounters)
 class SQLMailStore:
     """
     :class:`~jmap_twisted.interfaces.IMailStore` in an SQL database;
@@ -1038,7 +1246,8 @@ class SQLMailStore:
     def write(
         self, account_id: str, fn: Callable[[IMailWriter], T], delivery: bool = False
     ) -> Deferred[T]:
-        committed = self._db.run(
+        committed = self._db.run_for(
+            account_id,
             write_transaction,
             self.writer_class,
             account_id,
@@ -1076,3 +1285,15 @@ class SQLMailStore:
         :return: fires with the number of entries deleted.
         """
         return self._db.run(prune, before)
+
+    def recount(self, account_id: str) -> Deferred[Recount]:
+        """
+        Recompute the account's mailbox counts from its emails
+        (:class:`~jmap_twisted.interfaces.IMailboxCounters`).
+        """
+
+        def recount(writer: IMailWriter) -> Recount:
+            assert isinstance(writer, SQLWriter)
+            return writer.recount()
+
+        return self.write(account_id, recount)

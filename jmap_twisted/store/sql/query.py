@@ -1,8 +1,8 @@
 """
-``Email/query`` compiled to SQL, and the mailbox counts, for every SQL mail
-store; the dialects (:mod:`~jmap_twisted.store.sqlite.query`,
-:mod:`~jmap_twisted.store.postgres.query`) say how parameters are
-written, how text and headers are searched and where a query starts.
+``Email/query`` compiled to SQL, for every SQL mail store; the dialects
+(:mod:`~jmap_twisted.store.sqlite.query`,
+:mod:`~jmap_twisted.store.postgres.query`) say how parameters are written,
+how text and headers are searched and where a query starts.
 
 Filters, sorts and thread collapsing mean exactly what they mean in
 :mod:`jmap_twisted.store.mailquery` (the reference semantics).
@@ -41,8 +41,6 @@ from email.policy import compat32
 from typing import Any, Protocol
 
 from attrs import frozen
-
-from jmap_twisted.records import MailboxCounts
 
 #: Columns of the searchable text, in order.
 SEARCH_COLUMNS = ("subject", "from_text", "to_text", "cc_text", "bcc_text", "body_text")
@@ -413,59 +411,3 @@ def run_query(
     found = [email_id for (email_id,) in connection.execute(query.select, params)]
     (total,) = connection.execute(query.count, query.params).fetchone()
     return found, int(total)
-
-
-def mailbox_counts(
-    connection: SQLConnection, account_id: str, mailbox_id: str, trash_id: str | None
-) -> MailboxCounts:
-    """
-    RFC 8621 counts of one mailbox, exactly as
-    :func:`jmap_twisted.store.mailquery.mailbox_counts` computes them,
-    including the trash rule for ``unreadThreads``.
-
-    :param trash_id: the account's trash mailbox, if any.
-    """
-    box = (account_id, mailbox_id)
-    # Two statements: COUNT(DISTINCT) alone reads email_mailboxes_by_thread
-    # in thread order, without building a temporary B-tree.
-    total, unread = connection.execute(
-        "SELECT COUNT(*), COALESCE(SUM(1 - seen), 0) FROM email_mailboxes"
-        " WHERE account_id = ? AND mailbox_id = ?",
-        box,
-    ).fetchone()
-    (threads,) = connection.execute(
-        "SELECT COUNT(DISTINCT thread_id) FROM email_mailboxes"
-        " WHERE account_id = ? AND mailbox_id = ?",
-        box,
-    ).fetchone()
-    if trash_id is not None and mailbox_id == trash_id:
-        # Only emails in the trash count, and those are the trash's threads.
-        (unread_threads,) = connection.execute(
-            "SELECT COUNT(DISTINCT thread_id) FROM email_mailboxes"
-            " WHERE account_id = ? AND mailbox_id = ? AND seen = 0",
-            box,
-        ).fetchone()
-    else:
-        # Unread emails of the mailbox's threads, wherever they are, except
-        # (when there is a trash) those that are only in the trash.
-        only_in_trash = (
-            ""
-            if trash_id is None
-            else " AND NOT (EXISTS (SELECT 1 FROM email_mailboxes x"
-            " WHERE x.account_id = u.account_id AND x.email_id = u.id AND x.mailbox_id = ?)"
-            " AND NOT EXISTS (SELECT 1 FROM email_mailboxes x"
-            " WHERE x.account_id = u.account_id AND x.email_id = u.id AND x.mailbox_id != ?))"
-        )
-        (unread_threads,) = connection.execute(
-            "SELECT COUNT(DISTINCT u.thread_id) FROM emails u"
-            " WHERE u.account_id = ? AND u.seen = 0"
-            " AND EXISTS (SELECT 1 FROM email_mailboxes t WHERE t.account_id = u.account_id"
-            " AND t.thread_id = u.thread_id AND t.mailbox_id = ?)" + only_in_trash,
-            box if trash_id is None else (*box, trash_id, trash_id),
-        ).fetchone()
-    return MailboxCounts(
-        total_emails=int(total),
-        unread_emails=int(unread),
-        total_threads=int(threads),
-        unread_threads=int(unread_threads),
-    )

@@ -21,6 +21,12 @@ Whoever runs the database may set :attr:`ThreadedDatabase.observe` to be
 told how long each transaction took, from its submission to its result
 (waiting for a thread included): ``observe("write", seconds)`` for
 ``run``, ``observe("read", seconds)`` for ``read`` and ``read_for``.
+
+Writes (``run``, and ``run_for`` for one account's data) go through
+:mod:`~jmap_twisted.store.sql.group_commit`: those that arrive while a
+write transaction is in flight share the next one, each in a savepoint of
+its own.  :attr:`ThreadedDatabase.commits` counts the write transactions
+committed.
 """
 
 from __future__ import annotations
@@ -34,9 +40,16 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from jmap_twisted.errors import DatabaseError
+from jmap_twisted.store.sql.group_commit import (
+    DEFAULT_GROUP_LIMIT,
+    GroupOutcome,
+    Write,
+    WriteLanes,
+)
 
 if TYPE_CHECKING:
     from jmap_twisted.store.sql.fair_reads import FairReads, Work
@@ -110,9 +123,13 @@ class ThreadedDatabase:
     :ivar observe: called, in the reactor's thread, with a transaction's
         kind (``read`` or ``write``) and the seconds it took once it is
         over (failed ones too); ``None``: not timed.
+    :ivar commits: write transactions committed since the database was
+        made (a group of writes committed together counts once).
+    :ivar group_limit: the most writes one transaction holds.
     """
 
     observe: Callable[[str, float], None] | None = None
+    group_limit = DEFAULT_GROUP_LIMIT
 
     def __init__(self, reactor: IReactorFromThreads, migrations: Sequence[str]) -> None:
         self._reactor = reactor
@@ -123,6 +140,8 @@ class ThreadedDatabase:
         self._idle_waiters: list[Deferred[None]] = []
         self._stop_waiters: list[Deferred[None]] = []
         self._shutdown_trigger: Any = None
+        self._lanes: WriteLanes | None = None
+        self.commits = 0
 
     @property
     def schema_version(self) -> int:
@@ -157,6 +176,26 @@ class ThreadedDatabase:
         """
         raise NotImplementedError
 
+    def _write_pool(self) -> ThreadPool | None:
+        """
+        The pool whose threads run write transactions.
+        """
+        raise NotImplementedError
+
+    def _write_lanes(self) -> int:
+        """
+        How many write transactions may be in flight at once.
+        """
+        return 1
+
+    def _write_group(self, writes: Sequence[Write]) -> GroupOutcome:
+        """
+        Run ``writes`` in a thread of :meth:`_write_pool` (one transaction
+        with a savepoint each when there are several; see
+        :mod:`~jmap_twisted.store.sql.group_commit`).
+        """
+        raise NotImplementedError
+
     def start(self) -> Deferred[None]:
         """
         Open the database and bring its schema up to date.
@@ -173,6 +212,9 @@ class ThreadedDatabase:
     async def _start(self) -> None:
         self._state = "starting"
         self._pools = self._make_pools()
+        self._lanes = WriteLanes(
+            self._write_lanes(), self._run_group, self._count_commits, self.group_limit
+        )
         for pool in self._pools:
             pool.start()
         core = IReactorCore(self._reactor, None)
@@ -247,6 +289,11 @@ class ThreadedDatabase:
         ``stopped`` and whoever waits in :meth:`stop` is told.
         """
         pools, self._pools = self._pools, []
+        lanes, self._lanes = self._lanes, None
+        if lanes is not None:
+            # Writes still waiting for their lane (the reactor is shutting
+            # down and will not start their groups): run them all the same.
+            self._flush(lanes)
         for pool in pools:
             pool.stop()  # runs what was submitted, then joins
         self._close()
@@ -271,6 +318,53 @@ class ThreadedDatabase:
         result = deferToThreadPool(self._reactor, pool, work)
         result.addBoth(self._work_done)
         return self._timed(result, kind)
+
+    def _submit_write(
+        self, key: str | None, fn: Callable[..., _T], args: tuple[Any, ...]
+    ) -> Deferred[_T]:
+        """
+        Queue the write ``fn(connection, *args)`` of ``key``'s data (see
+        :mod:`~jmap_twisted.store.sql.group_commit`), counted as in flight
+        until its commit, and timed as a ``write``.
+        """
+        lanes = self._lanes
+        if self._state != "running" or lanes is None:
+            return fail(DatabaseNotRunningError(f"{self.description} is {self._state}"))
+        self._in_flight += 1
+        write = Write(fn, args, key)
+        result: Deferred[_T] = write.done
+        result.addBoth(self._work_done)
+        timed = self._timed(result, "write")
+        lanes.add(write)
+        return timed
+
+    def _run_group(self, writes: Sequence[Write]) -> Deferred[GroupOutcome]:
+        pool = self._write_pool()
+        if pool is None:  # pragma: no cover - the pools outlive every write
+            return fail(DatabaseNotRunningError(f"{self.description} is {self._state}"))
+        return deferToThreadPool(self._reactor, pool, self._write_group, writes)
+
+    def _count_commits(self, commits: int) -> None:
+        self.commits += commits
+
+    def _flush(self, lanes: WriteLanes) -> None:
+        """
+        Run the writes still waiting in ``lanes`` in the write threads, each
+        lane's groups one after the other, before the pools stop.
+        """
+        pool = self._write_pool()
+        if pool is None:  # pragma: no cover - the pools outlive every write
+            return
+        for groups in lanes.take_all():
+            if groups:
+                pool.callInThread(self._run_groups, groups)
+
+    def _run_groups(self, groups: list[list[Write]]) -> None:
+        for group in groups:
+            outcome = self._write_group(group)
+            self._reactor.callFromThread(self._count_commits, outcome.commits)
+            for write, result in zip(group, outcome.results, strict=True):
+                self._reactor.callFromThread(_deliver, write.done, result)
 
     def _submit_fair(
         self, reads: FairReads | None, owner: str, work: Callable[[Work], _T]
@@ -309,3 +403,10 @@ class ThreadedDatabase:
             for waiter in waiters:
                 waiter.callback(None)
         return result
+
+
+def _deliver(done: Deferred[Any], result: Any) -> None:
+    if isinstance(result, Failure):
+        done.errback(result)
+    else:
+        done.callback(result)

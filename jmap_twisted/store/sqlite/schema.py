@@ -389,6 +389,69 @@ CREATE TABLE mail_mailbox_states (
 ) WITHOUT ROWID;
 """
 
+_V9_MAILBOX_COUNTERS = """
+-- Mailbox counts kept as counters (jmap_twisted.store.counters), changed in the
+-- transaction of every change of an email's mailboxes or $seen.
+ALTER TABLE mailboxes ADD COLUMN total_emails INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE mailboxes ADD COLUMN unread_emails INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE mailboxes ADD COLUMN total_threads INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE mailboxes ADD COLUMN unread_threads INTEGER NOT NULL DEFAULT 0;
+
+-- Per thread and mailbox: how many of the thread's emails, and unread emails,
+-- the mailbox holds (no row: none).  Mailbox ids are those of email_mailboxes,
+-- including mailboxes destroyed while holding emails.
+CREATE TABLE mailbox_threads (
+    account_id TEXT NOT NULL,
+    thread_id  TEXT NOT NULL,
+    mailbox_id TEXT NOT NULL,
+    emails     INTEGER NOT NULL CHECK (emails > 0),
+    unread     INTEGER NOT NULL CHECK (unread >= 0),
+    PRIMARY KEY (account_id, thread_id, mailbox_id)
+) WITHOUT ROWID;
+
+-- Per thread: its unread emails that are not only in the trash (no row: none).
+CREATE TABLE thread_unread (
+    account_id TEXT NOT NULL,
+    thread_id  TEXT NOT NULL,
+    unread     INTEGER NOT NULL CHECK (unread > 0),
+    PRIMARY KEY (account_id, thread_id)
+) WITHOUT ROWID;
+
+-- The counters of the mail stored before, counted once here.
+INSERT INTO mailbox_threads (account_id, thread_id, mailbox_id, emails, unread)
+SELECT account_id, thread_id, mailbox_id, COUNT(*), SUM(1 - seen) FROM email_mailboxes
+GROUP BY account_id, thread_id, mailbox_id;
+
+INSERT INTO thread_unread (account_id, thread_id, unread)
+SELECT e.account_id, e.thread_id, COUNT(*) FROM emails e
+WHERE e.seen = 0 AND NOT EXISTS (
+    SELECT 1 FROM mailboxes t
+    WHERE t.num = (SELECT MIN(num) FROM mailboxes
+                   WHERE account_id = e.account_id AND role = 'trash')
+    AND EXISTS (SELECT 1 FROM email_mailboxes x WHERE x.account_id = e.account_id
+                AND x.email_id = e.id AND x.mailbox_id = t.id)
+    AND NOT EXISTS (SELECT 1 FROM email_mailboxes x WHERE x.account_id = e.account_id
+                    AND x.email_id = e.id AND x.mailbox_id <> t.id))
+GROUP BY e.account_id, e.thread_id;
+
+UPDATE mailboxes SET
+    total_emails = c.emails,
+    unread_emails = c.unread,
+    total_threads = c.threads,
+    unread_threads = c.unread_threads
+FROM (
+    SELECT m.account_id, m.mailbox_id, SUM(m.emails) AS emails, SUM(m.unread) AS unread,
+           COUNT(*) AS threads,
+           SUM(CASE WHEN m.mailbox_id = (SELECT id FROM mailboxes WHERE account_id = m.account_id
+                                         AND role = 'trash' ORDER BY num LIMIT 1)
+                    THEN m.unread > 0 ELSE u.unread IS NOT NULL END) AS unread_threads
+    FROM mailbox_threads m LEFT JOIN thread_unread u
+    ON u.account_id = m.account_id AND u.thread_id = m.thread_id
+    GROUP BY m.account_id, m.mailbox_id
+) AS c
+WHERE mailboxes.account_id = c.account_id AND mailboxes.id = c.mailbox_id;
+"""
+
 MIGRATIONS: list[str] = [
     _V1_DIRECTORY_AND_BLOBS,
     _V2_MAIL,
@@ -398,6 +461,7 @@ MIGRATIONS: list[str] = [
     _V6_TICKETS,
     _V7_QUOTAS,
     _V8_SHARES,
+    _V9_MAILBOX_COUNTERS,
 ]
 """
 The schema, one SQL script per version; append only.

@@ -97,6 +97,8 @@ FANOUT_SHARE = 0.5
 PACED_ABOVE = 0.002
 #: The longest an account's changes wait for its next StateChange.
 MAX_PACE = 0.25
+#: Paced accounts remembered before those whose pace is over are dropped.
+MAX_PACED_ACCOUNTS = 10_000
 
 
 @implementer(IEventListener)
@@ -166,6 +168,8 @@ class MailboxChangeListener:
             ended = clock.seconds()
             took = ended - started
             if took > PACED_ABOVE:
+                if len(self._next) >= MAX_PACED_ACCOUNTS:
+                    self._next = {a: t for a, t in self._next.items() if t > ended}
                 self._next[account] = ended + min(MAX_PACE, took / FANOUT_SHARE - took)
         return dispatched
 

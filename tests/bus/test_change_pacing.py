@@ -112,3 +112,20 @@ def test_without_a_clock_nothing_is_paced() -> None:
     listener.handle(change("a", "1"))
     listener.handle(change("a", "2"))
     assert len(bus.sent) == 2
+
+
+def test_paced_accounts_are_forgotten_once_their_pace_is_over(monkeypatch: Any) -> None:
+    """
+    However many accounts have been paced once, what is remembered of
+    them stays bounded.
+    """
+    from jmap_twisted.bus import changes
+
+    monkeypatch.setattr(changes, "MAX_PACED_ACCOUNTS", 10)
+    cost = {f"a{n}": 0.02 for n in range(50)}
+    clock, bus, listener = setup(cost)
+    for n in range(50):
+        listener.handle(change(f"a{n}", "1"))
+        clock.advance(1.0)
+    assert len(listener._next) <= 10
+    assert len(bus.sent) == 50

@@ -253,7 +253,11 @@ class LocalServer:
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a server that hangs must not hang the run
+            self.process.kill()
+            self.process.wait()
 
 
 @contextmanager

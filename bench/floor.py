@@ -84,7 +84,11 @@ def running_floor() -> Iterator[Floor]:
         yield Floor(process.pid, ("127.0.0.1", lmtp_port), ws_port)
     finally:
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def serve(lmtp_port: int, ws_port: int) -> None:

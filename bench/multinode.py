@@ -158,7 +158,11 @@ class LocalCluster:
     def stop(self) -> None:
         for process, _, _ in self.nodes.values():
             process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         self.postgres.stop()
         self.broker.stop()
 

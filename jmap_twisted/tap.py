@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getopt
 import resource
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 from twisted.application.service import IService
 from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.logger import Logger
 from twisted.python import usage
 
 from jmap_twisted import configfile
@@ -38,6 +40,8 @@ from jmap_twisted.interfaces import IJMAPReactor
 from jmap_twisted.logformat import FORMATS, twistd_json_logger
 from jmap_twisted.mail.sendlimits import SendLimits
 from jmap_twisted.store.backends import StoreConfigurationError, StoreSettings, read_secret
+
+_log = Logger()
 
 if TYPE_CHECKING:
     from jmap_twisted.bus.amqp_node import AMQPSettings
@@ -794,9 +798,41 @@ def makeService(options: Options) -> IService:
 
     from jmap_twisted.service import make_service
 
+    reactor.callWhenRunning(stop_on_signals, reactor)
     # Twisted types the global reactor as its common core only; the
     # reactors twistd installs provide everything IJMAPReactor names.
     return make_service(options.config, cast(IJMAPReactor, reactor))
+
+
+def stop_on_signals(reactor: Any) -> None:
+    """
+    Stop on SIGTERM and SIGINT without logging inside the signal handler.
+
+    Twisted's own handlers log "Received SIGTERM" from the handler: when
+    the signal lands while the main thread is inside the log observer
+    (whose lock is a pure-Python ``RLock``, not safe to re-enter from a
+    signal handler mid-acquire), the server deadlocks and never stops.
+    These handlers only hand the stop to the reactor, which logs it from
+    its loop.  Installed once the reactor runs, in place of Twisted's own
+    only (a process that handles the signals otherwise keeps its
+    handlers).
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        reactor.callFromThread(_stop, reactor, signal.Signals(signum).name)
+
+    for signum, twisted_handler in (
+        (signal.SIGTERM, getattr(reactor, "sigTerm", None)),
+        (signal.SIGINT, getattr(reactor, "sigInt", None)),
+    ):
+        if twisted_handler is not None and signal.getsignal(signum) == twisted_handler:
+            signal.signal(signum, handler)
+
+
+def _stop(reactor: Any, name: str) -> None:
+    _log.info("Received {signal}, shutting down.", signal=name)
+    if reactor.running:
+        reactor.stop()
 
 
 def _check_ca_file(path: str, option: str) -> None:

@@ -3,6 +3,7 @@
 """
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.python import usage
@@ -248,3 +249,62 @@ def test_bad_cluster_options(args: list[str]) -> None:
     with pytest.raises(usage.UsageError) as raised:
         parse(*args)
     assert "secret" not in str(raised.value)
+
+
+def test_signals_stop_the_server_without_logging_in_the_handler() -> None:
+    """
+    SIGTERM and SIGINT, handled by Twisted's own handlers, are taken over
+    by handlers that only hand the stop to the reactor: nothing is logged
+    inside the signal handler (where re-entering the log observer can
+    deadlock the server); the reactor's loop logs the signal and stops.
+    A handler that is not Twisted's is left alone.
+    """
+    import signal
+
+    from twisted.logger import globalLogPublisher
+
+    from jmap_twisted.tap import stop_on_signals
+
+    class Reactor:
+        running = True
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[Any, tuple[Any, ...]]] = []
+            self.stopped = 0
+
+        def sigTerm(self, *args: object) -> None:
+            raise AssertionError("Twisted's handler is replaced")
+
+        def sigInt(self, *args: object) -> None:
+            raise AssertionError("Twisted's handler is replaced")
+
+        def callFromThread(self, f: Any, *args: Any) -> None:
+            self.calls.append((f, args))
+
+        def stop(self) -> None:
+            self.stopped += 1
+
+    def elsewhere(signum: int, frame: object) -> None:
+        pass
+
+    reactor = Reactor()
+    saved = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    logged: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        signal.signal(signal.SIGTERM, reactor.sigTerm)
+        signal.signal(signal.SIGINT, elsewhere)
+        stop_on_signals(reactor)
+        assert signal.getsignal(signal.SIGINT) is elsewhere
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler) and handler != reactor.sigTerm
+        handler(signal.SIGTERM, None)
+        assert logged == [] and reactor.stopped == 0
+        ((call, args),) = reactor.calls
+        call(*args)
+        assert reactor.stopped == 1
+        assert [e.get("signal") for e in logged] == ["SIGTERM"]
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+        signal.signal(signal.SIGTERM, saved[0])
+        signal.signal(signal.SIGINT, saved[1])

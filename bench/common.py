@@ -67,6 +67,47 @@ def summary(values: list[float]) -> dict[str, Any]:
     }
 
 
+def cpu_times(pid: int) -> tuple[float, float]:
+    """
+    The user and the system CPU time process ``pid`` has used so far
+    (all its threads), in seconds, from ``/proc/PID/stat``.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # After the command name: state is field 3, utime 14 and stime 15.
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """
+    User plus system CPU time of process ``pid`` so far, in seconds.
+    """
+    return sum(cpu_times(pid))
+
+
+def rss_kib(pid: int) -> int:
+    """
+    The resident memory of process ``pid`` (``VmRSS``), in KiB.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """
+    Stop a server process with SIGTERM, killing it if it has not exited
+    within 30 s: a server that hangs must not hang the run.
+    """
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def basic(user: str, password: str) -> str:
     return "Basic " + b64encode(f"{user}:{password}".encode()).decode()
 
@@ -252,12 +293,7 @@ class LocalServer:
         )
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # a server that hangs must not hang the run
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 @contextmanager

@@ -34,21 +34,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Target, message, react_and_report, running_server, summary
+from common import Target, cpu_seconds, message, react_and_report, running_server, summary
 from floor import running_floor
 from push import Factory, open_sockets
 from twisted.internet import defer, threads
-
-TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_ms(pid: int) -> float:
-    """
-    User plus system CPU time of process ``pid`` so far, in milliseconds.
-    """
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    # After the command name: state is field 3, utime 14 and stime 15.
-    return (int(fields[11]) + int(fields[12])) * TICK_MS
 
 
 class LMTPClient:
@@ -105,7 +94,7 @@ async def one_round(
     the CPU ms per delivery and the end of DATA → frame latencies (ms).
     """
     latencies = []
-    before = cpu_ms(pid)
+    before = cpu_seconds(pid) * 1000
     for index in range(first, first + count):
         factory.arrivals.clear()
         factory.expected = 1
@@ -114,7 +103,7 @@ async def one_round(
         started = await threads.deferToThread(client.deliver, message(index))
         await done
         latencies.append((factory.arrivals[0] - started) * 1000)
-    return (cpu_ms(pid) - before) / count, latencies
+    return (cpu_seconds(pid) * 1000 - before) / count, latencies
 
 
 @contextmanager

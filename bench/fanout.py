@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import smtplib
 import statistics
 import sys
@@ -35,7 +34,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import message, running_server, summary
+from common import cpu_seconds, message, running_server, summary
 from floor import running_floor
 from leanws import LeanClient
 
@@ -43,11 +42,6 @@ from leanws import LeanClient
 #: is pushed on its own (the server paces an account's StateChanges after
 #: an expensive fan-out; the rate figure shows that).
 GAP = 0.1
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Side:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from common import free_port, stop_process
 
 
 @dataclass(frozen=True)
@@ -54,19 +55,13 @@ class Floor:
         return "127.0.0.1", self.ws_port
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def running_floor() -> Iterator[Floor]:
     """
     The floor in a process of its own, on free loopback ports; stopped
     afterwards.
     """
-    lmtp_port, ws_port = _free_port(), _free_port()
+    lmtp_port, ws_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, __file__, "--lmtp-port", str(lmtp_port), "--ws-port", str(ws_port)]
     )
@@ -83,12 +78,7 @@ def running_floor() -> Iterator[Floor]:
                 time.sleep(0.05)
         yield Floor(process.pid, ("127.0.0.1", lmtp_port), ws_port)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def serve(lmtp_port: int, ws_port: int) -> None:

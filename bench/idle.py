@@ -35,22 +35,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Target, basic, react_and_report, running_server
-from push import Factory, Pusher, latencies, lmtp_deliver, rss_kib
+from common import Target, basic, cpu_times, react_and_report, rss_kib, running_server
+from push import Factory, Pusher, latencies, lmtp_deliver
 from twisted.internet import defer, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 #: Sockets opening at once.
 WINDOW = 100
-
-
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """
-    The user and the system CPU time the process has used.
-    """
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 class Answering(Pusher):
@@ -118,9 +109,9 @@ async def measure(reactor: Any, server: Target, args: argparse.Namespace) -> dic
     pushed = rss_kib(server.pid)
     idle.expected = 10**9
     window = args.rounds * (args.interval or 30)  # pings off: as long as with
-    pings, cpu, wall = idle.pings, cpu_seconds(server.pid), time.perf_counter()
+    pings, cpu, wall = idle.pings, cpu_times(server.pid), time.perf_counter()
     await task.deferLater(reactor, window, lambda: None)
-    (user, system), wall = cpu_seconds(server.pid), time.perf_counter() - wall
+    (user, system), wall = cpu_times(server.pid), time.perf_counter() - wall
     user, system = user - cpu[0], system - cpu[1]
     pings = idle.pings - pings
     one_of_n = await latencies(reactor, server, target, server.recipient, args.deliveries)

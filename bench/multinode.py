@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import smtplib
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from common import (
     free_port,
     message,
     react_and_report,
+    stop_process,
     summary,
     tool,
 )
@@ -157,12 +157,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         for process, _, _ in self.nodes.values():
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
         self.postgres.stop()
         self.broker.stop()
 

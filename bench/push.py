@@ -38,18 +38,12 @@ from common import (
     message,
     open_target,
     react_and_report,
+    rss_kib,
     running_server,
     summary,
 )
 from twisted.internet import defer, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 class Pusher(WebSocketClientProtocol):

@@ -40,8 +40,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from common import LocalServer, basic, message, percentile
-from push import Factory, Pusher, rss_kib
+from common import LocalServer, basic, message, percentile, rss_kib
+from push import Factory, Pusher
 from twisted.internet import defer, protocol, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint
 

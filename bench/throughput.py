@@ -40,6 +40,7 @@ from common import (
     USING,
     Target,
     add_target_arguments,
+    cpu_seconds,
     free_port,
     message,
     open_target,
@@ -164,14 +165,13 @@ def pin(server: int | None, *others: int) -> None:
     os.sched_setaffinity(0, {cores[0]})
 
 
-def cpu_seconds(pid: int | None) -> float | None:
+def process_cpu(pid: int | None) -> float | None:
     """
     The CPU time a local process has used (user and system, all threads).
     """
     if pid is None:
         return None
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(pid)
 
 
 def fill(server: Target) -> None:
@@ -189,7 +189,7 @@ def view_round(server: Target, count: int) -> tuple[float, float | None]:
     second and the server's CPU milliseconds per view (``None`` for a
     remote server).
     """
-    before = cpu_seconds(server.pid)
+    before = process_cpu(server.pid)
     rate = ws_rate(
         server.ws_url,
         {"Authorization": server.auth},
@@ -197,7 +197,7 @@ def view_round(server: Target, count: int) -> tuple[float, float | None]:
         False,
         request=realistic(server.account),
     )
-    after = cpu_seconds(server.pid)
+    after = process_cpu(server.pid)
     cpu = None if before is None or after is None else 1000 * (after - before) / count
     return rate, cpu
 
